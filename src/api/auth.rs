@@ -1,0 +1,113 @@
+//! Superuser auth routes, as PocketBase's `_superusers` collection answers them.
+
+use super::PbJson;
+use crate::AppState;
+use crate::auth::{
+    SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType,
+};
+use crate::error::{ApiError, FieldError};
+use crate::users::{Superuser, verify_password};
+use axum::Json;
+use axum::extract::State;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct PasswordBody {
+    identity: String,
+    password: String,
+}
+
+/// The record PocketBase returns for a superuser.
+fn record(user: &Superuser) -> Value {
+    json!({
+        "collectionId": SUPERUSERS_COLLECTION_ID,
+        "collectionName": SUPERUSERS_COLLECTION_NAME,
+        "created": user.created,
+        "email": user.email,
+        "emailVisibility": false,
+        "id": user.id,
+        "updated": user.updated,
+        "verified": true,
+    })
+}
+
+fn auth_response(state: &AppState, user: &Superuser) -> Result<Json<Value>, ApiError> {
+    let token = state
+        .tokens
+        .issue(user, TokenType::Auth)
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({ "record": record(user), "token": token })))
+}
+
+/// POST /api/collections/_superusers/auth-with-password
+pub async fn auth_with_password(
+    State(state): State<AppState>,
+    PbJson(body): PbJson<PasswordBody>,
+) -> Result<Json<Value>, ApiError> {
+    let mut missing = Vec::new();
+    if body.identity.is_empty() {
+        missing.push(("identity", FieldError::required()));
+    }
+    if body.password.is_empty() {
+        missing.push(("password", FieldError::required()));
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::validation(missing));
+    }
+    let users = state
+        .tokens
+        .users()
+        .current()
+        .map_err(|e| ApiError::internal(&e))?;
+    let user = users.find_by_email(&body.identity).cloned();
+    // Verify on a blocking thread (argon2 is slow by design), and verify even for an
+    // unknown identity so the answer time does not tell which emails exist.
+    let ok = tokio::task::spawn_blocking(move || match &user {
+        Some(u) => verify_password(u, &body.password).then(|| u.clone()),
+        None => {
+            let _ = verify_password(dummy_user(), &body.password);
+            None
+        }
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    match ok {
+        Some(user) => auth_response(&state, &user),
+        None => Err(ApiError::bad_request("Failed to authenticate.")),
+    }
+}
+
+fn dummy_user() -> &'static Superuser {
+    static DUMMY: std::sync::OnceLock<Superuser> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| Superuser {
+        id: String::new(),
+        email: String::new(),
+        password_hash: crate::users::hash_password(&crate::users::random_string(20))
+            .unwrap_or_default(),
+        token_key: String::new(),
+        created: String::new(),
+        updated: String::new(),
+    })
+}
+
+/// POST /api/collections/_superusers/auth-refresh
+pub async fn auth_refresh(
+    State(state): State<AppState>,
+    SuperuserAuth(user): SuperuserAuth,
+) -> Result<Json<Value>, ApiError> {
+    auth_response(&state, &user)
+}
+
+/// POST /api/files/token
+pub async fn file_token(
+    State(state): State<AppState>,
+    SuperuserAuth(user): SuperuserAuth,
+) -> Result<Json<Value>, ApiError> {
+    let token = state
+        .tokens
+        .issue(&user, TokenType::File)
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(Json(json!({ "token": token })))
+}

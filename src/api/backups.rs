@@ -1,0 +1,486 @@
+//! The Backups API: list, create, upload, download, delete and restore, with PocketBase's
+//! status codes, messages and validation codes (PocketBase 0.40, `apis/backup*.go`).
+
+use crate::AppState;
+use crate::auth::{SuperuserAuth, TokenType};
+use crate::error::{ApiError, FieldError};
+use crate::jobs::JobKind;
+use crate::keys;
+use crate::storage::{ByteRange, ByteStream, PutOptions, StorageError};
+use axum::body::Body;
+use axum::extract::{Multipart, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+const MSG_BUSY: &str = "Try again later - another backup/restore process has already been started.";
+const MSG_IN_USE: &str = "The backup is currently being used and cannot be deleted.";
+const MSG_DELETE_MISSING: &str = "Invalid or already deleted backup file.";
+const MSG_FORBIDDEN: &str = "Insufficient permissions to access the resource.";
+
+/// One backup as PocketBase lists it.
+#[derive(Debug, Serialize)]
+pub struct BackupItem {
+    key: String,
+    modified: String,
+    size: u64,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    fields: Option<String>,
+}
+
+/// GET /api/backups
+pub async fn list(
+    State(state): State<AppState>,
+    _auth: SuperuserAuth,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Vec<Value>>, ApiError> {
+    let items = state.store.list().await.map_err(|e| {
+        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to retrieve backup items.", &e)
+    })?;
+    let fields = parse_fields(q.fields.as_deref());
+    let out = items
+        .into_iter()
+        .map(|b| {
+            let item = BackupItem {
+                key: b.key,
+                modified: crate::time_fmt::pb(b.modified),
+                size: b.size,
+            };
+            pick_fields(serde_json::to_value(item).unwrap_or_default(), fields.as_deref())
+        })
+        .collect();
+    Ok(Json(out))
+}
+
+/// PocketBase's `fields` parameter: comma-separated names, `*` for all, modifiers after a
+/// `:` ignored. `None` means every field.
+fn parse_fields(raw: Option<&str>) -> Option<Vec<String>> {
+    let raw = raw?.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let fields: Vec<String> = raw
+        .split(',')
+        .map(|f| f.split(':').next().unwrap_or("").trim().to_string())
+        .filter(|f| !f.is_empty())
+        .collect();
+    if fields.is_empty() || fields.iter().any(|f| f == "*") {
+        None
+    } else {
+        Some(fields)
+    }
+}
+
+fn pick_fields(item: Value, fields: Option<&[String]>) -> Value {
+    let (Some(fields), Value::Object(obj)) = (fields, &item) else {
+        return item;
+    };
+    let picked: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| fields.iter().any(|f| f == *k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Value::Object(picked)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct CreateBody {
+    name: String,
+}
+
+fn name_exists(field: &'static str, message: &'static str) -> ApiError {
+    ApiError::validation([(
+        field,
+        FieldError::new("validation_backup_name_exists", message),
+    )])
+}
+
+/// POST /api/backups
+///
+/// Answers `204` only once the archive is complete in the store. If the request is dropped
+/// (the client went away), the create stops and nothing is stored.
+pub async fn create(
+    State(state): State<AppState>,
+    _auth: SuperuserAuth,
+    super::PbJson(body): super::PbJson<CreateBody>,
+) -> Result<StatusCode, ApiError> {
+    // PocketBase checks the lock first, then the body.
+    if state.jobs.is_busy() {
+        return Err(ApiError::bad_request(MSG_BUSY));
+    }
+    let name = if body.name.is_empty() {
+        keys::default_name(time::OffsetDateTime::now_utc())
+    } else {
+        keys::check_create_name(&body.name).map_err(|e| ApiError::validation([("name", e)]))?;
+        body.name
+    };
+    let _job = state
+        .jobs
+        .try_start(JobKind::Create, &name)
+        .ok_or_else(|| ApiError::bad_request(MSG_BUSY))?;
+    const EXISTS: &str = "The backup file name is invalid or already exists.";
+    let _key = state
+        .jobs
+        .reserve_key(&name)
+        .ok_or_else(|| name_exists("name", EXISTS))?;
+    let existing = state.store.stat(&name).await.map_err(|e| {
+        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to create backup.", &e)
+    })?;
+    if existing.is_some() {
+        return Err(name_exists("name", EXISTS));
+    }
+    match crate::backup::create(&state, &name).await {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(crate::backup::CreateError::Storage(StorageError::AlreadyExists)) => {
+            Err(name_exists("name", EXISTS))
+        }
+        Err(e) => Err(ApiError::logged(
+            StatusCode::BAD_REQUEST,
+            "Failed to create backup.",
+            &e,
+        )),
+    }
+}
+
+/// POST /api/backups/upload
+///
+/// Streams the multipart `file` into the store: no whole-file buffer in memory or on disk.
+/// The key is the file name without any path.
+pub async fn upload(
+    State(state): State<AppState>,
+    _auth: SuperuserAuth,
+    request: Request,
+) -> Result<StatusCode, ApiError> {
+    use axum::extract::FromRequest;
+    let mut multipart = Multipart::from_request(request, &state)
+        .await
+        .map_err(|_| ApiError::validation([("file", FieldError::required())]))?;
+    let field = loop {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some("file") && f.file_name().is_some() => break f,
+            Ok(Some(_)) => continue,
+            Ok(None) => return Err(ApiError::validation([("file", FieldError::required())])),
+            Err(_) => return Err(ApiError::load_failed()),
+        }
+    };
+    let file_name = field.file_name().unwrap_or_default().to_string();
+    let key = keys::upload_key(&file_name).to_string();
+    let mut body: ByteStream<'_> = Box::pin(field.map_err(std::io::Error::other));
+
+    // Mime check on the first bytes, as PocketBase detects it: a zip starts with a local
+    // file header (or, when empty, with the end record).
+    let mut head = Vec::new();
+    while head.len() < 4 {
+        match body.next().await {
+            Some(Ok(chunk)) => head.extend_from_slice(&chunk),
+            Some(Err(_)) => return Err(ApiError::load_failed()),
+            None => break,
+        }
+    }
+    if !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
+        return Err(ApiError::validation([(
+            "file",
+            FieldError::new(
+                "validation_invalid_mime_type",
+                format!("{:?} mime type must be one of: application/zip.", file_name),
+            ),
+        )]));
+    }
+    if keys::check_key(&key).is_err() {
+        return Err(ApiError::validation([(
+            "file",
+            FieldError::new(
+                "validation_invalid_file_name",
+                "The backup file name is invalid.",
+            ),
+        )]));
+    }
+    const EXISTS: &str = "Backup file with the specified name already exists.";
+    let _key = state
+        .jobs
+        .reserve_key(&key)
+        .ok_or_else(|| name_exists("file", EXISTS))?;
+    let existing = state.store.stat(&key).await.map_err(|e| {
+        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to upload the backup.", &e)
+    })?;
+    if existing.is_some() {
+        return Err(name_exists("file", EXISTS));
+    }
+    let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
+    let opts = PutOptions {
+        part_size: state.config.part_size,
+        parts_in_flight: state.config.parts_in_flight,
+    };
+    match state
+        .store
+        .put(&key, Box::pin(first.chain(body)), opts)
+        .await
+    {
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+        Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS)),
+        Err(StorageError::Body(e)) => {
+            tracing::warn!(error = %e, "upload body failed");
+            Err(ApiError::load_failed())
+        }
+        Err(e) => Err(ApiError::logged(
+            StatusCode::BAD_REQUEST,
+            "Failed to upload the backup.",
+            &e,
+        )),
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct DownloadQuery {
+    #[serde(default)]
+    token: String,
+}
+
+/// GET /api/backups/{key}?token=FILE_TOKEN
+///
+/// Streams the archive, honouring single `Range` requests (`206`, or `416` when
+/// unsatisfiable). An unknown key is `404` (PocketBase's S3 mode answers 400).
+pub async fn download(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if state.tokens.verify(&q.token, TokenType::File).is_err() {
+        return Err(ApiError::forbidden(MSG_FORBIDDEN));
+    }
+    if keys::check_key(&key).is_err() {
+        return Err(ApiError::not_found());
+    }
+    let info = state
+        .store
+        .stat(&key)
+        .await
+        .map_err(|e| ApiError::logged(StatusCode::BAD_REQUEST, "Failed to download the backup.", &e))?
+        .ok_or_else(ApiError::not_found)?;
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        None => None,
+        Some(raw) => match parse_range(raw, info.size) {
+            RangeSpec::Ignore => None,
+            RangeSpec::Range(r) => Some(r),
+            RangeSpec::Unsatisfiable => {
+                let mut res = ApiError::new(
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    "The requested range is not satisfiable.",
+                )
+                .into_response();
+                res.headers_mut().insert(
+                    header::CONTENT_RANGE,
+                    HeaderValue::from_str(&format!("bytes */{}", info.size))
+                        .expect("valid header"),
+                );
+                return Ok(res);
+            }
+        },
+    };
+    let body = match state.store.get(&key, range).await {
+        Ok(b) => b,
+        Err(StorageError::NotFound) => return Err(ApiError::not_found()),
+        Err(e) => {
+            return Err(ApiError::logged(
+                StatusCode::BAD_REQUEST,
+                "Failed to download the backup.",
+                &e,
+            ));
+        }
+    };
+    let mut res = Response::new(Body::from_stream(body));
+    let h = res.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_DISPOSITION, content_disposition(&key));
+    if let Ok(v) = HeaderValue::from_str(&httpdate(info.modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; media-src 'self'; style-src 'unsafe-inline'; sandbox"),
+    );
+    match range {
+        Some(r) => {
+            *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+            let h = res.headers_mut();
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(r.size()));
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {}-{}/{}", r.start, r.end, info.size))
+                    .expect("valid header"),
+            );
+        }
+        None => {
+            res.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
+        }
+    }
+    Ok(res)
+}
+
+/// `attachment; filename="KEY"`, plus an RFC 5987 `filename*` for non-ASCII keys.
+fn content_disposition(key: &str) -> HeaderValue {
+    let ascii: String = key
+        .chars()
+        .map(|c| if c.is_ascii() && c != '"' && c != '\\' && !c.is_ascii_control() { c } else { '_' })
+        .collect();
+    let mut v = format!("attachment; filename=\"{ascii}\"");
+    if !key.is_ascii() {
+        let encoded: String = key
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        v.push_str(&format!("; filename*=UTF-8''{encoded}"));
+    }
+    HeaderValue::from_str(&v).unwrap_or_else(|_| HeaderValue::from_static("attachment"))
+}
+
+fn httpdate(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    ))
+    .unwrap_or_default()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    /// Malformed or multi-range: serve the whole object (RFC 9110 allows it).
+    Ignore,
+    Range(ByteRange),
+    Unsatisfiable,
+}
+
+/// Parses a single `bytes=` range against an object of `size` bytes.
+fn parse_range(raw: &str, size: u64) -> RangeSpec {
+    let Some(spec) = raw.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Ignore;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return RangeSpec::Ignore,
+        (true, false) => {
+            // Suffix: the last N bytes.
+            let Ok(n) = b.parse::<u64>() else {
+                return RangeSpec::Ignore;
+            };
+            if n == 0 || size == 0 {
+                return RangeSpec::Unsatisfiable;
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (false, _) => {
+            let Ok(start) = a.parse::<u64>() else {
+                return RangeSpec::Ignore;
+            };
+            let end = if b.is_empty() {
+                u64::MAX
+            } else {
+                match b.parse::<u64>() {
+                    Ok(e) if e >= start => e,
+                    _ => return RangeSpec::Ignore,
+                }
+            };
+            if start >= size {
+                return RangeSpec::Unsatisfiable;
+            }
+            (start, end.min(size - 1))
+        }
+    };
+    RangeSpec::Range(ByteRange {
+        start: parsed.0,
+        end: parsed.1,
+    })
+}
+
+/// DELETE /api/backups/{key}
+pub async fn delete(
+    State(state): State<AppState>,
+    _auth: SuperuserAuth,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if keys::check_key(&key).is_err() {
+        return Err(ApiError::bad_request(MSG_DELETE_MISSING));
+    }
+    if state.jobs.in_use(&key) {
+        return Err(ApiError::bad_request(MSG_IN_USE));
+    }
+    match state.store.delete(&key).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StorageError::NotFound) => Err(ApiError::bad_request(MSG_DELETE_MISSING)),
+        Err(e) => Err(ApiError::logged(
+            StatusCode::BAD_REQUEST,
+            "Failed to delete the backup.",
+            &e,
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(start: u64, end: u64) -> RangeSpec {
+        RangeSpec::Range(ByteRange { start, end })
+    }
+
+    #[test]
+    fn ranges_are_parsed_like_http_servers_do() {
+        assert_eq!(parse_range("bytes=0-9", 100), r(0, 9));
+        assert_eq!(parse_range("bytes=90-", 100), r(90, 99));
+        assert_eq!(parse_range("bytes=90-1000", 100), r(90, 99));
+        assert_eq!(parse_range("bytes=-10", 100), r(90, 99));
+        assert_eq!(parse_range("bytes=-1000", 100), r(0, 99));
+        assert_eq!(parse_range("bytes=100-", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 100), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=5-1", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range("items=0-1", 100), RangeSpec::Ignore);
+        assert_eq!(parse_range("bytes=x-1", 100), RangeSpec::Ignore);
+    }
+
+    #[test]
+    fn fields_pick_like_pocketbase() {
+        assert_eq!(parse_fields(None), None);
+        assert_eq!(parse_fields(Some("*")), None);
+        assert_eq!(
+            parse_fields(Some("key, size:excerpt(2)")),
+            Some(vec!["key".to_string(), "size".to_string()])
+        );
+        let v = serde_json::json!({"key": "a", "modified": "m", "size": 1});
+        let f = vec!["key".to_string()];
+        assert_eq!(pick_fields(v, Some(&f)), serde_json::json!({"key": "a"}));
+    }
+
+    #[test]
+    fn content_disposition_quotes_safely() {
+        assert_eq!(content_disposition("a.zip"), "attachment; filename=\"a.zip\"");
+        let v = content_disposition("é.zip");
+        assert_eq!(
+            v.to_str().unwrap(),
+            "attachment; filename=\"_.zip\"; filename*=UTF-8''%C3%A9.zip"
+        );
+    }
+}

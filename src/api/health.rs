@@ -1,0 +1,18 @@
+//! `GET /api/health`, as PocketBase answers it; superusers also get `canBackup` (as in
+//! PocketBase) and the outcome of the last restore (the gateway's addition).
+
+use crate::AppState;
+use crate::auth::MaybeSuperuser;
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+/// GET /api/health
+pub async fn health(State(state): State<AppState>, MaybeSuperuser(user): MaybeSuperuser) -> Json<Value> {
+    let data = if user.is_some() {
+        json!({ "canBackup": !state.jobs.is_busy() })
+    } else {
+        json!({})
+    };
+    Json(json!({ "code": 200, "message": "API is healthy.", "data": data }))
+}

@@ -1,0 +1,94 @@
+//! HTTP routes, with PocketBase's paths, status codes and messages.
+//!
+//! - [`auth`]: superuser login, refresh and file tokens.
+//! - [`backups`]: the Backups API.
+//! - [`health`]: `GET /api/health`.
+//!
+//! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
+//! method and the matched route only: never the query string, which may hold a file token.
+
+pub mod auth;
+pub mod backups;
+pub mod health;
+
+use crate::AppState;
+use crate::error::ApiError;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::routing::{get, post};
+use serde::de::DeserializeOwned;
+use tower_http::cors::CorsLayer;
+use tower_http::trace::TraceLayer;
+
+/// Body limit of the JSON routes (uploads have none).
+const JSON_BODY_LIMIT: usize = 1024 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/health", get(health::health).head(health::health))
+        .route(
+            "/api/collections/_superusers/auth-with-password",
+            post(auth::auth_with_password),
+        )
+        .route(
+            "/api/collections/_superusers/auth-refresh",
+            post(auth::auth_refresh),
+        )
+        .route("/api/files/token", post(auth::file_token))
+        .route("/api/backups", get(backups::list).post(backups::create))
+        .route(
+            "/api/backups/upload",
+            post(backups::upload).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/api/backups/{key}",
+            get(backups::download).delete(backups::delete),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                // The matched route, not the URI: query strings may carry tokens.
+                let route = req
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("<unmatched>", MatchedPath::as_str);
+                tracing::info_span!("request", method = %req.method(), route = %route)
+            }),
+        )
+        // PocketBase allows every origin by default; the SDKs run in browsers too.
+        .layer(CorsLayer::permissive())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+/// A JSON body parsed like PocketBase does: an empty body is `{}`, anything unparsable is
+/// `400 An error occurred while loading the submitted data.`
+#[derive(Debug, Clone, Default)]
+pub struct PbJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for PbJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|_| ApiError::load_failed())?;
+        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
+        serde_json::from_slice(text)
+            .map(PbJson)
+            .map_err(|_| ApiError::load_failed())
+    }
+}

@@ -1,0 +1,15 @@
+//! Zip archives of a data directory: [`write`] makes them (streaming, Deflate or Stored per
+//! entry, data descriptors, Zip64), [`spec`] holds the format constants shared with the
+//! reader used by restore.
+//!
+//! Why not async_zip's writer: in 0.0.19 its streaming entry writer ignores the requested
+//! Deflate level, writes 32-bit data descriptors with saturated sizes for every entry, and
+//! its own streaming reader cannot read Stored entries with data descriptors. The format is
+//! small, so the gateway writes it itself (the layout Go's `archive/zip`, and so PocketBase,
+//! reads and writes) and the tests read every archive back with independent readers
+//! (async_zip's central-directory reader, Python's `zipfile`, Info-ZIP `unzip -t`).
+
+pub mod spec;
+pub mod write;
+
+pub use write::{WriteOptions, write_dir};

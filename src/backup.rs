@@ -1,0 +1,145 @@
+//! Create: zip the data directory straight into the store.
+//!
+//! The zip writer runs on a blocking thread and hands 256 KiB chunks through a channel of
+//! four to the store's `put`, which cuts them into parts and uploads a bounded number at
+//! once. Nothing touches the disk but the data being read. If anything fails, or the
+//! request is dropped, both sides stop: the writer sees the channel closed, the store
+//! aborts its multipart upload.
+
+use crate::AppState;
+use crate::archive::{self, WriteOptions};
+use crate::config::part_size_for;
+use crate::storage::{PutOptions, StorageError};
+use bytes::{Bytes, BytesMut};
+use std::io::{self, Write};
+use tokio::sync::mpsc;
+use tokio_stream_shim::ReceiverStream;
+
+const CHUNK: usize = 256 * 1024;
+const CHANNEL_DEPTH: usize = 4;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateError {
+    #[error("reading the data directory failed")]
+    Archive(#[source] io::Error),
+    #[error("storing the backup failed")]
+    Storage(#[source] StorageError),
+}
+
+/// Zips the data directory into the store under `key` and returns the archive's size.
+///
+/// # Errors
+/// An unreadable data directory ([`CreateError::Archive`]) or a store failure
+/// ([`CreateError::Storage`]); either way nothing is left in the store.
+#[tracing::instrument(skip(state), fields(key = %key))]
+pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
+    let root = state.config.data_dir.clone();
+    let exclude = state.excluded_paths();
+    let level = state.config.compression_level;
+
+    let estimate = {
+        let (root, exclude) = (root.clone(), exclude.clone());
+        tokio::task::spawn_blocking(move || archive::write::tree_size(&root, &exclude))
+            .await
+            .map_err(|e| CreateError::Archive(io::Error::other(e)))?
+            .map_err(CreateError::Archive)?
+    };
+    let opts = PutOptions {
+        part_size: part_size_for(state.config.part_size, estimate),
+        parts_in_flight: state.config.parts_in_flight,
+    };
+
+    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut out = ChannelWriter {
+            tx: tx.clone(),
+            buf: BytesMut::with_capacity(CHUNK),
+        };
+        let result = archive::write_dir(&root, &WriteOptions { level, exclude }, &mut out)
+            .and_then(|stats| out.finish().map(|()| stats));
+        if let Err(e) = &result {
+            // Make the store see the failure, not a clean end of a truncated archive.
+            let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        result
+    });
+
+    let put = state
+        .store
+        .put(key, Box::pin(ReceiverStream(rx)), opts)
+        .await;
+    let written = writer
+        .await
+        .map_err(|e| CreateError::Archive(io::Error::other(e)))?;
+    match (written, put) {
+        (Err(e), _) => Err(CreateError::Archive(e)),
+        (Ok(_), Err(e)) => Err(CreateError::Storage(e)),
+        (Ok(stats), Ok(size)) => {
+            tracing::info!(
+                files = stats.files,
+                dirs = stats.dirs,
+                bytes_in = stats.bytes_in,
+                size,
+                part_size = opts.part_size,
+                "backup created"
+            );
+            Ok(size)
+        }
+    }
+}
+
+/// `Write` into a bounded channel, in chunks of [`CHUNK`] bytes.
+struct ChannelWriter {
+    tx: mpsc::Sender<io::Result<Bytes>>,
+    buf: BytesMut,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK);
+        self.tx
+            .blocking_send(Ok(chunk))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = room.min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `Stream` over an mpsc receiver (what tokio-stream's wrapper does, without the crate).
+mod tokio_stream_shim {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc::Receiver;
+
+    pub struct ReceiverStream<T>(pub Receiver<T>);
+
+    impl<T> futures::Stream for ReceiverStream<T> {
+        type Item = T;
+
+        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+            self.0.poll_recv(cx)
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! Command line and configuration. Every `serve` flag can also come from a `GATEWAY_*`
+//! environment variable; `--help` prints the `///` line of each field.
+//!
+//! [`Cli`] is what the binary parses; [`Config`] is what the library runs on, checked once by
+//! [`ServeArgs::into_config`]. Tests build a [`Config`] directly.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// S3's minimum size for every part of a multipart upload but the last.
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// S3's maximum number of parts in one multipart upload.
+pub const MAX_PARTS: u64 = 10_000;
+const MIB: u64 = 1024 * 1024;
+
+/// The PocketBase Backups API over an S3 bucket or a local directory.
+#[derive(Debug, Parser)]
+#[command(name = "backup-gateway", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the Backups API for a data directory.
+    Serve(Box<ServeArgs>),
+    /// Manage the superusers allowed to use the API.
+    Superuser {
+        #[command(subcommand)]
+        action: SuperuserAction,
+        /// The data directory whose gateway state holds the superusers.
+        #[arg(long, env = "GATEWAY_DIR", default_value = "./pb_data", global = true)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuperuserAction {
+    /// Create a superuser, or set the password of an existing one.
+    Upsert {
+        /// The superuser's email (the identity to log in with).
+        email: String,
+        /// The password: at least 8 characters.
+        password: String,
+    },
+    /// Delete a superuser; their tokens stop working at once.
+    Delete {
+        /// The superuser's email.
+        email: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GATEWAY_HTTP", default_value = "127.0.0.1:8090")]
+    pub http: SocketAddr,
+
+    /// The data directory to back up and restore. The gateway keeps its own state in
+    /// `<dir>/.backup-gateway/`, which is never backed up nor replaced by a restore.
+    #[arg(long, env = "GATEWAY_DIR", default_value = "./pb_data")]
+    pub dir: PathBuf,
+
+    /// Local backups directory, used when no S3 bucket is set [default: <dir>/backups].
+    #[arg(long, env = "GATEWAY_BACKUPS_DIR")]
+    pub backups_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub s3: S3Args,
+
+    /// Size of each multipart-upload part in MiB (at least 5). It grows automatically when
+    /// the data is so large that 10,000 parts would not be enough.
+    #[arg(long, env = "GATEWAY_PART_SIZE_MIB", default_value_t = 16)]
+    pub part_size_mib: u64,
+
+    /// How many parts are uploaded at the same time. Memory use of a create or upload is
+    /// bounded by part size x (parts in flight + 1).
+    #[arg(long, env = "GATEWAY_PARTS_IN_FLIGHT", default_value_t = 4)]
+    pub parts_in_flight: usize,
+
+    /// Deflate level for created archives (0-9); files that do not compress are stored.
+    #[arg(long, env = "GATEWAY_COMPRESSION_LEVEL", default_value_t = 1)]
+    pub compression_level: u32,
+
+    /// Shell command run after a successful restore (for example to restart the
+    /// application that uses the data directory). Its exit status and output are logged.
+    #[arg(long, env = "GATEWAY_ON_RESTORE")]
+    pub on_restore: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct S3Args {
+    /// S3 bucket for the backups. When set, backups go to S3 instead of a local directory.
+    /// Credentials come from the standard AWS chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+    /// profiles, web identity, instance roles).
+    #[arg(long, env = "GATEWAY_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+
+    /// S3 endpoint URL, for S3-compatible stores (MinIO, R2, B2, Garage, Ceph, ...).
+    #[arg(long, env = "GATEWAY_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+
+    /// S3 region [default: from the AWS chain, else us-east-1].
+    #[arg(long, env = "GATEWAY_S3_REGION")]
+    pub s3_region: Option<String>,
+
+    /// Key prefix ("folder") for the backups inside the bucket.
+    #[arg(long, env = "GATEWAY_S3_PREFIX", default_value = "")]
+    pub s3_prefix: String,
+
+    /// Use path-style addressing (`endpoint/bucket/key`), as MinIO and most self-hosted
+    /// stores need.
+    #[arg(long, env = "GATEWAY_S3_FORCE_PATH_STYLE", default_value_t = false)]
+    pub s3_force_path_style: bool,
+}
+
+/// What the library runs on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The data directory that is backed up and restored.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    /// Minimum multipart part size in bytes (see [`part_size_for`]).
+    pub part_size: u64,
+    pub parts_in_flight: usize,
+    pub compression_level: u32,
+    pub on_restore: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    Local { dir: PathBuf },
+    S3(S3Config),
+}
+
+#[derive(Clone)]
+pub struct S3Config {
+    pub bucket: String,
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Normalized: empty, or ends with `/`.
+    pub prefix: String,
+    pub force_path_style: bool,
+    /// Fixed credentials instead of the AWS chain (tests; never from the command line).
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("bucket", &self.bucket)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("prefix", &self.prefix)
+            .field("force_path_style", &self.force_path_style)
+            .field("credentials", &self.credentials.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+/// A configuration mistake found at startup.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ServeArgs {
+    /// Checks the flags once and builds the library's [`Config`].
+    ///
+    /// # Errors
+    /// When a value is out of range (part size under 5 MiB, no parts in flight, ...).
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        if self.part_size_mib * MIB < MIN_PART_SIZE {
+            return Err(ConfigError("--part-size-mib must be at least 5".into()));
+        }
+        if self.part_size_mib > 5 * 1024 {
+            return Err(ConfigError("--part-size-mib must be at most 5120".into()));
+        }
+        if !(1..=64).contains(&self.parts_in_flight) {
+            return Err(ConfigError("--parts-in-flight must be 1 to 64".into()));
+        }
+        if self.compression_level > 9 {
+            return Err(ConfigError("--compression-level must be 0 to 9".into()));
+        }
+        let storage = match self.s3.s3_bucket {
+            Some(bucket) if !bucket.trim().is_empty() => StorageConfig::S3(S3Config {
+                bucket,
+                endpoint: self.s3.s3_endpoint.filter(|e| !e.is_empty()),
+                region: self.s3.s3_region.filter(|r| !r.is_empty()),
+                prefix: normalize_prefix(&self.s3.s3_prefix),
+                force_path_style: self.s3.s3_force_path_style,
+                credentials: None,
+            }),
+            _ => StorageConfig::Local {
+                dir: self
+                    .backups_dir
+                    .unwrap_or_else(|| self.dir.join(crate::LOCAL_BACKUPS_DIR)),
+            },
+        };
+        Ok(Config {
+            data_dir: self.dir,
+            storage,
+            part_size: self.part_size_mib * MIB,
+            parts_in_flight: self.parts_in_flight,
+            compression_level: self.compression_level,
+            on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
+        })
+    }
+}
+
+impl Config {
+    /// A configuration with the defaults of `serve` for `data_dir`, local storage.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        let data_dir = data_dir.into();
+        Self {
+            storage: StorageConfig::Local {
+                dir: data_dir.join(crate::LOCAL_BACKUPS_DIR),
+            },
+            data_dir,
+            part_size: 16 * MIB,
+            parts_in_flight: 4,
+            compression_level: 1,
+            on_restore: None,
+        }
+    }
+}
+
+/// `"a/b"` -> `"a/b/"`, `"/"` -> `""`: keys are `prefix + name`.
+pub fn normalize_prefix(p: &str) -> String {
+    let p = p.trim_matches('/');
+    if p.is_empty() {
+        String::new()
+    } else {
+        format!("{p}/")
+    }
+}
+
+/// The part size for an archive of at most `expected_size` bytes: the configured minimum,
+/// grown (in whole MiB) so that 10,000 parts hold the archive with room to spare. Every part
+/// but the last has this size (Cloudflare R2 requires equal parts).
+pub fn part_size_for(min_part_size: u64, expected_size: u64) -> u64 {
+    // 10% headroom for zip overhead on incompressible data, and for files that grow while
+    // the archive is being made.
+    let needed = (expected_size + expected_size / 10).div_ceil(MAX_PARTS);
+    let needed = needed.div_ceil(MIB) * MIB;
+    needed.max(min_part_size).max(MIN_PART_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_is_normalized() {
+        assert_eq!(normalize_prefix(""), "");
+        assert_eq!(normalize_prefix("/"), "");
+        assert_eq!(normalize_prefix("a/b"), "a/b/");
+        assert_eq!(normalize_prefix("/a/"), "a/");
+    }
+
+    #[test]
+    fn part_size_grows_so_ten_thousand_parts_suffice() {
+        assert_eq!(part_size_for(16 * MIB, 0), 16 * MIB);
+        assert_eq!(part_size_for(5 * MIB, 1024 * MIB), 5 * MIB);
+        let tib = 1024 * 1024 * MIB;
+        let p = part_size_for(16 * MIB, tib);
+        assert!(p * MAX_PARTS >= tib + tib / 10);
+        assert_eq!(p % MIB, 0);
+    }
+
+    #[test]
+    fn cli_parses_and_checks_serve_flags() {
+        let cli = Cli::try_parse_from([
+            "backup-gateway",
+            "serve",
+            "--dir",
+            "/tmp/x",
+            "--part-size-mib",
+            "4",
+        ])
+        .unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert!(args.into_config().is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! The busy lock: at most one create or restore at a time (as in PocketBase), plus the keys
+//! being written right now (a create's or an upload's), which cannot be deleted, restored or
+//! written twice.
+//!
+//! Guards release on drop, so every exit path (success, error, panic, a cancelled request)
+//! frees the lock.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    Create,
+    Restore,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    active: Option<(JobKind, String)>,
+    writing: HashSet<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Jobs {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// Holds the busy lock until dropped.
+#[derive(Debug)]
+pub struct JobGuard {
+    jobs: Jobs,
+}
+
+/// Reserves a key being written until dropped.
+#[derive(Debug)]
+pub struct KeyGuard {
+    jobs: Jobs,
+    key: String,
+}
+
+impl Jobs {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the busy lock for `kind` on `key`, or `None` if a create or restore runs.
+    pub fn try_start(&self, kind: JobKind, key: &str) -> Option<JobGuard> {
+        let mut inner = self.lock();
+        if inner.active.is_some() {
+            return None;
+        }
+        inner.active = Some((kind, key.to_string()));
+        Some(JobGuard { jobs: self.clone() })
+    }
+
+    /// True while a create or restore runs.
+    pub fn is_busy(&self) -> bool {
+        self.lock().active.is_some()
+    }
+
+    /// The running job, if any.
+    pub fn active(&self) -> Option<(JobKind, String)> {
+        self.lock().active.clone()
+    }
+
+    /// Reserves `key` for writing, or `None` if it is being written already.
+    pub fn reserve_key(&self, key: &str) -> Option<KeyGuard> {
+        let mut inner = self.lock();
+        if !inner.writing.insert(key.to_string()) {
+            return None;
+        }
+        Some(KeyGuard {
+            jobs: self.clone(),
+            key: key.to_string(),
+        })
+    }
+
+    /// True if `key` is being written, or is the key of the running create or restore.
+    pub fn in_use(&self, key: &str) -> bool {
+        let inner = self.lock();
+        inner.writing.contains(key) || inner.active.as_ref().is_some_and(|(_, k)| k == key)
+    }
+}
+
+impl Drop for JobGuard {
+    fn drop(&mut self) {
+        self.jobs.lock().active = None;
+    }
+}
+
+impl Drop for KeyGuard {
+    fn drop(&mut self) {
+        self.jobs.lock().writing.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_job_at_a_time_and_release_on_drop() {
+        let jobs = Jobs::default();
+        let g = jobs.try_start(JobKind::Create, "a.zip").unwrap();
+        assert!(jobs.try_start(JobKind::Restore, "b.zip").is_none());
+        assert!(jobs.in_use("a.zip"));
+        assert!(!jobs.in_use("b.zip"));
+        drop(g);
+        assert!(!jobs.is_busy());
+        assert!(jobs.try_start(JobKind::Restore, "b.zip").is_some());
+    }
+
+    #[test]
+    fn keys_are_reserved_once() {
+        let jobs = Jobs::default();
+        let k = jobs.reserve_key("a.zip").unwrap();
+        assert!(jobs.reserve_key("a.zip").is_none());
+        assert!(jobs.in_use("a.zip"));
+        drop(k);
+        assert!(jobs.reserve_key("a.zip").is_some());
+    }
+}

@@ -1,0 +1,151 @@
+//! Backup keys: every key is checked here, once, where it enters the gateway, before it
+//! reaches a store.
+//!
+//! - Names given to create follow PocketBase's rule `^[a-z0-9_-]+\.zip$`, 1-150 characters.
+//! - Uploaded files keep their file name without any path (PocketBase does the same).
+//! - Any key used in a URL must be a plain file name: no `/` or `\`, no control characters,
+//!   not hidden (`.x`, which also rules out `.` and `..`), at most 255 bytes. PocketBase
+//!   escapes such names instead; the gateway refuses them.
+
+use crate::error::FieldError;
+
+/// PocketBase's maximum length of a backup name given to create.
+pub const MAX_CREATE_NAME: usize = 150;
+/// Maximum length in bytes of any key (a common filesystem and S3-friendly limit).
+pub const MAX_KEY_BYTES: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("empty key")]
+    Empty,
+    #[error("key too long")]
+    TooLong,
+    #[error("key contains a path separator or a control character")]
+    BadCharacter,
+    #[error("hidden or relative key")]
+    Hidden,
+}
+
+/// Checks that `key` is a safe, plain file name.
+///
+/// # Errors
+/// A [`KeyError`] saying why not.
+pub fn check_key(key: &str) -> Result<(), KeyError> {
+    if key.is_empty() {
+        return Err(KeyError::Empty);
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(KeyError::TooLong);
+    }
+    if key
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control())
+    {
+        return Err(KeyError::BadCharacter);
+    }
+    if key.starts_with('.') {
+        return Err(KeyError::Hidden);
+    }
+    Ok(())
+}
+
+/// PocketBase's validation of a name given to `POST /api/backups` (the empty name is handled
+/// by the caller: it means "make one up").
+///
+/// # Errors
+/// The field error PocketBase sends: length first, then format.
+pub fn check_create_name(name: &str) -> Result<(), FieldError> {
+    let len = name.chars().count();
+    if !(1..=MAX_CREATE_NAME).contains(&len) {
+        return Err(FieldError::new(
+            "validation_length_out_of_range",
+            "The length must be between 1 and 150.",
+        )
+        .with_params(serde_json::json!({"max": 150, "min": 1})));
+    }
+    let Some(stem) = name.strip_suffix(".zip") else {
+        return Err(match_invalid());
+    };
+    if stem.is_empty()
+        || !stem
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err(match_invalid());
+    }
+    Ok(())
+}
+
+fn match_invalid() -> FieldError {
+    FieldError::new("validation_match_invalid", "Must be in a valid format.")
+}
+
+/// The key of an uploaded file: its name without any directory part (`/` or `\`).
+pub fn upload_key(file_name: &str) -> &str {
+    file_name
+        .rsplit(['/', '\\'])
+        .next()
+        .unwrap_or(file_name)
+        .trim()
+}
+
+/// The name PocketBase gives a backup created without one: `pb_backup_YYYYMMDDhhmmss.zip`.
+pub fn default_name(now: time::OffsetDateTime) -> String {
+    format!("pb_backup_{}.zip", crate::time_fmt::compact(now))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_names_follow_pocketbase() {
+        assert!(check_create_name("a.zip").is_ok());
+        assert!(check_create_name("my_backup-2.zip").is_ok());
+        for bad in [
+            "A.zip", "a.ZIP", ".zip", "a", "a b.zip", "../a.zip", "a/b.zip", "é.zip", "a.zip.zip ",
+        ] {
+            assert_eq!(
+                check_create_name(bad).unwrap_err().code,
+                "validation_match_invalid",
+                "{bad}"
+            );
+        }
+        let long = format!("{}.zip", "a".repeat(147));
+        assert!(check_create_name(&long).is_err());
+        assert_eq!(
+            check_create_name(&long).unwrap_err().code,
+            "validation_length_out_of_range"
+        );
+        assert!(check_create_name(&format!("{}.zip", "a".repeat(146))).is_ok());
+    }
+
+    #[test]
+    fn keys_must_be_plain_file_names() {
+        assert!(check_key("pb_backup_1.zip").is_ok());
+        assert!(check_key("My File (1).zip").is_ok());
+        assert!(check_key("résumé.zip").is_ok());
+        assert_eq!(check_key(""), Err(KeyError::Empty));
+        assert_eq!(check_key(".."), Err(KeyError::Hidden));
+        assert_eq!(check_key(".hidden.zip"), Err(KeyError::Hidden));
+        assert_eq!(check_key("../x.zip"), Err(KeyError::BadCharacter));
+        assert_eq!(check_key("a/../x.zip"), Err(KeyError::BadCharacter));
+        assert_eq!(check_key("a\\x.zip"), Err(KeyError::BadCharacter));
+        assert_eq!(check_key("a\nb.zip"), Err(KeyError::BadCharacter));
+        assert_eq!(check_key(&"a".repeat(256)), Err(KeyError::TooLong));
+    }
+
+    #[test]
+    fn upload_keys_drop_any_path() {
+        assert_eq!(upload_key("../../x/c.zip"), "c.zip");
+        assert_eq!(upload_key("C:\\Users\\me\\c.zip"), "c.zip");
+        assert_eq!(upload_key("c.zip"), "c.zip");
+        assert_eq!(upload_key("dir/"), "");
+    }
+
+    #[test]
+    fn default_names_are_pocketbase_style() {
+        let t = time::macros::datetime!(2024-01-02 03:04:05 UTC);
+        assert_eq!(default_name(t), "pb_backup_20240102030405.zip");
+    }
+}

@@ -1,0 +1,140 @@
+//! backup-gateway: the PocketBase Backups API for a data directory, with the archives in an
+//! S3-compatible bucket or a local directory.
+//!
+//! Crate map:
+//! - [`config`]: command line and [`Config`].
+//! - [`api`]: the HTTP routes (PocketBase's paths, status codes and messages).
+//! - [`auth`], [`users`]: superuser tokens and the gateway's own state.
+//! - [`error`]: [`error::ApiError`], the one error type of the HTTP edge.
+//! - [`storage`]: the [`storage::BackupStore`] trait, S3 and local backends.
+//! - [`archive`]: the streaming zip writer and reader.
+//! - [`backup`]: create (data directory -> zip -> store).
+//! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
+//! - [`jobs`]: the one-create-or-restore-at-a-time lock.
+//! - [`keys`]: backup name rules.
+
+pub mod api;
+pub mod archive;
+pub mod auth;
+pub mod backup;
+pub mod config;
+pub mod error;
+pub mod fsutil;
+pub mod jobs;
+pub mod keys;
+pub mod storage;
+pub mod time_fmt;
+pub mod users;
+
+pub use config::Config;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Name of the local backups directory inside the data directory (PocketBase's).
+pub const LOCAL_BACKUPS_DIR: &str = "backups";
+
+/// How long a shutdown waits for open requests before it gives up on them.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Everything a request needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn storage::BackupStore>,
+    pub tokens: Arc<auth::Tokens>,
+    pub jobs: jobs::Jobs,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create the data directory {0}")]
+    DataDir(PathBuf, #[source] std::io::Error),
+    #[error("cannot open the local backups directory {0}")]
+    BackupsDir(PathBuf, #[source] std::io::Error),
+    #[error(transparent)]
+    State(#[from] users::UsersError),
+}
+
+impl AppState {
+    /// Opens the data directory, the gateway state and the store.
+    ///
+    /// # Errors
+    /// When a directory cannot be created or the state file cannot be read.
+    pub async fn new(config: Config) -> Result<Self, StartupError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
+        let users = users::Users::open(&config.data_dir)?;
+        let store: Arc<dyn storage::BackupStore> = match &config.storage {
+            config::StorageConfig::Local { dir } => Arc::new(
+                storage::local::LocalStore::new(dir)
+                    .map_err(|e| StartupError::BackupsDir(dir.clone(), e))?,
+            ),
+            config::StorageConfig::S3(s3) => Arc::new(storage::s3::S3Store::new(s3).await),
+        };
+        tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            tokens: Arc::new(auth::Tokens::new(users)),
+            jobs: jobs::Jobs::default(),
+        })
+    }
+
+    /// Paths under the data directory that are never backed up nor touched by a restore:
+    /// the gateway's state and scratch space, and the local backups directory when it lies
+    /// inside the data directory.
+    pub fn excluded_paths(&self) -> Vec<PathBuf> {
+        excluded_paths(&self.config)
+    }
+}
+
+/// See [`AppState::excluded_paths`].
+pub fn excluded_paths(config: &Config) -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from(users::STATE_DIR)];
+    if let config::StorageConfig::Local { dir } = &config.storage {
+        let data = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
+        let backups = std::path::absolute(dir).unwrap_or(dir.clone());
+        if let Ok(rel) = backups.strip_prefix(&data)
+            && !rel.as_os_str().is_empty()
+        {
+            out.push(rel.to_path_buf());
+        }
+    }
+    out
+}
+
+/// The HTTP application.
+pub fn router(state: AppState) -> axum::Router {
+    api::router(state)
+}
+
+/// Serves `state` on `listener` until `shutdown` completes, then waits up to
+/// [`SHUTDOWN_GRACE`] for open requests.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    tokio::select! {
+        result = server => result,
+        () = async move {
+            let _ = rx.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            tracing::warn!("shutdown grace period over; closing open requests");
+            Ok(())
+        }
+    }
+}

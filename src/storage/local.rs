@@ -1,0 +1,192 @@
+//! Backups in a local directory (the default: `<data dir>/backups`).
+//!
+//! A put writes to a hidden temporary file in the same directory, fsyncs it, and then
+//! hard-links it to its final name, which fails if the name exists (an atomic no-clobber
+//! rename); the temporary file is removed on every path, including a dropped future.
+
+use super::{BackupInfo, BackupStore, ByteRange, ByteStream, PutOptions, Result, StorageError};
+use futures::TryStreamExt;
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
+
+/// Prefix of in-progress files; never listed.
+const TEMP_PREFIX: &str = ".tmp-";
+
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+impl LocalStore {
+    /// A store in `dir`, created if missing.
+    ///
+    /// # Errors
+    /// When the directory cannot be created.
+    pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir)?;
+        // Leftovers of a crash in the middle of a put.
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(Self { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.dir.join(key)
+    }
+}
+
+fn io_err(context: &str, e: io::Error) -> StorageError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StorageError::NotFound
+    } else {
+        StorageError::backend(context.to_string(), e)
+    }
+}
+
+fn info(key: String, meta: &std::fs::Metadata) -> BackupInfo {
+    let modified = meta
+        .modified()
+        .map(time::OffsetDateTime::from)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    BackupInfo {
+        key,
+        size: meta.len(),
+        modified,
+    }
+}
+
+/// Removes the temporary file on every path: after the final name is linked, on an error,
+/// and when the put future is dropped.
+struct TempGuard(PathBuf);
+
+impl Drop for TempGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[async_trait::async_trait]
+impl BackupStore for LocalStore {
+    #[tracing::instrument(skip(self))]
+    async fn list(&self) -> Result<Vec<BackupInfo>> {
+        let mut out = Vec::new();
+        let mut rd = tokio::fs::read_dir(&self.dir)
+            .await
+            .map_err(|e| io_err("listing backups", e))?;
+        while let Some(e) = rd
+            .next_entry()
+            .await
+            .map_err(|e| io_err("listing backups", e))?
+        {
+            let Ok(name) = e.file_name().into_string() else {
+                continue;
+            };
+            if name.starts_with('.') || crate::keys::check_key(&name).is_err() {
+                continue;
+            }
+            let Ok(meta) = e.metadata().await else {
+                continue;
+            };
+            if meta.is_file() {
+                out.push(info(name, &meta));
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<BackupInfo>> {
+        match tokio::fs::metadata(self.path(key)).await {
+            Ok(meta) if meta.is_file() => Ok(Some(info(key.to_string(), &meta))),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("reading a backup's metadata", e)),
+        }
+    }
+
+    #[tracing::instrument(skip(self, body, _opts), fields(key = %key))]
+    async fn put(&self, key: &str, mut body: ByteStream<'_>, _opts: PutOptions) -> Result<u64> {
+        let final_path = self.path(key);
+        if tokio::fs::symlink_metadata(&final_path).await.is_ok() {
+            return Err(StorageError::AlreadyExists);
+        }
+        let tmp = self.dir.join(format!(
+            "{TEMP_PREFIX}{}-{}",
+            crate::users::random_string(12),
+            key
+        ));
+        let _guard = TempGuard(tmp.clone());
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .await
+            .map_err(|e| io_err("creating a temporary file", e))?;
+        let mut size = 0u64;
+        while let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? {
+            file.write_all(&chunk)
+                .await
+                .map_err(|e| io_err("writing a backup", e))?;
+            size += chunk.len() as u64;
+        }
+        file.flush()
+            .await
+            .map_err(|e| io_err("writing a backup", e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| io_err("syncing a backup", e))?;
+        drop(file);
+        match tokio::fs::hard_link(&tmp, &final_path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(StorageError::AlreadyExists);
+            }
+            Err(e) => return Err(io_err("renaming a backup", e)),
+        }
+        let dir = self.dir.clone();
+        let _ = tokio::task::spawn_blocking(move || crate::fsutil::sync_dir(&dir)).await;
+        Ok(size)
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ByteStream<'static>> {
+        let mut file = tokio::fs::File::open(self.path(key))
+            .await
+            .map_err(|e| io_err("opening a backup", e))?;
+        let body: ByteStream<'static> = match range {
+            None => Box::pin(ReaderStream::with_capacity(file, 256 * 1024)),
+            Some(r) => {
+                file.seek(io::SeekFrom::Start(r.start))
+                    .await
+                    .map_err(|e| io_err("reading a backup", e))?;
+                Box::pin(ReaderStream::with_capacity(
+                    file.take(r.size()),
+                    256 * 1024,
+                ))
+            }
+        };
+        Ok(body)
+    }
+
+    #[tracing::instrument(skip(self), fields(key = %key))]
+    async fn delete(&self, key: &str) -> Result<()> {
+        tokio::fs::remove_file(self.path(key))
+            .await
+            .map_err(|e| io_err("deleting a backup", e))
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.dir.display())
+    }
+}

@@ -1,0 +1,117 @@
+//! Where backup archives live: the [`BackupStore`] trait and its two backends, [`s3`] (any
+//! S3-compatible bucket) and [`local`] (a directory; the default).
+//!
+//! The trait speaks in backup terms and moves bytes as streams, never as whole buffers.
+//! Keys reaching a store have already been checked by [`crate::keys`]. A `put` is all or
+//! nothing: a failure or a dropped future leaves no object and no pending upload behind.
+
+pub mod local;
+pub mod s3;
+
+use bytes::Bytes;
+use futures::Stream;
+use std::io;
+use std::pin::Pin;
+use time::OffsetDateTime;
+
+/// A body of backup bytes. Bodies going into a store may borrow (an upload streams straight
+/// from the request); bodies coming out are `'static`.
+pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
+
+/// One backup as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupInfo {
+    pub key: String,
+    pub size: u64,
+    pub modified: OffsetDateTime,
+}
+
+/// An inclusive byte range `start..=end`, already resolved against the object's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl ByteRange {
+    /// Number of bytes in the range (at least 1).
+    pub fn size(&self) -> u64 {
+        self.end - self.start + 1
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("backup not found")]
+    NotFound,
+    #[error("a backup with that key already exists")]
+    AlreadyExists,
+    /// The body stream failed (an unreadable file, a client that went away): not the
+    /// store's fault.
+    #[error("reading the backup body failed")]
+    Body(#[source] io::Error),
+    #[error("storage backend error: {0}")]
+    Backend(String, #[source] Option<Box<dyn std::error::Error + Send + Sync>>),
+}
+
+impl StorageError {
+    pub fn backend(
+        context: impl Into<String>,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Self::Backend(context.into(), Some(Box::new(e)))
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Options of one `put`.
+#[derive(Debug, Clone, Copy)]
+pub struct PutOptions {
+    /// Part size for multipart uploads (every part but the last has exactly this size).
+    pub part_size: u64,
+    /// Parts uploaded at the same time.
+    pub parts_in_flight: usize,
+}
+
+#[async_trait::async_trait]
+pub trait BackupStore: Send + Sync + 'static {
+    /// Every backup, sorted by key.
+    async fn list(&self) -> Result<Vec<BackupInfo>>;
+
+    /// One backup's size and time, or `None`.
+    async fn stat(&self, key: &str) -> Result<Option<BackupInfo>>;
+
+    /// Stores `body` under `key`, which must not exist. Returns the stored size. All or
+    /// nothing: on error, or when the future is dropped, nothing is left behind.
+    async fn put(&self, key: &str, body: ByteStream<'_>, opts: PutOptions) -> Result<u64>;
+
+    /// Reads `key`, whole or the given range.
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ByteStream<'static>>;
+
+    /// Deletes `key`; [`StorageError::NotFound`] if it does not exist.
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Where the backups are, for logs (no secrets).
+    fn describe(&self) -> String;
+}
+
+/// Reads a range fully into memory: for small reads only (zip headers, central directories).
+///
+/// # Errors
+/// Any store or body error; a short read is an `UnexpectedEof` body error.
+pub async fn read_range(store: &dyn BackupStore, key: &str, range: ByteRange) -> Result<Vec<u8>> {
+    use futures::TryStreamExt;
+    let mut body = store.get(key, Some(range)).await?;
+    let mut out = Vec::with_capacity(usize::try_from(range.size()).unwrap_or(0));
+    while let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? {
+        out.extend_from_slice(&chunk);
+    }
+    if out.len() as u64 != range.size() {
+        return Err(StorageError::Body(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "short read",
+        )));
+    }
+    Ok(out)
+}

@@ -1,0 +1,490 @@
+//! Backups in an S3-compatible bucket (AWS S3, MinIO, R2, B2, Garage, Ceph, ...).
+//!
+//! The client is set up for S3-compatible stores: request checksums and response checksum
+//! validation only when an operation requires them (several stores reject the SDK's default
+//! aws-chunked checksum trailers), path-style addressing on request, and an explicit
+//! `Content-Length` on every request body.
+//!
+//! A put reads the body into fixed-size parts (every part but the last has exactly the part
+//! size: R2 requires it) and uploads a bounded number of them at once, so memory stays
+//! under part size x (parts in flight + 1). A body that fits in one part becomes a single
+//! PutObject. Any failure, and a dropped put future, aborts the multipart upload, so a
+//! half-written backup is never listed. (If the store itself is unreachable the abort cannot
+//! reach it either; a bucket lifecycle rule `AbortIncompleteMultipartUpload` cleans those.)
+
+use super::{BackupInfo, BackupStore, ByteRange, ByteStream, PutOptions, Result, StorageError};
+use crate::config::S3Config;
+use aws_config::BehaviorVersion;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream as SdkBody;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
+use std::io;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Clone)]
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Store {
+    /// Builds the client from `cfg` and the standard AWS configuration chain.
+    pub async fn new(cfg: &S3Config) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(region) = &cfg.region {
+            loader = loader.region(Region::new(region.clone()));
+        }
+        if let Some((key, secret)) = &cfg.credentials {
+            loader = loader.credentials_provider(Credentials::new(
+                key.clone(),
+                secret.clone(),
+                None,
+                None,
+                "backup-gateway-static",
+            ));
+        }
+        let shared = loader.load().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .force_path_style(cfg.force_path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(10))
+                    .read_timeout(Duration::from_secs(120))
+                    .build(),
+            );
+        if shared.region().is_none() {
+            builder = builder.region(Region::new("us-east-1"));
+        }
+        if let Some(endpoint) = &cfg.endpoint {
+            builder = builder.endpoint_url(endpoint);
+        }
+        Self {
+            client: Client::from_conf(builder.build()),
+            bucket: cfg.bucket.clone(),
+            prefix: cfg.prefix.clone(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    fn object_key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
+    async fn head(&self, object_key: &str) -> Result<Option<(u64, time::OffsetDateTime)>> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some((
+                out.content_length().unwrap_or(0).max(0) as u64,
+                to_time(out.last_modified()),
+            ))),
+            Err(e) => match map_sdk("reading a backup's metadata", e) {
+                StorageError::NotFound => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
+    async fn put_multipart(
+        &self,
+        object_key: &str,
+        first: Bytes,
+        parts: &mut PartReader<'_>,
+        opts: PutOptions,
+    ) -> Result<u64> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(object_key)
+            .content_type("application/zip")
+            .send()
+            .await
+            .map_err(|e| map_sdk("starting a multipart upload", e))?;
+        let upload_id = created
+            .upload_id()
+            .ok_or_else(|| StorageError::Backend("no upload id from the store".into(), None))?
+            .to_string();
+        let mut guard = AbortGuard {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key: object_key.to_string(),
+            upload_id: Some(upload_id.clone()),
+        };
+        let mut in_flight = JoinSet::new();
+        let result = self
+            .upload_parts(object_key, &upload_id, first, parts, opts, &mut in_flight)
+            .await;
+        match result {
+            Ok((size, completed)) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(object_key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(completed))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk("completing a multipart upload", e))?;
+                guard.upload_id = None;
+                Ok(size)
+            }
+            Err(e) => {
+                // Stop the parts still uploading before aborting, so none lands afterwards.
+                in_flight.shutdown().await;
+                guard.abort_now().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        object_key: &str,
+        upload_id: &str,
+        first: Bytes,
+        parts: &mut PartReader<'_>,
+        opts: PutOptions,
+        in_flight: &mut JoinSet<Result<CompletedPart>>,
+    ) -> Result<(u64, Vec<CompletedPart>)> {
+        let mut completed = Vec::new();
+        let mut size = 0u64;
+        let mut next = Some(first);
+        let mut number = 0i32;
+        while let Some(part) = next.take() {
+            while in_flight.len() >= opts.parts_in_flight.max(1) {
+                completed.push(join_part(in_flight.join_next().await)?);
+            }
+            number += 1;
+            if number > crate::config::MAX_PARTS as i32 {
+                return Err(StorageError::Backend(
+                    "the backup needs more than 10,000 parts; raise --part-size-mib".into(),
+                    None,
+                ));
+            }
+            size += part.len() as u64;
+            let req = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(object_key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(part.len() as i64)
+                .body(SdkBody::from(part));
+            in_flight.spawn(async move {
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk("uploading a part", e))?;
+                Ok(CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build())
+            });
+            next = parts.next_part().await?;
+        }
+        while let Some(joined) = in_flight.join_next().await {
+            completed.push(join_part(Some(joined))?);
+        }
+        completed.sort_by_key(|p| p.part_number());
+        Ok((size, completed))
+    }
+}
+
+fn join_part(
+    joined: Option<std::result::Result<Result<CompletedPart>, tokio::task::JoinError>>,
+) -> Result<CompletedPart> {
+    match joined {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(StorageError::backend("a part upload task failed", e)),
+        None => Err(StorageError::Backend("no part upload in flight".into(), None)),
+    }
+}
+
+/// Aborts the multipart upload when dropped while still armed (a failed or cancelled put).
+struct AbortGuard {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: Option<String>,
+}
+
+impl AbortGuard {
+    async fn abort_now(&mut self) {
+        if let Some(id) = self.upload_id.take() {
+            abort(self.client.clone(), self.bucket.clone(), self.key.clone(), id).await;
+        }
+    }
+}
+
+impl Drop for AbortGuard {
+    fn drop(&mut self) {
+        if let Some(id) = self.upload_id.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+            handle.spawn(abort(client, bucket, key, id));
+        }
+    }
+}
+
+async fn abort(client: Client, bucket: String, key: String, upload_id: String) {
+    match client
+        .abort_multipart_upload()
+        .bucket(&bucket)
+        .key(&key)
+        .upload_id(&upload_id)
+        .send()
+        .await
+    {
+        Ok(_) => tracing::info!(key = %key, "multipart upload aborted"),
+        Err(e) => tracing::error!(
+            key = %key,
+            upload_id = %upload_id,
+            error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+            "could not abort a multipart upload; a lifecycle rule must clean it up"
+        ),
+    }
+}
+
+/// Cuts a body stream into parts of exactly `part_size` bytes (the last may be shorter).
+struct PartReader<'a> {
+    body: ByteStream<'a>,
+    part_size: usize,
+    pending: Bytes,
+    eof: bool,
+}
+
+impl<'a> PartReader<'a> {
+    fn new(body: ByteStream<'a>, part_size: u64) -> Self {
+        Self {
+            body,
+            part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
+            pending: Bytes::new(),
+            eof: false,
+        }
+    }
+
+    /// The next part, or `None` at the end of the body.
+    async fn next_part(&mut self) -> Result<Option<Bytes>> {
+        let mut buf = BytesMut::new();
+        loop {
+            if !self.pending.is_empty() {
+                let want = self.part_size - buf.len();
+                if buf.is_empty() && self.pending.len() >= want {
+                    // A whole part in the chunk: no copy.
+                    return Ok(Some(self.pending.split_to(want)));
+                }
+                if buf.capacity() == 0 {
+                    buf.reserve(self.part_size);
+                }
+                let take = want.min(self.pending.len());
+                buf.extend_from_slice(&self.pending.split_to(take));
+                if buf.len() == self.part_size {
+                    return Ok(Some(buf.freeze()));
+                }
+            }
+            if self.eof {
+                return Ok((!buf.is_empty()).then(|| buf.freeze()));
+            }
+            match self.body.try_next().await.map_err(StorageError::Body)? {
+                Some(chunk) => self.pending = chunk,
+                None => self.eof = true,
+            }
+        }
+    }
+}
+
+fn to_time(t: Option<&aws_smithy_types::DateTime>) -> time::OffsetDateTime {
+    t.and_then(|t| {
+        time::OffsetDateTime::from_unix_timestamp_nanos(
+            i128::from(t.secs()) * 1_000_000_000 + i128::from(t.subsec_nanos()),
+        )
+        .ok()
+    })
+    .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+/// The one place SDK errors become [`StorageError`]s: a missing key is `NotFound`, anything
+/// else (including a missing bucket) is a backend error whose details go to the log only.
+fn map_sdk<E>(context: &str, e: SdkError<E, aws_smithy_runtime_api::http::Response>) -> StorageError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    let status = e.raw_response().map(|r| r.status().as_u16());
+    match e.code() {
+        Some("NoSuchKey" | "NotFound") => StorageError::NotFound,
+        None if status == Some(404) => StorageError::NotFound,
+        _ => StorageError::Backend(
+            format!(
+                "{context}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(&e)
+            ),
+            None,
+        ),
+    }
+}
+
+#[async_trait::async_trait]
+impl BackupStore for S3Store {
+    #[tracing::instrument(skip(self))]
+    async fn list(&self) -> Result<Vec<BackupInfo>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&self.prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk("listing backups", e))?;
+            for obj in page.contents() {
+                let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
+                    continue;
+                };
+                if crate::keys::check_key(key).is_err() {
+                    continue; // nested "folders" and names the API could not address
+                }
+                out.push(BackupInfo {
+                    key: key.to_string(),
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    modified: to_time(obj.last_modified()),
+                });
+            }
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn stat(&self, key: &str) -> Result<Option<BackupInfo>> {
+        Ok(self
+            .head(&self.object_key(key))
+            .await?
+            .map(|(size, modified)| BackupInfo {
+                key: key.to_string(),
+                size,
+                modified,
+            }))
+    }
+
+    #[tracing::instrument(skip(self, body, opts), fields(key = %key))]
+    async fn put(&self, key: &str, body: ByteStream<'_>, opts: PutOptions) -> Result<u64> {
+        let object_key = self.object_key(key);
+        if self.head(&object_key).await?.is_some() {
+            return Err(StorageError::AlreadyExists);
+        }
+        let mut parts = PartReader::new(body, opts.part_size);
+        let first = parts.next_part().await?.unwrap_or_default();
+        if parts.eof && parts.pending.is_empty() {
+            let size = first.len() as u64;
+            self.client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&object_key)
+                .content_type("application/zip")
+                .content_length(first.len() as i64)
+                .body(SdkBody::from(first))
+                .send()
+                .await
+                .map_err(|e| map_sdk("storing a backup", e))?;
+            return Ok(size);
+        }
+        self.put_multipart(&object_key, first, &mut parts, opts).await
+    }
+
+    async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ByteStream<'static>> {
+        let mut req = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key));
+        if let Some(r) = range {
+            req = req.range(format!("bytes={}-{}", r.start, r.end));
+        }
+        let out = req
+            .send()
+            .await
+            .map_err(|e| map_sdk("reading a backup", e))?;
+        let body = futures::stream::try_unfold(out.body, |mut body| async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, body))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(io::Error::other(e)),
+            }
+        });
+        Ok(Box::pin(body))
+    }
+
+    #[tracing::instrument(skip(self), fields(key = %key))]
+    async fn delete(&self, key: &str) -> Result<()> {
+        let object_key = self.object_key(key);
+        if self.head(&object_key).await?.is_none() {
+            return Err(StorageError::NotFound);
+        }
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&object_key)
+            .send()
+            .await
+            .map_err(|e| map_sdk("deleting a backup", e))?;
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        format!("s3 bucket {} prefix {:?}", self.bucket, self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(chunks: &[&[u8]]) -> ByteStream<'static> {
+        let v: Vec<io::Result<Bytes>> = chunks
+            .iter()
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        Box::pin(futures::stream::iter(v))
+    }
+
+    #[tokio::test]
+    async fn parts_have_exactly_the_part_size_but_the_last() {
+        let mut r = PartReader::new(body(&[b"abc", b"defgh", b"", b"ij", b"klmnopq"]), 4);
+        let mut parts = Vec::new();
+        while let Some(p) = r.next_part().await.unwrap() {
+            parts.push(p);
+        }
+        assert_eq!(parts, vec!["abcd", "efgh", "ijkl", "mnop", "q"]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_has_no_parts() {
+        let mut r = PartReader::new(body(&[]), 4);
+        assert!(r.next_part().await.unwrap().is_none());
+    }
+}

@@ -1,0 +1,40 @@
+//! Timestamps in PocketBase's format, `YYYY-MM-DD hh:mm:ss.sssZ` (UTC, milliseconds).
+
+use time::OffsetDateTime;
+use time::macros::format_description;
+
+/// Formats `t` as PocketBase does: `2023-05-19 16:25:57.542Z`.
+pub fn pb(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"
+    ))
+    .expect("formatting a valid date cannot fail")
+}
+
+/// Now, in PocketBase's format.
+pub fn now_pb() -> String {
+    pb(OffsetDateTime::now_utc())
+}
+
+/// `YYYYMMDDhhmmss` (UTC), as in PocketBase's default backup names.
+pub fn compact(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    t.format(format_description!(
+        "[year][month][day][hour][minute][second]"
+    ))
+    .expect("formatting a valid date cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn formats_like_pocketbase() {
+        let t = datetime!(2023-05-19 16:25:57.542_9 UTC);
+        assert_eq!(pb(t), "2023-05-19 16:25:57.542Z");
+        assert_eq!(compact(t), "20230519162557");
+    }
+}

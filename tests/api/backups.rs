@@ -1,0 +1,281 @@
+//! Every Backups API route's success and error cases, on both backends.
+
+use crate::helpers::*;
+use serde_json::Value;
+
+const MSG_VALIDATION: &str = "An error occurred while validating the submitted data.";
+
+/// Runs each scenario once per backend: `mod s3 { ... } mod local { ... }`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::S3).await })*
+        }
+        mod local {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Local).await })*
+        }
+    };
+}
+
+on_both_backends!(
+    create_list_download_delete_round_trip,
+    create_without_a_name_uses_pocketbase_default_name,
+    create_rejects_bad_and_duplicate_names,
+    list_honours_fields,
+    upload_stores_a_zip_under_its_file_name_without_path,
+    upload_rejects_missing_file_non_zip_and_duplicates,
+    download_supports_ranges_and_unknown_keys_are_404,
+    delete_unknown_and_invalid_keys_are_400,
+    unicode_and_spaces_in_uploaded_names_round_trip,
+);
+
+async fn create_list_download_delete_round_trip(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    write_file(&app.data_dir, "data.db", b"sqlite bytes");
+    write_file(&app.data_dir, "storage/a/b.txt", b"hello");
+
+    let res = app.create(Some("first.zip")).await;
+    assert_eq!(res.status(), 204);
+
+    let res = app.list().await;
+    assert_eq!(res.status(), 200);
+    let items: Vec<Value> = res.json().await.unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["key"], "first.zip");
+    let size = items[0]["size"].as_u64().unwrap();
+    assert!(size > 0);
+    let modified = items[0]["modified"].as_str().unwrap();
+    assert_eq!(modified.len(), "2023-05-19 16:25:57.542Z".len(), "{modified}");
+    assert!(modified.ends_with('Z') && modified.as_bytes()[10] == b' ');
+
+    let res = app.download("first.zip").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "attachment; filename=\"first.zip\""
+    );
+    assert_eq!(res.headers()["content-type"], "application/zip");
+    assert_eq!(res.headers()["accept-ranges"], "bytes");
+    assert_eq!(res.headers()["content-length"], size.to_string().as_str());
+    let bytes = res.bytes().await.unwrap();
+    assert_eq!(bytes.len() as u64, size);
+    let entries = crate::tree::read_zip(&bytes).await;
+    assert_eq!(entries["data.db"].2, b"sqlite bytes");
+    assert_eq!(entries["storage/a/b.txt"].2, b"hello");
+
+    assert_eq!(app.delete("first.zip").await.status(), 204);
+    assert!(app.keys().await.is_empty());
+    assert_eq!(app.pending_uploads().await, 0);
+}
+
+async fn create_without_a_name_uses_pocketbase_default_name(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let res = app.create(None).await;
+    assert_eq!(res.status(), 204);
+    let keys = app.keys().await;
+    assert_eq!(keys.len(), 1);
+    let k = &keys[0];
+    assert!(k.starts_with("pb_backup_") && k.ends_with(".zip"), "{k}");
+    let stamp = &k["pb_backup_".len()..k.len() - 4];
+    assert_eq!(stamp.len(), 14);
+    assert!(stamp.bytes().all(|b| b.is_ascii_digit()));
+}
+
+async fn create_rejects_bad_and_duplicate_names(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    for (name, code) in [
+        ("Bad Name.zip", "validation_match_invalid"),
+        ("a.tar", "validation_match_invalid"),
+        ("../a.zip", "validation_match_invalid"),
+        ("A.zip", "validation_match_invalid"),
+    ] {
+        let body = assert_error(app.create(Some(name)).await, 400, MSG_VALIDATION).await;
+        assert_eq!(body["data"]["name"]["code"], code, "{name}");
+    }
+    let long = format!("{}.zip", "a".repeat(150));
+    let body = assert_error(app.create(Some(&long)).await, 400, MSG_VALIDATION).await;
+    assert_eq!(
+        body["data"]["name"]["code"],
+        "validation_length_out_of_range"
+    );
+    assert_eq!(
+        body["data"]["name"]["params"],
+        serde_json::json!({"max": 150, "min": 1})
+    );
+
+    assert_eq!(app.create(Some("dup.zip")).await.status(), 204);
+    let body = assert_error(app.create(Some("dup.zip")).await, 400, MSG_VALIDATION).await;
+    assert_eq!(
+        body["data"]["name"]["code"],
+        "validation_backup_name_exists"
+    );
+    let res = app
+        .client
+        .post(app.url("/api/backups"))
+        .header("Authorization", app.superuser_token())
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "An error occurred while loading the submitted data.").await;
+    assert_eq!(app.keys().await, vec!["dup.zip"]);
+}
+
+async fn list_honours_fields(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    let res = app
+        .client
+        .get(app.url("/api/backups?fields=key"))
+        .header("Authorization", app.superuser_token())
+        .send()
+        .await
+        .unwrap();
+    let items: Vec<Value> = res.json().await.unwrap();
+    assert_eq!(
+        items,
+        vec![
+            serde_json::json!({"key": "a.zip"}),
+            serde_json::json!({"key": "b.zip"})
+        ]
+    );
+}
+
+async fn upload_stores_a_zip_under_its_file_name_without_path(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let zip = zip_of(&[("data.db", b"x")]).await;
+    let res = app.upload("../../etc/up.zip", zip.clone()).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(app.keys().await, vec!["up.zip"]);
+    assert_eq!(app.download_bytes("up.zip").await, zip);
+}
+
+async fn upload_rejects_missing_file_non_zip_and_duplicates(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let url = app.url("/api/backups/upload");
+    // No file part at all.
+    let form = reqwest::multipart::Form::new().text("other", "x");
+    let res = app
+        .client
+        .post(&url)
+        .header("Authorization", app.superuser_token())
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(res, 400, MSG_VALIDATION).await;
+    assert_eq!(body["data"]["file"]["code"], "validation_required");
+    // Not multipart.
+    let res = app
+        .client
+        .post(&url)
+        .header("Authorization", app.superuser_token())
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(res, 400, MSG_VALIDATION).await;
+    assert_eq!(body["data"]["file"]["code"], "validation_required");
+    // Not a zip.
+    let body = assert_error(
+        app.upload("notes.zip", b"hello, not a zip".to_vec()).await,
+        400,
+        MSG_VALIDATION,
+    )
+    .await;
+    assert_eq!(body["data"]["file"]["code"], "validation_invalid_mime_type");
+    let body = assert_error(app.upload("empty.zip", Vec::new()).await, 400, MSG_VALIDATION).await;
+    assert_eq!(body["data"]["file"]["code"], "validation_invalid_mime_type");
+    // Duplicate.
+    let zip = zip_of(&[("a", b"1")]).await;
+    assert_eq!(app.upload("d.zip", zip.clone()).await.status(), 204);
+    let body = assert_error(app.upload("d.zip", zip).await, 400, MSG_VALIDATION).await;
+    assert_eq!(body["data"]["file"]["code"], "validation_backup_name_exists");
+    // Hidden names cannot be addressed later, so they are refused.
+    let body = assert_error(
+        app.upload(".hidden.zip", zip_of(&[("a", b"1")]).await).await,
+        400,
+        MSG_VALIDATION,
+    )
+    .await;
+    assert_eq!(body["data"]["file"]["code"], "validation_invalid_file_name");
+    assert_eq!(app.keys().await, vec!["d.zip"]);
+    assert_eq!(app.pending_uploads().await, 0);
+    if backend == Backend::Local {
+        assert_eq!(app.local_backup_files(), vec!["d.zip"]);
+    }
+}
+
+async fn download_supports_ranges_and_unknown_keys_are_404(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let zip = zip_of(&[("a", &pseudo_random(10_000, 1))]).await;
+    assert_eq!(app.upload("r.zip", zip.clone()).await.status(), 204);
+    let token = app.file_token().await;
+    let get = |range: &'static str| {
+        app.client
+            .get(app.url("/api/backups/r.zip"))
+            .query(&[("token", token.as_str())])
+            .header("Range", range)
+            .send()
+    };
+    let res = get("bytes=0-9").await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes 0-9/{}", zip.len()).as_str()
+    );
+    assert_eq!(res.bytes().await.unwrap(), &zip[..10]);
+    let res = get("bytes=-5").await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap(), &zip[zip.len() - 5..]);
+    let res = get("bytes=100-").await.unwrap();
+    assert_eq!(res.status(), 206);
+    assert_eq!(res.bytes().await.unwrap(), &zip[100..]);
+    let res = get("bytes=999999-").await.unwrap();
+    assert_eq!(res.status(), 416);
+    assert_eq!(
+        res.headers()["content-range"],
+        format!("bytes */{}", zip.len()).as_str()
+    );
+
+    for key in ["missing.zip", "..", ".hidden", "a%2Fb.zip"] {
+        let res = app
+            .client
+            .get(app.url(&format!("/api/backups/{key}")))
+            .query(&[("token", token.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_error(res, 404, "The requested resource wasn't found.").await;
+    }
+}
+
+async fn delete_unknown_and_invalid_keys_are_400(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    for key in ["missing.zip", "..%2Fdata.db", ".hidden"] {
+        let res = app
+            .client
+            .delete(app.url(&format!("/api/backups/{key}")))
+            .header("Authorization", app.superuser_token())
+            .send()
+            .await
+            .unwrap();
+        let body = assert_error(res, 400, "Invalid or already deleted backup file.").await;
+        assert!(!body.to_string().contains("/tmp"), "leaks a path: {body}");
+    }
+}
+
+async fn unicode_and_spaces_in_uploaded_names_round_trip(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let zip = zip_of(&[("x", b"y")]).await;
+    for name in ["My Backup (1).zip", "résumé ✓.zip"] {
+        assert_eq!(app.upload(name, zip.clone()).await.status(), 204, "{name}");
+        let res = app.download(name).await;
+        assert_eq!(res.status(), 200);
+        assert_eq!(res.bytes().await.unwrap(), zip);
+        assert_eq!(app.delete(name).await.status(), 204);
+    }
+    assert!(app.keys().await.is_empty());
+}

@@ -1,0 +1,262 @@
+//! Streaming create: archive fidelity, large data in several parts, failures that must leave
+//! nothing behind, the busy lock.
+
+use crate::helpers::*;
+use crate::tree::{assert_zip_matches_tree, read_zip, snapshot};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::atomic::Ordering;
+
+fn fill_varied_tree(root: &std::path::Path) {
+    write_file(root, "data.db", &pseudo_random(300_000, 7));
+    write_file(root, "logs/app.log", "line of text\n".repeat(5000).as_bytes());
+    write_file(root, "storage/ünïcödé/фото 1.jpg", &pseudo_random(70_000, 9));
+    write_file(root, "storage/deep/a/b/c/d/e.txt", b"deep");
+    write_file(root, "empty-file", b"");
+    std::fs::create_dir_all(root.join("empty/dir")).unwrap();
+    write_file(root, "script.sh", b"#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(
+        root.join("script.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    write_file(root, "secret.txt", b"private");
+    std::fs::set_permissions(
+        root.join("secret.txt"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn archive_holds_the_tree_byte_for_byte_and_excludes_gateway_state_and_backups() {
+    let app = spawn_local_app().await;
+    fill_varied_tree(&app.data_dir);
+    assert_eq!(app.create(Some("tree.zip")).await.status(), 204);
+    let bytes = app.download_bytes("tree.zip").await;
+    let tree = snapshot(&app.data_dir, &["backups", ".backup-gateway"]);
+    assert!(tree.contains_key("empty/dir"));
+    let entries = read_zip(&bytes).await;
+    assert_zip_matches_tree(&entries, &tree);
+    assert!(!entries.keys().any(|k| k.starts_with("backups")));
+    assert!(!entries.keys().any(|k| k.starts_with(".backup-gateway")));
+}
+
+/// Checks an archive with Python's zipfile and, when installed, Info-ZIP's `unzip -t`.
+fn check_with_external_tools(bytes: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nbad = z.testzip()\nassert bad is None, bad\nprint(len(z.infolist()))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python zipfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match std::process::Command::new("unzip").arg("-tq").arg(&path).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "unzip -t: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => assert!(
+            std::env::var_os("CI").is_none(),
+            "unzip must be installed in CI: {e}"
+        ),
+    }
+}
+
+#[tokio::test]
+async fn archives_open_with_python_zipfile_and_unzip() {
+    let app = spawn_local_app().await;
+    fill_varied_tree(&app.data_dir);
+    assert_eq!(app.create(Some("t.zip")).await.status(), 204);
+    check_with_external_tools(&app.download_bytes("t.zip").await);
+}
+
+#[tokio::test]
+async fn data_over_64_mib_streams_in_several_parts_and_downloads_byte_identical() {
+    let app = spawn_app().await;
+    // 72 MiB that barely compresses, in a few large files and many 1 MiB ones.
+    write_file(&app.data_dir, "media/big-1.mp4", &pseudo_random(20 << 20, 1));
+    write_file(&app.data_dir, "media/big-2.mp4", &pseudo_random(20 << 20, 2));
+    for i in 0..32 {
+        write_file(
+            &app.data_dir,
+            &format!("media/small/{i:03}.jpg"),
+            &pseudo_random(1 << 20, 100 + i),
+        );
+    }
+    write_file(&app.data_dir, "data.db", &b"row,".repeat(1 << 18));
+    assert_eq!(app.create(Some("big.zip")).await.status(), 204);
+
+    let parts_before = app.s3.as_ref().map(|s| s.faults.parts_seen.load(Ordering::SeqCst));
+    if let Some(parts) = parts_before {
+        assert!(parts >= 3, "uploaded in {parts} parts");
+    }
+    let bytes = app.download_bytes("big.zip").await;
+    assert!(bytes.len() > 64 << 20);
+    let tree = snapshot(&app.data_dir, &["backups", ".backup-gateway"]);
+    assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
+    assert_eq!(app.pending_uploads().await, 0);
+}
+
+#[tokio::test]
+async fn s3_failing_mid_upload_leaves_nothing_and_releases_the_lock() {
+    let app = spawn_app().await;
+    let Some(s3) = app.s3.clone() else {
+        eprintln!("skipped: fault injection needs the in-process S3 server");
+        return;
+    };
+    write_file(&app.data_dir, "a.bin", &pseudo_random(16 << 20, 3));
+    s3.faults.fail_parts_after.store(1, Ordering::SeqCst);
+    let res = app.create(Some("broken.zip")).await;
+    let body = assert_error(res, 400, "Failed to create backup.").await;
+    assert!(!body.to_string().contains("InternalError"), "{body}");
+    assert!(app.keys().await.is_empty());
+    assert_eq!(app.pending_uploads().await, 0);
+
+    s3.faults.fail_parts_after.store(-1, Ordering::SeqCst);
+    assert_eq!(app.create(Some("broken.zip")).await.status(), 204);
+    assert_eq!(app.keys().await, vec!["broken.zip"]);
+}
+
+#[tokio::test]
+async fn s3_going_down_mid_upload_fails_cleanly_and_the_next_create_succeeds() {
+    let app = spawn_app().await;
+    let Some(s3) = app.s3.clone() else {
+        eprintln!("skipped: fault injection needs the in-process S3 server");
+        return;
+    };
+    write_file(&app.data_dir, "a.bin", &pseudo_random(24 << 20, 4));
+    let watcher = {
+        let s3 = s3.clone();
+        tokio::spawn(async move {
+            while s3.faults.parts_seen.load(Ordering::SeqCst) < 1 {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            s3.faults.down.store(true, Ordering::SeqCst);
+        })
+    };
+    let res = app.create(Some("down.zip")).await;
+    assert_error(res, 400, "Failed to create backup.").await;
+    watcher.await.unwrap();
+    s3.faults.down.store(false, Ordering::SeqCst);
+    assert!(app.keys().await.is_empty());
+    assert!(!app.state.jobs.is_busy());
+    assert_eq!(app.create(Some("after.zip")).await.status(), 204);
+    assert_eq!(app.keys().await, vec!["after.zip"]);
+}
+
+#[tokio::test]
+async fn an_unreadable_file_fails_the_create_and_stores_nothing() {
+    let app = spawn_app().await;
+    write_file(&app.data_dir, "ok.txt", b"fine");
+    // A directory we cannot read (root ignores permissions, so use a file that errors on
+    // read instead: a directory named like a file cannot be opened for reading as one).
+    write_file(&app.data_dir, "locked/inner.txt", b"x");
+    std::fs::set_permissions(
+        app.data_dir.join("locked"),
+        std::fs::Permissions::from_mode(0o000),
+    )
+    .unwrap();
+    let readable = std::fs::read_dir(app.data_dir.join("locked")).is_ok();
+    let res = app.create(Some("u.zip")).await;
+    std::fs::set_permissions(
+        app.data_dir.join("locked"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    if readable {
+        // Running as root: permissions do not apply; the create simply succeeds.
+        assert_eq!(res.status(), 204);
+        return;
+    }
+    assert_error(res, 400, "Failed to create backup.").await;
+    assert!(app.keys().await.is_empty());
+    assert_eq!(app.pending_uploads().await, 0);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_create_leaves_nothing_and_frees_the_lock() {
+    let app = spawn_app().await;
+    let Some(s3) = app.s3.clone() else {
+        eprintln!("skipped: needs the in-process S3 server to observe parts");
+        return;
+    };
+    write_file(&app.data_dir, "a.bin", &pseudo_random(40 << 20, 5));
+    let client = reqwest::Client::new();
+    let req = client
+        .post(app.url("/api/backups"))
+        .header("Authorization", app.superuser_token())
+        .json(&serde_json::json!({"name": "gone.zip"}))
+        .send();
+    let handle = tokio::spawn(req);
+    wait_until(30, || async { s3.faults.parts_seen.load(Ordering::SeqCst) >= 1 }).await;
+    handle.abort();
+    drop(client);
+    wait_until(30, || async { !app.state.jobs.is_busy() }).await;
+    wait_until(30, || async { app.pending_uploads().await == 0 }).await;
+    assert!(app.keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_second_create_while_one_runs_is_busy_and_the_running_backup_cannot_be_deleted() {
+    let app = spawn_app().await;
+    write_file(&app.data_dir, "a.bin", &pseudo_random(30 << 20, 6));
+    let first = {
+        let client = app.client.clone();
+        let url = app.url("/api/backups");
+        let token = app.superuser_token().to_string();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .header("Authorization", token)
+                .json(&serde_json::json!({"name": "slow.zip"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    wait_until(30, || async { app.state.jobs.is_busy() }).await;
+    assert_error(
+        app.create(Some("other.zip")).await,
+        400,
+        "Try again later - another backup/restore process has already been started.",
+    )
+    .await;
+    assert_error(
+        app.delete("slow.zip").await,
+        400,
+        "The backup is currently being used and cannot be deleted.",
+    )
+    .await;
+    assert_eq!(first.await.unwrap(), 204);
+    assert_eq!(app.keys().await, vec!["slow.zip"]);
+}
+
+#[tokio::test]
+async fn more_than_65535_entries_use_zip64_and_read_back() {
+    let app = spawn_local_app().await;
+    for d in 0..70 {
+        let dir = app.data_dir.join(format!("d{d:02}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..1000 {
+            std::fs::write(dir.join(format!("{f:04}")), format!("{d}-{f}")).unwrap();
+        }
+    }
+    assert_eq!(app.create(Some("many.zip")).await.status(), 204);
+    let bytes = app.download_bytes("many.zip").await;
+    let entries = read_zip(&bytes).await;
+    assert_eq!(entries.len(), 70 * 1000 + 70);
+    assert_eq!(entries["d69/0999"].2, b"69-999");
+    check_with_external_tools(&bytes);
+}

@@ -1,0 +1,406 @@
+//! `spawn_app()` and `TestApp`: the gateway on 127.0.0.1:0 over a fresh data directory,
+//! with either an in-process S3 server and a bucket of its own, or the local backend.
+//!
+//! With `GATEWAY_TEST_S3_ENDPOINT` (plus `GATEWAY_TEST_S3_ACCESS_KEY` and
+//! `GATEWAY_TEST_S3_SECRET_KEY`, optional `GATEWAY_TEST_S3_REGION`) the S3 tests run against
+//! that store instead (for example the MinIO of `docker-compose.yml`), each in a bucket of
+//! its own; tests that inject faults into the in-process server are skipped there.
+
+#![allow(dead_code)]
+
+use super::s3_server::{self, S3Server};
+use backup_gateway::config::{Config, S3Config, StorageConfig};
+use backup_gateway::{AppState, serve};
+use reqwest::{Response, StatusCode};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tempfile::TempDir;
+
+pub const EMAIL: &str = "test@example.com";
+pub const PASSWORD: &str = "1234567890";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    S3,
+    Local,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub data_dir: PathBuf,
+    pub backend: Backend,
+    pub s3: Option<Arc<S3Server>>,
+    pub s3_client: Option<aws_sdk_s3::Client>,
+    pub bucket: String,
+    token: String,
+    _tmp: TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+pub struct Options {
+    pub backend: Backend,
+    pub part_size: u64,
+    pub parts_in_flight: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backend: Backend::S3,
+            part_size: 5 * 1024 * 1024,
+            parts_in_flight: 2,
+        }
+    }
+}
+
+fn init_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// External S3 settings from the environment, if any: (endpoint, key, secret, region).
+pub fn external_s3() -> Option<(String, String, String, String)> {
+    let endpoint = std::env::var("GATEWAY_TEST_S3_ENDPOINT").ok()?;
+    let key = std::env::var("GATEWAY_TEST_S3_ACCESS_KEY")
+        .or_else(|_| std::env::var("AWS_ACCESS_KEY_ID"))
+        .expect("GATEWAY_TEST_S3_ACCESS_KEY");
+    let secret = std::env::var("GATEWAY_TEST_S3_SECRET_KEY")
+        .or_else(|_| std::env::var("AWS_SECRET_ACCESS_KEY"))
+        .expect("GATEWAY_TEST_S3_SECRET_KEY");
+    let region = std::env::var("GATEWAY_TEST_S3_REGION").unwrap_or_else(|_| "us-east-1".into());
+    Some((endpoint, key, secret, region))
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_local_app() -> TestApp {
+    spawn_app_with(Options {
+        backend: Backend::Local,
+        ..Options::default()
+    })
+    .await
+}
+
+pub async fn spawn_app_on(backend: Backend) -> TestApp {
+    spawn_app_with(Options {
+        backend,
+        ..Options::default()
+    })
+    .await
+}
+
+pub async fn spawn_app_with(opts: Options) -> TestApp {
+    init_logs();
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let mut config = Config::new(&data_dir);
+    config.part_size = opts.part_size;
+    config.parts_in_flight = opts.parts_in_flight;
+    let bucket = format!(
+        "test-{}",
+        backup_gateway::users::random_string(12).to_lowercase()
+    );
+    let (mut s3, mut s3_client) = (None, None);
+    if opts.backend == Backend::S3 {
+        let (endpoint, key, secret, region) = match external_s3() {
+            Some(ext) => ext,
+            None => {
+                let server = S3Server::start(&tmp.path().join("s3"), "127.0.0.1:0").await;
+                let endpoint = server.endpoint();
+                s3 = Some(Arc::new(server));
+                (
+                    endpoint,
+                    s3_server::ACCESS_KEY.into(),
+                    s3_server::SECRET_KEY.into(),
+                    "us-east-1".into(),
+                )
+            }
+        };
+        let s3_config = S3Config {
+            bucket: bucket.clone(),
+            endpoint: Some(endpoint),
+            region: Some(region),
+            prefix: "backups/".into(),
+            force_path_style: true,
+            credentials: Some((key, secret)),
+        };
+        let store = backup_gateway::storage::s3::S3Store::new(&s3_config).await;
+        store
+            .client()
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("create bucket");
+        s3_client = Some(store.client().clone());
+        config.storage = StorageConfig::S3(s3_config);
+    }
+    let state = AppState::new(config).await.expect("app state");
+    state
+        .tokens
+        .users()
+        .upsert(EMAIL, PASSWORD)
+        .expect("superuser");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_state = state.clone();
+    let server = tokio::spawn(async move {
+        let _ = serve(listener, server_state, std::future::pending()).await;
+    });
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap();
+    let base = format!("http://{addr}");
+    let res = client
+        .post(format!("{base}/api/collections/_superusers/auth-with-password"))
+        .json(&serde_json::json!({"identity": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let token = res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    TestApp {
+        base,
+        client,
+        state,
+        data_dir,
+        backend: opts.backend,
+        s3,
+        s3_client,
+        bucket,
+        token,
+        _tmp: tmp,
+        _server: server,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn superuser_token(&self) -> &str {
+        &self.token
+    }
+
+    pub async fn list(&self) -> Response {
+        self.client
+            .get(self.url("/api/backups"))
+            .header("Authorization", &self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The keys listed by the API.
+    pub async fn keys(&self) -> Vec<String> {
+        let res = self.list().await;
+        assert_eq!(res.status(), 200);
+        res.json::<Vec<Value>>()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v["key"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub async fn create(&self, name: Option<&str>) -> Response {
+        let body = match name {
+            Some(n) => serde_json::json!({ "name": n }),
+            None => serde_json::json!({}),
+        };
+        self.client
+            .post(self.url("/api/backups"))
+            .header("Authorization", &self.token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn upload(&self, file_name: &str, bytes: Vec<u8>) -> Response {
+        let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string());
+        let form = reqwest::multipart::Form::new().part("file", part);
+        self.client
+            .post(self.url("/api/backups/upload"))
+            .header("Authorization", &self.token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn file_token(&self) -> String {
+        let res = self
+            .client
+            .post(self.url("/api/files/token"))
+            .header("Authorization", &self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn download(&self, key: &str) -> Response {
+        let token = self.file_token().await;
+        self.client
+            .get(self.url(&format!("/api/backups/{}", encode(key))))
+            .query(&[("token", token)])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn download_bytes(&self, key: &str) -> Vec<u8> {
+        let res = self.download(key).await;
+        assert_eq!(res.status(), 200, "download {key}");
+        res.bytes().await.unwrap().to_vec()
+    }
+
+    pub async fn delete(&self, key: &str) -> Response {
+        self.client
+            .delete(self.url(&format!("/api/backups/{}", encode(key))))
+            .header("Authorization", &self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn restore(&self, key: &str) -> Response {
+        self.client
+            .post(self.url(&format!("/api/backups/{}/restore", encode(key))))
+            .header("Authorization", &self.token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Multipart uploads left pending in the bucket.
+    pub async fn pending_uploads(&self) -> usize {
+        if let Some(s3) = &self.s3 {
+            return s3.pending_uploads();
+        }
+        match &self.s3_client {
+            Some(c) => c
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .send()
+                .await
+                .expect("list multipart uploads")
+                .uploads()
+                .len(),
+            None => 0,
+        }
+    }
+
+    /// Files in the local backups directory (including hidden temporary ones).
+    pub fn local_backup_files(&self) -> Vec<String> {
+        let dir = self.data_dir.join("backups");
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+/// Percent-encodes a path segment.
+pub fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Asserts a PocketBase error body.
+pub async fn assert_error(res: Response, status: u16, message: &str) -> Value {
+    assert_eq!(res.status(), StatusCode::from_u16(status).unwrap());
+    let body: Value = res.json().await.expect("json error body");
+    assert_eq!(body["status"], status, "{body}");
+    assert_eq!(body["message"], message, "{body}");
+    assert!(body["data"].is_object(), "{body}");
+    body
+}
+
+/// Polls `f` until it is true, for at most `secs` seconds.
+pub async fn wait_until<F, Fut>(secs: u64, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {secs}s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A small deterministic pseudo-random generator (xorshift), for test data.
+pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Writes a file, creating its parent directories.
+pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
+    let p = root.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, data).unwrap();
+}
+
+/// A zip made in memory by async_zip (an independent writer), entries (name, bytes).
+pub async fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use async_zip::base::write::ZipFileWriter;
+    use async_zip::{Compression, ZipEntryBuilder};
+    let mut w = ZipFileWriter::new(Vec::new());
+    for (name, data) in entries {
+        let e = ZipEntryBuilder::new((*name).to_string().into(), Compression::Deflate);
+        w.write_entry_whole(e, data).await.unwrap();
+    }
+    w.close().await.unwrap()
+}

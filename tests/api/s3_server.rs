@@ -1,0 +1,166 @@
+//! An in-process S3 server for tests and benchmarks: `s3s` + `s3s-fs` over a directory, on
+//! 127.0.0.1 with an OS-chosen port, SigV4-checked with fixed test credentials.
+//!
+//! A thin wrapper in front of it injects faults: fail every UploadPart after the first N, or
+//! go "down" (drop every connection) until brought back. Shared with `examples/s3-server.rs`.
+
+#![allow(dead_code)]
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub const ACCESS_KEY: &str = "gateway-test-access";
+pub const SECRET_KEY: &str = "gateway-test-secret-key";
+
+/// Knobs the tests turn.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Fail every UploadPart after this many have succeeded (negative: never).
+    pub fail_parts_after: AtomicI64,
+    /// Fail every GetObject after this many have been answered (negative: never).
+    pub fail_gets_after: AtomicI64,
+    pub parts_seen: AtomicU64,
+    pub gets_seen: AtomicU64,
+    /// Drop every connection while set.
+    pub down: AtomicBool,
+}
+
+impl Faults {
+    fn new() -> Self {
+        let f = Self::default();
+        f.fail_parts_after.store(-1, Ordering::SeqCst);
+        f.fail_gets_after.store(-1, Ordering::SeqCst);
+        f
+    }
+}
+
+pub struct S3Server {
+    pub addr: SocketAddr,
+    pub root: PathBuf,
+    pub faults: Arc<Faults>,
+    accept: JoinHandle<()>,
+}
+
+impl S3Server {
+    /// Starts a server storing its buckets under `root`.
+    ///
+    /// # Panics
+    /// When the port cannot be bound or `root` cannot be used.
+    pub async fn start(root: &Path, addr: &str) -> Self {
+        std::fs::create_dir_all(root).expect("create s3 root");
+        let fs = s3s_fs::FileSystem::new(root).expect("s3s-fs root");
+        let mut builder = s3s::service::S3ServiceBuilder::new(fs);
+        builder.set_auth(s3s::auth::SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
+        let service = builder.build();
+        let listener = TcpListener::bind(addr).await.expect("bind s3 server");
+        let addr = listener.local_addr().expect("local addr");
+        let faults = Arc::new(Faults::new());
+        let f = faults.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                if f.down.load(Ordering::SeqCst) {
+                    drop(stream);
+                    continue;
+                }
+                let service = service.clone();
+                let f = f.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: hyper::Request<Incoming>| {
+                        let service = service.clone();
+                        let f = f.clone();
+                        async move { handle(&service, &f, req).await }
+                    });
+                    let _ = Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            root: root.to_path_buf(),
+            faults,
+            accept,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Multipart uploads started but neither completed nor aborted.
+    pub fn pending_uploads(&self) -> usize {
+        std::fs::read_dir(&self.root)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        n.starts_with(".upload-") && n.ends_with(".json")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+type Resp = hyper::Response<s3s::Body>;
+
+async fn handle(
+    service: &s3s::service::S3Service,
+    faults: &Faults,
+    req: hyper::Request<Incoming>,
+) -> Result<Resp, std::convert::Infallible> {
+    let query = req.uri().query().unwrap_or("");
+    let is_upload_part = req.method() == hyper::Method::PUT && query.contains("partNumber=");
+    let is_get = req.method() == hyper::Method::GET && !query.contains("list-type") && req.uri().path().matches('/').count() >= 2;
+    if faults.down.load(Ordering::SeqCst) {
+        return Ok(error_response(503, "ServiceUnavailable"));
+    }
+    if is_upload_part {
+        let n = faults.parts_seen.fetch_add(1, Ordering::SeqCst) as i64;
+        let limit = faults.fail_parts_after.load(Ordering::SeqCst);
+        if limit >= 0 && n >= limit {
+            return Ok(error_response(500, "InternalError"));
+        }
+    }
+    if is_get {
+        let n = faults.gets_seen.fetch_add(1, Ordering::SeqCst) as i64;
+        let limit = faults.fail_gets_after.load(Ordering::SeqCst);
+        if limit >= 0 && n >= limit {
+            return Ok(error_response(500, "InternalError"));
+        }
+    }
+    let req = req.map(s3s::Body::from);
+    Ok(match service.call(req).await {
+        Ok(resp) => resp,
+        Err(_) => error_response(500, "InternalError"),
+    })
+}
+
+fn error_response(status: u16, code: &str) -> Resp {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>injected fault</Message></Error>"
+    );
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "application/xml")
+        .body(s3s::Body::from(body))
+        .expect("valid response")
+}
