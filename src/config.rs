@@ -84,6 +84,19 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_COMPRESSION_LEVEL", default_value_t = 1)]
     pub compression_level: u32,
 
+    /// Restore refuses archives with more entries than this.
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = 1_000_000)]
+    pub restore_max_entries: u64,
+
+    /// Restore refuses archives larger than this uncompressed, in GiB (free disk space is
+    /// checked as well).
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_SIZE_GIB", default_value_t = 1024)]
+    pub restore_max_size_gib: u64,
+
+    /// Restore refuses entries over 1 MiB that expand more than this many times (zip bombs).
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_RATIO", default_value_t = 200)]
+    pub restore_max_ratio: u64,
+
     /// Shell command run after a successful restore (for example to restart the
     /// application that uses the data directory). Its exit status and output are logged.
     #[arg(long, env = "GATEWAY_ON_RESTORE")]
@@ -127,6 +140,7 @@ pub struct Config {
     pub parts_in_flight: usize,
     pub compression_level: u32,
     pub on_restore: Option<String>,
+    pub restore_limits: crate::archive::read::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -205,6 +219,12 @@ impl ServeArgs {
             parts_in_flight: self.parts_in_flight,
             compression_level: self.compression_level,
             on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
+            restore_limits: crate::archive::read::Limits {
+                max_entries: self.restore_max_entries,
+                max_total_size: self.restore_max_size_gib.saturating_mul(1 << 30),
+                max_ratio: self.restore_max_ratio.max(1),
+                ..crate::archive::read::Limits::default()
+            },
         })
     }
 }
@@ -222,6 +242,7 @@ impl Config {
             parts_in_flight: 4,
             compression_level: 1,
             on_restore: None,
+            restore_limits: crate::archive::read::Limits::default(),
         }
     }
 }

@@ -110,6 +110,13 @@ impl ApiError {
         err
     }
 
+    /// Adds one field error to `data`.
+    #[must_use]
+    pub fn with_field(mut self, name: &str, fe: FieldError) -> Self {
+        self.data.insert(name.to_string(), fe.to_json());
+        self
+    }
+
     /// A failure whose cause is logged (with its whole chain) but never sent: the client
     /// gets only `message`, so no server path or backend detail leaks.
     pub fn logged(

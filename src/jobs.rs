@@ -75,6 +75,11 @@ impl Jobs {
         })
     }
 
+    /// True if `key` is being written by a create or an upload right now.
+    pub fn is_being_written(&self, key: &str) -> bool {
+        self.lock().writing.contains(key)
+    }
+
     /// True if `key` is being written, or is the key of the running create or restore.
     pub fn in_use(&self, key: &str) -> bool {
         let inner = self.lock();

@@ -22,6 +22,7 @@ pub mod error;
 pub mod fsutil;
 pub mod jobs;
 pub mod keys;
+pub mod restore;
 pub mod storage;
 pub mod time_fmt;
 pub mod users;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub store: Arc<dyn storage::BackupStore>,
     pub tokens: Arc<auth::Tokens>,
     pub jobs: jobs::Jobs,
+    pub restores: Arc<restore::Restores>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,8 @@ pub enum StartupError {
     BackupsDir(PathBuf, #[source] std::io::Error),
     #[error(transparent)]
     State(#[from] users::UsersError),
+    #[error("cannot finish the restore that a crash interrupted")]
+    Recover(#[source] std::io::Error),
 }
 
 impl AppState {
@@ -68,6 +72,9 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
         let users = users::Users::open(&config.data_dir)?;
+        let restores = restore::Restores::open(&config.data_dir);
+        restore::recover(&config.data_dir, &excluded_paths(&config), &restores)
+            .map_err(StartupError::Recover)?;
         let store: Arc<dyn storage::BackupStore> = match &config.storage {
             config::StorageConfig::Local { dir } => Arc::new(
                 storage::local::LocalStore::new(dir)
@@ -81,6 +88,7 @@ impl AppState {
             store,
             tokens: Arc::new(auth::Tokens::new(users)),
             jobs: jobs::Jobs::default(),
+            restores: Arc::new(restores),
         })
     }
 

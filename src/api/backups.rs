@@ -6,6 +6,7 @@ use crate::auth::{SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
 use crate::jobs::JobKind;
 use crate::keys;
+use crate::restore::StartError;
 use crate::storage::{ByteRange, ByteStream, PutOptions, StorageError};
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, Request, State};
@@ -435,6 +436,57 @@ pub async fn delete(
             "Failed to delete the backup.",
             &e,
         )),
+    }
+}
+
+const MSG_RESTORE_INVALID: &str = "Missing or invalid backup file.";
+
+/// POST /api/backups/{key}/restore
+///
+/// Checks the archive (existence, central directory, every entry, free disk space) before
+/// answering `204`; the restore then runs in the background under the busy lock. Its
+/// outcome is at `GET /api/gateway/restore`. An archive that fails a check gets PocketBase's
+/// `400 Missing or invalid backup file.` with the reason in `data.backup` (PocketBase
+/// accepts it and fails silently later).
+pub async fn restore(
+    State(state): State<AppState>,
+    _auth: SuperuserAuth,
+    Path(key): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    if state.jobs.is_busy() {
+        return Err(ApiError::bad_request(MSG_BUSY));
+    }
+    if keys::check_key(&key).is_err() {
+        return Err(ApiError::bad_request(MSG_RESTORE_INVALID));
+    }
+    match crate::restore::start(&state, &key).await {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(StartError::Busy) => Err(ApiError::bad_request(MSG_BUSY)),
+        Err(StartError::Missing) => Err(ApiError::bad_request(MSG_RESTORE_INVALID)),
+        Err(StartError::Invalid(reason)) => {
+            tracing::warn!(key = %key, reason = %reason, "restore refused");
+            Err(ApiError::bad_request(MSG_RESTORE_INVALID).with_field(
+                "backup",
+                FieldError::new("validation_invalid_backup", reason),
+            ))
+        }
+        Err(e @ StartError::Storage(_)) => Err(ApiError::logged(
+            StatusCode::BAD_REQUEST,
+            "Failed to read the backup file.",
+            &e,
+        )),
+    }
+}
+
+/// GET /api/gateway/restore: the last restore's key, times, result and hook exit code
+/// (`{"status": "none"}` before the first). The gateway's addition: PocketBase only logs it.
+pub async fn restore_status(
+    State(state): State<AppState>,
+    _auth: SuperuserAuth,
+) -> Json<Value> {
+    match state.restores.last() {
+        Some(s) => Json(serde_json::to_value(s).unwrap_or_default()),
+        None => Json(serde_json::json!({"status": "none"})),
     }
 }
 

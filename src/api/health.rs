@@ -10,7 +10,10 @@ use serde_json::{Value, json};
 /// GET /api/health
 pub async fn health(State(state): State<AppState>, MaybeSuperuser(user): MaybeSuperuser) -> Json<Value> {
     let data = if user.is_some() {
-        json!({ "canBackup": !state.jobs.is_busy() })
+        json!({
+            "canBackup": !state.jobs.is_busy(),
+            "lastRestore": state.restores.last(),
+        })
     } else {
         json!({})
     };

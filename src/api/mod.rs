@@ -44,6 +44,8 @@ pub fn router(state: AppState) -> Router {
             "/api/backups/{key}",
             get(backups::download).delete(backups::delete),
         )
+        .route("/api/backups/{key}/restore", post(backups::restore))
+        .route("/api/gateway/restore", get(backups::restore_status))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))

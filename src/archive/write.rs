@@ -106,7 +106,7 @@ pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Resu
         // Depth first, in name order.
         stack.extend(subdirs.into_iter().rev());
     }
-    zip.finish()
+    zip.finish().map(|(_, stats)| stats)
 }
 
 /// Sums the sizes of the regular files under `root` (for choosing the part size).
@@ -380,7 +380,7 @@ impl<W: Write> ZipWriter<W> {
     ///
     /// # Errors
     /// Write errors.
-    pub fn finish(mut self) -> io::Result<WriteStats> {
+    pub fn finish(mut self) -> io::Result<(W, WriteStats)> {
         let cd_start = self.out.count;
         let mut buf = Vec::with_capacity(64 * 1024);
         for e in &self.entries {
@@ -474,7 +474,7 @@ impl<W: Write> ZipWriter<W> {
         self.out.write_all(&buf)?;
         self.out.flush()?;
         self.stats.bytes_out = self.out.count;
-        Ok(self.stats)
+        Ok((self.out.inner, self.stats))
     }
 }
 

@@ -300,6 +300,47 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn restore_status(&self) -> Value {
+        let res = self
+            .client
+            .get(self.url("/api/gateway/restore"))
+            .header("Authorization", &self.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json().await.unwrap()
+    }
+
+    /// Waits for the running restore to end and returns its status.
+    pub async fn wait_restore_done(&self) -> Value {
+        wait_until(120, || async {
+            !self.state.jobs.is_busy()
+                && self.restore_status().await["status"] != "running"
+        })
+        .await;
+        self.restore_status().await
+    }
+
+    /// Puts `bytes` into the store under `key` directly, bypassing the API's checks.
+    pub async fn put_raw(&self, key: &str, bytes: Vec<u8>) {
+        let body: backup_gateway::storage::ByteStream<'static> = Box::pin(
+            futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }),
+        );
+        self.state
+            .store
+            .put(
+                key,
+                body,
+                backup_gateway::storage::PutOptions {
+                    part_size: 5 << 20,
+                    parts_in_flight: 2,
+                },
+            )
+            .await
+            .unwrap();
+    }
+
     /// Multipart uploads left pending in the bucket.
     pub async fn pending_uploads(&self) -> usize {
         if let Some(s3) = &self.s3 {

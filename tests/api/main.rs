@@ -2,6 +2,8 @@ mod auth;
 mod backups;
 mod create;
 mod helpers;
+mod rawzip;
+mod restore;
 mod s3_server;
 mod sdk;
 mod tree;

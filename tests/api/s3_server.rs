@@ -31,6 +31,8 @@ pub struct Faults {
     pub gets_seen: AtomicU64,
     /// Drop every connection while set.
     pub down: AtomicBool,
+    /// Delay every GetObject by this many milliseconds.
+    pub delay_gets_ms: AtomicU64,
 }
 
 impl Faults {
@@ -141,6 +143,10 @@ async fn handle(
         }
     }
     if is_get {
+        let delay = faults.delay_gets_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let n = faults.gets_seen.fetch_add(1, Ordering::SeqCst) as i64;
         let limit = faults.fail_gets_after.load(Ordering::SeqCst);
         if limit >= 0 && n >= limit {

@@ -1,0 +1,566 @@
+//! Restore: a backup from the store replaces the data directory's content, atomically.
+//!
+//! 1. Before answering: the key exists, the archive's central directory parses (ranged
+//!    reads), every entry passes [`archive::read::check_entries`], and the disk has room for
+//!    the uncompressed data. Otherwise the request fails and nothing happens.
+//! 2. In the background, holding the busy lock: the archive is streamed from the store in
+//!    ranged chunks (no local copy of the zip) and extracted into a staging directory under
+//!    `<dir>/.backup-gateway/restore/<id>/new`, on the same filesystem, every CRC checked.
+//! 3. The swap, driven by a journal (`<dir>/.backup-gateway/restore/journal.json`): the
+//!    current content moves to `<id>/old`, the staged content moves in, and only then is
+//!    the old content deleted. Excluded paths (the gateway's state, a local backups
+//!    directory inside the data directory) are never moved. If the process dies at any
+//!    moment, [`recover`] at the next start rolls the swap forward from the journal; a
+//!    crash before the journal exists leaves the old data untouched and the staging
+//!    directory is deleted. The data directory is always wholly old or wholly new.
+//! 4. `--on-restore` runs after a successful swap; the outcome of every restore (key,
+//!    times, result, hook status) is logged and kept in
+//!    `<dir>/.backup-gateway/last-restore.json`, served at `GET /api/gateway/restore`.
+
+use crate::AppState;
+use crate::archive::read::{self, ArchiveError, DirLookup, Limits, Plan};
+use crate::jobs::{JobGuard, JobKind};
+use crate::storage::{BackupStore, ByteRange, ByteStream, StorageError, read_range};
+use crate::users::STATE_DIR;
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+const RESTORE_DIR: &str = "restore";
+const JOURNAL: &str = "journal.json";
+const STATUS_FILE: &str = "last-restore.json";
+/// Archive bytes are fetched in ranges of this size, two at a time.
+const RANGE_CHUNK: u64 = 8 << 20;
+const RANGES_IN_FLIGHT: usize = 2;
+/// How much of the archive's end is read first (end records and, usually, the directory).
+const TAIL_LEN: u64 = 256 * 1024;
+/// Free space kept on top of the uncompressed size.
+const DISK_MARGIN: u64 = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("a backup or restore is already running")]
+    Busy,
+    #[error("no such backup")]
+    Missing,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading the backup failed")]
+    Storage(#[source] StorageError),
+}
+
+/// What the last restore did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    pub key: String,
+    /// `running`, `ok` or `failed`.
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    /// The `--on-restore` command's exit code (`null`: not configured or killed).
+    pub hook_exit_code: Option<i32>,
+}
+
+/// The last restore's status, in memory and on disk.
+#[derive(Debug)]
+pub struct Restores {
+    path: PathBuf,
+    last: Mutex<Option<RestoreStatus>>,
+}
+
+impl Restores {
+    pub fn open(data_dir: &Path) -> Self {
+        let path = data_dir.join(STATE_DIR).join(STATUS_FILE);
+        let last = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Self {
+            path,
+            last: Mutex::new(last),
+        }
+    }
+
+    pub fn last(&self) -> Option<RestoreStatus> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set(&self, status: RestoreStatus) {
+        match status.status.as_str() {
+            "failed" => tracing::error!(key = %status.key, error = ?status.error, "restore failed"),
+            "ok" => tracing::info!(key = %status.key, hook_exit_code = ?status.hook_exit_code, "restore finished"),
+            _ => tracing::info!(key = %status.key, "restore started"),
+        }
+        if let Ok(bytes) = serde_json::to_vec_pretty(&status)
+            && let Err(e) = write_atomic(&self.path, &bytes)
+        {
+            tracing::error!(error = %e, "cannot save the restore status");
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+    }
+}
+
+/// Checks `key` and starts its restore in the background.
+///
+/// # Errors
+/// [`StartError`]: busy, missing, an archive that fails a check (with the reason), or a
+/// store failure.
+#[tracing::instrument(skip(state), fields(key = %key))]
+pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
+    let job = state
+        .jobs
+        .try_start(JobKind::Restore, key)
+        .ok_or(StartError::Busy)?;
+    if state.jobs.is_being_written(key) {
+        return Err(StartError::Missing);
+    }
+    let info = state
+        .store
+        .stat(key)
+        .await
+        .map_err(StartError::Storage)?
+        .ok_or(StartError::Missing)?;
+    let (plan, cd_offset) = read_plan(
+        state.store.as_ref(),
+        key,
+        info.size,
+        &state.config.restore_limits,
+        &state.excluded_paths(),
+    )
+    .await
+    .map_err(|e| match e {
+        PlanError::Archive(a) => StartError::Invalid(a.to_string()),
+        PlanError::Storage(StorageError::NotFound) => StartError::Missing,
+        PlanError::Storage(s) => StartError::Storage(s),
+    })?;
+    let available = free_space(&state.config.data_dir).unwrap_or(u64::MAX);
+    if plan.total_size.saturating_add(DISK_MARGIN) > available {
+        return Err(StartError::Invalid(format!(
+            "not enough free disk space: the backup needs {} bytes, {} are available",
+            plan.total_size, available
+        )));
+    }
+    let status = RestoreStatus {
+        key: key.to_string(),
+        status: "running".into(),
+        started_at: crate::time_fmt::now_pb(),
+        finished_at: None,
+        error: None,
+        hook_exit_code: None,
+    };
+    state.restores.set(status.clone());
+    let state = state.clone();
+    tokio::spawn(async move {
+        run(state, job, status, plan, cd_offset).await;
+    });
+    Ok(())
+}
+
+async fn run(state: AppState, job: JobGuard, mut status: RestoreStatus, plan: Plan, cd_offset: u64) {
+    let result = extract_and_swap(&state, &status.key, plan, cd_offset).await;
+    status.finished_at = Some(crate::time_fmt::now_pb());
+    match result {
+        Ok(()) => {
+            status.status = "ok".into();
+            state.restores.set(status.clone());
+            // The busy lock covers the hook too: the application restarts before the next
+            // create can read its data.
+            if let Some(cmd) = &state.config.on_restore {
+                status.hook_exit_code =
+                    run_hook(cmd, &status.key, &state.config.data_dir).await;
+                state.restores.set(status);
+            }
+        }
+        Err(e) => {
+            status.status = "failed".into();
+            status.error = Some(e);
+            state.restores.set(status);
+        }
+    }
+    drop(job);
+}
+
+async fn extract_and_swap(
+    state: &AppState,
+    key: &str,
+    plan: Plan,
+    cd_offset: u64,
+) -> Result<(), String> {
+    let data_dir = state.config.data_dir.clone();
+    let work = data_dir
+        .join(STATE_DIR)
+        .join(RESTORE_DIR)
+        .join(crate::users::random_string(12));
+    let staging = work.join("new");
+    std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create the staging directory: {e}"))?;
+    let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
+    let body = ranged_stream(state.store.clone(), key.to_string(), start, cd_offset);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
+    let excluded = state.excluded_paths();
+    let key_owned = key.to_string();
+    let data_dir_hook = data_dir.clone();
+    let work_task = work.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
+        let half = (plan.items.len() as u64 / 2).max(1);
+        let mut progress = |done: u64| {
+            if done == half {
+                crash_point(&data_dir_hook, "extract");
+            }
+            Ok(())
+        };
+        read::extract(&plan, &mut reader, start, &staging, &mut progress)
+            .map_err(|e| describe_extract_error(&e))?;
+        sync_filesystem(&staging);
+        swap(&data_dir, &work_task, &excluded, &key_owned).map_err(|e| {
+            format!("swap failed, to be finished at the next start of the gateway: {e}")
+        })
+    })
+    .await
+    .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
+    let journal = restore_root(&state.config.data_dir).join(JOURNAL);
+    if result.is_err() && !journal.exists() {
+        // Failed before the swap: the data directory was not touched; drop the staging.
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+    }
+    result
+}
+
+fn describe_extract_error(e: &ArchiveError) -> String {
+    match e {
+        ArchiveError::Io(io) => format!("reading or writing the archive failed: {io}"),
+        other => other.to_string(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PlanError {
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+/// Reads the end records and the central directory with ranged reads and checks every
+/// entry. Returns the plan and the central directory's offset.
+async fn read_plan(
+    store: &dyn BackupStore,
+    key: &str,
+    size: u64,
+    limits: &Limits,
+    exclude: &[PathBuf],
+) -> Result<(Plan, u64), PlanError> {
+    if size < 22 {
+        return Err(ArchiveError::NotZip("too short".into()).into());
+    }
+    let tail_len = size.min(TAIL_LEN);
+    let tail_start = size - tail_len;
+    let tail = get(store, key, tail_start, size).await?;
+    let dir = match read::find_directory(&tail, size)? {
+        DirLookup::Found(d) => d,
+        DirLookup::Zip64At(off, end) => {
+            let rec = if off >= tail_start {
+                tail[(off - tail_start) as usize..].to_vec()
+            } else {
+                get(store, key, off, (off + 56).min(size)).await?
+            };
+            read::parse_zip64_end(&rec, end)?
+        }
+    };
+    if dir.size > limits.max_index_bytes {
+        return Err(ArchiveError::Limit(format!(
+            "central directory of {} bytes, at most {} allowed",
+            dir.size, limits.max_index_bytes
+        ))
+        .into());
+    }
+    let cd = if dir.offset >= tail_start {
+        let from = (dir.offset - tail_start) as usize;
+        tail[from..from + dir.size as usize].to_vec()
+    } else {
+        get(store, key, dir.offset, dir.offset + dir.size).await?
+    };
+    let entries = read::parse_directory(&cd, dir.entries)?;
+    let plan = read::check_entries(entries, dir.offset, limits, exclude)?;
+    Ok((plan, dir.offset))
+}
+
+/// Bytes `from..to` of `key` (empty when `from == to`).
+async fn get(store: &dyn BackupStore, key: &str, from: u64, to: u64) -> Result<Vec<u8>, PlanError> {
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    read_range(store, key, ByteRange { start: from, end: to - 1 })
+        .await
+        .map_err(PlanError::Storage)
+}
+
+/// The archive's bytes `start..end` as a stream of ranged reads, a bounded number in flight.
+fn ranged_stream(store: Arc<dyn BackupStore>, key: String, start: u64, end: u64) -> ByteStream<'static> {
+    let ranges = (start..end).step_by(RANGE_CHUNK as usize).map(move |s| ByteRange {
+        start: s,
+        end: (s + RANGE_CHUNK).min(end) - 1,
+    });
+    Box::pin(
+        futures::stream::iter(ranges)
+            .map(move |r| {
+                let (store, key) = (store.clone(), key.clone());
+                async move {
+                    read_range(store.as_ref(), &key, r)
+                        .await
+                        .map(Bytes::from)
+                        .map_err(|e| io::Error::other(crate::error::ErrorChain(&e).to_string()))
+                }
+            })
+            .buffered(RANGES_IN_FLIGHT),
+    )
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Journal {
+    /// The work directory's name under `restore/`.
+    id: String,
+    key: String,
+    /// `moving-out`, `moving-in`, `cleanup`.
+    phase: String,
+}
+
+fn restore_root(data_dir: &Path) -> PathBuf {
+    data_dir.join(STATE_DIR).join(RESTORE_DIR)
+}
+
+/// The swap (see the module docs). Runs on a blocking thread.
+fn swap(data_dir: &Path, work: &Path, excluded: &[PathBuf], key: &str) -> io::Result<()> {
+    let id = work
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut journal = Journal {
+        id,
+        key: key.to_string(),
+        phase: "moving-out".into(),
+    };
+    write_journal(data_dir, &journal)?;
+    run_journal(data_dir, &mut journal, excluded)
+}
+
+/// Carries a journal through its remaining phases. Every phase is idempotent, so a crash
+/// inside one is mended by running it again.
+fn run_journal(data_dir: &Path, journal: &mut Journal, excluded: &[PathBuf]) -> io::Result<()> {
+    let work = restore_root(data_dir).join(&journal.id);
+    let (new, old) = (work.join("new"), work.join("old"));
+    if journal.phase == "moving-out" {
+        std::fs::create_dir_all(&old)?;
+        move_out(data_dir, &old, Path::new(""), excluded)?;
+        crate::fsutil::sync_dir(data_dir)?;
+        crate::fsutil::sync_dir(&old)?;
+        crash_point(data_dir, "swap-moved-out");
+        journal.phase = "moving-in".into();
+        write_journal(data_dir, journal)?;
+    }
+    if journal.phase == "moving-in" {
+        if new.exists() {
+            move_in(&new, data_dir, &old, Path::new(""))?;
+        }
+        crate::fsutil::sync_dir(data_dir)?;
+        crash_point(data_dir, "after-swap");
+        journal.phase = "cleanup".into();
+        write_journal(data_dir, journal)?;
+    }
+    // Old data is deleted only now that the new data is in place.
+    if work.exists() {
+        std::fs::remove_dir_all(&work)?;
+    }
+    std::fs::remove_file(restore_root(data_dir).join(JOURNAL))?;
+    crate::fsutil::sync_dir(&restore_root(data_dir))?;
+    Ok(())
+}
+
+/// Moves everything under `data/rel` to `old/rel`, except excluded paths: a directory that
+/// contains an excluded path is recreated in `old` and descended into instead.
+fn move_out(data: &Path, old: &Path, rel: &Path, excluded: &[PathBuf]) -> io::Result<()> {
+    for entry in std::fs::read_dir(data.join(rel))? {
+        let entry = entry?;
+        let child = rel.join(entry.file_name());
+        if excluded.iter().any(|x| *x == child) {
+            continue;
+        }
+        if excluded.iter().any(|x| x.starts_with(&child)) {
+            std::fs::create_dir_all(old.join(&child))?;
+            move_out(data, old, &child, excluded)?;
+            continue;
+        }
+        std::fs::rename(data.join(&child), old.join(&child))?;
+        if rel.as_os_str().is_empty() {
+            crash_point(data, "swap-first-moved-out");
+        }
+    }
+    Ok(())
+}
+
+/// Moves everything under `new/rel` to `data/rel`. Where the destination exists (a
+/// directory kept for an excluded path, or something created meanwhile), directories are
+/// merged and anything else is moved aside to `old` first.
+fn move_in(new: &Path, data: &Path, old: &Path, rel: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(new.join(rel))? {
+        let entry = entry?;
+        let child = rel.join(entry.file_name());
+        let (src, dst) = (new.join(&child), data.join(&child));
+        match std::fs::symlink_metadata(&dst) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::rename(&src, &dst)?,
+            Err(e) => return Err(e),
+            Ok(meta) if meta.is_dir() && entry.file_type()?.is_dir() => {
+                move_in(new, data, old, &child)?;
+            }
+            Ok(_) => {
+                let aside = old.join(format!(
+                    "{}.conflict-{}",
+                    child.display().to_string().replace('/', "_"),
+                    crate::users::random_string(6)
+                ));
+                std::fs::create_dir_all(old)?;
+                std::fs::rename(&dst, aside)?;
+                std::fs::rename(&src, &dst)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_journal(data_dir: &Path, journal: &Journal) -> io::Result<()> {
+    let bytes = serde_json::to_vec(journal).map_err(io::Error::other)?;
+    write_atomic(&restore_root(data_dir).join(JOURNAL), &bytes)
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().expect("a parent");
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{}.tmp", crate::users::random_string(8)));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    crate::fsutil::sync_dir(dir)
+}
+
+/// Finishes or cleans up a restore that a crash interrupted. Called once at startup,
+/// before the server accepts requests.
+///
+/// # Errors
+/// When the journal cannot be carried out (the data directory is then left for the
+/// operator, and the gateway refuses to start rather than serve a half-swapped state).
+pub fn recover(data_dir: &Path, excluded: &[PathBuf], restores: &Restores) -> io::Result<()> {
+    let root = restore_root(data_dir);
+    let journal_path = root.join(JOURNAL);
+    match std::fs::read(&journal_path) {
+        Ok(bytes) => {
+            let mut journal: Journal = serde_json::from_slice(&bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            tracing::warn!(key = %journal.key, phase = %journal.phase, "finishing a restore interrupted by a crash");
+            run_journal(data_dir, &mut journal, excluded)?;
+            let mut status = restores.last().unwrap_or(RestoreStatus {
+                key: journal.key.clone(),
+                status: String::new(),
+                started_at: String::new(),
+                finished_at: None,
+                error: None,
+                hook_exit_code: None,
+            });
+            if status.status != "ok" {
+                status.status = "ok".into();
+                status.finished_at = Some(crate::time_fmt::now_pb());
+                status.error = None;
+                restores.set(status);
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(mut status) = restores.last().filter(|s| s.status == "running") {
+                status.status = "failed".into();
+                status.finished_at = Some(crate::time_fmt::now_pb());
+                status.error = Some(
+                    "interrupted before the swap (the gateway stopped); the data directory was not changed"
+                        .into(),
+                );
+                restores.set(status);
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    // Staging directories of restores that never reached the swap.
+    if let Ok(entries) = std::fs::read_dir(&root) {
+        for e in entries.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_hook(cmd: &str, key: &str, data_dir: &Path) -> Option<i32> {
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .env("GATEWAY_RESTORED_KEY", key)
+        .env("GATEWAY_DATA_DIR", data_dir)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await;
+    match out {
+        Ok(out) => {
+            let clip = |b: &[u8]| {
+                let s = String::from_utf8_lossy(b);
+                s.chars().take(4096).collect::<String>()
+            };
+            let code = out.status.code();
+            if out.status.success() {
+                tracing::info!(exit_code = ?code, stdout = %clip(&out.stdout), stderr = %clip(&out.stderr), "on-restore command finished");
+            } else {
+                tracing::error!(exit_code = ?code, stdout = %clip(&out.stdout), stderr = %clip(&out.stderr), "on-restore command failed");
+            }
+            code
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot run the on-restore command");
+            None
+        }
+    }
+}
+
+fn free_space(dir: &Path) -> Option<u64> {
+    rustix::fs::statvfs(dir)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
+/// Flushes what was written to the data directory's filesystem before the journal says the
+/// new data is complete.
+fn sync_filesystem(dir: &Path) {
+    if let Ok(f) = std::fs::File::open(dir) {
+        let _ = rustix::fs::syncfs(&f);
+    }
+}
+
+/// Test hook for crash tests: with `GATEWAY_TEST_PAUSE_AT=<point>`, the restore writes
+/// `<dir>/.backup-gateway/paused-at-<point>` and stops there for good, so a test can kill
+/// the process at a known moment. Does nothing otherwise.
+fn crash_point(data_dir: &Path, point: &str) {
+    let Ok(want) = std::env::var("GATEWAY_TEST_PAUSE_AT") else {
+        return;
+    };
+    if want != point {
+        return;
+    }
+    let _ = std::fs::write(
+        data_dir.join(STATE_DIR).join(format!("paused-at-{point}")),
+        b"",
+    );
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
