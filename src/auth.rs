@@ -151,8 +151,7 @@ impl Tokens {
         )
         .map_err(|_| TokenError::Invalid)?;
         let c = data.claims;
-        if c.typ != typ.as_str() || c.collection_id != SUPERUSERS_COLLECTION_ID || c.id != user.id
-        {
+        if c.typ != typ.as_str() || c.collection_id != SUPERUSERS_COLLECTION_ID || c.id != user.id {
             return Err(TokenError::Invalid);
         }
         Ok(user)

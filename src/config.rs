@@ -169,7 +169,10 @@ impl std::fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("prefix", &self.prefix)
             .field("force_path_style", &self.force_path_style)
-            .field("credentials", &self.credentials.as_ref().map(|_| "[redacted]"))
+            .field(
+                "credentials",
+                &self.credentials.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }

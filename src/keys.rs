@@ -37,10 +37,7 @@ pub fn check_key(key: &str) -> Result<(), KeyError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KeyError::TooLong);
     }
-    if key
-        .chars()
-        .any(|c| c == '/' || c == '\\' || c.is_control())
-    {
+    if key.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
         return Err(KeyError::BadCharacter);
     }
     if key.starts_with('.') {
@@ -103,7 +100,15 @@ mod tests {
         assert!(check_create_name("a.zip").is_ok());
         assert!(check_create_name("my_backup-2.zip").is_ok());
         for bad in [
-            "A.zip", "a.ZIP", ".zip", "a", "a b.zip", "../a.zip", "a/b.zip", "é.zip", "a.zip.zip ",
+            "A.zip",
+            "a.ZIP",
+            ".zip",
+            "a",
+            "a b.zip",
+            "../a.zip",
+            "a/b.zip",
+            "é.zip",
+            "a.zip.zip ",
         ] {
             assert_eq!(
                 check_create_name(bad).unwrap_err().code,

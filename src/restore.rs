@@ -92,7 +92,9 @@ impl Restores {
     fn set(&self, status: RestoreStatus) {
         match status.status.as_str() {
             "failed" => tracing::error!(key = %status.key, error = ?status.error, "restore failed"),
-            "ok" => tracing::info!(key = %status.key, hook_exit_code = ?status.hook_exit_code, "restore finished"),
+            "ok" => {
+                tracing::info!(key = %status.key, hook_exit_code = ?status.hook_exit_code, "restore finished")
+            }
             _ => tracing::info!(key = %status.key, "restore started"),
         }
         if let Ok(bytes) = serde_json::to_vec_pretty(&status)
@@ -160,7 +162,13 @@ pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
     Ok(())
 }
 
-async fn run(state: AppState, job: JobGuard, mut status: RestoreStatus, plan: Plan, cd_offset: u64) {
+async fn run(
+    state: AppState,
+    job: JobGuard,
+    mut status: RestoreStatus,
+    plan: Plan,
+    cd_offset: u64,
+) {
     let result = extract_and_swap(&state, &status.key, plan, cd_offset).await;
     status.finished_at = Some(crate::time_fmt::now_pb());
     match result {
@@ -170,8 +178,7 @@ async fn run(state: AppState, job: JobGuard, mut status: RestoreStatus, plan: Pl
             // The busy lock covers the hook too: the application restarts before the next
             // create can read its data.
             if let Some(cmd) = &state.config.on_restore {
-                status.hook_exit_code =
-                    run_hook(cmd, &status.key, &state.config.data_dir).await;
+                status.hook_exit_code = run_hook(cmd, &status.key, &state.config.data_dir).await;
                 state.restores.set(status);
             }
         }
@@ -196,7 +203,8 @@ async fn extract_and_swap(
         .join(RESTORE_DIR)
         .join(crate::users::random_string(12));
     let staging = work.join("new");
-    std::fs::create_dir_all(&staging).map_err(|e| format!("cannot create the staging directory: {e}"))?;
+    std::fs::create_dir_all(&staging)
+        .map_err(|e| format!("cannot create the staging directory: {e}"))?;
     let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
     let body = ranged_stream(state.store.clone(), key.to_string(), start, cd_offset);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
@@ -294,17 +302,31 @@ async fn get(store: &dyn BackupStore, key: &str, from: u64, to: u64) -> Result<V
     if from >= to {
         return Ok(Vec::new());
     }
-    read_range(store, key, ByteRange { start: from, end: to - 1 })
-        .await
-        .map_err(PlanError::Storage)
+    read_range(
+        store,
+        key,
+        ByteRange {
+            start: from,
+            end: to - 1,
+        },
+    )
+    .await
+    .map_err(PlanError::Storage)
 }
 
 /// The archive's bytes `start..end` as a stream of ranged reads, a bounded number in flight.
-fn ranged_stream(store: Arc<dyn BackupStore>, key: String, start: u64, end: u64) -> ByteStream<'static> {
-    let ranges = (start..end).step_by(RANGE_CHUNK as usize).map(move |s| ByteRange {
-        start: s,
-        end: (s + RANGE_CHUNK).min(end) - 1,
-    });
+fn ranged_stream(
+    store: Arc<dyn BackupStore>,
+    key: String,
+    start: u64,
+    end: u64,
+) -> ByteStream<'static> {
+    let ranges = (start..end)
+        .step_by(RANGE_CHUNK as usize)
+        .map(move |s| ByteRange {
+            start: s,
+            end: (s + RANGE_CHUNK).min(end) - 1,
+        });
     Box::pin(
         futures::stream::iter(ranges)
             .map(move |r| {
@@ -386,7 +408,7 @@ fn move_out(data: &Path, old: &Path, rel: &Path, excluded: &[PathBuf]) -> io::Re
     for entry in std::fs::read_dir(data.join(rel))? {
         let entry = entry?;
         let child = rel.join(entry.file_name());
-        if excluded.iter().any(|x| *x == child) {
+        if excluded.contains(&child) {
             continue;
         }
         if excluded.iter().any(|x| x.starts_with(&child)) {

@@ -7,8 +7,8 @@
 //! takes effect at once: tokens are signed with a per-user `token_key` that changes with the
 //! password (as PocketBase does), so old tokens stop working.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -231,10 +231,7 @@ impl Users {
         }
         result.map_err(io)?;
         // Force a reload on next access even if the mtime granularity hides the change.
-        self.cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .stamp = None;
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).stamp = None;
         Ok(())
     }
 }
@@ -312,14 +309,18 @@ mod tests {
     fn upsert_verify_change_password_and_delete() {
         let dir = tempfile::tempdir().unwrap();
         let users = Users::open(dir.path()).unwrap();
-        let u = users.upsert("Admin@Example.com", "secret-password").unwrap();
+        let u = users
+            .upsert("Admin@Example.com", "secret-password")
+            .unwrap();
         assert_eq!(u.id.len(), 15);
         let state = users.current().unwrap();
         let found = state.find_by_email("admin@example.com").unwrap();
         assert!(verify_password(found, "secret-password"));
         assert!(!verify_password(found, "wrong-password"));
 
-        let u2 = users.upsert("admin@example.com", "another-password").unwrap();
+        let u2 = users
+            .upsert("admin@example.com", "another-password")
+            .unwrap();
         assert_eq!(u2.id, u.id);
         assert_ne!(u2.token_key, u.token_key);
         assert_eq!(users.current().unwrap().superusers.len(), 1);

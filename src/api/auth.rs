@@ -2,9 +2,7 @@
 
 use super::PbJson;
 use crate::AppState;
-use crate::auth::{
-    SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType,
-};
+use crate::auth::{SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
 use crate::users::{Superuser, verify_password};
 use axum::Json;

@@ -8,11 +8,11 @@ use crate::jobs::JobKind;
 use crate::keys;
 use crate::restore::StartError;
 use crate::storage::{ByteRange, ByteStream, PutOptions, StorageError};
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
@@ -43,7 +43,11 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let items = state.store.list().await.map_err(|e| {
-        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to retrieve backup items.", &e)
+        ApiError::logged(
+            StatusCode::BAD_REQUEST,
+            "Failed to retrieve backup items.",
+            &e,
+        )
     })?;
     let fields = parse_fields(q.fields.as_deref());
     let out = items
@@ -54,7 +58,10 @@ pub async fn list(
                 modified: crate::time_fmt::pb(b.modified),
                 size: b.size,
             };
-            pick_fields(serde_json::to_value(item).unwrap_or_default(), fields.as_deref())
+            pick_fields(
+                serde_json::to_value(item).unwrap_or_default(),
+                fields.as_deref(),
+            )
         })
         .collect();
     Ok(Json(out))
@@ -132,9 +139,10 @@ pub async fn create(
         .jobs
         .reserve_key(&name)
         .ok_or_else(|| name_exists("name", EXISTS))?;
-    let existing = state.store.stat(&name).await.map_err(|e| {
-        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to create backup.", &e)
-    })?;
+    let existing =
+        state.store.stat(&name).await.map_err(|e| {
+            ApiError::logged(StatusCode::BAD_REQUEST, "Failed to create backup.", &e)
+        })?;
     if existing.is_some() {
         return Err(name_exists("name", EXISTS));
     }
@@ -265,7 +273,13 @@ pub async fn download(
         .store
         .stat(&key)
         .await
-        .map_err(|e| ApiError::logged(StatusCode::BAD_REQUEST, "Failed to download the backup.", &e))?
+        .map_err(|e| {
+            ApiError::logged(
+                StatusCode::BAD_REQUEST,
+                "Failed to download the backup.",
+                &e,
+            )
+        })?
         .ok_or_else(ApiError::not_found)?;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
@@ -280,8 +294,7 @@ pub async fn download(
                 .into_response();
                 res.headers_mut().insert(
                     header::CONTENT_RANGE,
-                    HeaderValue::from_str(&format!("bytes */{}", info.size))
-                        .expect("valid header"),
+                    HeaderValue::from_str(&format!("bytes */{}", info.size)).expect("valid header"),
                 );
                 return Ok(res);
             }
@@ -300,7 +313,10 @@ pub async fn download(
     };
     let mut res = Response::new(Body::from_stream(body));
     let h = res.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/zip"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_DISPOSITION, content_disposition(&key));
     if let Ok(v) = HeaderValue::from_str(&httpdate(info.modified)) {
@@ -308,7 +324,9 @@ pub async fn download(
     }
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; media-src 'self'; style-src 'unsafe-inline'; sandbox"),
+        HeaderValue::from_static(
+            "default-src 'none'; media-src 'self'; style-src 'unsafe-inline'; sandbox",
+        ),
     );
     match range {
         Some(r) => {
@@ -333,7 +351,13 @@ pub async fn download(
 fn content_disposition(key: &str) -> HeaderValue {
     let ascii: String = key
         .chars()
-        .map(|c| if c.is_ascii() && c != '"' && c != '\\' && !c.is_ascii_control() { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii() && c != '"' && c != '\\' && !c.is_ascii_control() {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let mut v = format!("attachment; filename=\"{ascii}\"");
     if !key.is_ascii() {
@@ -480,10 +504,7 @@ pub async fn restore(
 
 /// GET /api/gateway/restore: the last restore's key, times, result and hook exit code
 /// (`{"status": "none"}` before the first). The gateway's addition: PocketBase only logs it.
-pub async fn restore_status(
-    State(state): State<AppState>,
-    _auth: SuperuserAuth,
-) -> Json<Value> {
+pub async fn restore_status(State(state): State<AppState>, _auth: SuperuserAuth) -> Json<Value> {
     match state.restores.last() {
         Some(s) => Json(serde_json::to_value(s).unwrap_or_default()),
         None => Json(serde_json::json!({"status": "none"})),
@@ -528,7 +549,10 @@ mod tests {
 
     #[test]
     fn content_disposition_quotes_safely() {
-        assert_eq!(content_disposition("a.zip"), "attachment; filename=\"a.zip\"");
+        assert_eq!(
+            content_disposition("a.zip"),
+            "attachment; filename=\"a.zip\""
+        );
         let v = content_disposition("é.zip");
         assert_eq!(
             v.to_str().unwrap(),

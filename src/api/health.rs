@@ -8,7 +8,10 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 /// GET /api/health
-pub async fn health(State(state): State<AppState>, MaybeSuperuser(user): MaybeSuperuser) -> Json<Value> {
+pub async fn health(
+    State(state): State<AppState>,
+    MaybeSuperuser(user): MaybeSuperuser,
+) -> Json<Value> {
     let data = if user.is_some() {
         json!({
             "canBackup": !state.jobs.is_busy(),

@@ -123,7 +123,9 @@ pub fn find_directory(tail: &[u8], total: u64) -> Result<DirLookup, ArchiveError
         return Ok(DirLookup::Zip64At(z64, eocd_abs));
     }
     if saturated {
-        return Err(ArchiveError::NotZip("zip64 archive without a zip64 locator".into()));
+        return Err(ArchiveError::NotZip(
+            "zip64 archive without a zip64 locator".into(),
+        ));
     }
     check_directory(
         Directory {
@@ -203,7 +205,9 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
         let extra_start = name_start + name_len;
         let next = extra_start + extra_len + comment_len;
         if next > cd.len() {
-            return Err(ArchiveError::NotZip("central directory header overruns".into()));
+            return Err(ArchiveError::NotZip(
+                "central directory header overruns".into(),
+            ));
         }
         let raw_name = cd[name_start..extra_start].to_vec();
         let extra = &cd[extra_start..extra_start + extra_len];
@@ -501,11 +505,12 @@ pub fn extract(
                     }
                     sink(&buf[..n])?;
                 },
-                _ => inflate(&mut limited, &mut buf, &mut out_buf, &mut sink)
-                    .map_err(|err| match err {
+                _ => inflate(&mut limited, &mut buf, &mut out_buf, &mut sink).map_err(|err| {
+                    match err {
                         InflateError::Archive(a) => a,
                         InflateError::Data(why) => corrupt(why),
-                    })?,
+                    }
+                })?,
             }
             let consumed = e.compressed - limited.limit();
             if consumed != e.compressed {
@@ -636,7 +641,11 @@ fn dos_to_unix(time: u16, date: u16) -> Option<i64> {
         ((time & 0x1F) * 2) as u8,
     )
     .ok()?;
-    Some(time::PrimitiveDateTime::new(d, t).assume_utc().unix_timestamp())
+    Some(
+        time::PrimitiveDateTime::new(d, t)
+            .assume_utc()
+            .unix_timestamp(),
+    )
 }
 
 fn le16(b: &[u8], at: usize) -> u16 {
@@ -681,9 +690,7 @@ mod tests {
         let tail = &bytes[bytes.len() - tail_len..];
         let dir = match find_directory(tail, bytes.len() as u64).unwrap() {
             DirLookup::Found(d) => d,
-            DirLookup::Zip64At(off, end) => {
-                parse_zip64_end(&bytes[off as usize..], end).unwrap()
-            }
+            DirLookup::Zip64At(off, end) => parse_zip64_end(&bytes[off as usize..], end).unwrap(),
         };
         let cd = &bytes[dir.offset as usize..(dir.offset + dir.size) as usize];
         (dir, parse_directory(cd, dir.entries).unwrap())
@@ -724,7 +731,11 @@ mod tests {
             b"",
             b"a\0b",
         ] {
-            assert!(safe_path(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                safe_path(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
         assert_eq!(safe_path(b"a/b/c").unwrap(), PathBuf::from("a/b/c"));
         assert_eq!(safe_path(b"a/b/").unwrap(), PathBuf::from("a/b"));

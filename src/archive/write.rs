@@ -62,7 +62,7 @@ pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Resu
             let entry = entry?;
             let name = entry.file_name();
             let child_rel = rel.join(&name);
-            if opts.exclude.iter().any(|e| *e == child_rel) {
+            if opts.exclude.contains(&child_rel) {
                 continue;
             }
             match entry.path().symlink_metadata() {
@@ -83,13 +83,7 @@ pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Resu
             } else if ft.is_file() {
                 match File::open(root.join(&child_rel)) {
                     Ok(mut f) => {
-                        zip.add_file(
-                            &zip_name,
-                            mode(&meta),
-                            mtime(&meta),
-                            &mut f,
-                            &mut scratch,
-                        )?;
+                        zip.add_file(&zip_name, mode(&meta), mtime(&meta), &mut f, &mut scratch)?;
                     }
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => {
@@ -120,7 +114,7 @@ pub fn tree_size(root: &Path, exclude: &[PathBuf]) -> io::Result<u64> {
         for entry in std::fs::read_dir(root.join(&rel))? {
             let entry = entry?;
             let child_rel = rel.join(entry.file_name());
-            if exclude.iter().any(|e| *e == child_rel) {
+            if exclude.contains(&child_rel) {
                 continue;
             }
             let Ok(meta) = entry.path().symlink_metadata() else {
@@ -253,7 +247,10 @@ impl<W: Write> ZipWriter<W> {
         put_u32(&mut h, 0); // crc, in the data descriptor
         put_u32(&mut h, 0); // compressed size
         put_u32(&mut h, 0); // uncompressed size
-        put_u16(&mut h, u16::try_from(name.len()).map_err(|_| name_too_long())?);
+        put_u16(
+            &mut h,
+            u16::try_from(name.len()).map_err(|_| name_too_long())?,
+        );
         put_u16(&mut h, 9);
         h.extend_from_slice(name);
         timestamp_extra(&mut h, mtime);
@@ -465,11 +462,29 @@ impl<W: Write> ZipWriter<W> {
         put_u32(&mut buf, EOCD_SIG);
         put_u16(&mut buf, 0);
         put_u16(&mut buf, 0);
-        let count16 = if needs_zip64 { U16_MAX as u16 } else { count as u16 };
+        let count16 = if needs_zip64 {
+            U16_MAX as u16
+        } else {
+            count as u16
+        };
         put_u16(&mut buf, count16);
         put_u16(&mut buf, count16);
-        put_u32(&mut buf, if needs_zip64 { U32_MAX as u32 } else { cd_size as u32 });
-        put_u32(&mut buf, if needs_zip64 { U32_MAX as u32 } else { cd_start as u32 });
+        put_u32(
+            &mut buf,
+            if needs_zip64 {
+                U32_MAX as u32
+            } else {
+                cd_size as u32
+            },
+        );
+        put_u32(
+            &mut buf,
+            if needs_zip64 {
+                U32_MAX as u32
+            } else {
+                cd_start as u32
+            },
+        );
         put_u16(&mut buf, 0); // comment length
         self.out.write_all(&buf)?;
         self.out.flush()?;
@@ -528,8 +543,8 @@ fn name_too_long() -> io::Error {
 
 /// MS-DOS time and date of a Unix time (UTC; clamped to 1980-2107).
 fn dos_datetime(unix: i64) -> (u16, u16) {
-    let t = time::OffsetDateTime::from_unix_timestamp(unix)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let t =
+        time::OffsetDateTime::from_unix_timestamp(unix).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     if t.year() < 1980 {
         return (0, (1 << 5) | 1);
     }

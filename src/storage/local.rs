@@ -170,10 +170,7 @@ impl BackupStore for LocalStore {
                 file.seek(io::SeekFrom::Start(r.start))
                     .await
                     .map_err(|e| io_err("reading a backup", e))?;
-                Box::pin(ReaderStream::with_capacity(
-                    file.take(r.size()),
-                    256 * 1024,
-                ))
+                Box::pin(ReaderStream::with_capacity(file.take(r.size()), 256 * 1024))
             }
         };
         Ok(body)

@@ -51,7 +51,10 @@ pub enum StorageError {
     #[error("reading the backup body failed")]
     Body(#[source] io::Error),
     #[error("storage backend error: {0}")]
-    Backend(String, #[source] Option<Box<dyn std::error::Error + Send + Sync>>),
+    Backend(
+        String,
+        #[source] Option<Box<dyn std::error::Error + Send + Sync>>,
+    ),
 }
 
 impl StorageError {

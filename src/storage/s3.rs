@@ -39,8 +39,19 @@ impl S3Store {
     /// Builds the client from `cfg` and the standard AWS configuration chain.
     pub async fn new(cfg: &S3Config) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
-        if let Some(region) = &cfg.region {
-            loader = loader.region(Region::new(region.clone()));
+        // An explicit region, else the standard chain; but with a custom endpoint (MinIO,
+        // R2, ...) and no region in the environment, skip the chain's instance-metadata
+        // lookup, which only times out off AWS.
+        let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()));
+        let region = cfg.region.clone().or(env_region).or_else(|| {
+            cfg.endpoint
+                .is_some()
+                .then(|| "us-east-1".to_string())
+        });
+        if let Some(region) = region {
+            loader = loader.region(Region::new(region));
         }
         if let Some((key, secret)) = &cfg.credentials {
             loader = loader.credentials_provider(Credentials::new(
@@ -220,7 +231,10 @@ fn join_part(
     match joined {
         Some(Ok(part)) => part,
         Some(Err(e)) => Err(StorageError::backend("a part upload task failed", e)),
-        None => Err(StorageError::Backend("no part upload in flight".into(), None)),
+        None => Err(StorageError::Backend(
+            "no part upload in flight".into(),
+            None,
+        )),
     }
 }
 
@@ -235,7 +249,13 @@ struct AbortGuard {
 impl AbortGuard {
     async fn abort_now(&mut self) {
         if let Some(id) = self.upload_id.take() {
-            abort(self.client.clone(), self.bucket.clone(), self.key.clone(), id).await;
+            abort(
+                self.client.clone(),
+                self.bucket.clone(),
+                self.key.clone(),
+                id,
+            )
+            .await;
         }
     }
 }
@@ -245,7 +265,8 @@ impl Drop for AbortGuard {
         if let Some(id) = self.upload_id.take()
             && let Ok(handle) = tokio::runtime::Handle::try_current()
         {
-            let (client, bucket, key) = (self.client.clone(), self.bucket.clone(), self.key.clone());
+            let (client, bucket, key) =
+                (self.client.clone(), self.bucket.clone(), self.key.clone());
             handle.spawn(abort(client, bucket, key, id));
         }
     }
@@ -339,10 +360,7 @@ where
         Some("NoSuchKey" | "NotFound") => StorageError::NotFound,
         None if status == Some(404) => StorageError::NotFound,
         _ => StorageError::Backend(
-            format!(
-                "{context}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(&e)
-            ),
+            format!("{context}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
             None,
         ),
     }
@@ -413,7 +431,8 @@ impl BackupStore for S3Store {
                 .map_err(|e| map_sdk("storing a backup", e))?;
             return Ok(size);
         }
-        self.put_multipart(&object_key, first, &mut parts, opts).await
+        self.put_multipart(&object_key, first, &mut parts, opts)
+            .await
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ByteStream<'static>> {

@@ -65,7 +65,12 @@ async fn wrong_password_unknown_user_and_blank_fields_are_rejected_like_pocketba
         .send()
         .await
         .unwrap();
-    assert_error(res, 400, "An error occurred while loading the submitted data.").await;
+    assert_error(
+        res,
+        400,
+        "An error occurred while loading the submitted data.",
+    )
+    .await;
 }
 
 fn forge(header: &Value, claims: &Value, sig: &str) -> String {
@@ -79,8 +84,7 @@ fn forge(header: &Value, claims: &Value, sig: &str) -> String {
 async fn bad_tokens(app: &TestApp) -> Vec<(&'static str, String)> {
     let real = app.superuser_token().to_string();
     let parts: Vec<&str> = real.split('.').collect();
-    let claims: Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
     let mut expired = claims.clone();
     expired["exp"] = json!(1);
     vec![
@@ -124,9 +128,7 @@ async fn every_protected_route_refuses_missing_and_bad_tokens_with_401() {
     tokens.extend(bad_tokens(&app).await);
     for (method, path) in routes {
         for (what, token) in &tokens {
-            let mut req = app
-                .client
-                .request(method.parse().unwrap(), app.url(path));
+            let mut req = app.client.request(method.parse().unwrap(), app.url(path));
             if !token.is_empty() {
                 req = req.header("Authorization", token);
             }
@@ -215,7 +217,11 @@ async fn health_is_public_and_unknown_routes_are_json_404s() {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["code"], 200);
     assert_eq!(body["message"], "API is healthy.");
-    for (method, path) in [("GET", "/api/nothing"), ("PUT", "/api/backups"), ("GET", "/")] {
+    for (method, path) in [
+        ("GET", "/api/nothing"),
+        ("PUT", "/api/backups"),
+        ("GET", "/"),
+    ] {
         let res = app
             .client
             .request(method.parse().unwrap(), app.url(path))

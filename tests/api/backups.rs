@@ -45,7 +45,11 @@ async fn create_list_download_delete_round_trip(backend: Backend) {
     let size = items[0]["size"].as_u64().unwrap();
     assert!(size > 0);
     let modified = items[0]["modified"].as_str().unwrap();
-    assert_eq!(modified.len(), "2023-05-19 16:25:57.542Z".len(), "{modified}");
+    assert_eq!(
+        modified.len(),
+        "2023-05-19 16:25:57.542Z".len(),
+        "{modified}"
+    );
     assert!(modified.ends_with('Z') && modified.as_bytes()[10] == b' ');
 
     let res = app.download("first.zip").await;
@@ -118,7 +122,12 @@ async fn create_rejects_bad_and_duplicate_names(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_error(res, 400, "An error occurred while loading the submitted data.").await;
+    assert_error(
+        res,
+        400,
+        "An error occurred while loading the submitted data.",
+    )
+    .await;
     assert_eq!(app.keys().await, vec!["dup.zip"]);
 }
 
@@ -186,16 +195,25 @@ async fn upload_rejects_missing_file_non_zip_and_duplicates(backend: Backend) {
     )
     .await;
     assert_eq!(body["data"]["file"]["code"], "validation_invalid_mime_type");
-    let body = assert_error(app.upload("empty.zip", Vec::new()).await, 400, MSG_VALIDATION).await;
+    let body = assert_error(
+        app.upload("empty.zip", Vec::new()).await,
+        400,
+        MSG_VALIDATION,
+    )
+    .await;
     assert_eq!(body["data"]["file"]["code"], "validation_invalid_mime_type");
     // Duplicate.
     let zip = zip_of(&[("a", b"1")]).await;
     assert_eq!(app.upload("d.zip", zip.clone()).await.status(), 204);
     let body = assert_error(app.upload("d.zip", zip).await, 400, MSG_VALIDATION).await;
-    assert_eq!(body["data"]["file"]["code"], "validation_backup_name_exists");
+    assert_eq!(
+        body["data"]["file"]["code"],
+        "validation_backup_name_exists"
+    );
     // Hidden names cannot be addressed later, so they are refused.
     let body = assert_error(
-        app.upload(".hidden.zip", zip_of(&[("a", b"1")]).await).await,
+        app.upload(".hidden.zip", zip_of(&[("a", b"1")]).await)
+            .await,
         400,
         MSG_VALIDATION,
     )

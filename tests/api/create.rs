@@ -8,8 +8,16 @@ use std::sync::atomic::Ordering;
 
 fn fill_varied_tree(root: &std::path::Path) {
     write_file(root, "data.db", &pseudo_random(300_000, 7));
-    write_file(root, "logs/app.log", "line of text\n".repeat(5000).as_bytes());
-    write_file(root, "storage/ünïcödé/фото 1.jpg", &pseudo_random(70_000, 9));
+    write_file(
+        root,
+        "logs/app.log",
+        "line of text\n".repeat(5000).as_bytes(),
+    );
+    write_file(
+        root,
+        "storage/ünïcödé/фото 1.jpg",
+        &pseudo_random(70_000, 9),
+    );
     write_file(root, "storage/deep/a/b/c/d/e.txt", b"deep");
     write_file(root, "empty-file", b"");
     std::fs::create_dir_all(root.join("empty/dir")).unwrap();
@@ -59,7 +67,11 @@ fn check_with_external_tools(bytes: &[u8]) {
         "python zipfile: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    match std::process::Command::new("unzip").arg("-tq").arg(&path).output() {
+    match std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&path)
+        .output()
+    {
         Ok(out) => assert!(
             out.status.success(),
             "unzip -t: {}{}",
@@ -85,8 +97,16 @@ async fn archives_open_with_python_zipfile_and_unzip() {
 async fn data_over_64_mib_streams_in_several_parts_and_downloads_byte_identical() {
     let app = spawn_app().await;
     // 72 MiB that barely compresses, in a few large files and many 1 MiB ones.
-    write_file(&app.data_dir, "media/big-1.mp4", &pseudo_random(20 << 20, 1));
-    write_file(&app.data_dir, "media/big-2.mp4", &pseudo_random(20 << 20, 2));
+    write_file(
+        &app.data_dir,
+        "media/big-1.mp4",
+        &pseudo_random(20 << 20, 1),
+    );
+    write_file(
+        &app.data_dir,
+        "media/big-2.mp4",
+        &pseudo_random(20 << 20, 2),
+    );
     for i in 0..32 {
         write_file(
             &app.data_dir,
@@ -97,7 +117,10 @@ async fn data_over_64_mib_streams_in_several_parts_and_downloads_byte_identical(
     write_file(&app.data_dir, "data.db", &b"row,".repeat(1 << 18));
     assert_eq!(app.create(Some("big.zip")).await.status(), 204);
 
-    let parts_before = app.s3.as_ref().map(|s| s.faults.parts_seen.load(Ordering::SeqCst));
+    let parts_before = app
+        .s3
+        .as_ref()
+        .map(|s| s.faults.parts_seen.load(Ordering::SeqCst));
     if let Some(parts) = parts_before {
         assert!(parts >= 3, "uploaded in {parts} parts");
     }
@@ -199,7 +222,10 @@ async fn a_client_that_disconnects_mid_create_leaves_nothing_and_frees_the_lock(
         .json(&serde_json::json!({"name": "gone.zip"}))
         .send();
     let handle = tokio::spawn(req);
-    wait_until(30, || async { s3.faults.parts_seen.load(Ordering::SeqCst) >= 1 }).await;
+    wait_until(30, || async {
+        s3.faults.parts_seen.load(Ordering::SeqCst) >= 1
+    })
+    .await;
     handle.abort();
     drop(client);
     wait_until(30, || async { !app.state.jobs.is_busy() }).await;

@@ -170,7 +170,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .unwrap();
     let base = format!("http://{addr}");
     let res = client
-        .post(format!("{base}/api/collections/_superusers/auth-with-password"))
+        .post(format!(
+            "{base}/api/collections/_superusers/auth-with-password"
+        ))
         .json(&serde_json::json!({"identity": EMAIL, "password": PASSWORD}))
         .send()
         .await
@@ -315,8 +317,7 @@ impl TestApp {
     /// Waits for the running restore to end and returns its status.
     pub async fn wait_restore_done(&self) -> Value {
         wait_until(120, || async {
-            !self.state.jobs.is_busy()
-                && self.restore_status().await["status"] != "running"
+            !self.state.jobs.is_busy() && self.restore_status().await["status"] != "running"
         })
         .await;
         self.restore_status().await
@@ -324,9 +325,10 @@ impl TestApp {
 
     /// Puts `bytes` into the store under `key` directly, bypassing the API's checks.
     pub async fn put_raw(&self, key: &str, bytes: Vec<u8>) {
-        let body: backup_gateway::storage::ByteStream<'static> = Box::pin(
-            futures::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }),
-        );
+        let body: backup_gateway::storage::ByteStream<'static> =
+            Box::pin(futures::stream::once(async move {
+                Ok(bytes::Bytes::from(bytes))
+            }));
         self.state
             .store
             .put(

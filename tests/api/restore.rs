@@ -82,12 +82,36 @@ fn hostile_archives() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let mut garbage = b"PK\x03\x04".to_vec();
     garbage.extend(pseudo_random(5000, 4));
     vec![
-        ("zip-slip", raw_zip(&[RawEntry::file("../escape.txt", b"x")]), "relative path"),
-        ("nested zip-slip", raw_zip(&[RawEntry::file("a/../../escape.txt", b"x")]), "relative path"),
-        ("absolute path", raw_zip(&[RawEntry::file("/tmp/escape.txt", b"x")]), "absolute"),
-        ("backslash", raw_zip(&[RawEntry::file("..\\escape.txt", b"x")]), "backslash"),
-        ("drive letter", raw_zip(&[RawEntry::file("C:/escape.txt", b"x")]), "drive letter"),
-        ("symlink", raw_zip(&[RawEntry::file("ok.txt", b"fine"), symlink]), "symbolic link"),
+        (
+            "zip-slip",
+            raw_zip(&[RawEntry::file("../escape.txt", b"x")]),
+            "relative path",
+        ),
+        (
+            "nested zip-slip",
+            raw_zip(&[RawEntry::file("a/../../escape.txt", b"x")]),
+            "relative path",
+        ),
+        (
+            "absolute path",
+            raw_zip(&[RawEntry::file("/tmp/escape.txt", b"x")]),
+            "absolute",
+        ),
+        (
+            "backslash",
+            raw_zip(&[RawEntry::file("..\\escape.txt", b"x")]),
+            "backslash",
+        ),
+        (
+            "drive letter",
+            raw_zip(&[RawEntry::file("C:/escape.txt", b"x")]),
+            "drive letter",
+        ),
+        (
+            "symlink",
+            raw_zip(&[RawEntry::file("ok.txt", b"fine"), symlink]),
+            "symbolic link",
+        ),
         ("huge declared size", raw_zip(&[huge]), "limit"),
         ("high-ratio bomb", raw_zip(&[bomb]), "expands"),
         ("truncated", truncated, "not a zip"),
@@ -111,7 +135,10 @@ async fn hostile_archives_are_refused_and_leave_the_data_untouched(backend: Back
         let why = body["data"]["backup"]["message"].as_str().unwrap();
         assert!(why.contains(reason), "{what}: {why}");
         assert!(!app.state.jobs.is_busy(), "{what}: lock released");
-        assert!(snapshot(&app.data_dir, EXCLUDED) == before, "{what}: data changed");
+        assert!(
+            snapshot(&app.data_dir, EXCLUDED) == before,
+            "{what}: data changed"
+        );
     }
     assert!(!app.data_dir.parent().unwrap().join("escape.txt").exists());
     // Unknown and invalid keys.
@@ -133,12 +160,16 @@ async fn a_crc_mismatch_fails_in_the_background_and_leaves_the_data_untouched(ba
     let before = snapshot(&app.data_dir, EXCLUDED);
     let mut e = RawEntry::file("data.db", &pseudo_random(10_000, 5));
     e.crc_override = Some(0xDEAD_BEEF);
-    app.put_raw("crc.zip", raw_zip(&[RawEntry::file("a.txt", b"a"), e])).await;
+    app.put_raw("crc.zip", raw_zip(&[RawEntry::file("a.txt", b"a"), e]))
+        .await;
     let res = app.restore("crc.zip").await;
     assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
     let status = app.wait_restore_done().await;
     assert_eq!(status["status"], "failed");
-    assert!(status["error"].as_str().unwrap().contains("CRC"), "{status}");
+    assert!(
+        status["error"].as_str().unwrap().contains("CRC"),
+        "{status}"
+    );
     assert!(snapshot(&app.data_dir, EXCLUDED) == before);
     // The next restore can start.
     assert_eq!(app.create(Some("good.zip")).await.status(), 204);
@@ -191,7 +222,11 @@ async fn s3_failing_mid_restore_leaves_the_data_untouched_and_reports_the_error(
     assert!(status["finishedAt"].is_string());
     assert!(snapshot(&app.data_dir, EXCLUDED) == before);
     s3.faults.fail_gets_after.store(-1, Ordering::SeqCst);
-    assert_eq!(app.create(Some("next.zip")).await.status(), 204, "lock released");
+    assert_eq!(
+        app.create(Some("next.zip")).await.status(),
+        204,
+        "lock released"
+    );
 }
 
 #[tokio::test]

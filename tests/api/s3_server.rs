@@ -131,7 +131,9 @@ async fn handle(
 ) -> Result<Resp, std::convert::Infallible> {
     let query = req.uri().query().unwrap_or("");
     let is_upload_part = req.method() == hyper::Method::PUT && query.contains("partNumber=");
-    let is_get = req.method() == hyper::Method::GET && !query.contains("list-type") && req.uri().path().matches('/').count() >= 2;
+    let is_get = req.method() == hyper::Method::GET
+        && !query.contains("list-type")
+        && req.uri().path().matches('/').count() >= 2;
     if faults.down.load(Ordering::SeqCst) {
         return Ok(error_response(503, "ServiceUnavailable"));
     }

