@@ -25,7 +25,11 @@ async fn main() {
         server.endpoint(),
         s3_server::ACCESS_KEY,
         s3_server::SECRET_KEY,
-        if buckets.is_empty() { "none created".to_string() } else { buckets.join(", ") }
+        if buckets.is_empty() {
+            "none created".to_string()
+        } else {
+            buckets.join(", ")
+        }
     );
     let _ = tokio::signal::ctrl_c().await;
 }

@@ -20,6 +20,7 @@ command -v pocketbase >/dev/null 2>&1 || python3 -m pip install -q pocketbase-bi
 
 # The official PocketBase JS SDK, driven by the tests.
 npm ci --prefix tests/js --no-audit --no-fund --silent
+npm ci --prefix conformance --no-audit --no-fund --silent
 
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 cargo build --locked --tests --examples

@@ -159,6 +159,12 @@ pub async fn create(
     }
 }
 
+/// How much of a refused upload is still read, so that a client that is still sending
+/// gets the answer instead of a reset connection. Past this, the connection is closed.
+const DRAIN_LIMIT: u64 = 16 << 20;
+
+const EXISTS_UPLOAD: &str = "Backup file with the specified name already exists.";
+
 /// POST /api/backups/upload
 ///
 /// Streams the multipart `file` into the store: no whole-file buffer in memory or on disk.
@@ -167,11 +173,30 @@ pub async fn upload(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
     request: Request,
-) -> Result<StatusCode, ApiError> {
+) -> Response {
     use axum::extract::FromRequest;
-    let mut multipart = Multipart::from_request(request, &state)
-        .await
-        .map_err(|_| ApiError::validation([("file", FieldError::required())]))?;
+    let Ok(mut multipart) = Multipart::from_request(request, &state).await else {
+        return ApiError::validation([("file", FieldError::required())]).into_response();
+    };
+    let mut budget = DRAIN_LIMIT;
+    match receive_upload(&state, &mut multipart, &mut budget).await {
+        Ok(status) => status.into_response(),
+        Err(err) => {
+            let mut res = err.into_response();
+            if !drain_fields(&mut multipart, &mut budget).await {
+                res.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            res
+        }
+    }
+}
+
+async fn receive_upload(
+    state: &AppState,
+    multipart: &mut Multipart,
+    budget: &mut u64,
+) -> Result<StatusCode, ApiError> {
     let field = loop {
         match multipart.next_field().await {
             Ok(Some(f)) if f.name() == Some("file") && f.file_name().is_some() => break f,
@@ -184,8 +209,7 @@ pub async fn upload(
     let key = keys::upload_key(&file_name).to_string();
     let mut body: ByteStream<'_> = Box::pin(field.map_err(std::io::Error::other));
 
-    // Mime check on the first bytes, as PocketBase detects it: a zip starts with a local
-    // file header (or, when empty, with the end record).
+    // The first bytes, for the mime check.
     let mut head = Vec::new();
     while head.len() < 4 {
         match body.next().await {
@@ -194,35 +218,13 @@ pub async fn upload(
             None => break,
         }
     }
-    if !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
-        return Err(ApiError::validation([(
-            "file",
-            FieldError::new(
-                "validation_invalid_mime_type",
-                format!("{:?} mime type must be one of: application/zip.", file_name),
-            ),
-        )]));
-    }
-    if keys::check_key(&key).is_err() {
-        return Err(ApiError::validation([(
-            "file",
-            FieldError::new(
-                "validation_invalid_file_name",
-                "The backup file name is invalid.",
-            ),
-        )]));
-    }
-    const EXISTS: &str = "Backup file with the specified name already exists.";
-    let _key = state
-        .jobs
-        .reserve_key(&key)
-        .ok_or_else(|| name_exists("file", EXISTS))?;
-    let existing = state.store.stat(&key).await.map_err(|e| {
-        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to upload the backup.", &e)
-    })?;
-    if existing.is_some() {
-        return Err(name_exists("file", EXISTS));
-    }
+    let _reserved = match check_upload(state, &file_name, &key, &head).await {
+        Ok(guard) => guard,
+        Err(e) => {
+            drain(&mut body, budget).await;
+            return Err(e);
+        }
+    };
     let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
     let opts = PutOptions {
         part_size: state.config.part_size,
@@ -234,7 +236,7 @@ pub async fn upload(
         .await
     {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS)),
+        Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS_UPLOAD)),
         Err(StorageError::Body(e)) => {
             tracing::warn!(error = %e, "upload body failed");
             Err(ApiError::load_failed())
@@ -244,6 +246,74 @@ pub async fn upload(
             "Failed to upload the backup.",
             &e,
         )),
+    }
+}
+
+/// PocketBase's checks, in its order: a zip (detected from the first bytes: a local file
+/// header, or the end record of an empty zip), then the name. Returns the key reservation.
+async fn check_upload(
+    state: &AppState,
+    file_name: &str,
+    key: &str,
+    head: &[u8],
+) -> Result<crate::jobs::KeyGuard, ApiError> {
+    if !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
+        return Err(ApiError::validation([(
+            "file",
+            FieldError::new(
+                "validation_invalid_mime_type",
+                format!("{file_name:?} mime type must be one of: application/zip."),
+            ),
+        )]));
+    }
+    if keys::check_key(key).is_err() {
+        return Err(ApiError::validation([(
+            "file",
+            FieldError::new(
+                "validation_invalid_file_name",
+                "The backup file name is invalid.",
+            ),
+        )]));
+    }
+    let guard = state
+        .jobs
+        .reserve_key(key)
+        .ok_or_else(|| name_exists("file", EXISTS_UPLOAD))?;
+    let existing = state.store.stat(key).await.map_err(|e| {
+        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to upload the backup.", &e)
+    })?;
+    if existing.is_some() {
+        return Err(name_exists("file", EXISTS_UPLOAD));
+    }
+    Ok(guard)
+}
+
+/// Reads and drops what is left of `body`, up to `budget` bytes. False if it gave up.
+async fn drain(body: &mut ByteStream<'_>, budget: &mut u64) -> bool {
+    while let Some(Ok(chunk)) = body.next().await {
+        let n = chunk.len() as u64;
+        if n > *budget {
+            *budget = 0;
+            return false;
+        }
+        *budget -= n;
+    }
+    true
+}
+
+/// Drains the remaining multipart fields within `budget`. False if it gave up.
+async fn drain_fields(multipart: &mut Multipart, budget: &mut u64) -> bool {
+    loop {
+        match multipart.next_field().await {
+            Ok(Some(field)) => {
+                let mut body: ByteStream<'_> = Box::pin(field.map_err(std::io::Error::other));
+                if !drain(&mut body, budget).await {
+                    return false;
+                }
+            }
+            Ok(None) => return true,
+            Err(_) => return false,
+        }
     }
 }
 

@@ -62,8 +62,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::not_found()
+/// PocketBase answers unknown GET/HEAD paths from its static file handler ("File not
+/// found.") and other unknown routes or methods with its generic 404.
+async fn not_found(method: axum::http::Method) -> ApiError {
+    if method == axum::http::Method::GET || method == axum::http::Method::HEAD {
+        ApiError::new(axum::http::StatusCode::NOT_FOUND, "File not found.")
+    } else {
+        ApiError::not_found()
+    }
 }
 
 /// A JSON body parsed like PocketBase does: an empty body is `{}`, anything unparsable is

@@ -45,11 +45,11 @@ impl S3Store {
         let env_region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
             .iter()
             .find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty()));
-        let region = cfg.region.clone().or(env_region).or_else(|| {
-            cfg.endpoint
-                .is_some()
-                .then(|| "us-east-1".to_string())
-        });
+        let region = cfg
+            .region
+            .clone()
+            .or(env_region)
+            .or_else(|| cfg.endpoint.is_some().then(|| "us-east-1".to_string()));
         if let Some(region) = region {
             loader = loader.region(Region::new(region));
         }

@@ -1,21 +1,10 @@
 //! Every Backups API route's success and error cases, on both backends.
 
 use crate::helpers::*;
+use crate::on_both_backends;
 use serde_json::Value;
 
 const MSG_VALIDATION: &str = "An error occurred while validating the submitted data.";
-
-/// Runs each scenario once per backend: `mod s3 { ... } mod local { ... }`.
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod s3 {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::S3).await })*
-        }
-        mod local {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Local).await })*
-        }
-    };
-}
 
 on_both_backends!(
     create_list_download_delete_round_trip,
@@ -296,4 +285,45 @@ async fn unicode_and_spaces_in_uploaded_names_round_trip(backend: Backend) {
         assert_eq!(app.delete(name).await.status(), 204);
     }
     assert!(app.keys().await.is_empty());
+}
+
+#[tokio::test]
+async fn s3_listings_are_paginated_past_1000_objects() {
+    let app = spawn_app().await;
+    let client = app.s3_client.clone().unwrap();
+    let mut puts = futures::stream::FuturesUnordered::new();
+    for i in 0..1005 {
+        let (client, bucket) = (client.clone(), app.bucket.clone());
+        puts.push(async move {
+            client
+                .put_object()
+                .bucket(bucket)
+                .key(format!("backups/k{i:04}.zip"))
+                .body(aws_sdk_s3::primitives::ByteStream::from_static(
+                    b"PK\x05\x06",
+                ))
+                .send()
+                .await
+                .unwrap();
+        });
+        if puts.len() >= 16 {
+            futures::StreamExt::next(&mut puts).await;
+        }
+    }
+    while futures::StreamExt::next(&mut puts).await.is_some() {}
+    // An object outside the prefix and one in a nested "folder" are not backups.
+    for key in ["elsewhere.zip", "backups/nested/x.zip"] {
+        client
+            .put_object()
+            .bucket(&app.bucket)
+            .key(key)
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"x"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let keys = app.keys().await;
+    assert_eq!(keys.len(), 1005);
+    assert_eq!(keys.first().unwrap(), "k0000.zip");
+    assert_eq!(keys.last().unwrap(), "k1004.zip");
 }

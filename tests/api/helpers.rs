@@ -18,6 +18,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 
+/// Runs each scenario once per backend: `mod s3 { ... } mod local { ... }`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::S3).await })*
+        }
+        mod local {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Local).await })*
+        }
+    };
+}
+
 pub const EMAIL: &str = "test@example.com";
 pub const PASSWORD: &str = "1234567890";
 
@@ -43,6 +56,8 @@ pub struct TestApp {
 
 pub struct Options {
     pub backend: Backend,
+    /// Key prefix in the bucket.
+    pub prefix: &'static str,
     pub part_size: u64,
     pub parts_in_flight: usize,
 }
@@ -51,6 +66,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             backend: Backend::S3,
+            prefix: "backups/",
             part_size: 5 * 1024 * 1024,
             parts_in_flight: 2,
         }
@@ -137,7 +153,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             bucket: bucket.clone(),
             endpoint: Some(endpoint),
             region: Some(region),
-            prefix: "backups/".into(),
+            prefix: opts.prefix.into(),
             force_path_style: true,
             credentials: Some((key, secret)),
         };

@@ -1,5 +1,6 @@
 mod auth;
 mod backups;
+mod conformance;
 mod crash;
 mod create;
 mod helpers;

@@ -2,6 +2,7 @@
 //! store failures, the busy lock, PocketBase-made archives.
 
 use crate::helpers::*;
+use crate::on_both_backends;
 use crate::rawzip::{RawEntry, raw_zip};
 use crate::tree::snapshot;
 use std::os::unix::fs::PermissionsExt;
@@ -28,17 +29,6 @@ fn mutate_tree(root: &std::path::Path) {
     write_file(root, "new/file.txt", b"added after the backup");
     std::fs::remove_file(root.join("zero")).unwrap();
     std::fs::set_permissions(root.join("run.sh"), std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod s3 {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::S3).await })*
-        }
-        mod local {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Local).await })*
-        }
-    };
 }
 
 on_both_backends!(

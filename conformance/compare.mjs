@@ -1,0 +1,64 @@
+// Compares the results of the same scenarios on PocketBase and on the gateway.
+// Every difference must be listed in differences.json with its reason; any other difference
+// fails. Also checks that README.md's "Differences from PocketBase" table lists exactly the
+// cases of differences.json.
+//
+// Usage: node compare.mjs MODE POCKETBASE.json GATEWAY.json   (MODE: local or s3)
+import { readFileSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const [mode, pbFile, gwFile] = process.argv.slice(2);
+const pb = JSON.parse(readFileSync(pbFile, "utf8"));
+const gw = JSON.parse(readFileSync(gwFile, "utf8"));
+const allowed = JSON.parse(readFileSync(join(here, "differences.json"), "utf8"));
+
+function diff(a, b, path, out) {
+  if (JSON.stringify(a) === JSON.stringify(b)) return;
+  const obj = (x) => x && typeof x === "object" && !Array.isArray(x);
+  if (obj(a) && obj(b)) {
+    for (const k of new Set([...Object.keys(a), ...Object.keys(b)])) diff(a[k], b[k], [...path, k], out);
+    return;
+  }
+  out.push({ path, pocketbase: a, gateway: b });
+}
+
+const differences = [];
+for (const name of new Set([...Object.keys(pb), ...Object.keys(gw)])) diff(pb[name], gw[name], [name], differences);
+
+const used = new Set();
+const unexplained = [];
+for (const d of differences) {
+  const rule = allowed.find(
+    (r) =>
+      r.scenario === d.path[0] &&
+      (!r.modes || r.modes.includes(mode)) &&
+      (r.paths || []).some((p) => d.path.slice(1).join(".").startsWith(p)),
+  );
+  if (rule) used.add(rule.case);
+  else unexplained.push(d);
+}
+
+for (const d of differences) {
+  const mark = unexplained.includes(d) ? "UNEXPLAINED" : "listed";
+  console.log(`[${mode}] ${mark}: ${d.path.join(" › ")}\n    pocketbase: ${JSON.stringify(d.pocketbase)}\n    gateway:    ${JSON.stringify(d.gateway)}`);
+}
+
+// README's table must list exactly the cases of differences.json.
+const readme = readFileSync(join(here, "..", "README.md"), "utf8");
+const section = readme.split("## Differences from PocketBase")[1]?.split("\n## ")[0] ?? "";
+const rows = section
+  .split("\n")
+  .filter((l) => l.startsWith("| ") && !l.startsWith("| case") && !l.startsWith("| ---"))
+  .map((l) => l.split("|")[1].trim());
+const cases = allowed.map((r) => r.case);
+const readmeProblems = [
+  ...cases.filter((c) => !rows.includes(c)).map((c) => `differences.json case missing from README: ${c}`),
+  ...rows.filter((r) => !cases.includes(r)).map((r) => `README difference missing from differences.json: ${r}`),
+];
+for (const p of readmeProblems) console.log(p);
+
+const total = differences.length;
+console.log(`[${mode}] ${Object.keys(pb).length} scenarios, ${total} differences, ${total - unexplained.length} listed, ${unexplained.length} unexplained`);
+process.exit(unexplained.length || readmeProblems.length ? 1 : 0);
