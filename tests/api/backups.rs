@@ -247,7 +247,7 @@ async fn download_supports_ranges_and_unknown_keys_are_404(backend: Backend) {
         format!("bytes */{}", zip.len()).as_str()
     );
 
-    for key in ["missing.zip", "..", ".hidden", "a%2Fb.zip"] {
+    for key in ["missing.zip", "..%2Fdata.db", ".hidden", "a%2Fb.zip"] {
         let res = app
             .client
             .get(app.url(&format!("/api/backups/{key}")))
