@@ -221,8 +221,16 @@ async fn health_is_public_and_unknown_routes_are_json_404s() {
     for (method, path, message) in [
         ("GET", "/api/nothing", "File not found."),
         ("GET", "/", "File not found."),
-        ("PUT", "/api/backups", "The requested resource wasn't found."),
-        ("POST", "/api/nothing", "The requested resource wasn't found."),
+        (
+            "PUT",
+            "/api/backups",
+            "The requested resource wasn't found.",
+        ),
+        (
+            "POST",
+            "/api/nothing",
+            "The requested resource wasn't found.",
+        ),
     ] {
         let res = app
             .client
