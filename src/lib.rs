@@ -80,7 +80,12 @@ impl AppState {
                 storage::local::LocalStore::new(dir)
                     .map_err(|e| StartupError::BackupsDir(dir.clone(), e))?,
             ),
-            config::StorageConfig::S3(s3) => Arc::new(storage::s3::S3Store::new(s3).await),
+            config::StorageConfig::S3(s3) => Arc::new(
+                storage::s3::S3Store::new(s3)
+                    .await
+                    .with_pending_dir(config.data_dir.join(users::STATE_DIR).join("uploads"))
+                    .await,
+            ),
         };
         tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
         Ok(Self {

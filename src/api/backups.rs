@@ -10,7 +10,7 @@ use crate::restore::StartError;
 use crate::storage::{ByteRange, ByteStream, PutOptions, StorageError};
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Multipart, Path, Query, Request, State};
+use axum::extract::{Multipart, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -40,7 +40,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
-    Query(q): Query<ListQuery>,
+    super::LenientQuery(q): super::LenientQuery<ListQuery>,
 ) -> Result<Json<Vec<Value>>, ApiError> {
     let items = state.store.list().await.map_err(|e| {
         ApiError::logged(
@@ -329,16 +329,16 @@ pub struct DownloadQuery {
 /// unsatisfiable). An unknown key is `404` (PocketBase's S3 mode answers 400).
 pub async fn download(
     State(state): State<AppState>,
-    Path(key): Path<String>,
-    Query(q): Query<DownloadQuery>,
+    super::KeyPath(key): super::KeyPath,
+    super::LenientQuery(q): super::LenientQuery<DownloadQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if state.tokens.verify(&q.token, TokenType::File).is_err() {
         return Err(ApiError::forbidden(MSG_FORBIDDEN));
     }
-    if keys::check_key(&key).is_err() {
+    let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
         return Err(ApiError::not_found());
-    }
+    };
     let info = state
         .store
         .stat(&key)
@@ -514,11 +514,11 @@ fn parse_range(raw: &str, size: u64) -> RangeSpec {
 pub async fn delete(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
-    Path(key): Path<String>,
+    super::KeyPath(key): super::KeyPath,
 ) -> Result<StatusCode, ApiError> {
-    if keys::check_key(&key).is_err() {
+    let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
         return Err(ApiError::bad_request(MSG_DELETE_MISSING));
-    }
+    };
     if state.jobs.in_use(&key) {
         return Err(ApiError::bad_request(MSG_IN_USE));
     }
@@ -545,14 +545,14 @@ const MSG_RESTORE_INVALID: &str = "Missing or invalid backup file.";
 pub async fn restore(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
-    Path(key): Path<String>,
+    super::KeyPath(key): super::KeyPath,
 ) -> Result<StatusCode, ApiError> {
     if state.jobs.is_busy() {
         return Err(ApiError::bad_request(MSG_BUSY));
     }
-    if keys::check_key(&key).is_err() {
+    let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
         return Err(ApiError::bad_request(MSG_RESTORE_INVALID));
-    }
+    };
     match crate::restore::start(&state, &key).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StartError::Busy) => Err(ApiError::bad_request(MSG_BUSY)),

@@ -14,7 +14,10 @@ pub mod health;
 use crate::AppState;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Request};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request,
+};
+use axum::http::request::Parts;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use tower_http::cors::CorsLayer;
@@ -69,6 +72,41 @@ async fn not_found(method: axum::http::Method) -> ApiError {
         ApiError::new(axum::http::StatusCode::NOT_FOUND, "File not found.")
     } else {
         ApiError::not_found()
+    }
+}
+
+/// The `{key}` path segment, `None` when it cannot be decoded (bad percent-encoding or
+/// UTF-8): handlers answer that like an unknown key, never with axum's plain-text 400.
+#[derive(Debug, Clone)]
+pub struct KeyPath(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            Path::<String>::from_request_parts(parts, state)
+                .await
+                .ok()
+                .map(|Path(k)| k),
+        ))
+    }
+}
+
+/// Query parameters parsed leniently: what does not parse is ignored (PocketBase ignores
+/// unknown or malformed parameters too).
+#[derive(Debug, Clone, Default)]
+pub struct LenientQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequestParts<S> for LenientQuery<T> {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            Query::<T>::try_from_uri(&parts.uri)
+                .map(|Query(q)| q)
+                .unwrap_or_default(),
+        ))
     }
 }
 

@@ -9,8 +9,9 @@
 //! size: R2 requires it) and uploads a bounded number of them at once, so memory stays
 //! under part size x (parts in flight + 1). A body that fits in one part becomes a single
 //! PutObject. Any failure, and a dropped put future, aborts the multipart upload, so a
-//! half-written backup is never listed. (If the store itself is unreachable the abort cannot
-//! reach it either; a bucket lifecycle rule `AbortIncompleteMultipartUpload` cleans those.)
+//! half-written backup is never listed. Started uploads are recorded in the gateway's state
+//! directory until completed or aborted; the ones a crash (or an unreachable store) left
+//! behind are aborted at the next start.
 
 use super::{BackupInfo, BackupStore, ByteRange, ByteStream, PutOptions, Result, StorageError};
 use crate::config::S3Config;
@@ -24,7 +25,9 @@ use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
 use std::io;
+use std::path::PathBuf;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -33,6 +36,16 @@ pub struct S3Store {
     client: Client,
     bucket: String,
     prefix: String,
+    /// Where started multipart uploads are recorded until completed or aborted, so that
+    /// uploads a crash left behind are aborted at the next start.
+    pending_dir: Option<PathBuf>,
+}
+
+/// A started multipart upload, as recorded in the pending directory.
+#[derive(Debug, Serialize, Deserialize)]
+struct PendingUpload {
+    key: String,
+    upload_id: String,
 }
 
 impl S3Store {
@@ -83,6 +96,47 @@ impl S3Store {
             client: Client::from_conf(builder.build()),
             bucket: cfg.bucket.clone(),
             prefix: cfg.prefix.clone(),
+            pending_dir: None,
+        }
+    }
+
+    /// Records started multipart uploads in `dir` and aborts the ones a crash left there.
+    pub async fn with_pending_dir(mut self, dir: PathBuf) -> Self {
+        if let Ok(mut rd) = tokio::fs::read_dir(&dir).await {
+            while let Ok(Some(entry)) = rd.next_entry().await {
+                let path = entry.path();
+                let Ok(bytes) = tokio::fs::read(&path).await else {
+                    continue;
+                };
+                if let Ok(p) = serde_json::from_slice::<PendingUpload>(&bytes) {
+                    tracing::warn!(key = %p.key, "aborting a multipart upload left by a crash");
+                    if abort(self.client.clone(), self.bucket.clone(), p.key, p.upload_id).await {
+                        let _ = tokio::fs::remove_file(&path).await;
+                    }
+                } else {
+                    let _ = tokio::fs::remove_file(&path).await;
+                }
+            }
+        }
+        self.pending_dir = Some(dir);
+        self
+    }
+
+    fn record_pending(&self, key: &str, upload_id: &str) -> Option<PathBuf> {
+        let dir = self.pending_dir.as_ref()?;
+        let path = dir.join(format!("{}.json", crate::users::random_string(16)));
+        let rec = PendingUpload {
+            key: key.to_string(),
+            upload_id: upload_id.to_string(),
+        };
+        let write = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&rec).unwrap_or_default()));
+        match write {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot record a pending multipart upload");
+                None
+            }
         }
     }
 
@@ -139,6 +193,7 @@ impl S3Store {
             bucket: self.bucket.clone(),
             key: object_key.to_string(),
             upload_id: Some(upload_id.clone()),
+            record: self.record_pending(object_key, &upload_id),
         };
         let mut in_flight = JoinSet::new();
         let result = self
@@ -160,6 +215,7 @@ impl S3Store {
                     .await
                     .map_err(|e| map_sdk("completing a multipart upload", e))?;
                 guard.upload_id = None;
+                guard.forget_record();
                 Ok(size)
             }
             Err(e) => {
@@ -244,18 +300,28 @@ struct AbortGuard {
     bucket: String,
     key: String,
     upload_id: Option<String>,
+    /// The pending-upload record, removed once the upload is completed or aborted.
+    record: Option<PathBuf>,
 }
 
 impl AbortGuard {
     async fn abort_now(&mut self) {
-        if let Some(id) = self.upload_id.take() {
-            abort(
+        if let Some(id) = self.upload_id.take()
+            && abort(
                 self.client.clone(),
                 self.bucket.clone(),
                 self.key.clone(),
                 id,
             )
-            .await;
+            .await
+        {
+            self.forget_record();
+        }
+    }
+
+    fn forget_record(&mut self) {
+        if let Some(path) = self.record.take() {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
@@ -267,12 +333,20 @@ impl Drop for AbortGuard {
         {
             let (client, bucket, key) =
                 (self.client.clone(), self.bucket.clone(), self.key.clone());
-            handle.spawn(abort(client, bucket, key, id));
+            let record = self.record.take();
+            handle.spawn(async move {
+                if abort(client, bucket, key, id).await
+                    && let Some(path) = record
+                {
+                    let _ = tokio::fs::remove_file(path).await;
+                }
+            });
         }
     }
 }
 
-async fn abort(client: Client, bucket: String, key: String, upload_id: String) {
+/// Aborts a multipart upload; true if the store confirmed it.
+async fn abort(client: Client, bucket: String, key: String, upload_id: String) -> bool {
     match client
         .abort_multipart_upload()
         .bucket(&bucket)
@@ -281,13 +355,19 @@ async fn abort(client: Client, bucket: String, key: String, upload_id: String) {
         .send()
         .await
     {
-        Ok(_) => tracing::info!(key = %key, "multipart upload aborted"),
-        Err(e) => tracing::error!(
-            key = %key,
-            upload_id = %upload_id,
-            error = %aws_sdk_s3::error::DisplayErrorContext(&e),
-            "could not abort a multipart upload; a lifecycle rule must clean it up"
-        ),
+        Ok(_) => {
+            tracing::info!(key = %key, "multipart upload aborted");
+            true
+        }
+        Err(e) => {
+            tracing::error!(
+                key = %key,
+                upload_id = %upload_id,
+                error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                "could not abort a multipart upload; it is retried at the next start"
+            );
+            false
+        }
     }
 }
 

@@ -327,3 +327,48 @@ async fn s3_listings_are_paginated_past_1000_objects() {
     assert_eq!(keys.first().unwrap(), "k0000.zip");
     assert_eq!(keys.last().unwrap(), "k1004.zip");
 }
+
+#[tokio::test]
+async fn undecodable_paths_and_malformed_queries_get_pocketbase_errors() {
+    let app = spawn_local_app().await;
+    let token = app.file_token().await;
+    let res = app
+        .client
+        .get(app.url(&format!("/api/backups/%FF%FE.zip?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 404, "The requested resource wasn't found.").await;
+    let res = app
+        .client
+        .delete(app.url("/api/backups/%FF.zip"))
+        .header("Authorization", app.superuser_token())
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "Invalid or already deleted backup file.").await;
+    let res = app
+        .client
+        .post(app.url("/api/backups/%FF.zip/restore"))
+        .header("Authorization", app.superuser_token())
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "Missing or invalid backup file.").await;
+    // A repeated token is malformed: no token, so 403 (as PocketBase).
+    let res = app
+        .client
+        .get(app.url(&format!("/api/backups/a.zip?token={token}&token=x")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "Insufficient permissions to access the resource.").await;
+    let res = app
+        .client
+        .get(app.url("/api/backups?fields=key&fields=size"))
+        .header("Authorization", app.superuser_token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}

@@ -173,6 +173,14 @@ async fn s3_going_down_mid_upload_fails_cleanly_and_the_next_create_succeeds() {
     watcher.await.unwrap();
     s3.faults.down.store(false, Ordering::SeqCst);
     assert!(app.keys().await.is_empty());
+    // The abort could not reach the store; the upload is recorded and aborted at the next
+    // start of the gateway.
+    assert_eq!(app.pending_uploads().await, 1);
+    let restarted = backup_gateway::AppState::new((*app.state.config).clone())
+        .await
+        .unwrap();
+    drop(restarted);
+    assert_eq!(app.pending_uploads().await, 0);
     assert!(!app.state.jobs.is_busy());
     assert_eq!(app.create(Some("after.zip")).await.status(), 204);
     assert_eq!(app.keys().await, vec!["after.zip"]);
