@@ -9,3 +9,4 @@ mod restore;
 mod s3_server;
 mod sdk;
 mod tree;
+mod zip64;
