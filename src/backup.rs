@@ -72,8 +72,6 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
         .await
         .map_err(|e| CreateError::Archive(io::Error::other(e)))?;
     match (written, put) {
-        (Err(e), _) => Err(CreateError::Archive(e)),
-        (Ok(_), Err(e)) => Err(CreateError::Storage(e)),
         (Ok(stats), Ok(size)) => {
             tracing::info!(
                 files = stats.files,
@@ -85,6 +83,10 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
             );
             Ok(size)
         }
+        // The body failed: the writer's error is the cause.
+        (Err(e), Err(StorageError::Body(_)) | Ok(_)) => Err(CreateError::Archive(e)),
+        // The store failed (the writer then only saw the channel close).
+        (_, Err(e)) => Err(CreateError::Storage(e)),
     }
 }
 

@@ -153,7 +153,16 @@ impl BackupStore for LocalStore {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(StorageError::AlreadyExists);
             }
-            Err(e) => return Err(io_err("renaming a backup", e)),
+            // Filesystems without hard links: check, then rename (not atomic against a
+            // concurrent writer of the same key, which the API's key reservation excludes).
+            Err(_) => {
+                if tokio::fs::symlink_metadata(&final_path).await.is_ok() {
+                    return Err(StorageError::AlreadyExists);
+                }
+                tokio::fs::rename(&tmp, &final_path)
+                    .await
+                    .map_err(|e| io_err("renaming a backup", e))?;
+            }
         }
         let dir = self.dir.clone();
         let _ = tokio::task::spawn_blocking(move || crate::fsutil::sync_dir(&dir)).await;
