@@ -513,11 +513,14 @@ pub fn recover(data_dir: &Path, excluded: &[PathBuf], restores: &Restores) -> io
         }
         Err(e) => return Err(e),
     }
-    // Staging directories of restores that never reached the swap.
+    // Staging directories of restores that never reached the swap, and temporary files of
+    // interrupted journal writes.
     if let Ok(entries) = std::fs::read_dir(&root) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
                 std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
             }
         }
     }

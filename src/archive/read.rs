@@ -289,7 +289,8 @@ pub fn check_entries(
         )));
     }
     let mut plan = Plan::default();
-    let mut seen = std::collections::HashMap::<PathBuf, bool>::new();
+    let mut files = std::collections::HashSet::<PathBuf>::new();
+    let mut dirs = std::collections::HashSet::<PathBuf>::new();
     for entry in entries {
         let name = entry.name_lossy();
         let unsafe_entry = |why| ArchiveError::UnsafeEntry {
@@ -324,17 +325,23 @@ pub fn check_entries(
         if is_dir && entry.uncompressed != 0 {
             return Err(unsafe_entry("directory with contents"));
         }
-        // A path may appear once, and never both as a file and as a parent of something.
-        if seen.insert(path.clone(), is_dir).is_some() && !is_dir {
-            return Err(unsafe_entry("duplicate entry"));
-        }
+        // A file path may appear once, and never also as a directory or below a file.
         for parent in path.ancestors().skip(1) {
             if parent.as_os_str().is_empty() {
                 break;
             }
-            if seen.get(parent) == Some(&false) {
+            if files.contains(parent) {
                 return Err(unsafe_entry("entry below a file"));
             }
+            dirs.insert(parent.to_path_buf());
+        }
+        if files.contains(&path) || (!is_dir && dirs.contains(&path)) {
+            return Err(unsafe_entry("duplicate entry"));
+        }
+        if is_dir {
+            dirs.insert(path.clone());
+        } else {
+            files.insert(path.clone());
         }
         if !is_dir {
             if entry.uncompressed > (1 << 20)
@@ -755,9 +762,22 @@ mod tests {
         assert_eq!(plan.skipped, 1);
         assert_eq!(plan.items.len(), 1);
 
-        let bytes = zip(&[("a", b"1"), ("a", b"2")]);
+        for conflicting in [
+            &[("a", &b"1"[..]), ("a", b"2")][..],
+            &[("a", b"1"), ("a/", b"")],
+            &[("a/b", b"1"), ("a", b"2")],
+            &[("a", b"1"), ("a/b", b"2")],
+        ] {
+            let bytes = zip(conflicting);
+            let (dir, entries) = index(&bytes);
+            assert!(
+                check_entries(entries, dir.offset, &Limits::default(), &[]).is_err(),
+                "{conflicting:?}"
+            );
+        }
+        let bytes = zip(&[("a/", b""), ("a/", b""), ("a/b", b"1")]);
         let (dir, entries) = index(&bytes);
-        assert!(check_entries(entries, dir.offset, &Limits::default(), &[]).is_err());
+        assert!(check_entries(entries, dir.offset, &Limits::default(), &[]).is_ok());
     }
 
     #[test]
