@@ -43,7 +43,9 @@ pub struct WriteStats {
     pub bytes_out: u64,
 }
 
-/// Zips the tree under `root` into `out` and returns what it wrote.
+/// Zips the tree under `root` into `out` and returns what it wrote. Files are compressed
+/// on all cores ([`super::parallel`]); the archive is the same as a sequential writer's
+/// but for the Deflate block boundaries.
 ///
 /// Symbolic links, sockets and other special files are skipped (a restore would refuse
 /// them); a file that disappears while the archive is made is skipped too (applications
@@ -52,9 +54,35 @@ pub struct WriteStats {
 /// # Errors
 /// Unreadable files or directories, and write errors of `out`.
 pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Result<WriteStats> {
-    let mut zip = ZipWriter::new(out, opts.level);
+    super::parallel::write_tree(root, opts, ZipWriter::new(out, opts.level))
+}
+
+/// One thing found by [`walk`], in archive order.
+pub(crate) enum Found {
+    Dir {
+        name: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
+    File {
+        name: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+        file: File,
+    },
+}
+
+/// Walks the tree depth first in name order, skipping excluded paths, links and special
+/// files, and files that vanish before they are opened.
+///
+/// # Errors
+/// Unreadable directories or files, or an error of `visit`.
+pub(crate) fn walk(
+    root: &Path,
+    exclude: &[PathBuf],
+    visit: &mut dyn FnMut(Found) -> io::Result<()>,
+) -> io::Result<()> {
     let mut stack = vec![PathBuf::new()];
-    let mut scratch = vec![0u8; READ_CHUNK];
     while let Some(rel) = stack.pop() {
         let dir = root.join(&rel);
         let mut children: Vec<(OsString, Metadata)> = Vec::new();
@@ -62,7 +90,7 @@ pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Resu
             let entry = entry?;
             let name = entry.file_name();
             let child_rel = rel.join(&name);
-            if opts.exclude.contains(&child_rel) {
+            if exclude.contains(&child_rel) {
                 continue;
             }
             match entry.path().symlink_metadata() {
@@ -78,13 +106,20 @@ pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Resu
             let zip_name = zip_name(&child_rel);
             let ft = meta.file_type();
             if ft.is_dir() {
-                zip.add_dir(&zip_name, mode(&meta), mtime(&meta))?;
+                visit(Found::Dir {
+                    name: zip_name,
+                    mode: mode(&meta),
+                    mtime: mtime(&meta),
+                })?;
                 subdirs.push(child_rel);
             } else if ft.is_file() {
                 match File::open(root.join(&child_rel)) {
-                    Ok(mut f) => {
-                        zip.add_file(&zip_name, mode(&meta), mtime(&meta), &mut f, &mut scratch)?;
-                    }
+                    Ok(file) => visit(Found::File {
+                        name: zip_name,
+                        mode: mode(&meta),
+                        mtime: mtime(&meta),
+                        file,
+                    })?,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                     Err(e) => {
                         return Err(io::Error::new(
@@ -100,7 +135,7 @@ pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Resu
         // Depth first, in name order.
         stack.extend(subdirs.into_iter().rev());
     }
-    zip.finish().map(|(_, stats)| stats)
+    Ok(())
 }
 
 /// Sums the sizes of the regular files under `root` (for choosing the part size).
@@ -186,6 +221,18 @@ struct CdEntry {
     uncompressed: u64,
     offset: u64,
     external: u32,
+}
+
+/// A file entry between [`ZipWriter::start_file`] and [`ZipWriter::finish_file`].
+#[derive(Debug)]
+pub struct OpenEntry {
+    name: Vec<u8>,
+    flags: u16,
+    method: u16,
+    mtime: i64,
+    mode: u32,
+    offset: u64,
+    data_start: u64,
 }
 
 /// Counts what passes through.
@@ -285,7 +332,9 @@ impl<W: Write> ZipWriter<W> {
         Ok(())
     }
 
-    /// Adds a file entry with the contents of `data`, read to the end.
+    /// Adds a file entry with the contents of `data`, read to the end, compressed on this
+    /// thread (the data directory pipeline compresses in parallel instead, see
+    /// [`super::parallel`]).
     ///
     /// # Errors
     /// Read errors of `data`, write errors, or a name over 65,535 bytes.
@@ -306,10 +355,7 @@ impl<W: Write> ZipWriter<W> {
         } else {
             METHOD_STORED
         };
-        let offset = self.out.count;
-        let flags = Self::flags_for(name) | FLAG_DATA_DESCRIPTOR;
-        self.local_header(name, flags, method, mtime)?;
-        let data_start = self.out.count;
+        let entry = self.start_file(name, mode, mtime, method)?;
         let mut crc = crc32fast::Hasher::new();
         let mut uncompressed = probe_len as u64;
         crc.update(&scratch[..probe_len]);
@@ -341,8 +387,49 @@ impl<W: Write> ZipWriter<W> {
                 }
             }
         }
-        let compressed = self.out.count - data_start;
-        let crc = crc.finalize();
+        self.finish_file(entry, crc.finalize(), uncompressed)
+    }
+
+    /// Writes a file's local header; the data follows with [`Self::write_data`] and the
+    /// entry ends with [`Self::finish_file`].
+    ///
+    /// # Errors
+    /// Write errors, or a name over 65,535 bytes.
+    pub fn start_file(
+        &mut self,
+        name: &[u8],
+        mode: u32,
+        mtime: i64,
+        method: u16,
+    ) -> io::Result<OpenEntry> {
+        let offset = self.out.count;
+        let flags = Self::flags_for(name) | FLAG_DATA_DESCRIPTOR;
+        self.local_header(name, flags, method, mtime)?;
+        Ok(OpenEntry {
+            name: name.to_vec(),
+            flags,
+            method,
+            mtime,
+            mode,
+            offset,
+            data_start: self.out.count,
+        })
+    }
+
+    /// Writes entry data, already compressed with the entry's method.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn write_data(&mut self, data: &[u8]) -> io::Result<()> {
+        self.out.write_all(data)
+    }
+
+    /// Ends a file entry: the data descriptor, and its central directory record.
+    ///
+    /// # Errors
+    /// Write errors.
+    pub fn finish_file(&mut self, e: OpenEntry, crc: u32, uncompressed: u64) -> io::Result<()> {
+        let compressed = self.out.count - e.data_start;
         let mut dd = Vec::with_capacity(24);
         put_u32(&mut dd, DATA_DESCRIPTOR_SIG);
         put_u32(&mut dd, crc);
@@ -354,23 +441,28 @@ impl<W: Write> ZipWriter<W> {
             put_u32(&mut dd, uncompressed as u32);
         }
         self.out.write_all(&dd)?;
-        let (dos_time, dos_date) = dos_datetime(mtime);
+        let (dos_time, dos_date) = dos_datetime(e.mtime);
         self.entries.push(CdEntry {
-            name: name.to_vec(),
-            flags,
-            method,
+            name: e.name,
+            flags: e.flags,
+            method: e.method,
             dos_time,
             dos_date,
-            mtime,
+            mtime: e.mtime,
             crc,
             compressed,
             uncompressed,
-            offset,
-            external: (S_IFREG | (mode & 0o7777)) << 16,
+            offset: e.offset,
+            external: (S_IFREG | (e.mode & 0o7777)) << 16,
         });
         self.stats.files += 1;
         self.stats.bytes_in += uncompressed;
         Ok(())
+    }
+
+    /// The Deflate level (0 stores everything).
+    pub fn level(&self) -> u32 {
+        self.level
     }
 
     /// Writes the central directory and the end records.
@@ -495,7 +587,7 @@ impl<W: Write> ZipWriter<W> {
 
 /// True if a Deflate at level 1 of `probe` saves at least 5%: media and archives do not
 /// compress, and storing them is several times faster.
-fn compresses(probe: &[u8]) -> bool {
+pub(crate) fn compresses(probe: &[u8]) -> bool {
     if probe.len() < 512 {
         return true;
     }
@@ -515,7 +607,7 @@ fn compresses(probe: &[u8]) -> bool {
     }
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {

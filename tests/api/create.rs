@@ -13,6 +13,11 @@ fn fill_varied_tree(root: &std::path::Path) {
         "logs/app.log",
         "line of text\n".repeat(5000).as_bytes(),
     );
+    // Several 1 MiB chunks, compressed in parallel and joined into one Deflate stream.
+    let big_log: String = (0..120_000)
+        .map(|i| format!("{i} GET /api/items/{} 200\n", i * 7919 % 10007))
+        .collect();
+    write_file(root, "logs/big.log", big_log.as_bytes());
     write_file(
         root,
         "storage/ünïcödé/фото 1.jpg",
