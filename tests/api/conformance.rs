@@ -52,21 +52,6 @@ async fn start_pocketbase(dir: &Path) -> (Child, String) {
     (child, base)
 }
 
-async fn superuser_token(base: &str) -> String {
-    let res = reqwest::Client::new()
-        .post(format!(
-            "{base}/api/collections/_superusers/auth-with-password"
-        ))
-        .json(&serde_json::json!({"identity": EMAIL, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    res.json::<serde_json::Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
-
 async fn run_scenarios(base: &str, data_dir: &Path, out: &Path) {
     let status = Command::new("node")
         .arg(repo().join("conformance/run.mjs"))
@@ -120,7 +105,7 @@ async fn the_gateway_answers_like_pocketbase_in_every_scenario() {
     let s3 = S3Server::start(&tmp.path().join("s3"), "127.0.0.1:0").await;
     std::fs::create_dir_all(tmp.path().join("s3/pb-backups")).unwrap();
     let (_pb_s3, pb_s3) = start_pocketbase(&tmp.path().join("pb-s3")).await;
-    let token = superuser_token(&pb_s3).await;
+    let token = login(&reqwest::Client::new(), &pb_s3).await;
     let res = reqwest::Client::new()
         .patch(format!("{pb_s3}/api/settings"))
         .header("Authorization", token)

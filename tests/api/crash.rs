@@ -57,21 +57,7 @@ impl Gateway {
     }
 
     async fn token(&self) -> String {
-        let res = self
-            .client
-            .post(format!(
-                "{}/api/collections/_superusers/auth-with-password",
-                self.base
-            ))
-            .json(&serde_json::json!({"identity": EMAIL, "password": PASSWORD}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()["token"]
-            .as_str()
-            .unwrap()
-            .to_string()
+        login(&self.client, &self.base).await
     }
 
     async fn post(&self, path: &str, body: Value) -> reqwest::Response {

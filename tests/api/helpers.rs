@@ -185,19 +185,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         .build()
         .unwrap();
     let base = format!("http://{addr}");
-    let res = client
-        .post(format!(
-            "{base}/api/collections/_superusers/auth-with-password"
-        ))
-        .json(&serde_json::json!({"identity": EMAIL, "password": PASSWORD}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let token = res.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let token = login(&client, &base).await;
     TestApp {
         base,
         client,
@@ -390,6 +378,23 @@ impl TestApp {
         v.sort();
         v
     }
+}
+
+/// Logs in as the test superuser at `base` (the gateway or PocketBase) and returns the token.
+pub async fn login(client: &reqwest::Client, base: &str) -> String {
+    let res = client
+        .post(format!(
+            "{base}/api/collections/_superusers/auth-with-password"
+        ))
+        .json(&serde_json::json!({"identity": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "login at {base}");
+    res.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 /// Percent-encodes a path segment.
