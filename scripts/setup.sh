@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the benchmark's HTTP client
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

@@ -8,10 +8,12 @@
 
 use crate::AppState;
 use crate::archive::{self, WriteOptions};
+use crate::bufpool::BufPool;
 use crate::config::part_size_for;
 use crate::storage::{PutOptions, StorageError};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::io::{self, Write};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream_shim::ReceiverStream;
 
@@ -51,10 +53,7 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let writer = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter {
-            tx: tx.clone(),
-            buf: BytesMut::with_capacity(CHUNK),
-        };
+        let mut out = ChannelWriter::new(tx.clone());
         let result = archive::write_dir(&root, &WriteOptions { level, exclude }, &mut out)
             .and_then(|stats| out.finish().map(|()| stats));
         if let Err(e) = &result {
@@ -90,19 +89,27 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
     }
 }
 
-/// `Write` into a bounded channel, in chunks of [`CHUNK`] bytes.
+/// `Write` into a bounded channel, in chunks of [`CHUNK`] bytes (recycled buffers).
 struct ChannelWriter {
     tx: mpsc::Sender<io::Result<Bytes>>,
-    buf: BytesMut,
+    pool: Arc<BufPool>,
+    buf: Vec<u8>,
 }
 
 impl ChannelWriter {
+    fn new(tx: mpsc::Sender<io::Result<Bytes>>) -> Self {
+        // In the channel, in this writer, and the one the store is copying from.
+        let pool = BufPool::new(CHUNK, CHANNEL_DEPTH + 2);
+        let buf = pool.take();
+        Self { tx, pool, buf }
+    }
+
     fn send(&mut self) -> io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let chunk = self.buf.split().freeze();
-        self.buf.reserve(CHUNK);
+        let full = std::mem::replace(&mut self.buf, self.pool.take());
+        let chunk = self.pool.freeze(full);
         self.tx
             .blocking_send(Ok(chunk))
             .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))

@@ -72,7 +72,7 @@ pub struct ServeArgs {
 
     /// Size of each multipart-upload part in MiB (at least 5). It grows automatically when
     /// the data is so large that 10,000 parts would not be enough.
-    #[arg(long, env = "GATEWAY_PART_SIZE_MIB", default_value_t = 16)]
+    #[arg(long, env = "GATEWAY_PART_SIZE_MIB", default_value_t = 8)]
     pub part_size_mib: u64,
 
     /// How many parts are uploaded at the same time. Memory use of a create or upload is
@@ -241,7 +241,7 @@ impl Config {
                 dir: data_dir.join(crate::LOCAL_BACKUPS_DIR),
             },
             data_dir,
-            part_size: 16 * MIB,
+            part_size: 8 * MIB,
             parts_in_flight: 4,
             compression_level: 1,
             on_restore: None,

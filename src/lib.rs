@@ -17,6 +17,7 @@ pub mod api;
 pub mod archive;
 pub mod auth;
 pub mod backup;
+pub mod bufpool;
 pub mod config;
 pub mod error;
 pub mod fsutil;

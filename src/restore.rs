@@ -20,21 +20,16 @@
 use crate::AppState;
 use crate::archive::read::{self, ArchiveError, DirLookup, Limits, Plan};
 use crate::jobs::{JobGuard, JobKind};
-use crate::storage::{BackupStore, ByteRange, ByteStream, StorageError, read_range};
+use crate::storage::{BackupStore, ByteRange, StorageError, parallel_reads, read_range};
 use crate::users::STATE_DIR;
-use bytes::Bytes;
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 const RESTORE_DIR: &str = "restore";
 const JOURNAL: &str = "journal.json";
 const STATUS_FILE: &str = "last-restore.json";
-/// Archive bytes are fetched in ranges of this size, two at a time.
-const RANGE_CHUNK: u64 = 8 << 20;
-const RANGES_IN_FLIGHT: usize = 2;
 /// How much of the archive's end is read first (end records and, usually, the directory).
 const TAIL_LEN: u64 = 256 * 1024;
 /// Free space kept on top of the uncompressed size.
@@ -206,7 +201,7 @@ async fn extract_and_swap(
     std::fs::create_dir_all(&staging)
         .map_err(|e| format!("cannot create the staging directory: {e}"))?;
     let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
-    let body = ranged_stream(state.store.clone(), key.to_string(), start, cd_offset);
+    let body = parallel_reads(state.store.clone(), key.to_string(), start..cd_offset);
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
     let excluded = state.excluded_paths();
     let key_owned = key.to_string();
@@ -221,12 +216,22 @@ async fn extract_and_swap(
             }
             Ok(())
         };
+        let started = std::time::Instant::now();
         read::extract(&plan, &mut reader, start, &staging, &mut progress)
             .map_err(|e| describe_extract_error(&e))?;
+        let extracted = started.elapsed();
         sync_filesystem(&staging);
+        let synced = started.elapsed();
         swap(&data_dir, &work_task, &excluded, &key_owned).map_err(|e| {
             format!("swap failed, to be finished at the next start of the gateway: {e}")
-        })
+        })?;
+        tracing::info!(
+            extract_ms = extracted.as_millis(),
+            sync_ms = (synced - extracted).as_millis(),
+            swap_ms = (started.elapsed() - synced).as_millis(),
+            "restore phases"
+        );
+        Ok(())
     })
     .await
     .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
@@ -312,34 +317,6 @@ async fn get(store: &dyn BackupStore, key: &str, from: u64, to: u64) -> Result<V
     )
     .await
     .map_err(PlanError::Storage)
-}
-
-/// The archive's bytes `start..end` as a stream of ranged reads, a bounded number in flight.
-fn ranged_stream(
-    store: Arc<dyn BackupStore>,
-    key: String,
-    start: u64,
-    end: u64,
-) -> ByteStream<'static> {
-    let ranges = (start..end)
-        .step_by(RANGE_CHUNK as usize)
-        .map(move |s| ByteRange {
-            start: s,
-            end: (s + RANGE_CHUNK).min(end) - 1,
-        });
-    Box::pin(
-        futures::stream::iter(ranges)
-            .map(move |r| {
-                let (store, key) = (store.clone(), key.clone());
-                async move {
-                    read_range(store.as_ref(), &key, r)
-                        .await
-                        .map(Bytes::from)
-                        .map_err(|e| io::Error::other(crate::error::ErrorChain(&e).to_string()))
-                }
-            })
-            .buffered(RANGES_IN_FLIGHT),
-    )
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -7,7 +7,9 @@ use crate::error::{ApiError, FieldError};
 use crate::jobs::JobKind;
 use crate::keys;
 use crate::restore::StartError;
-use crate::storage::{ByteRange, ByteStream, PutOptions, StorageError};
+use crate::storage::{
+    ByteRange, ByteStream, PutOptions, RANGE_CHUNK, StorageError, parallel_reads, read_range,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Multipart, Request, State};
@@ -370,7 +372,7 @@ pub async fn download(
             }
         },
     };
-    let body = match state.store.get(&key, range).await {
+    let body = match read_body(&state, &key, range, info.size).await {
         Ok(b) => b,
         Err(StorageError::NotFound) => return Err(ApiError::not_found()),
         Err(e) => {
@@ -534,6 +536,34 @@ pub async fn delete(
 }
 
 const MSG_RESTORE_INVALID: &str = "Missing or invalid backup file.";
+
+/// The download's body. A span larger than one [`RANGE_CHUNK`] is fetched as parallel
+/// ranged reads (the first one awaited here, so that a missing or unreadable object still
+/// gets an error response rather than a truncated body).
+async fn read_body(
+    state: &AppState,
+    key: &str,
+    range: Option<ByteRange>,
+    size: u64,
+) -> Result<ByteStream<'static>, StorageError> {
+    let span = range.map_or(0..size, |r| r.start..r.end + 1);
+    if span.end - span.start <= RANGE_CHUNK {
+        return state.store.get(key, range).await;
+    }
+    let first = ByteRange {
+        start: span.start,
+        end: span.start + RANGE_CHUNK - 1,
+    };
+    let head = read_range(state.store.as_ref(), key, first).await?;
+    let rest = parallel_reads(
+        state.store.clone(),
+        key.to_string(),
+        first.end + 1..span.end,
+    );
+    Ok(Box::pin(
+        futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rest),
+    ))
+}
 
 /// POST /api/backups/{key}/restore
 ///

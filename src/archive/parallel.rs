@@ -16,15 +16,19 @@
 //! the channels close and every thread stops.
 
 use super::spec::{METHOD_DEFLATE, METHOD_STORED};
-use super::write::{Found, WriteOptions, WriteStats, ZipWriter, compresses, read_full, walk};
+use super::write::{Found, WriteOptions, WriteStats, ZipWriter, compresses, looks_random, walk};
+use crate::bufpool::BufPool;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use std::collections::BTreeMap;
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 
 const CHUNK: usize = 1 << 20;
+/// Chunk buffers hold a chunk or its Deflate output (at level 1 on random data, a few
+/// bytes per 16 KiB more than the input).
+const BUF_LEN: usize = CHUNK + 64 * 1024;
 const PROBE_LEN: usize = 64 * 1024;
 /// Chunks read but not yet written.
 pub const MAX_CHUNKS_IN_FLIGHT: usize = 8;
@@ -95,15 +99,21 @@ pub fn write_tree<W: Write>(
     let task_rx = Arc::new(Mutex::new(task_rx));
     let (item_tx, item_rx) = sync_channel::<(u64, Item)>(64);
     let (token_tx, token_rx) = sync_channel::<()>(MAX_CHUNKS_IN_FLIGHT);
+    // Chunks in flight, the two the reader holds, and one being compressed per worker.
+    let pool = BufPool::new(BUF_LEN, MAX_CHUNKS_IN_FLIGHT + 2 + workers);
 
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let (rx, tx) = (task_rx.clone(), item_tx.clone());
-            scope.spawn(move || compress_worker(&rx, &tx, level));
+            let (rx, tx, pool) = (task_rx.clone(), item_tx.clone(), pool.clone());
+            scope.spawn(move || {
+                background_priority();
+                compress_worker(&rx, &tx, level, &pool);
+            });
         }
         drop(task_rx);
         let reader_items = item_tx.clone();
         drop(item_tx);
+        let reader_pool = pool.clone();
         scope.spawn(move || {
             let mut reader = Reader {
                 seq: 0,
@@ -111,6 +121,7 @@ pub fn write_tree<W: Write>(
                 items: reader_items,
                 tokens: token_tx,
                 level,
+                pool: reader_pool,
             };
             let result = walk(root, &opts.exclude, &mut |found| reader.found(found));
             if let Err(e) = result {
@@ -120,9 +131,17 @@ pub fn write_tree<W: Write>(
         });
         // The receivers move in, so that a writer error closes the channels and every
         // other thread stops before the scope joins them.
-        write_in_order(&mut zip, item_rx, token_rx)
+        write_in_order(&mut zip, item_rx, token_rx, &pool)
     })?;
     zip.finish().map(|(_, stats)| stats)
+}
+
+/// Compression is background work: the workers run at nice 19, so that the API (and the
+/// application beside the gateway) get the CPU first when they need it. They still take
+/// every idle cycle. The reader keeps the normal priority: it is mostly waiting on system
+/// calls, and a starved reader would leave the workers idle.
+fn background_priority() {
+    let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
 }
 
 struct Reader {
@@ -131,6 +150,7 @@ struct Reader {
     items: SyncSender<(u64, Item)>,
     tokens: SyncSender<()>,
     level: u32,
+    pool: std::sync::Arc<BufPool>,
 }
 
 fn stopped() -> io::Error {
@@ -138,6 +158,13 @@ fn stopped() -> io::Error {
 }
 
 impl Reader {
+    /// Up to one chunk of `file`, in a pooled buffer (read without zeroing it first).
+    fn read_chunk(&self, file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+        let mut buf = self.pool.take();
+        file.take(CHUNK as u64).read_to_end(&mut buf)?;
+        Ok(buf)
+    }
+
     fn next_seq(&mut self) -> u64 {
         self.seq += 1;
         self.seq - 1
@@ -165,10 +192,8 @@ impl Reader {
                 mtime,
                 mut file,
             } => {
-                let mut chunk = vec![0u8; CHUNK];
-                let n = read_full(&mut file, &mut chunk)?;
-                chunk.truncate(n);
-                if n < CHUNK {
+                let mut chunk = self.read_chunk(&mut file)?;
+                if chunk.len() < CHUNK {
                     return self.task(chunk, TaskKind::Whole { name, mode, mtime });
                 }
                 let method = if self.level > 0 && compresses(&chunk[..PROBE_LEN]) {
@@ -184,12 +209,11 @@ impl Reader {
                 })?;
                 // Hold one chunk back to know which one is the last.
                 loop {
-                    let mut next = vec![0u8; CHUNK];
-                    let n = read_full(&mut file, &mut next)?;
-                    next.truncate(n);
-                    let last = n == 0;
+                    let next = self.read_chunk(&mut file)?;
+                    let last = next.is_empty();
                     self.task(chunk, TaskKind::Chunk { method, last })?;
                     if last {
+                        self.pool.give(next);
                         return Ok(());
                     }
                     chunk = next;
@@ -199,7 +223,12 @@ impl Reader {
     }
 }
 
-fn compress_worker(tasks: &Mutex<Receiver<Task>>, items: &SyncSender<(u64, Item)>, level: u32) {
+fn compress_worker(
+    tasks: &Mutex<Receiver<Task>>,
+    items: &SyncSender<(u64, Item)>,
+    level: u32,
+    pool: &BufPool,
+) {
     let mut deflate = Compress::new(Compression::new(level), false);
     loop {
         let task = {
@@ -213,34 +242,44 @@ fn compress_worker(tasks: &Mutex<Receiver<Task>>, items: &SyncSender<(u64, Item)
         let len = data.len() as u64;
         let item = match kind {
             TaskKind::Whole { name, mode, mtime } => {
-                let packed = (level > 0)
-                    .then(|| deflate_chunk(&mut deflate, &data, true))
+                let packed = (level > 0 && !looks_random(&data))
+                    .then(|| deflate_chunk(&mut deflate, &data, true, pool.take()))
                     .transpose();
                 match packed {
                     Err(e) => Item::Failed(e),
-                    Ok(Some(packed)) if packed.len() < data.len() => Item::Whole {
-                        name,
-                        mode,
-                        mtime,
-                        method: METHOD_DEFLATE,
-                        data: packed,
-                        crc,
-                        len,
-                    },
-                    Ok(_) => Item::Whole {
-                        name,
-                        mode,
-                        mtime,
-                        method: METHOD_STORED,
-                        data,
-                        crc,
-                        len,
-                    },
+                    Ok(Some(packed)) if packed.len() < data.len() => {
+                        pool.give(data);
+                        Item::Whole {
+                            name,
+                            mode,
+                            mtime,
+                            method: METHOD_DEFLATE,
+                            data: packed,
+                            crc,
+                            len,
+                        }
+                    }
+                    Ok(packed) => {
+                        if let Some(packed) = packed {
+                            pool.give(packed);
+                        }
+                        Item::Whole {
+                            name,
+                            mode,
+                            mtime,
+                            method: METHOD_STORED,
+                            data,
+                            crc,
+                            len,
+                        }
+                    }
                 }
             }
             TaskKind::Chunk { method, last } => {
                 let out = if method == METHOD_DEFLATE {
-                    deflate_chunk(&mut deflate, &data, last)
+                    let out = deflate_chunk(&mut deflate, &data, last, pool.take());
+                    pool.give(data);
+                    out
                 } else {
                     Ok(data)
                 };
@@ -262,15 +301,21 @@ fn compress_worker(tasks: &Mutex<Receiver<Task>>, items: &SyncSender<(u64, Item)
 }
 
 /// Raw Deflate of one chunk: ends with a sync flush (byte-aligned, not final) unless it is
-/// the last chunk of its file, which finishes the stream.
-fn deflate_chunk(c: &mut Compress, data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+/// the last chunk of its file, which finishes the stream. The output goes into `out`.
+fn deflate_chunk(
+    c: &mut Compress,
+    data: &[u8],
+    last: bool,
+    mut out: Vec<u8>,
+) -> io::Result<Vec<u8>> {
     c.reset();
+    out.clear();
     let flush = if last {
         FlushCompress::Finish
     } else {
         FlushCompress::Sync
     };
-    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    out.reserve(data.len() / 2 + 1024);
     loop {
         if out.capacity() - out.len() < 1024 {
             out.reserve(out.capacity().max(64 * 1024));
@@ -297,6 +342,7 @@ fn write_in_order<W: Write>(
     zip: &mut ZipWriter<W>,
     items: Receiver<(u64, Item)>,
     tokens: Receiver<()>,
+    pool: &BufPool,
 ) -> io::Result<()> {
     let mut waiting = BTreeMap::new();
     let mut next = 0u64;
@@ -320,6 +366,7 @@ fn write_in_order<W: Write>(
                     let _ = tokens.recv();
                     let entry = zip.start_file(&name, mode, mtime, method)?;
                     zip.write_data(&data)?;
+                    pool.give(data);
                     zip.finish_file(entry, crc, len)?;
                 }
                 Item::FileStart {
@@ -342,6 +389,7 @@ fn write_in_order<W: Write>(
                         return Err(io::Error::other("chunk without a file"));
                     };
                     zip.write_data(&data)?;
+                    pool.give(data);
                     hasher.combine(&crc32fast::Hasher::new_with_initial_len(crc, len));
                     *total += len;
                     if last {
@@ -372,7 +420,7 @@ mod tests {
         let mut stream = Vec::new();
         let chunks: Vec<&[u8]> = text.chunks(CHUNK).collect();
         for (i, chunk) in chunks.iter().enumerate() {
-            stream.extend(deflate_chunk(&mut c, chunk, i + 1 == chunks.len()).unwrap());
+            stream.extend(deflate_chunk(&mut c, chunk, i + 1 == chunks.len(), Vec::new()).unwrap());
         }
         let mut out = Vec::new();
         flate2::read::DeflateDecoder::new(&stream[..])
@@ -385,8 +433,8 @@ mod tests {
     #[test]
     fn an_empty_last_chunk_finishes_the_stream() {
         let mut c = Compress::new(Compression::new(6), false);
-        let mut stream = deflate_chunk(&mut c, b"hello", false).unwrap();
-        stream.extend(deflate_chunk(&mut c, b"", true).unwrap());
+        let mut stream = deflate_chunk(&mut c, b"hello", false, Vec::new()).unwrap();
+        stream.extend(deflate_chunk(&mut c, b"", true, Vec::new()).unwrap());
         let mut out = Vec::new();
         flate2::read::DeflateDecoder::new(&stream[..])
             .read_to_end(&mut out)

@@ -14,6 +14,7 @@
 //! behind are aborted at the next start.
 
 use super::{BackupInfo, BackupStore, ByteRange, ByteStream, PutOptions, Result, StorageError};
+use crate::bufpool::BufPool;
 use crate::config::S3Config;
 use aws_config::BehaviorVersion;
 use aws_sdk_s3::Client;
@@ -23,11 +24,12 @@ use aws_sdk_s3::config::{
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream as SdkBody;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
@@ -372,26 +374,30 @@ async fn abort(client: Client, bucket: String, key: String, upload_id: String) -
 }
 
 /// Cuts a body stream into parts of exactly `part_size` bytes (the last may be shorter).
+/// Part buffers are recycled: at most parts in flight + 1 of them exist at once.
 struct PartReader<'a> {
     body: ByteStream<'a>,
     part_size: usize,
     pending: Bytes,
     eof: bool,
+    pool: Arc<BufPool>,
 }
 
 impl<'a> PartReader<'a> {
-    fn new(body: ByteStream<'a>, part_size: u64) -> Self {
+    fn new(body: ByteStream<'a>, part_size: u64, parts_in_flight: usize) -> Self {
+        let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
         Self {
             body,
-            part_size: usize::try_from(part_size).unwrap_or(usize::MAX),
+            part_size,
             pending: Bytes::new(),
             eof: false,
+            pool: BufPool::new(part_size, parts_in_flight + 1),
         }
     }
 
     /// The next part, or `None` at the end of the body.
     async fn next_part(&mut self) -> Result<Option<Bytes>> {
-        let mut buf = BytesMut::new();
+        let mut buf: Vec<u8> = Vec::new();
         loop {
             if !self.pending.is_empty() {
                 let want = self.part_size - buf.len();
@@ -400,16 +406,16 @@ impl<'a> PartReader<'a> {
                     return Ok(Some(self.pending.split_to(want)));
                 }
                 if buf.capacity() == 0 {
-                    buf.reserve(self.part_size);
+                    buf = self.pool.take();
                 }
                 let take = want.min(self.pending.len());
                 buf.extend_from_slice(&self.pending.split_to(take));
                 if buf.len() == self.part_size {
-                    return Ok(Some(buf.freeze()));
+                    return Ok(Some(self.pool.freeze(buf)));
                 }
             }
             if self.eof {
-                return Ok((!buf.is_empty()).then(|| buf.freeze()));
+                return Ok((!buf.is_empty()).then(|| self.pool.freeze(buf)));
             }
             match self.body.try_next().await.map_err(StorageError::Body)? {
                 Some(chunk) => self.pending = chunk,
@@ -495,7 +501,7 @@ impl BackupStore for S3Store {
         if self.head(&object_key).await?.is_some() {
             return Err(StorageError::AlreadyExists);
         }
-        let mut parts = PartReader::new(body, opts.part_size);
+        let mut parts = PartReader::new(body, opts.part_size, opts.parts_in_flight);
         let first = parts.next_part().await?.unwrap_or_default();
         if parts.eof && parts.pending.is_empty() {
             let size = first.len() as u64;
@@ -573,7 +579,7 @@ mod tests {
 
     #[tokio::test]
     async fn parts_have_exactly_the_part_size_but_the_last() {
-        let mut r = PartReader::new(body(&[b"abc", b"defgh", b"", b"ij", b"klmnopq"]), 4);
+        let mut r = PartReader::new(body(&[b"abc", b"defgh", b"", b"ij", b"klmnopq"]), 4, 2);
         let mut parts = Vec::new();
         while let Some(p) = r.next_part().await.unwrap() {
             parts.push(p);
@@ -583,7 +589,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_body_has_no_parts() {
-        let mut r = PartReader::new(body(&[]), 4);
+        let mut r = PartReader::new(body(&[]), 4, 2);
         assert!(r.next_part().await.unwrap().is_none());
     }
 }

@@ -3,6 +3,7 @@
 use crate::helpers::*;
 use crate::on_both_backends;
 use serde_json::Value;
+use std::sync::atomic::Ordering;
 
 const MSG_VALIDATION: &str = "An error occurred while validating the submitted data.";
 
@@ -14,6 +15,7 @@ on_both_backends!(
     upload_stores_a_zip_under_its_file_name_without_path,
     upload_rejects_missing_file_non_zip_and_duplicates,
     download_supports_ranges_and_unknown_keys_are_404,
+    large_downloads_and_ranges_are_byte_identical,
     delete_unknown_and_invalid_keys_are_400,
     unicode_and_spaces_in_uploaded_names_round_trip,
 );
@@ -257,6 +259,70 @@ async fn download_supports_ranges_and_unknown_keys_are_404(backend: Backend) {
             .unwrap();
         assert_error(res, 404, "The requested resource wasn't found.").await;
     }
+}
+
+/// Spans over one read chunk (4 MiB) are fetched as parallel ranged reads and reassembled
+/// in order: whole downloads and ranges that start and end anywhere.
+async fn large_downloads_and_ranges_are_byte_identical(backend: Backend) {
+    let app = spawn_app_on(backend).await;
+    let data = pseudo_random((13 << 20) + 12_345, 7);
+    app.put_raw("large.zip", data.clone()).await;
+    assert_eq!(app.download_bytes("large.zip").await, data);
+    let token = app.file_token().await;
+    let len = data.len();
+    for (range, want) in [
+        (
+            format!("bytes=1000-{}", (9 << 20) + 17),
+            1000..(9 << 20) + 18,
+        ),
+        (format!("bytes={}-", (4 << 20) - 1), (4 << 20) - 1..len),
+        (
+            format!("bytes=-{}", (8 << 20) + 1),
+            len - (8 << 20) - 1..len,
+        ),
+        ("bytes=0-4194304".to_string(), 0..(4 << 20) + 1),
+    ] {
+        let res = app
+            .client
+            .get(app.url("/api/backups/large.zip"))
+            .query(&[("token", token.as_str())])
+            .header("Range", &range)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 206, "{range}");
+        assert_eq!(
+            res.headers()["content-length"],
+            (want.end - want.start).to_string().as_str()
+        );
+        assert!(res.bytes().await.unwrap() == data[want.clone()], "{range}");
+    }
+}
+
+#[tokio::test]
+async fn a_store_failing_mid_download_breaks_the_response_instead_of_truncating_it() {
+    let app = spawn_app().await;
+    let Some(s3) = app.s3.clone() else {
+        return;
+    };
+    let data = pseudo_random(30 << 20, 8);
+    app.put_raw("big.zip", data.clone()).await;
+    // The HEAD and the first ranged reads succeed, then every read fails.
+    let seen = s3.faults.gets_seen.load(Ordering::SeqCst) as i64;
+    s3.faults.fail_gets_after.store(seen + 3, Ordering::SeqCst);
+    let res = app.download("big.zip").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-length"],
+        data.len().to_string().as_str()
+    );
+    let body = res.bytes().await;
+    assert!(
+        body.is_err(),
+        "a failed read must break the body, not end it early"
+    );
+    s3.faults.fail_gets_after.store(-1, Ordering::SeqCst);
+    assert_eq!(app.download_bytes("big.zip").await, data);
 }
 
 async fn delete_unknown_and_invalid_keys_are_400(backend: Backend) {

