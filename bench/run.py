@@ -184,47 +184,21 @@ def curl_get(url, extra=()):
     return float(out[0]), int(out[1])
 
 
-class ListProbe:
-    """GET /api/backups in a loop (one keep-alive connection, 20 ms apart); latencies."""
+class NativeProbe:
+    """`bench-tool probe`: lists every 20 ms from a native client until stopped."""
 
-    def __init__(self, base, token):
-        self.base, self.token = base, token
-        self.lat = []
-        self.when = []
-        self.errors = 0
-        self.stop_ev = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        u = urllib.parse.urlparse(self.base)
-        conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-        while not self.stop_ev.wait(0.02):
-            t = time.perf_counter()
-            try:
-                conn.request("GET", "/api/backups", headers={"Authorization": self.token})
-                res = conn.getresponse()
-                res.read()
-                if res.status != 200:
-                    self.errors += 1
-                    continue
-            except OSError:
-                self.errors += 1
-                conn.close()
-                conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
-                continue
-            self.lat.append((time.perf_counter() - t) * 1000)
-            self.when.append(t)
-        conn.close()
+    def __init__(self, env, *argv):
+        self.p = subprocess.Popen(
+            [env.tool_bin, "probe", *argv],
+            env={**os.environ, **env.s3_env("gateway")},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
 
     def stop(self):
-        self.stop_ev.set()
-        self.thread.join()
-        lat = sorted(self.lat)
-        if not lat:
-            return {"n": 0, "errors": self.errors}
-        pick = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
-        return {"n": len(lat), "errors": self.errors, "p50_ms": pick(0.50), "p99_ms": pick(0.99), "max_ms": lat[-1]}
+        out, _ = self.p.communicate("", timeout=60)
+        return json.loads(out.strip().splitlines()[-1])
 
 
 # ---------------------------------------------------------------- the programs
@@ -433,13 +407,16 @@ def gateway_op(gw, fn, probe=False):
     settle()
     gw.start()
     try:
-        lp = ListProbe(gw.base, gw.token) if probe else None
+        lp = NativeProbe(gw.env, "gateway", gw.base, gw.token) if probe else None
+        lp_s3 = NativeProbe(gw.env, "store") if probe else None
         w = Watch(gw.proc.p.pid)
         s3 = Watch(gw.env.s3.p.pid)
         secs, out = timed(lambda: fn(gw))
         stats = w.stop()
         stats["s3_cpu"] = s3.stop()["cpu"]
         lat = lp.stop() if lp else None
+        if lp_s3:
+            lat["store"] = lp_s3.stop()
     finally:
         gw.stop()
     return secs, out, stats, lat
@@ -502,7 +479,8 @@ def run_dataset(env, name, src, run_no, ops):
     res["archive_bytes"] = os.path.getsize(os.path.join(env.s3_root, "gateway", key))
     log(f"{tag}: gateway create CPU {stats['cpu']:.1f} s, S3 server CPU {stats['s3_cpu']:.1f} s")
     log(f"{tag}: gateway create {secs:.2f} s, archive {res['archive_bytes'] / MIB:.0f} MiB, "
-        f"RSS {stats['peak_rss'] / MIB:.1f} MiB, list p99 {lat.get('p99_ms', 0):.1f} ms")
+        f"RSS {stats['peak_rss'] / MIB:.1f} MiB, list p99 {lat.get('p99_ms', 0):.1f} ms "
+        f"(the store's own: {lat['store'].get('p99_ms', 0):.1f} ms)")
 
     # The finished archive, for the upload ceiling and the upload through the gateway.
     archive = os.path.join(env.work, f"archive-{tag}.zip")
@@ -808,7 +786,10 @@ def report(results, meta, path):
         if lat:
             add(f"`GET /api/backups` during the create: p50 {spread([l['p50_ms'] for l in lat], lambda v: f'{v:.1f} ms')}, "
                 f"p99 {spread([l['p99_ms'] for l in lat], lambda v: f'{v:.1f} ms')}, "
-                f"{sum(l['n'] for l in lat)} requests, {sum(l['errors'] for l in lat)} errors.")
+                f"{sum(l['n'] for l in lat)} requests, {sum(l['errors'] for l in lat)} errors. "
+                f"The S3 server's own `ListObjectsV2`, probed the same way at the same time: "
+                f"p50 {spread([l['store']['p50_ms'] for l in lat if 'p50_ms' in l.get('store', {})], lambda v: f'{v:.1f} ms')}, "
+                f"p99 {spread([l['store']['p99_ms'] for l in lat if 'p99_ms' in l.get('store', {})], lambda v: f'{v:.1f} ms')}.")
         add("")
         add("| ratio (per run) | " + " | ".join(f"run {i + 1}" for i in range(len(rs))) + " |")
         add("|---|" + "---|" * len(rs))

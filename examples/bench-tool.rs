@@ -7,15 +7,23 @@
 //! bench-tool upload FILE KEY          upload FILE's bytes to S3 (no zip, no disk reads
 //!                                     beyond FILE) with the gateway's multipart code
 //! bench-tool get KEY                  a direct GetObject of KEY into a byte counter
+//! bench-tool probe gateway URL TOKEN  GET URL/api/backups every 20 ms until stdin closes
+//! bench-tool probe store              ListObjectsV2 of the bucket, the same way
 //! ```
 //!
+//! The probes print `{"n", "errors", "p50_ms", "p99_ms", "max_ms"}`: latencies measured by a
+//! native client on a keep-alive connection (a Python thread would add GIL waits).
+//!
 //! S3 settings come from the gateway's own variables: `GATEWAY_S3_ENDPOINT`,
-//! `GATEWAY_S3_BUCKET`, `GATEWAY_PART_SIZE_MIB` (16), `GATEWAY_PARTS_IN_FLIGHT` (4), and
+//! `GATEWAY_S3_BUCKET`, `GATEWAY_PART_SIZE_MIB` and `GATEWAY_PARTS_IN_FLIGHT` (the gateway's
+//! defaults), and
 //! the credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Each command prints
 //! one JSON line: `{"bytes": N, "bytes_out": N, "secs": F}`.
 
 use backup_gateway::archive::{WriteOptions, write_dir};
-use backup_gateway::config::{S3Config, part_size_for};
+use backup_gateway::config::{
+    DEFAULT_PART_SIZE_MIB, DEFAULT_PARTS_IN_FLIGHT, S3Config, part_size_for,
+};
 use backup_gateway::storage::s3::S3Store;
 use backup_gateway::storage::{BackupStore, ByteStream, PutOptions};
 use futures::TryStreamExt;
@@ -123,10 +131,16 @@ async fn main() -> anyhow::Result<()> {
             let size = std::fs::metadata(file)?.len();
             let opts = PutOptions {
                 part_size: part_size_for(
-                    env("GATEWAY_PART_SIZE_MIB", "16").parse::<u64>()? << 20,
+                    env("GATEWAY_PART_SIZE_MIB", &DEFAULT_PART_SIZE_MIB.to_string())
+                        .parse::<u64>()?
+                        << 20,
                     size,
                 ),
-                parts_in_flight: env("GATEWAY_PARTS_IN_FLIGHT", "4").parse()?,
+                parts_in_flight: env(
+                    "GATEWAY_PARTS_IN_FLIGHT",
+                    &DEFAULT_PARTS_IN_FLIGHT.to_string(),
+                )
+                .parse()?,
             };
             let store = store().await;
             let started = Instant::now();
@@ -149,7 +163,64 @@ async fn main() -> anyhow::Result<()> {
             }
             report(n, n, started);
         }
+        (Some("probe"), Some(kind)) => {
+            let gateway = match kind {
+                "gateway" => Some((
+                    format!("{}/api/backups", arg(2).unwrap_or_else(|| usage())),
+                    arg(3).unwrap_or_else(|| usage()).to_string(),
+                )),
+                "store" => None,
+                _ => usage(),
+            };
+            probe(gateway).await?;
+        }
         _ => usage(),
     }
+    Ok(())
+}
+
+/// Lists every 20 ms until stdin closes, then prints the latency figures.
+async fn probe(gateway: Option<(String, String)>) -> anyhow::Result<()> {
+    use tokio::io::AsyncReadExt;
+    let store = store().await;
+    let client = reqwest::Client::new();
+    let mut stdin_closed = Box::pin(async {
+        let mut sink = Vec::new();
+        let _ = tokio::io::stdin().read_to_end(&mut sink).await;
+    });
+    let (mut lat, mut errors) = (Vec::<f64>::new(), 0u64);
+    loop {
+        let started = Instant::now();
+        let ok = match &gateway {
+            Some((url, token)) => match client.get(url).header("Authorization", token).send().await
+            {
+                Ok(res) => res.status().is_success() && res.bytes().await.is_ok(),
+                Err(_) => false,
+            },
+            None => store.list().await.is_ok(),
+        };
+        if ok {
+            lat.push(started.elapsed().as_secs_f64() * 1000.0);
+        } else {
+            errors += 1;
+        }
+        tokio::select! {
+            () = &mut stdin_closed => break,
+            () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        lat.get(((q * lat.len() as f64) as usize).min(lat.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    println!(
+        "{{\"n\": {}, \"errors\": {errors}, \"p50_ms\": {:.3}, \"p99_ms\": {:.3}, \"max_ms\": {:.3}}}",
+        lat.len(),
+        pick(0.50),
+        pick(0.99),
+        lat.last().copied().unwrap_or(0.0)
+    );
     Ok(())
 }
