@@ -707,17 +707,22 @@ fn put_u64(b: &mut Vec<u8>, v: u64) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn random_bytes_look_random_and_text_or_small_data_does_not() {
+    /// Xorshift bytes: incompressible, reproducible.
+    fn random_bytes(len: usize) -> Vec<u8> {
         let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let random: Vec<u8> = (0..70_000)
+        (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
                 x as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn random_bytes_look_random_and_text_or_small_data_does_not() {
+        let random = random_bytes(70_000);
         assert!(looks_random(&random));
         assert!(looks_random(&random[..2048]));
         assert!(!compresses(&random[..64 * 1024]));
@@ -740,15 +745,6 @@ mod tests {
     fn random_bytes_are_stored_and_text_is_deflated() {
         let text = b"hello world ".repeat(1000);
         assert!(compresses(&text));
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let random: Vec<u8> = (0..65536)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
-        assert!(!compresses(&random));
+        assert!(!compresses(&random_bytes(65536)));
     }
 }
