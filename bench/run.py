@@ -21,11 +21,9 @@ import re
 import resource
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -444,7 +442,7 @@ def run_dataset(env, name, src, run_no, ops):
     """Measures everything on one dataset; returns a dict of figures."""
     tag = f"{name.lower()}-{run_no}"
     res = {"dataset": name}
-    files, size, paged = datasets.tree_stats(src)
+    files, size, _ = datasets.tree_stats(src)
     res.update(files=files, bytes=size)
     root = os.path.join(env.work, "run", tag)
     shutil.rmtree(root, ignore_errors=True)
