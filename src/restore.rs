@@ -297,7 +297,11 @@ async fn read_plan(
     } else {
         get(store, key, dir.offset, dir.offset + dir.size).await?
     };
+    drop(tail);
     let entries = read::parse_directory(&cd, dir.entries)?;
+    // The raw directory is not needed past parsing; freeing it before the checks lets
+    // them reuse the memory (10 MB for 100,000 entries).
+    drop(cd);
     let plan = read::check_entries(entries, dir.offset, limits, exclude)?;
     Ok((plan, dir.offset))
 }

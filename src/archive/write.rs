@@ -615,19 +615,34 @@ pub(crate) fn compresses(probe: &[u8]) -> bool {
 /// (4-6 bits); the estimate of random data from a 2 KiB sample is above 7.85.
 const RANDOM_ENTROPY_BITS: f64 = 7.8;
 
-/// True when `data`'s byte histogram (over at most its first 64 KiB) has the entropy of
-/// compressed data, so that Deflate would not shrink it. Costs a pass over the sample, a
-/// fraction of what trying Deflate costs; used to skip that attempt.
+/// True when `data`'s byte histogram has the entropy of compressed data, so that Deflate
+/// would not shrink it. Costs a pass over a sample, a fraction of what trying Deflate
+/// costs; used to skip that attempt. The sample is 16 KiB in four slices spread over the
+/// first 64 KiB (a file that starts with a compressed header and goes on as text is still
+/// seen as text); the whole first 64 KiB cost a tenth of zipping 100,000 small files.
 pub(crate) fn looks_random(data: &[u8]) -> bool {
-    let sample = &data[..data.len().min(64 * 1024)];
-    if sample.len() < 1024 {
+    const SLICE: usize = 4 * 1024;
+    let region = &data[..data.len().min(64 * 1024)];
+    if region.len() < 1024 {
         return false;
     }
     let mut counts = [0u32; 256];
-    for &b in sample {
-        counts[usize::from(b)] += 1;
+    let mut n = 0usize;
+    let mut count = |slice: &[u8]| {
+        for &b in slice {
+            counts[usize::from(b)] += 1;
+        }
+        n += slice.len();
+    };
+    if region.len() <= 4 * SLICE {
+        count(region);
+    } else {
+        let step = (region.len() - SLICE) / 3;
+        for i in 0..4 {
+            count(&region[i * step..i * step + SLICE]);
+        }
     }
-    let n = sample.len() as f64;
+    let n = n as f64;
     let entropy: f64 = counts
         .iter()
         .filter(|&&c| c > 0)
