@@ -20,15 +20,12 @@
 use crate::AppState;
 use crate::archive::read::{self, ArchiveError, DirLookup, Limits, Plan};
 use crate::jobs::{JobGuard, JobKind};
-use crate::storage::{
-    BackupStore, ByteRange, RANGES_IN_FLIGHT, StorageError, parallel_reads_n, read_range,
-};
+use crate::storage::{BackupStore, ByteRange, StorageError, parallel_reads, read_range};
 use crate::users::STATE_DIR;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 const RESTORE_DIR: &str = "restore";
 const JOURNAL: &str = "journal.json";
@@ -37,11 +34,6 @@ const STATUS_FILE: &str = "last-restore.json";
 const TAIL_LEN: u64 = 256 * 1024;
 /// Free space kept on top of the uncompressed size.
 const DISK_MARGIN: u64 = 64 << 20;
-/// Extraction lanes: two overlap one lane's inflating and writing with the other's wait on
-/// the store (dataset A of the benchmark: Deflated database and logs, then Stored media).
-const LANES: usize = 2;
-/// A lane gets at least this many archive bytes (a small archive is one lane).
-const MIN_LANE_BYTES: u64 = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -208,86 +200,25 @@ async fn extract_and_swap(
     let staging = work.join("new");
     std::fs::create_dir_all(&staging)
         .map_err(|e| format!("cannot create the staging directory: {e}"))?;
-    let lanes = read::lanes(&plan, cd_offset, LANES, MIN_LANE_BYTES);
-    // The lanes share the ranged reads in flight, so memory does not grow with them.
-    let per_lane = (RANGES_IN_FLIGHT / lanes.len().max(1)).max(2);
-    let readers: Vec<_> = lanes
-        .iter()
-        .map(|lane| {
-            let body = parallel_reads_n(
-                state.store.clone(),
-                key.to_string(),
-                lane.span.clone(),
-                per_lane,
-            );
-            tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body))
-        })
-        .collect();
+    let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
+    let body = parallel_reads(state.store.clone(), key.to_string(), start..cd_offset);
+    let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
     let excluded = state.excluded_paths();
     let key_owned = key.to_string();
     let data_dir_hook = data_dir.clone();
     let work_task = work.clone();
-    let lane_count = lanes.len();
     let result = tokio::task::spawn_blocking(move || {
+        let mut reader = reader;
         let half = (plan.items.len() as u64 / 2).max(1);
-        let done = AtomicU64::new(0);
-        let stop = AtomicBool::new(false);
+        let mut progress = |done: u64| {
+            if done == half {
+                crash_point(&data_dir_hook, "extract");
+            }
+            Ok(())
+        };
         let started = std::time::Instant::now();
-        let outcomes = std::thread::scope(|scope| {
-            let lanes: Vec<_> = lanes
-                .iter()
-                .zip(readers)
-                .map(|(lane, mut reader)| {
-                    let items = &plan.items[lane.items.clone()];
-                    let (done, stop, hook, staging) = (&done, &stop, &data_dir_hook, &staging);
-                    let start = lane.span.start;
-                    std::thread::Builder::new()
-                        .name("restore-lane".into())
-                        .spawn_scoped(scope, move || {
-                            let mut progress = |_: u64| {
-                                if stop.load(Ordering::Relaxed) {
-                                    return Err(io::Error::new(
-                                        io::ErrorKind::Interrupted,
-                                        "another lane failed",
-                                    ));
-                                }
-                                if done.fetch_add(1, Ordering::Relaxed) + 1 == half {
-                                    crash_point(hook, "extract");
-                                }
-                                Ok(())
-                            };
-                            let result =
-                                read::extract_items(items, &mut reader, start, staging, &mut progress);
-                            if result.is_err() {
-                                stop.store(true, Ordering::Relaxed);
-                            }
-                            result
-                        })
-                })
-                .collect();
-            lanes
-                .into_iter()
-                .map(|lane| match lane {
-                    Ok(handle) => handle.join().unwrap_or_else(|_| {
-                        Err(ArchiveError::Io(io::Error::other("a restore lane panicked")))
-                    }),
-                    Err(e) => {
-                        stop.store(true, Ordering::Relaxed);
-                        Err(ArchiveError::Io(e))
-                    }
-                })
-                .collect::<Vec<_>>()
-        });
-        // The cause, not a lane that only stopped because another one failed.
-        let stopped_only =
-            |e: &ArchiveError| matches!(e, ArchiveError::Io(io) if io.kind() == io::ErrorKind::Interrupted);
-        let mut errors: Vec<ArchiveError> = outcomes.into_iter().filter_map(Result::err).collect();
-        errors.sort_by_key(|e| stopped_only(e));
-        if let Some(e) = errors.into_iter().next() {
-            return Err(describe_extract_error(&e));
-        }
-        read::apply_dir_modes(&plan.items, &staging)
-            .map_err(|e| describe_extract_error(&ArchiveError::Io(e)))?;
+        read::extract(&plan, &mut reader, start, &staging, &mut progress)
+            .map_err(|e| describe_extract_error(&e))?;
         let extracted = started.elapsed();
         sync_filesystem(&staging);
         let synced = started.elapsed();
@@ -295,7 +226,6 @@ async fn extract_and_swap(
             format!("swap failed, to be finished at the next start of the gateway: {e}")
         })?;
         tracing::info!(
-            lanes = lane_count,
             extract_ms = extracted.as_millis(),
             sync_ms = (synced - extracted).as_millis(),
             swap_ms = (started.elapsed() - synced).as_millis(),

@@ -497,91 +497,14 @@ fn file_writer(ops: Receiver<WriteOp>, pool: &BufPool) -> io::Result<()> {
 }
 
 /// Extracts `plan` from `archive` (the archive's bytes from offset `start`, read in order)
-/// into `dest`, which must exist and be empty: [`extract_items`] of every item, then
-/// [`apply_dir_modes`].
-///
-/// # Errors
-/// As [`extract_items`].
-pub fn extract(
-    plan: &Plan,
-    archive: &mut impl Read,
-    start: u64,
-    dest: &Path,
-    progress: Progress<'_>,
-) -> Result<(), ArchiveError> {
-    extract_items(&plan.items, archive, start, dest, progress)?;
-    apply_dir_modes(&plan.items, dest).map_err(ArchiveError::Io)
-}
-
-/// A share of a plan for one extraction lane: its items and the archive bytes they span.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Lane {
-    pub items: std::ops::Range<usize>,
-    pub span: std::ops::Range<u64>,
-}
-
-/// Cuts `plan` (in offset order, as [`check_entries`] returns it) into at most `n`
-/// contiguous lanes of about equal archive bytes, none under `min_bytes` (so a small
-/// archive is one lane). Entries are independent, so lanes can be extracted at the same
-/// time, each from its own ranged reads: one lane inflating Deflated data while another
-/// waits on the store for Stored data overlaps the two costs.
-pub fn lanes(plan: &Plan, cd_offset: u64, n: usize, min_bytes: u64) -> Vec<Lane> {
-    let Some(first) = plan.items.first() else {
-        return Vec::new();
-    };
-    let start = first.entry.offset;
-    let total = cd_offset.saturating_sub(start);
-    let n = u64::try_from(n.max(1))
-        .unwrap_or(1)
-        .min(total / min_bytes.max(1))
-        .max(1);
-    let mut out = Vec::new();
-    let mut lane_start = 0usize;
-    for (i, item) in plan.items.iter().enumerate().skip(1) {
-        let lanes_left = n - out.len() as u64;
-        if lanes_left <= 1 {
-            break;
-        }
-        // Cut before this item once the lane holds its share of what is left.
-        let lane_offset = plan.items[lane_start].entry.offset;
-        let share = (cd_offset - lane_offset) / lanes_left;
-        if item.entry.offset - lane_offset >= share {
-            out.push(Lane {
-                items: lane_start..i,
-                span: lane_offset..item.entry.offset,
-            });
-            lane_start = i;
-        }
-    }
-    out.push(Lane {
-        items: lane_start..plan.items.len(),
-        span: plan.items[lane_start].entry.offset..cd_offset,
-    });
-    out
-}
-
-/// Applies the directories' modes and times, deepest first. Done once every file is in
-/// place, so that a read-only directory can still be filled.
-///
-/// # Errors
-/// A directory that cannot be opened or changed.
-pub fn apply_dir_modes(items: &[Planned], dest: &Path) -> io::Result<()> {
-    for item in items.iter().rev().filter(|i| i.is_dir) {
-        set_mode_and_time(&dest.join(&item.path), &item.entry, true)?;
-    }
-    Ok(())
-}
-
-/// Extracts `items` (contiguous, in offset order) from `archive`, the archive's bytes from
-/// offset `start` read in order, into `dest`: files with their data, modes and times, and
-/// directories (their modes are left to [`apply_dir_modes`]). This thread reads, inflates
-/// and checks; a second one writes the files. Several calls may work on one `dest` at once,
-/// each with its own items.
+/// into `dest`, which must exist and be empty. Directory modes are applied last so that a
+/// read-only directory can still be filled. This thread reads, inflates and checks; a
+/// second one writes the files.
 ///
 /// # Errors
 /// Read errors, a CRC or size mismatch, a bad local header, or write errors.
-pub fn extract_items(
-    items: &[Planned],
+pub fn extract(
+    plan: &Plan,
     archive: &mut impl Read,
     start: u64,
     dest: &Path,
@@ -594,7 +517,7 @@ pub fn extract_items(
             .name("restore-write".into())
             .spawn_scoped(scope, || file_writer(rx, &pool))
             .map_err(ArchiveError::Io)?;
-        let read = extract_entries(items, archive, start, dest, progress, &tx, &pool);
+        let read = extract_entries(plan, archive, start, dest, progress, &tx, &pool);
         drop(tx);
         let written = writer
             .join()
@@ -616,7 +539,7 @@ fn writer_stopped() -> io::Error {
 }
 
 fn extract_entries(
-    items: &[Planned],
+    plan: &Plan,
     archive: &mut impl Read,
     start: u64,
     dest: &Path,
@@ -631,11 +554,12 @@ fn extract_entries(
     // One inflater for every entry (reset per entry): a fresh one per file was an
     // allocation of its state and window per file.
     let mut inflater = flate2::Decompress::new(false);
+    let mut dirs = Vec::new();
     // Directories known to exist under `dest`: most files share their parent with the file
     // before them, and `create_dir_all` of an existing directory costs two system calls.
     // Safe because the staging tree is ours alone and the plan holds no links.
     let mut made: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in plan.items.iter().enumerate() {
         let e = &item.entry;
         let name = || e.name_lossy();
         let corrupt = |why: &str| ArchiveError::Corrupt {
@@ -659,8 +583,9 @@ fn extract_entries(
         if item.is_dir {
             if !made.contains(&target) {
                 std::fs::create_dir_all(&target)?;
-                made.insert(target);
+                made.insert(target.clone());
             }
+            dirs.push((target, item));
         } else {
             if let Some(parent) = target.parent()
                 && !made.contains(parent)
@@ -724,6 +649,9 @@ fn extract_entries(
             pos += e.compressed;
         }
         progress(i as u64 + 1)?;
+    }
+    for (target, item) in dirs.iter().rev() {
+        set_mode_and_time(target, &item.entry, true)?;
     }
     Ok(())
 }
@@ -951,94 +879,6 @@ mod tests {
         let meta = std::fs::metadata(dest.path().join("d")).unwrap();
         assert_eq!(meta.permissions().mode() & 0o7777, 0o755);
         assert_eq!(meta.mtime(), 1_700_000_000);
-    }
-
-    /// A plan and its central directory's offset, for an archive of `sizes` Stored-ish
-    /// files (noise does not compress).
-    fn plan_of(sizes: &[usize]) -> (Vec<u8>, Plan, u64) {
-        let data: Vec<(String, Vec<u8>)> = sizes
-            .iter()
-            .enumerate()
-            .map(|(i, n)| {
-                let mut x = (i as u64 + 1) * 0x9E37_79B9;
-                let noise = (0..*n)
-                    .map(|_| {
-                        x ^= x << 13;
-                        x ^= x >> 7;
-                        x ^= x << 17;
-                        x as u8
-                    })
-                    .collect();
-                (format!("d{}/f{i}", i % 3), noise)
-            })
-            .collect();
-        let files: Vec<(&str, &[u8])> = data.iter().map(|(n, d)| (n.as_str(), &d[..])).collect();
-        let bytes = zip(&files);
-        let (dir, entries) = index(&bytes);
-        let plan = check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
-        (bytes, plan, dir.offset)
-    }
-
-    #[test]
-    fn lanes_cover_the_plan_contiguously_with_about_equal_bytes() {
-        let (_, plan, cd) = plan_of(&[100_000; 10]);
-        let lanes = lanes(&plan, cd, 2, 1);
-        assert_eq!(lanes.len(), 2);
-        assert_eq!(lanes[0].items.start, 0);
-        assert_eq!(lanes[0].items.end, lanes[1].items.start);
-        assert_eq!(lanes[1].items.end, plan.items.len());
-        assert_eq!(lanes[0].span.start, plan.items[0].entry.offset);
-        assert_eq!(lanes[0].span.end, lanes[1].span.start);
-        assert_eq!(lanes[1].span.end, cd);
-        let (a, b) = (
-            lanes[0].span.end - lanes[0].span.start,
-            cd - lanes[1].span.start,
-        );
-        assert!(a.abs_diff(b) <= 110_000, "{a} vs {b}");
-    }
-
-    #[test]
-    fn small_archives_and_single_entries_stay_one_lane() {
-        let (_, plan, cd) = plan_of(&[1000; 10]);
-        assert_eq!(lanes(&plan, cd, 2, 1 << 20).len(), 1, "under the minimum");
-        let (_, plan, cd) = plan_of(&[300_000]);
-        let one = lanes(&plan, cd, 4, 1);
-        assert_eq!(one.len(), 1, "one entry cannot be cut");
-        assert_eq!(one[0].items, 0..1);
-        assert_eq!(lanes(&Plan::default(), 0, 2, 1), Vec::new());
-        // A huge first entry gets a lane of its own; the rest share the other.
-        let (_, plan, cd) = plan_of(&[1_000_000, 10_000, 10_000, 10_000]);
-        let l = lanes(&plan, cd, 2, 1);
-        assert_eq!(l.len(), 2);
-        assert_eq!(l[0].items.len(), 1);
-    }
-
-    #[test]
-    fn lanes_extracted_at_once_into_one_directory_give_the_whole_tree() {
-        let (bytes, plan, cd) = plan_of(&[50_000, 70_000, 10, 0, 90_000, 30_000, 60_000]);
-        let lanes = lanes(&plan, cd, 3, 1);
-        assert!(lanes.len() >= 2);
-        let dest = tempfile::tempdir().unwrap();
-        std::thread::scope(|s| {
-            for lane in &lanes {
-                let (bytes, plan, dest) = (&bytes, &plan, dest.path());
-                s.spawn(move || {
-                    let mut archive = &bytes[lane.span.start as usize..];
-                    let items = &plan.items[lane.items.clone()];
-                    extract_items(items, &mut archive, lane.span.start, dest, &mut |_| Ok(()))
-                        .unwrap();
-                });
-            }
-        });
-        apply_dir_modes(&plan.items, dest.path()).unwrap();
-        let (_, full, _) = plan_of(&[50_000, 70_000, 10, 0, 90_000, 30_000, 60_000]);
-        let expected = tempfile::tempdir().unwrap();
-        extract(&full, &mut &bytes[..], 0, expected.path(), &mut |_| Ok(())).unwrap();
-        for item in plan.items.iter().filter(|i| !i.is_dir) {
-            let got = std::fs::read(dest.path().join(&item.path)).unwrap();
-            let want = std::fs::read(expected.path().join(&item.path)).unwrap();
-            assert!(got == want, "{:?}", item.path);
-        }
     }
 
     #[test]

@@ -115,26 +115,14 @@ pub fn parallel_reads(
     key: String,
     span: std::ops::Range<u64>,
 ) -> ByteStream<'static> {
-    parallel_reads_n(store, key, span, RANGES_IN_FLIGHT)
-}
-
-/// [`parallel_reads`] with `in_flight` ranges at once (at least 1): memory is
-/// (`in_flight` + 2) x [`RANGE_CHUNK`] at most.
-pub fn parallel_reads_n(
-    store: Arc<dyn BackupStore>,
-    key: String,
-    span: std::ops::Range<u64>,
-    in_flight: usize,
-) -> ByteStream<'static> {
     use futures::StreamExt;
-    let in_flight = in_flight.max(1);
     let end = span.end;
     let ranges = span.step_by(RANGE_CHUNK as usize).map(move |s| ByteRange {
         start: s,
         end: (s + RANGE_CHUNK).min(end) - 1,
     });
     // The ranges in flight, the one being consumed, and one more.
-    let pool = BufPool::new(RANGE_CHUNK as usize, in_flight + 2);
+    let pool = BufPool::new(RANGE_CHUNK as usize, RANGES_IN_FLIGHT + 2);
     Box::pin(
         futures::stream::iter(ranges)
             .map(move |r| {
@@ -146,7 +134,7 @@ pub fn parallel_reads_n(
                         .map_err(|e| io::Error::other(crate::error::ErrorChain(&e).to_string()))
                 }
             })
-            .buffered(in_flight),
+            .buffered(RANGES_IN_FLIGHT),
     )
 }
 

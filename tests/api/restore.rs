@@ -36,79 +36,7 @@ on_both_backends!(
     hostile_archives_are_refused_and_leave_the_data_untouched,
     a_crc_mismatch_fails_in_the_background_and_leaves_the_data_untouched,
     a_pocketbase_made_archive_restores,
-    a_large_archive_restores_exactly_in_two_lanes,
-    a_bad_entry_in_the_second_lane_fails_the_restore_and_leaves_the_data_untouched,
 );
-
-/// Over 64 MiB of archive: the restore extracts it in two lanes at once (see
-/// `archive::read::lanes`); directory modes still come out right, applied after both.
-async fn a_large_archive_restores_exactly_in_two_lanes(backend: Backend) {
-    let app = spawn_app_on(backend).await;
-    fill_tree(&app.data_dir);
-    for i in 0..3u64 {
-        write_file(
-            &app.data_dir,
-            &format!("media/m{i}.mp4"),
-            &pseudo_random(24 << 20, 10 + i),
-        );
-    }
-    write_file(
-        &app.data_dir,
-        "db/big.db",
-        "a row of text, compressible\n".repeat(400_000).as_bytes(),
-    );
-    std::fs::set_permissions(
-        app.data_dir.join("media"),
-        std::fs::Permissions::from_mode(0o750),
-    )
-    .unwrap();
-    let before = snapshot(&app.data_dir, EXCLUDED);
-    assert_eq!(app.create(Some("big.zip")).await.status(), 204);
-    mutate_tree(&app.data_dir);
-    std::fs::remove_file(app.data_dir.join("media/m1.mp4")).unwrap();
-
-    assert_eq!(app.restore("big.zip").await.status(), 204);
-    let status = app.wait_restore_done().await;
-
-    assert_eq!(status["status"], "ok", "{status}");
-    assert!(snapshot(&app.data_dir, EXCLUDED) == before);
-}
-
-/// A CRC mismatch in the last entry of a two-lane archive: the lane that finds it fails the
-/// restore with that cause (not the other lane's "stopped"), and nothing is swapped in.
-async fn a_bad_entry_in_the_second_lane_fails_the_restore_and_leaves_the_data_untouched(
-    backend: Backend,
-) {
-    let app = spawn_app_on(backend).await;
-    fill_tree(&app.data_dir);
-    let before = snapshot(&app.data_dir, EXCLUDED);
-    let stored = |name: &str, data: Vec<u8>| RawEntry {
-        method: 0,
-        ..RawEntry::file(name, &data)
-    };
-    let mut bad = stored("z/bad.bin", pseudo_random(1 << 20, 3));
-    bad.crc_override = Some(0xDEAD_BEEF);
-    let archive = raw_zip(&[
-        RawEntry::file("a.txt", b"a"),
-        stored("big/one.bin", pseudo_random(40 << 20, 1)),
-        stored("big/two.bin", pseudo_random(40 << 20, 2)),
-        bad,
-    ]);
-    app.put_raw("lanes.zip", archive).await;
-
-    assert_eq!(app.restore("lanes.zip").await.status(), 204);
-    let status = app.wait_restore_done().await;
-
-    assert_eq!(status["status"], "failed", "{status}");
-    let error = status["error"].as_str().unwrap();
-    assert!(
-        error.contains("CRC") && error.contains("z/bad.bin"),
-        "{status}"
-    );
-    assert!(snapshot(&app.data_dir, EXCLUDED) == before);
-    let scratch = app.data_dir.join(".backup-gateway/restore");
-    assert!(std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0) == 0);
-}
 
 async fn restore_brings_back_the_exact_tree(backend: Backend) {
     let app = spawn_app_on(backend).await;
