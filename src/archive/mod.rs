@@ -15,3 +15,20 @@ pub mod spec;
 pub mod write;
 
 pub use write::{WriteOptions, write_dir};
+
+/// Helpers shared by the archive modules' unit tests.
+#[cfg(test)]
+pub(crate) mod test_data {
+    /// Xorshift bytes: incompressible, reproducible, different per seed.
+    pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    }
+}

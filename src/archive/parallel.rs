@@ -522,20 +522,9 @@ fn write_in_order<W: Write>(
 mod tests {
     use super::*;
     use crate::archive::read::{self, DirLookup, Limits};
+    use crate::archive::test_data::noise;
     use std::collections::BTreeMap;
     use std::io::Read;
-
-    fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
-    }
 
     /// Zips `root` with the parallel writer, then reads the archive back with the restore
     /// code: relative path -> contents, and the archive's entries in order.

@@ -722,17 +722,8 @@ fn put_u64(b: &mut Vec<u8>, v: u64) {
 mod tests {
     use super::*;
 
-    /// Xorshift bytes: incompressible, reproducible.
     fn random_bytes(len: usize) -> Vec<u8> {
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        crate::archive::test_data::noise(len, 1)
     }
 
     #[test]
