@@ -1,16 +1,18 @@
 //! Compressing a tree on all cores while keeping the archive sequential.
 //!
 //! Three kinds of threads, all bounded:
-//! - one reader walks the tree and cuts files into 1 MiB chunks (task queue of
-//!   2 x workers);
-//! - workers compress chunks independently (pigz's method: every chunk but a file's last
-//!   ends with a Deflate sync flush, so the concatenation is one valid Deflate stream) and
-//!   compute each chunk's CRC-32;
+//! - one reader (`zip-read`) walks the tree, cuts files of 1 MiB or more into 1 MiB chunks
+//!   and gathers smaller ones into batches (task queue of 2 x workers);
+//! - workers (`zip-compress`) compress chunks independently (pigz's method: every chunk but
+//!   a file's last ends with a Deflate sync flush, so the concatenation is one valid Deflate
+//!   stream) and batches file by file, computing the CRC-32s;
 //! - the calling thread writes the results in order into the [`ZipWriter`], combining CRCs.
 //!
 //! At most [`MAX_BYTES_IN_FLIGHT`] bytes of file data exist between reading and writing
-//! (charged when read, refunded once written; every item counts at least 4 KiB), so memory
-//! stays near 2 x `MAX_BYTES_IN_FLIGHT` whatever the data. The window is counted in bytes,
+//! (charged when sent to a worker, refunded once written; every file or chunk counts at
+//! least 4 KiB). Memory stays under that window twice (data and compressed form), the batch
+//! being gathered (under 2 MiB) and the pool of 1 MiB chunk buffers, whatever the data. The
+//! window is counted in bytes,
 //! not in items: with a window of 8 items, 100,000 files of 2-64 KiB kept the workers
 //! waiting on the in-order writer most of the time. A file under one chunk is read into a
 //! buffer of its own size and compressed by a worker which keeps the smaller of Deflate
