@@ -9,6 +9,7 @@
 //! reads and writes) and the tests read every archive back with independent readers
 //! (async_zip's central-directory reader, Python's `zipfile`, Info-ZIP `unzip -t`).
 
+pub mod outfile;
 pub mod parallel;
 pub mod read;
 pub mod spec;

@@ -11,9 +11,10 @@
 //!    Stored entries with data descriptors read fine), each entry's CRC-32 verified and its
 //!    output cut off at its declared size (so a lying header cannot fill the disk).
 
+use super::outfile::{OutFile, Stage};
 use super::spec::*;
 use crate::bufpool::BufPool;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
@@ -457,8 +458,8 @@ const WRITES_QUEUED: usize = 8;
 
 /// Work for the file writer thread of [`extract`].
 enum WriteOp {
-    /// The next file: its data follows.
-    Open(std::fs::File),
+    /// The next file, empty, and the size its data will have: the data follows.
+    Open(std::fs::File, u64),
     Data(Vec<u8>),
     /// The file is complete: set its mode and time through the open handle, then close it.
     Close {
@@ -469,22 +470,25 @@ enum WriteOp {
 
 /// Writes files for [`extract`], so that the write system calls (a third of a restore's
 /// CPU time) overlap the reading, inflating and checking of the next data.
+/// Large files bypass the page cache ([`OutFile`]).
 fn file_writer(ops: Receiver<WriteOp>, pool: &BufPool) -> io::Result<()> {
-    let mut file: Option<std::fs::File> = None;
+    let mut file: Option<OutFile> = None;
+    let mut stage = Stage::new();
     for op in ops {
         match op {
-            WriteOp::Open(f) => file = Some(f),
+            WriteOp::Open(f, size) => file = Some(OutFile::new(f, size)),
             WriteOp::Data(buf) => {
                 let f = file
                     .as_mut()
                     .ok_or_else(|| io::Error::other("data for no file"))?;
-                f.write_all(&buf)?;
+                f.write(&mut stage, &buf)?;
                 pool.give(buf);
             }
             WriteOp::Close { mode, mtime } => {
                 let f = file
                     .take()
-                    .ok_or_else(|| io::Error::other("close of no file"))?;
+                    .ok_or_else(|| io::Error::other("close of no file"))?
+                    .finish(&mut stage)?;
                 // Through the handle: no second lookup of the path, no second open.
                 apply_mode_and_time(&f, mode, mtime)?;
             }
@@ -594,7 +598,7 @@ fn extract_entries(
                 .write(true)
                 .create_new(true)
                 .open(&target)?;
-            send(WriteOp::Open(file))?;
+            send(WriteOp::Open(file, e.uncompressed))?;
             let mut limited = archive.take(e.compressed);
             let mut crc = crc32fast::Hasher::new();
             let mut written = 0u64;
