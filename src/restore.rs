@@ -6,16 +6,19 @@
 //! 2. In the background, holding the busy lock: the archive is streamed from the store in
 //!    ranged chunks (no local copy of the zip) and extracted into a staging directory under
 //!    `<dir>/.backup-gateway/restore/<id>/new`, on the same filesystem, every CRC checked.
+//!    Files of 1 MiB or more are written with direct I/O ([`crate::archive::outfile`]).
 //! 3. The swap, driven by a journal (`<dir>/.backup-gateway/restore/journal.json`): the
 //!    current content moves to `<id>/old`, the staged content moves in, and only then is
-//!    the old content deleted. Excluded paths (the gateway's state, a local backups
+//!    the old content deleted (step 4). Excluded paths (the gateway's state, a local backups
 //!    directory inside the data directory) are never moved. If the process dies at any
 //!    moment, [`recover`] at the next start rolls the swap forward from the journal; a
 //!    crash before the journal exists leaves the old data untouched and the staging
 //!    directory is deleted. The data directory is always wholly old or wholly new.
-//! 4. `--on-restore` runs after a successful swap; the outcome of every restore (key,
-//!    times, result, hook status) is logged and kept in
-//!    `<dir>/.backup-gateway/last-restore.json`, served at `GET /api/gateway/restore`.
+//! 4. Once the new data is in place the restore reports `ok` and `--on-restore` runs; only
+//!    then is the old content deleted (journal phase `cleanup`, still under the busy lock),
+//!    so the application does not wait for it. The outcome of every restore (key, times,
+//!    result, hook status) is logged and kept in `<dir>/.backup-gateway/last-restore.json`,
+//!    served at `GET /api/gateway/restore`.
 
 use crate::AppState;
 use crate::archive::read::{self, ArchiveError, DirLookup, Limits, Plan};
@@ -167,14 +170,22 @@ async fn run(
     let result = extract_and_swap(&state, &status.key, plan, cd_offset).await;
     status.finished_at = Some(crate::time_fmt::now_pb());
     match result {
-        Ok(()) => {
+        Ok(journal) => {
+            // The new data is in place: success is reported and the application restarted
+            // before the previous data is deleted.
             status.status = "ok".into();
             state.restores.set(status.clone());
-            // The busy lock covers the hook too: the application restarts before the next
-            // create can read its data.
+            // The busy lock covers the hook and the clean-up too: the application restarts
+            // before the next create can read its data.
             if let Some(cmd) = &state.config.on_restore {
                 status.hook_exit_code = run_hook(cmd, &status.key, &state.config.data_dir).await;
                 state.restores.set(status);
+            }
+            let data_dir = state.config.data_dir.clone();
+            let cleaned = tokio::task::spawn_blocking(move || clean_up(&data_dir, &journal)).await;
+            if let Ok(Err(e)) = cleaned {
+                // The journal stays at `cleanup`: the next start finishes it.
+                tracing::warn!(error = %e, "deleting the data from before the restore failed");
             }
         }
         Err(e) => {
@@ -191,7 +202,7 @@ async fn extract_and_swap(
     key: &str,
     plan: Plan,
     cd_offset: u64,
-) -> Result<(), String> {
+) -> Result<Journal, String> {
     let data_dir = state.config.data_dir.clone();
     let work = data_dir
         .join(STATE_DIR)
@@ -222,7 +233,7 @@ async fn extract_and_swap(
         let extracted = started.elapsed();
         sync_filesystem(&staging);
         let synced = started.elapsed();
-        swap(&data_dir, &work_task, &excluded, &key_owned).map_err(|e| {
+        let journal = swap(&data_dir, &work_task, &excluded, &key_owned).map_err(|e| {
             format!("swap failed, to be finished at the next start of the gateway: {e}")
         })?;
         tracing::info!(
@@ -231,7 +242,7 @@ async fn extract_and_swap(
             swap_ms = (started.elapsed() - synced).as_millis(),
             "restore phases"
         );
-        Ok(())
+        Ok(journal)
     })
     .await
     .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
@@ -336,8 +347,9 @@ fn restore_root(data_dir: &Path) -> PathBuf {
     data_dir.join(STATE_DIR).join(RESTORE_DIR)
 }
 
-/// The swap (see the module docs). Runs on a blocking thread.
-fn swap(data_dir: &Path, work: &Path, excluded: &[PathBuf], key: &str) -> io::Result<()> {
+/// The swap (see the module docs) up to the new data being in place. Runs on a blocking
+/// thread. Returns the journal, for [`clean_up`].
+fn swap(data_dir: &Path, work: &Path, excluded: &[PathBuf], key: &str) -> io::Result<Journal> {
     let id = work
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -348,12 +360,19 @@ fn swap(data_dir: &Path, work: &Path, excluded: &[PathBuf], key: &str) -> io::Re
         phase: "moving-out".into(),
     };
     write_journal(data_dir, &journal)?;
-    run_journal(data_dir, &mut journal, excluded)
+    move_data(data_dir, &mut journal, excluded)?;
+    Ok(journal)
 }
 
 /// Carries a journal through its remaining phases. Every phase is idempotent, so a crash
 /// inside one is mended by running it again.
 fn run_journal(data_dir: &Path, journal: &mut Journal, excluded: &[PathBuf]) -> io::Result<()> {
+    move_data(data_dir, journal, excluded)?;
+    clean_up(data_dir, journal)
+}
+
+/// The phases that put the new data in place; the journal is left at `cleanup`.
+fn move_data(data_dir: &Path, journal: &mut Journal, excluded: &[PathBuf]) -> io::Result<()> {
     let work = restore_root(data_dir).join(&journal.id);
     let (new, old) = (work.join("new"), work.join("old"));
     if journal.phase == "moving-out" {
@@ -374,7 +393,15 @@ fn run_journal(data_dir: &Path, journal: &mut Journal, excluded: &[PathBuf]) -> 
         journal.phase = "cleanup".into();
         write_journal(data_dir, journal)?;
     }
-    // Old data is deleted only now that the new data is in place.
+    Ok(())
+}
+
+/// The last phase: the old data is deleted, only now that the new data is in place, then
+/// the journal. A live restore runs it after reporting success and running the hook (the
+/// application need not wait for the deletion of its previous data).
+fn clean_up(data_dir: &Path, journal: &Journal) -> io::Result<()> {
+    crash_point(data_dir, "cleanup");
+    let work = restore_root(data_dir).join(&journal.id);
     if work.exists() {
         std::fs::remove_dir_all(&work)?;
     }

@@ -209,3 +209,8 @@ async fn killed_between_the_two_moves_finishes_the_restore_at_restart() {
 async fn killed_after_the_swap_keeps_the_new_data_and_cleans_up() {
     crash_at("after-swap", true).await;
 }
+
+#[tokio::test]
+async fn killed_while_deleting_the_previous_data_cleans_up_at_restart() {
+    crash_at("cleanup", true).await;
+}

@@ -54,8 +54,13 @@ async fn restore_brings_back_the_exact_tree(backend: Backend) {
     // The backups and the gateway's state survive, the scratch space is clean.
     assert_eq!(app.keys().await, vec!["snap.zip"]);
     assert!(app.list().await.status() == 200, "still logged in");
+    // The data from before the restore is deleted after success is reported.
     let scratch = app.data_dir.join(".backup-gateway/restore");
-    assert!(std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0) == 0);
+    wait_until(30, || {
+        let n = std::fs::read_dir(&scratch).map(|d| d.count()).unwrap_or(0);
+        async move { n == 0 }
+    })
+    .await;
 }
 
 /// (what, archive, a word the refusal must give as the reason)
