@@ -250,7 +250,14 @@ mod tests {
         let data = noise(3 * STAGE - 1, 7);
         let mut stage = Stage::new();
         out.write(&mut stage, &data).unwrap();
-        assert!(!out.is_direct());
+        // ext4 and XFS refuse unaligned direct writes (tmpfs, for one, takes them).
+        let fs_type = rustix::fs::fstatfs(&out.file).unwrap().f_type;
+        if [0xEF53, 0x5846_5342].contains(&(fs_type as i64)) {
+            assert!(
+                !out.is_direct(),
+                "the refused write went through the page cache"
+            );
+        }
         out.finish(&mut stage).unwrap();
         let back = std::fs::read(&path).unwrap();
         assert_eq!(back[0], 0);
