@@ -129,7 +129,7 @@ impl OutFile {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // Refused (alignment, or a file system that accepted the flag but not the
                 // write): nothing was written, so the same bytes go through the page cache.
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput => {
                     self.buffered()?;
                 }
                 Err(e) => return Err(e),
