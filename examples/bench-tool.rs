@@ -18,7 +18,8 @@
 //! `GATEWAY_S3_BUCKET`, `GATEWAY_PART_SIZE_MIB` and `GATEWAY_PARTS_IN_FLIGHT` (the gateway's
 //! defaults), and
 //! the credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Each command prints
-//! one JSON line: `{"bytes": N, "bytes_out": N, "secs": F}`.
+//! one JSON line: `{"bytes": N, "bytes_out": N, "secs": F}`; `upload` also logs the store's
+//! `multipart upload completed` line (with `complete_ms`) to stderr.
 
 use backup_gateway::archive::{WriteOptions, write_dir};
 use backup_gateway::config::{
@@ -104,6 +105,15 @@ fn report(bytes: u64, bytes_out: u64, started: Instant) {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The store's own log lines (the multipart completion time) go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "backup_gateway=info".into()),
+        )
+        .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args.get(i).map(String::as_str);
     match (arg(0), arg(1)) {

@@ -198,11 +198,14 @@ impl S3Store {
             record: self.record_pending(object_key, &upload_id),
         };
         let mut in_flight = JoinSet::new();
+        let started = std::time::Instant::now();
         let result = self
             .upload_parts(object_key, &upload_id, first, parts, opts, &mut in_flight)
             .await;
         match result {
             Ok((size, completed)) => {
+                let uploaded = started.elapsed();
+                let count = completed.len();
                 self.client
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
@@ -218,6 +221,17 @@ impl S3Store {
                     .map_err(|e| map_sdk("completing a multipart upload", e))?;
                 guard.upload_id = None;
                 guard.forget_record();
+                // The store's completion can take long (s3s-fs rewrites the whole object,
+                // and so do some other stores): worth seeing in the logs, and the
+                // benchmark reads it (bench/README.md).
+                tracing::info!(
+                    key = object_key,
+                    parts = count,
+                    bytes = size,
+                    parts_ms = uploaded.as_millis(),
+                    complete_ms = (started.elapsed() - uploaded).as_millis(),
+                    "multipart upload completed"
+                );
                 Ok(size)
             }
             Err(e) => {
