@@ -184,7 +184,8 @@ async fn run(
             let data_dir = state.config.data_dir.clone();
             let cleaned = tokio::task::spawn_blocking(move || clean_up(&data_dir, &journal)).await;
             if let Ok(Err(e)) = cleaned {
-                // The journal stays at `cleanup`: the next start finishes it.
+                // The journal stays at `cleanup`: the next restore, or the next start,
+                // finishes it.
                 tracing::warn!(error = %e, "deleting the data from before the restore failed");
             }
         }
@@ -209,6 +210,9 @@ async fn extract_and_swap(
         .join(RESTORE_DIR)
         .join(crate::users::random_string(12));
     let staging = work.join("new");
+    let dir = data_dir.clone();
+    // Free the space of the data a previous restore replaced, before writing new data.
+    let _ = tokio::task::spawn_blocking(move || finish_pending_cleanup(&dir)).await;
     std::fs::create_dir_all(&staging)
         .map_err(|e| format!("cannot create the staging directory: {e}"))?;
     let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
@@ -410,6 +414,25 @@ fn clean_up(data_dir: &Path, journal: &Journal) -> io::Result<()> {
     Ok(())
 }
 
+/// Deletes the replaced data of an earlier restore whose clean-up failed (its journal is
+/// still at `cleanup`), so that a new restore does not overwrite that journal and leave the
+/// old data on disk until the next start. A failure is only logged: the next start's sweep
+/// deletes what no journal refers to.
+fn finish_pending_cleanup(data_dir: &Path) {
+    let Ok(bytes) = std::fs::read(restore_root(data_dir).join(JOURNAL)) else {
+        return;
+    };
+    match serde_json::from_slice::<Journal>(&bytes) {
+        Ok(journal) if journal.phase == "cleanup" => {
+            if let Err(e) = clean_up(data_dir, &journal) {
+                tracing::warn!(error = %e, "deleting the data from before an earlier restore failed again");
+            }
+        }
+        // Other phases only exist after a crash, and `recover` finishes them at startup.
+        _ => {}
+    }
+}
+
 /// Moves everything under `data/rel` to `old/rel`, except excluded paths: a directory that
 /// contains an excluded path is recreated in `old` and descended into instead.
 fn move_out(data: &Path, old: &Path, rel: &Path, excluded: &[PathBuf]) -> io::Result<()> {
@@ -595,5 +618,41 @@ fn crash_point(data_dir: &Path, point: &str) {
     );
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal_at(data_dir: &Path, phase: &str) -> PathBuf {
+        let work = restore_root(data_dir).join("earlier");
+        std::fs::create_dir_all(work.join("old/pb_data")).unwrap();
+        std::fs::write(work.join("old/pb_data/data.db"), b"replaced data").unwrap();
+        let journal = Journal {
+            id: "earlier".into(),
+            key: "a.zip".into(),
+            phase: phase.into(),
+        };
+        write_journal(data_dir, &journal).unwrap();
+        work
+    }
+
+    #[test]
+    fn a_clean_up_left_pending_is_finished_before_the_next_restore() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = journal_at(dir.path(), "cleanup");
+        finish_pending_cleanup(dir.path());
+        assert!(!work.exists(), "the replaced data is deleted");
+        assert!(!restore_root(dir.path()).join(JOURNAL).exists());
+    }
+
+    #[test]
+    fn a_journal_in_an_earlier_phase_is_left_for_recover() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = journal_at(dir.path(), "moving-in");
+        finish_pending_cleanup(dir.path());
+        assert!(work.join("old/pb_data/data.db").exists());
+        assert!(restore_root(dir.path()).join(JOURNAL).exists());
     }
 }
