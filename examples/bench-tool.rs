@@ -15,15 +15,15 @@
 //! native client on a keep-alive connection (a Python thread would add GIL waits).
 //!
 //! S3 settings come from the gateway's own variables: `GATEWAY_S3_ENDPOINT`,
-//! `GATEWAY_S3_BUCKET`, `GATEWAY_PART_SIZE_MIB` and `GATEWAY_PARTS_IN_FLIGHT` (the gateway's
-//! defaults), and
+//! `GATEWAY_S3_BUCKET`, `GATEWAY_PART_SIZE_MIB`, `GATEWAY_PARTS_IN_FLIGHT` and
+//! `GATEWAY_S3_PAYLOAD_SIGNING` (the gateway's defaults), and
 //! the credentials from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`. Each command prints
 //! one JSON line: `{"bytes": N, "bytes_out": N, "secs": F}`; `upload` also logs the store's
 //! `multipart upload completed` line (with `complete_ms`) to stderr.
 
 use backup_gateway::archive::{WriteOptions, write_dir};
 use backup_gateway::config::{
-    DEFAULT_PART_SIZE_MIB, DEFAULT_PARTS_IN_FLIGHT, S3Config, part_size_for,
+    DEFAULT_PART_SIZE_MIB, DEFAULT_PARTS_IN_FLIGHT, PayloadSigning, S3Config, part_size_for,
 };
 use backup_gateway::storage::s3::S3Store;
 use backup_gateway::storage::{BackupStore, ByteStream, PutOptions};
@@ -88,6 +88,11 @@ async fn store() -> S3Store {
         region: None,
         prefix: String::new(),
         force_path_style: true,
+        payload_signing: match env("GATEWAY_S3_PAYLOAD_SIGNING", "auto").as_str() {
+            "always" => PayloadSigning::Always,
+            "never" => PayloadSigning::Never,
+            _ => PayloadSigning::Auto,
+        },
         credentials: match creds {
             (Some(k), Some(s)) => Some((k, s)),
             _ => None,

@@ -4,7 +4,7 @@
 //! [`Cli`] is what the binary parses; [`Config`] is what the library runs on, checked once by
 //! [`ServeArgs::into_config`]. Tests build a [`Config`] directly.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -134,6 +134,40 @@ pub struct S3Args {
     /// stores need.
     #[arg(long, env = "GATEWAY_S3_FORCE_PATH_STYLE", default_value_t = false)]
     pub s3_force_path_style: bool,
+
+    /// Whether uploaded bytes are covered by the request signature (a SHA-256 of every byte,
+    /// which the store computes again): `auto` signs them over plain HTTP and not over
+    /// HTTPS, where TLS already protects them.
+    #[arg(long, env = "GATEWAY_S3_PAYLOAD_SIGNING", value_enum, default_value_t = PayloadSigning::Auto)]
+    pub s3_payload_signing: PayloadSigning,
+}
+
+/// Whether the bodies of UploadPart and PutObject requests are signed (SigV4
+/// `x-amz-content-sha256` with the body's SHA-256) or sent as `UNSIGNED-PAYLOAD`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PayloadSigning {
+    /// Signed over plain HTTP, where nothing else protects the bytes in transit; unsigned
+    /// over HTTPS, where TLS does (what the AWS SDK for Java's S3 client does). Every zip
+    /// entry also carries a CRC-32, which a restore checks.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl PayloadSigning {
+    /// Whether bodies sent to `endpoint` are signed (no endpoint: AWS, over HTTPS).
+    pub fn signs(self, endpoint: Option<&str>) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::Auto => endpoint.is_some_and(|e| {
+                !e.trim_start()
+                    .get(..8)
+                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+            }),
+        }
+    }
 }
 
 /// What the library runs on.
@@ -164,6 +198,7 @@ pub struct S3Config {
     /// Normalized: empty, or ends with `/`.
     pub prefix: String,
     pub force_path_style: bool,
+    pub payload_signing: PayloadSigning,
     /// Fixed credentials instead of the AWS chain (tests; never from the command line).
     pub credentials: Option<(String, String)>,
 }
@@ -176,6 +211,7 @@ impl std::fmt::Debug for S3Config {
             .field("region", &self.region)
             .field("prefix", &self.prefix)
             .field("force_path_style", &self.force_path_style)
+            .field("payload_signing", &self.payload_signing)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "[redacted]"),
@@ -214,6 +250,7 @@ impl ServeArgs {
                 region: self.s3.s3_region.filter(|r| !r.is_empty()),
                 prefix: normalize_prefix(&self.s3.s3_prefix),
                 force_path_style: self.s3.s3_force_path_style,
+                payload_signing: self.s3.s3_payload_signing,
                 credentials: None,
             }),
             _ => StorageConfig::Local {
@@ -288,6 +325,18 @@ mod tests {
         assert_eq!(normalize_prefix("/"), "");
         assert_eq!(normalize_prefix("a/b"), "a/b/");
         assert_eq!(normalize_prefix("/a/"), "a/");
+    }
+
+    #[test]
+    fn payload_signing_auto_signs_only_over_plain_http() {
+        let auto = PayloadSigning::Auto;
+        assert!(auto.signs(Some("http://127.0.0.1:9000")));
+        assert!(auto.signs(Some("HTTP://minio.internal")));
+        assert!(!auto.signs(Some("https://account.r2.cloudflarestorage.com")));
+        assert!(!auto.signs(Some("HTTPS://s3.example.com")));
+        assert!(!auto.signs(None), "AWS itself, over HTTPS");
+        assert!(PayloadSigning::Always.signs(Some("https://s3.example.com")));
+        assert!(!PayloadSigning::Never.signs(Some("http://127.0.0.1:9000")));
     }
 
     #[test]

@@ -136,6 +136,51 @@ async fn data_over_64_mib_streams_in_several_parts_and_downloads_byte_identical(
     assert_eq!(app.pending_uploads().await, 0);
 }
 
+/// Writes `mib` files of 1 MiB that do not compress (tests use 5 MiB parts: 16 MiB make
+/// four parts).
+fn fill_media(root: &std::path::Path, mib: u64) {
+    for i in 0..mib {
+        write_file(
+            root,
+            &format!("media/{i:03}.jpg"),
+            &pseudo_random(1 << 20, 500 + i),
+        );
+    }
+}
+
+#[tokio::test]
+async fn part_bodies_are_signed_over_plain_http_by_default() {
+    let app = spawn_app().await;
+    let Some(s3) = app.s3.clone() else {
+        return; // an external store's requests are not visible here
+    };
+    fill_media(&app.data_dir, 16);
+    assert_eq!(app.create(Some("signed.zip")).await.status(), 204);
+    assert!(s3.faults.signed_puts.load(Ordering::SeqCst) >= 4);
+    assert_eq!(s3.faults.unsigned_puts.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn unsigned_part_bodies_as_over_https_store_a_whole_backup() {
+    let app = spawn_app_with(Options {
+        payload_signing: backup_gateway::config::PayloadSigning::Never,
+        ..Options::default()
+    })
+    .await;
+    fill_media(&app.data_dir, 16);
+    write_file(&app.data_dir, "data.db", &b"row,".repeat(1 << 18));
+    assert_eq!(app.create(Some("unsigned.zip")).await.status(), 204);
+    if let Some(s3) = &app.s3 {
+        assert!(s3.faults.unsigned_puts.load(Ordering::SeqCst) >= 4);
+        // The bucket's creation is the only signed PUT.
+        assert!(s3.faults.signed_puts.load(Ordering::SeqCst) <= 1);
+    }
+    let bytes = app.download_bytes("unsigned.zip").await;
+    let tree = snapshot(&app.data_dir, &["backups", ".backup-gateway"]);
+    assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
+    assert_eq!(app.pending_uploads().await, 0);
+}
+
 #[tokio::test]
 async fn s3_failing_mid_upload_leaves_nothing_and_releases_the_lock() {
     let app = spawn_app().await;

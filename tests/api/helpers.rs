@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use super::s3_server::{self, S3Server};
-use backup_gateway::config::{Config, S3Config, StorageConfig};
+use backup_gateway::config::{Config, PayloadSigning, S3Config, StorageConfig};
 use backup_gateway::{AppState, serve};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -60,6 +60,7 @@ pub struct Options {
     pub prefix: &'static str,
     pub part_size: u64,
     pub parts_in_flight: usize,
+    pub payload_signing: PayloadSigning,
 }
 
 impl Default for Options {
@@ -69,6 +70,7 @@ impl Default for Options {
             prefix: "backups/",
             part_size: 5 * 1024 * 1024,
             parts_in_flight: 2,
+            payload_signing: PayloadSigning::Auto,
         }
     }
 }
@@ -155,6 +157,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             region: Some(region),
             prefix: opts.prefix.into(),
             force_path_style: true,
+            payload_signing: opts.payload_signing,
             credentials: Some((key, secret)),
         };
         let store = backup_gateway::storage::s3::S3Store::new(&s3_config).await;

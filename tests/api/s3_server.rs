@@ -33,6 +33,10 @@ pub struct Faults {
     pub down: AtomicBool,
     /// Delay every GetObject by this many milliseconds.
     pub delay_gets_ms: AtomicU64,
+    /// PUT requests (PutObject, UploadPart) whose body is covered by the signature, and
+    /// those sent as `UNSIGNED-PAYLOAD`.
+    pub signed_puts: AtomicU64,
+    pub unsigned_puts: AtomicU64,
 }
 
 impl Faults {
@@ -136,6 +140,18 @@ async fn handle(
         && req.uri().path().matches('/').count() >= 2;
     if faults.down.load(Ordering::SeqCst) {
         return Ok(error_response(503, "ServiceUnavailable"));
+    }
+    if req.method() == hyper::Method::PUT {
+        let unsigned = req
+            .headers()
+            .get("x-amz-content-sha256")
+            .is_some_and(|v| v == "UNSIGNED-PAYLOAD");
+        let counter = if unsigned {
+            &faults.unsigned_puts
+        } else {
+            &faults.signed_puts
+        };
+        counter.fetch_add(1, Ordering::SeqCst);
     }
     if is_upload_part {
         let n = faults.parts_seen.fetch_add(1, Ordering::SeqCst) as i64;
