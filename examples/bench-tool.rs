@@ -27,6 +27,7 @@ use backup_gateway::config::{
 };
 use backup_gateway::storage::s3::S3Store;
 use backup_gateway::storage::{BackupStore, ByteStream, PutOptions};
+use clap::ValueEnum;
 use futures::TryStreamExt;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -88,11 +89,8 @@ async fn store() -> S3Store {
         region: None,
         prefix: String::new(),
         force_path_style: true,
-        payload_signing: match env("GATEWAY_S3_PAYLOAD_SIGNING", "auto").as_str() {
-            "always" => PayloadSigning::Always,
-            "never" => PayloadSigning::Never,
-            _ => PayloadSigning::Auto,
-        },
+        payload_signing: PayloadSigning::from_str(&env("GATEWAY_S3_PAYLOAD_SIGNING", "auto"), true)
+            .expect("GATEWAY_S3_PAYLOAD_SIGNING is auto, always or never"),
         credentials: match creds {
             (Some(k), Some(s)) => Some((k, s)),
             _ => None,
