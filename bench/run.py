@@ -759,7 +759,8 @@ def report(results, meta, path):
     d = gateway_defaults()
     add(f"- Gateway defaults: part size {d['part_size_mib']} MiB (grown with the data, see README), "
         f"{d['parts_in_flight']} parts in flight,")
-    add("  Deflate level 1 (data with the entropy of compressed data is Stored)")
+    add("  Deflate level 1 (data with the entropy of compressed data is Stored), upload bodies signed")
+    add("  (SigV4 payload SHA-256: the endpoint is plain HTTP; over HTTPS they go unsigned, docs/design.md)")
     add(f"- S3 server: `examples/s3-server.rs` (s3s-fs 0.14.1) on 127.0.0.1, one process shared by all;")
     add("  page cache warmed right before each create (the data is read once)")
     add("")
