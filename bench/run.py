@@ -212,21 +212,22 @@ class S3:
         if code not in (200, 409):  # 409: it exists already
             raise RuntimeError(f"creating bucket {bucket}: HTTP {code} {body}")
 
+    def object(self, method, bucket, key, *extra, ok=range(200, 300)):
+        """One request on an object: its body (or, with `-I`, its headers)."""
+        code, body = self.curl(method, f"{bucket}/{urllib.parse.quote(key)}", *extra)
+        if code not in ok:
+            raise RuntimeError(f"{method} {bucket}/{key}: HTTP {code} {body}")
+        return body
+
     def size(self, bucket, key):
-        out = subprocess.run(
-            ["curl", "-sS", "--fail", "-I", *self.auth(), f"{self.endpoint}/{bucket}/{key}"],
-            check=True, capture_output=True, text=True,
-        ).stdout
-        return int(re.search(r"(?im)^content-length:\s*(\d+)", out).group(1))
+        headers = self.object("HEAD", bucket, key, "-I")
+        return int(re.search(r"(?im)^content-length:\s*(\d+)", headers).group(1))
 
     def fetch(self, bucket, key, path):
-        subprocess.run(["curl", "-sS", "--fail", "-o", path, *self.auth(), f"{self.endpoint}/{bucket}/{key}"],
-                       check=True)
+        self.object("GET", bucket, key, "-o", path)
 
     def delete(self, bucket, key):
-        code, body = self.curl("DELETE", f"{bucket}/{urllib.parse.quote(key)}")
-        if code not in (200, 204, 404):
-            raise RuntimeError(f"deleting {bucket}/{key}: HTTP {code} {body}")
+        self.object("DELETE", bucket, key, ok=(200, 204, 404))
 
     def empty(self, bucket):
         """Deletes every object of the bucket."""

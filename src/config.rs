@@ -161,11 +161,8 @@ impl PayloadSigning {
         match self {
             Self::Always => true,
             Self::Never => false,
-            Self::Auto => endpoint.is_some_and(|e| {
-                !e.trim_start()
-                    .get(..8)
-                    .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
-            }),
+            Self::Auto => endpoint
+                .is_some_and(|e| !e.trim_start().to_ascii_lowercase().starts_with("https://")),
         }
     }
 }

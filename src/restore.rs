@@ -419,17 +419,23 @@ fn clean_up(data_dir: &Path, journal: &Journal) -> io::Result<()> {
 /// old data on disk until the next start. A failure is only logged: the next start's sweep
 /// deletes what no journal refers to.
 fn finish_pending_cleanup(data_dir: &Path) {
-    let Ok(bytes) = std::fs::read(restore_root(data_dir).join(JOURNAL)) else {
-        return;
-    };
-    match serde_json::from_slice::<Journal>(&bytes) {
-        Ok(journal) if journal.phase == "cleanup" => {
-            if let Err(e) = clean_up(data_dir, &journal) {
-                tracing::warn!(error = %e, "deleting the data from before an earlier restore failed again");
-            }
-        }
-        // Other phases only exist after a crash, and `recover` finishes them at startup.
-        _ => {}
+    // Other phases only exist after a crash, and `recover` finishes them at startup.
+    if let Ok(Some(journal)) = read_journal(data_dir)
+        && journal.phase == "cleanup"
+        && let Err(e) = clean_up(data_dir, &journal)
+    {
+        tracing::warn!(error = %e, "deleting the data from before an earlier restore failed again");
+    }
+}
+
+/// The journal, if there is one.
+fn read_journal(data_dir: &Path) -> io::Result<Option<Journal>> {
+    match std::fs::read(restore_root(data_dir).join(JOURNAL)) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -509,11 +515,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// operator, and the gateway refuses to start rather than serve a half-swapped state).
 pub fn recover(data_dir: &Path, excluded: &[PathBuf], restores: &Restores) -> io::Result<()> {
     let root = restore_root(data_dir);
-    let journal_path = root.join(JOURNAL);
-    match std::fs::read(&journal_path) {
-        Ok(bytes) => {
-            let mut journal: Journal = serde_json::from_slice(&bytes)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    match read_journal(data_dir)? {
+        Some(mut journal) => {
             tracing::warn!(key = %journal.key, phase = %journal.phase, "finishing a restore interrupted by a crash");
             run_journal(data_dir, &mut journal, excluded)?;
             let mut status = restores.last().unwrap_or(RestoreStatus {
@@ -531,7 +534,7 @@ pub fn recover(data_dir: &Path, excluded: &[PathBuf], restores: &Restores) -> io
                 restores.set(status);
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+        None => {
             if let Some(mut status) = restores.last().filter(|s| s.status == "running") {
                 status.status = "failed".into();
                 status.finished_at = Some(crate::time_fmt::now_pb());
@@ -542,7 +545,6 @@ pub fn recover(data_dir: &Path, excluded: &[PathBuf], restores: &Restores) -> io
                 restores.set(status);
             }
         }
-        Err(e) => return Err(e),
     }
     // Staging directories of restores that never reached the swap, and temporary files of
     // interrupted journal writes.

@@ -462,6 +462,8 @@ enum WriteOp {
     Open(std::fs::File, u64),
     Data(Vec<u8>),
     /// The file is complete: set its mode and time through the open handle, then close it.
+    /// Plain values, no allocation: a heap allocation per file freed on the other thread
+    /// made the restore's RSS grow with the number of files.
     Close {
         mode: u32,
         mtime: Option<i64>,
@@ -489,7 +491,8 @@ fn file_writer(ops: Receiver<WriteOp>, pool: &BufPool) -> io::Result<()> {
                     .take()
                     .ok_or_else(|| io::Error::other("close of no file"))?
                     .finish(&mut stage)?;
-                // Through the handle: no second lookup of the path, no second open.
+                // Through the handle: no second lookup of the path, no second open (for
+                // 100,000 small files this was a sixth of a restore's system calls).
                 apply_mode_and_time(&f, mode, mtime)?;
             }
         }

@@ -283,14 +283,15 @@ impl S3Store {
                 .part_number(number)
                 .content_length(part.len() as i64)
                 .body(SdkBody::from(part));
-            let sign = self.sign_payload;
+            let mut req = req.customize();
+            if !self.sign_payload {
+                req = req.disable_payload_signing();
+            }
             in_flight.spawn(async move {
-                let out = if sign {
-                    req.send().await
-                } else {
-                    req.customize().disable_payload_signing().send().await
-                }
-                .map_err(|e| map_sdk("uploading a part", e))?;
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| map_sdk("uploading a part", e))?;
                 Ok(CompletedPart::builder()
                     .part_number(number)
                     .set_e_tag(out.e_tag().map(str::to_string))
@@ -528,20 +529,21 @@ impl BackupStore for S3Store {
         let first = parts.next_part().await?.unwrap_or_default();
         if parts.eof && parts.pending.is_empty() {
             let size = first.len() as u64;
-            let req = self
+            let mut req = self
                 .client
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&object_key)
                 .content_type("application/zip")
                 .content_length(first.len() as i64)
-                .body(SdkBody::from(first));
-            if self.sign_payload {
-                req.send().await
-            } else {
-                req.customize().disable_payload_signing().send().await
+                .body(SdkBody::from(first))
+                .customize();
+            if !self.sign_payload {
+                req = req.disable_payload_signing();
             }
-            .map_err(|e| map_sdk("storing a backup", e))?;
+            req.send()
+                .await
+                .map_err(|e| map_sdk("storing a backup", e))?;
             return Ok(size);
         }
         self.put_multipart(&object_key, first, &mut parts, opts)
