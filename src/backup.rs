@@ -1,13 +1,15 @@
 //! Create: zip the data directory straight into the store.
 //!
-//! The zip writer runs on a blocking thread and hands 256 KiB chunks through a channel of
+//! First the tree is surveyed (size estimate, SQLite databases) and every database's
+//! snapshot is opened ([`archive::sqlite`]): a database that cannot be read consistently
+//! fails the create here, before anything is uploaded. The zip writer runs on a blocking thread and hands 256 KiB chunks through a channel of
 //! four to the store's `put`, which cuts them into parts and uploads a bounded number at
 //! once. Nothing touches the disk but the data being read. If anything fails, or the
 //! request is dropped, both sides stop: the writer sees the channel closed, the store
 //! aborts its multipart upload.
 
 use crate::AppState;
-use crate::archive::{self, WriteOptions};
+use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
 use crate::bufpool::BufPool;
 use crate::config::part_size_for;
 use crate::storage::{PutOptions, StorageError};
@@ -24,6 +26,9 @@ const CHANNEL_DEPTH: usize = 4;
 pub enum CreateError {
     #[error("reading the data directory failed")]
     Archive(#[source] io::Error),
+    /// A SQLite database that cannot be read consistently (locked, damaged, not SQLite).
+    #[error(transparent)]
+    Database(SnapshotError),
     #[error("storing the backup failed")]
     Storage(#[source] StorageError),
 }
@@ -36,16 +41,29 @@ pub enum CreateError {
 #[tracing::instrument(skip(state), fields(key = %key))]
 pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
     let root = state.config.data_dir.clone();
-    let exclude = state.excluded_paths();
+    let exclude = state.backup_exclude();
     let level = state.config.compression_level;
+    let snapshot_opts = state.config.snapshot;
 
-    let estimate = {
+    let started = std::time::Instant::now();
+    let (survey, mut databases) = {
         let (root, exclude) = (root.clone(), exclude.clone());
-        tokio::task::spawn_blocking(move || archive::write::tree_size(&root, &exclude))
-            .await
-            .map_err(|e| CreateError::Archive(io::Error::other(e)))?
-            .map_err(CreateError::Archive)?
+        tokio::task::spawn_blocking(move || {
+            let survey = archive::survey(&root, &exclude).map_err(CreateError::Archive)?;
+            let databases = Snapshots::open(&root, &survey.databases, snapshot_opts)
+                .map_err(CreateError::Database)?;
+            Ok::<_, CreateError>((survey, databases))
+        })
+        .await
+        .map_err(|e| CreateError::Archive(io::Error::other(e)))??
     };
+    tracing::debug!(
+        databases = survey.databases.len(),
+        held = databases.held(),
+        snapshot_ms = started.elapsed().as_millis() as u64,
+        "snapshots open"
+    );
+    let estimate = survey.bytes;
     let opts = PutOptions {
         part_size: part_size_for(state.config.part_size, estimate),
         parts_in_flight: state.config.parts_in_flight,
@@ -54,7 +72,8 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let writer = tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter::new(tx.clone());
-        let result = archive::write_dir(&root, &WriteOptions { level, exclude }, &mut out)
+        let opts = WriteOptions { level, exclude };
+        let result = archive::write_dir(&root, &opts, &mut databases, &mut out)
             .and_then(|stats| out.finish().map(|()| stats));
         if let Err(e) = &result {
             // Make the store see the failure, not a clean end of a truncated archive.
@@ -73,6 +92,7 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
     match (written, put) {
         (Ok(stats), Ok(size)) => {
             tracing::info!(
+                databases = survey.databases.len(),
                 files = stats.files,
                 dirs = stats.dirs,
                 bytes_in = stats.bytes_in,
@@ -83,7 +103,10 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
             Ok(size)
         }
         // The body failed: the writer's error is the cause.
-        (Err(e), Err(StorageError::Body(_)) | Ok(_)) => Err(CreateError::Archive(e)),
+        (Err(e), Err(StorageError::Body(_)) | Ok(_)) => Err(match SnapshotError::find(&e) {
+            Some(db) => CreateError::Database(db.clone()),
+            None => CreateError::Archive(e),
+        }),
         // The store failed (the writer then only saw the channel close).
         (_, Err(e)) => Err(CreateError::Storage(e)),
     }

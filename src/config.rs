@@ -108,6 +108,23 @@ pub struct ServeArgs {
     /// application that uses the data directory). Its exit status and output are logged.
     #[arg(long, env = "GATEWAY_ON_RESTORE")]
     pub on_restore: Option<String>,
+
+    /// Leave paths matching this glob out of every backup (repeatable; relative to the data
+    /// directory, `*` within one component, `**` across them, a matching directory whole).
+    /// In the environment, several globs are separated by `:`.
+    #[arg(
+        long = "exclude",
+        value_name = "GLOB",
+        env = "GATEWAY_EXCLUDE",
+        value_delimiter = ':'
+    )]
+    pub exclude: Vec<String>,
+
+    /// How long a create waits for a lock that the application holds on one of its SQLite
+    /// databases (a rollback-journal commit, an exclusive lock) before it fails, in
+    /// milliseconds.
+    #[arg(long, env = "GATEWAY_SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    pub sqlite_busy_timeout_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +196,10 @@ pub struct Config {
     pub compression_level: u32,
     pub on_restore: Option<String>,
     pub restore_limits: crate::archive::read::Limits,
+    /// `--exclude` globs (checked by [`ServeArgs::into_config`]).
+    pub exclude: Vec<String>,
+    /// How SQLite databases are snapshotted.
+    pub snapshot: crate::archive::SnapshotOptions,
 }
 
 #[derive(Debug, Clone)]
@@ -240,6 +261,9 @@ impl ServeArgs {
         if self.compression_level > 9 {
             return Err(ConfigError("--compression-level must be 0 to 9".into()));
         }
+        let exclude: Vec<String> = self.exclude.into_iter().filter(|g| !g.is_empty()).collect();
+        crate::archive::Exclude::new(Vec::new(), &exclude)
+            .map_err(|e| ConfigError(format!("--exclude: {e}")))?;
         let storage = match self.s3.s3_bucket {
             Some(bucket) if !bucket.trim().is_empty() => StorageConfig::S3(S3Config {
                 bucket,
@@ -269,6 +293,10 @@ impl ServeArgs {
                 max_ratio: self.restore_max_ratio.max(1),
                 ..crate::archive::read::Limits::default()
             },
+            exclude,
+            snapshot: crate::archive::SnapshotOptions {
+                busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
+            },
         })
     }
 }
@@ -287,6 +315,8 @@ impl Config {
             compression_level: 1,
             on_restore: None,
             restore_limits: crate::archive::read::Limits::default(),
+            exclude: Vec::new(),
+            snapshot: crate::archive::SnapshotOptions::default(),
         }
     }
 }
@@ -361,5 +391,25 @@ mod tests {
             panic!("not serve")
         };
         assert!(args.into_config().is_err());
+    }
+
+    #[test]
+    fn exclude_globs_repeat_and_an_invalid_one_is_refused_at_startup() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["backup-gateway", "serve"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not serve")
+            };
+            args.into_config()
+        };
+        let config = parse(&["--exclude", "logs/*.log", "--exclude", "**/*.tmp"]).unwrap();
+        assert_eq!(config.exclude, ["logs/*.log", "**/*.tmp"]);
+        let err = parse(&["--exclude", "a/[b"]).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("invalid configuration: --exclude:"),
+            "{err}"
+        );
     }
 }

@@ -50,6 +50,8 @@ pub struct AppState {
     pub tokens: Arc<auth::Tokens>,
     pub jobs: jobs::Jobs,
     pub restores: Arc<restore::Restores>,
+    /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
+    backup_exclude: Arc<archive::Exclude>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +64,12 @@ pub enum StartupError {
     State(#[from] users::UsersError),
     #[error("cannot finish the restore that a crash interrupted")]
     Recover(#[source] std::io::Error),
+    /// The SQLite built in cannot take consistent snapshots: backing up would copy torn
+    /// files, so the gateway does not start.
+    #[error("{0}")]
+    Sqlite(String),
+    #[error("invalid --exclude glob")]
+    Exclude(#[source] globset::Error),
 }
 
 impl AppState {
@@ -70,6 +78,9 @@ impl AppState {
     /// # Errors
     /// When a directory cannot be created or the state file cannot be read.
     pub async fn new(config: Config) -> Result<Self, StartupError> {
+        archive::sqlite::check_support().map_err(StartupError::Sqlite)?;
+        let backup_exclude = archive::Exclude::new(excluded_paths(&config), &config.exclude)
+            .map_err(StartupError::Exclude)?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
         let users = users::Users::open(&config.data_dir)?;
@@ -95,25 +106,46 @@ impl AppState {
             tokens: Arc::new(auth::Tokens::new(users)),
             jobs: jobs::Jobs::default(),
             restores: Arc::new(restores),
+            backup_exclude: Arc::new(backup_exclude),
         })
     }
 
     /// Paths under the data directory that are never backed up nor touched by a restore:
-    /// the gateway's state and scratch space, and the local backups directory when it lies
-    /// inside the data directory.
+    /// the gateway's state and scratch space, PocketBase's scratch directories
+    /// ([`POCKETBASE_EXCLUDED`]), and the local backups directory when it lies inside the
+    /// data directory.
     pub fn excluded_paths(&self) -> Vec<PathBuf> {
         excluded_paths(&self.config)
     }
+
+    /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
+    pub fn backup_exclude(&self) -> archive::Exclude {
+        (*self.backup_exclude).clone()
+    }
 }
+
+/// PocketBase's own scratch directories at the top of its data directory, which it leaves
+/// out of its backups and keeps in place on restore (its `core/base_backup.go`): local
+/// backups, temporary files, the notify directory, the TLS certificate cache, and the
+/// file system's `lost+found`.
+pub const POCKETBASE_EXCLUDED: [&str; 5] = [
+    LOCAL_BACKUPS_DIR,
+    ".pb_temp_to_delete",
+    ".notify",
+    ".autocert_cache",
+    "lost+found",
+];
 
 /// See [`AppState::excluded_paths`].
 pub fn excluded_paths(config: &Config) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(users::STATE_DIR)];
+    out.extend(POCKETBASE_EXCLUDED.iter().map(PathBuf::from));
     if let config::StorageConfig::Local { dir } = &config.storage {
         let data = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
         let backups = std::path::absolute(dir).unwrap_or(dir.clone());
         if let Ok(rel) = backups.strip_prefix(&data)
             && !rel.as_os_str().is_empty()
+            && !out.iter().any(|p| p == rel)
         {
             out.push(rel.to_path_buf());
         }

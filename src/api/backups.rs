@@ -153,6 +153,17 @@ pub async fn create(
         Err(crate::backup::CreateError::Storage(StorageError::AlreadyExists)) => {
             Err(name_exists("name", EXISTS))
         }
+        Err(crate::backup::CreateError::Database(e)) => {
+            // The application's own file: its relative path and SQLite's reason help the
+            // operator and leak nothing of the server.
+            tracing::warn!(key = %name, error = %e, "create refused");
+            Err(
+                ApiError::bad_request("Failed to create backup.").with_field(
+                    "database",
+                    FieldError::new("validation_database_unreadable", e.to_string()),
+                ),
+            )
+        }
         Err(e) => Err(ApiError::logged(
             StatusCode::BAD_REQUEST,
             "Failed to create backup.",

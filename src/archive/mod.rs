@@ -13,8 +13,12 @@ pub mod outfile;
 pub mod parallel;
 pub mod read;
 pub mod spec;
+pub mod sqlite;
+pub mod tree;
 pub mod write;
 
+pub use sqlite::{SnapshotError, SnapshotOptions, Snapshots};
+pub use tree::{Exclude, Survey, survey};
 pub use write::{WriteOptions, write_dir};
 
 /// Helpers shared by the archive modules' unit tests.

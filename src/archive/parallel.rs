@@ -21,7 +21,9 @@
 //! stops.
 
 use super::spec::{METHOD_DEFLATE, METHOD_STORED};
-use super::write::{Found, WriteOptions, WriteStats, ZipWriter, compresses, looks_random, walk};
+use super::sqlite::{self, Snapshot, Snapshots};
+use super::tree::{Found, walk};
+use super::write::{WriteOptions, WriteStats, ZipWriter, compresses, looks_random};
 use crate::bufpool::BufPool;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use std::collections::BTreeMap;
@@ -163,6 +165,7 @@ const BATCH_FILES: usize = 256;
 pub fn write_tree<W: Write>(
     root: &Path,
     opts: &WriteOptions,
+    databases: &mut Snapshots,
     mut zip: ZipWriter<W>,
 ) -> io::Result<WriteStats> {
     let workers = std::thread::available_parallelism()
@@ -202,6 +205,7 @@ pub fn write_tree<W: Write>(
                 pool: reader_pool,
                 batch: Vec::new(),
                 batch_charge: 0,
+                databases,
             };
             let result = walk(root, &opts.exclude, &mut |found| reader.found(found))
                 .and_then(|()| reader.flush_batch());
@@ -238,6 +242,8 @@ struct Reader<'b> {
     /// Small files read but not yet sent, and what they will be charged.
     batch: Vec<Small>,
     batch_charge: usize,
+    /// SQLite databases: archived from their snapshots, their sidecars left out.
+    databases: &'b mut Snapshots,
 }
 
 fn stopped() -> io::Error {
@@ -245,10 +251,10 @@ fn stopped() -> io::Error {
 }
 
 impl Reader<'_> {
-    /// Up to one chunk of `file`, in a pooled buffer (read without zeroing it first).
-    fn read_chunk(&self, file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+    /// Up to one chunk of `src`, in a pooled buffer (read without zeroing it first).
+    fn read_chunk(&self, src: &mut dyn Read) -> io::Result<Vec<u8>> {
         let mut buf = self.pool.take();
-        file.take(CHUNK as u64).read_to_end(&mut buf)?;
+        (&mut *src).take(CHUNK as u64).read_to_end(&mut buf)?;
         Ok(buf)
     }
 
@@ -291,52 +297,93 @@ impl Reader<'_> {
                 mtime,
                 mut file,
             } => {
-                let mut chunk = self.read_chunk(&mut file)?;
-                if chunk.len() < CHUNK {
-                    // A buffer of its own size, so that the window can hold many.
-                    let data = chunk.as_slice().to_vec();
-                    self.pool.give(chunk);
-                    self.batch_charge += data.len().max(MIN_CHARGE);
-                    self.batch.push(Small {
-                        name,
-                        mode,
-                        mtime,
-                        data,
-                    });
-                    if self.batch_charge >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
-                        self.flush_batch()?;
-                    }
+                if self.databases.is_sidecar(&name) {
                     return Ok(());
                 }
-                let method = if self.level > 0 && compresses(&chunk[..PROBE_LEN]) {
-                    METHOD_DEFLATE
-                } else {
-                    METHOD_STORED
-                };
-                self.item(Item::FileStart {
-                    name,
-                    mode,
-                    mtime,
-                    method,
-                })?;
-                // Hold one chunk back to know which one is the last.
-                loop {
-                    let next = self.read_chunk(&mut file)?;
-                    let last = next.is_empty();
-                    let charge = chunk.len().max(MIN_CHARGE);
-                    let kind = TaskKind::Chunk {
-                        data: chunk,
-                        method,
-                        last,
-                    };
-                    self.task(charge, kind)?;
-                    if last {
-                        self.pool.give(next);
-                        return Ok(());
-                    }
-                    chunk = next;
+                if let Some(snapshot) = self.databases.take(&name) {
+                    return self.database(name, mode, mtime, snapshot);
                 }
+                let first = self.read_chunk(&mut file)?;
+                if first.len() as u64 >= sqlite::MIN_FILE_LEN
+                    && sqlite::starts_with_header(&first)
+                    && let Some(snapshot) = self.databases.late(&name)
+                {
+                    // A database created after the create started.
+                    self.pool.give(first);
+                    return self.database(name, mode, mtime, snapshot?);
+                }
+                self.file(name, mode, mtime, first, &mut file)
             }
+        }
+    }
+
+    /// A database, from its snapshot's page images.
+    fn database(
+        &mut self,
+        name: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+        snapshot: Snapshot,
+    ) -> io::Result<()> {
+        snapshot.read(|pages| {
+            let first = self.read_chunk(pages)?;
+            self.file(name, mode, mtime, first, pages)
+        })
+    }
+
+    /// A file whose first chunk has been read from `src`: a small one joins the batch, a
+    /// larger one goes in chunks.
+    fn file(
+        &mut self,
+        name: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+        mut chunk: Vec<u8>,
+        src: &mut dyn Read,
+    ) -> io::Result<()> {
+        if chunk.len() < CHUNK {
+            // A buffer of its own size, so that the window can hold many.
+            let data = chunk.as_slice().to_vec();
+            self.pool.give(chunk);
+            self.batch_charge += data.len().max(MIN_CHARGE);
+            self.batch.push(Small {
+                name,
+                mode,
+                mtime,
+                data,
+            });
+            if self.batch_charge >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
+                self.flush_batch()?;
+            }
+            return Ok(());
+        }
+        let method = if self.level > 0 && compresses(&chunk[..PROBE_LEN]) {
+            METHOD_DEFLATE
+        } else {
+            METHOD_STORED
+        };
+        self.item(Item::FileStart {
+            name,
+            mode,
+            mtime,
+            method,
+        })?;
+        // Hold one chunk back to know which one is the last.
+        loop {
+            let next = self.read_chunk(src)?;
+            let last = next.is_empty();
+            let charge = chunk.len().max(MIN_CHARGE);
+            let kind = TaskKind::Chunk {
+                data: chunk,
+                method,
+                last,
+            };
+            self.task(charge, kind)?;
+            if last {
+                self.pool.give(next);
+                return Ok(());
+            }
+            chunk = next;
         }
     }
 }
@@ -525,6 +572,7 @@ mod tests {
     use super::*;
     use crate::archive::read::{self, DirLookup, Limits};
     use crate::archive::test_data::noise;
+    use crate::archive::tree::Exclude;
     use std::collections::BTreeMap;
     use std::io::Read;
 
@@ -534,9 +582,15 @@ mod tests {
         let mut bytes = Vec::new();
         let opts = WriteOptions {
             level: 1,
-            exclude: Vec::new(),
+            exclude: Exclude::default(),
         };
-        write_tree(root, &opts, ZipWriter::new(&mut bytes, 1)).unwrap();
+        write_tree(
+            root,
+            &opts,
+            &mut Snapshots::disabled(),
+            ZipWriter::new(&mut bytes, 1),
+        )
+        .unwrap();
         let total = bytes.len() as u64;
         let dir = match read::find_directory(&bytes, total).unwrap() {
             DirLookup::Found(d) => d,
@@ -594,7 +648,7 @@ mod tests {
         assert_eq!(got, want);
         // The archive keeps the walk's order, whatever order the workers finish in.
         let mut walked = Vec::new();
-        walk(src.path(), &[], &mut |found| {
+        walk(src.path(), &Exclude::default(), &mut |found| {
             // The zip names a directory with a trailing slash.
             walked.push(match found {
                 Found::Dir { name, .. } => format!("{}/", String::from_utf8(name).unwrap()),
@@ -657,11 +711,12 @@ mod tests {
         }
         let opts = WriteOptions {
             level: 1,
-            exclude: Vec::new(),
+            exclude: Exclude::default(),
         };
         let err = write_tree(
             src.path(),
             &opts,
+            &mut Snapshots::disabled(),
             ZipWriter::new(FailAfter { left: 2 << 20 }, 1),
         )
         .unwrap_err();

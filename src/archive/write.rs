@@ -12,13 +12,12 @@
 //! external attributes and the modification time in an extended-timestamp field.
 
 use super::spec::*;
+use super::sqlite::Snapshots;
+use super::tree::Exclude;
 use flate2::Compression;
 use flate2::write::DeflateEncoder;
-use std::ffi::OsString;
-use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::path::Path;
 
 const READ_CHUNK: usize = 256 * 1024;
 const PROBE_LEN: usize = 64 * 1024;
@@ -28,8 +27,8 @@ const PROBE_LEN: usize = 64 * 1024;
 pub struct WriteOptions {
     /// Deflate level 0-9 (0 stores everything).
     pub level: u32,
-    /// Paths relative to the root that are left out (with everything below them).
-    pub exclude: Vec<PathBuf>,
+    /// Paths left out (with everything below them).
+    pub exclude: Exclude,
 }
 
 /// What went into an archive.
@@ -47,165 +46,21 @@ pub struct WriteStats {
 /// on all cores ([`super::parallel`]); the archive is the same as a sequential writer's
 /// but for the Deflate block boundaries.
 ///
+/// SQLite databases are archived from their snapshots in `databases` (one consistent
+/// image each, see [`super::sqlite`]), without their `-wal`, `-shm` and `-journal` files.
 /// Symbolic links, sockets and other special files are skipped (a restore would refuse
 /// them); a file that disappears while the archive is made is skipped too (applications
 /// delete their temporary files at any time). Any other read error fails the whole archive.
 ///
 /// # Errors
 /// Unreadable files or directories, and write errors of `out`.
-pub fn write_dir<W: Write>(root: &Path, opts: &WriteOptions, out: W) -> io::Result<WriteStats> {
-    super::parallel::write_tree(root, opts, ZipWriter::new(out, opts.level))
-}
-
-/// One thing found by [`walk`], in archive order.
-pub(crate) enum Found {
-    Dir {
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-    },
-    File {
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-        file: File,
-    },
-}
-
-/// Walks the tree depth first in name order, skipping excluded paths, links and special
-/// files, and files that vanish before they are opened.
-///
-/// # Errors
-/// Unreadable directories or files, or an error of `visit`.
-pub(crate) fn walk(
+pub fn write_dir<W: Write>(
     root: &Path,
-    exclude: &[PathBuf],
-    visit: &mut dyn FnMut(Found) -> io::Result<()>,
-) -> io::Result<()> {
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(&rel);
-        let mut children: Vec<(OsString, Metadata)> = Vec::new();
-        for entry in std::fs::read_dir(&dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let child_rel = rel.join(&name);
-            if exclude.contains(&child_rel) {
-                continue;
-            }
-            match entry.path().symlink_metadata() {
-                Ok(meta) => children.push((name, meta)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        children.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut subdirs = Vec::new();
-        for (name, meta) in children {
-            let child_rel = rel.join(&name);
-            let zip_name = zip_name(&child_rel);
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                visit(Found::Dir {
-                    name: zip_name,
-                    mode: mode(&meta),
-                    mtime: mtime(&meta),
-                })?;
-                subdirs.push(child_rel);
-            } else if ft.is_file() {
-                match File::open(root.join(&child_rel)) {
-                    Ok(file) => visit(Found::File {
-                        name: zip_name,
-                        mode: mode(&meta),
-                        mtime: mtime(&meta),
-                        file,
-                    })?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("cannot read {}: {e}", child_rel.display()),
-                        ));
-                    }
-                }
-            } else {
-                tracing::warn!(path = %child_rel.display(), "skipping a link or special file");
-            }
-        }
-        // Depth first, in name order.
-        stack.extend(subdirs.into_iter().rev());
-    }
-    Ok(())
-}
-
-/// Sums the sizes of the regular files under `root` (for choosing the part size).
-///
-/// # Errors
-/// When a directory cannot be read.
-pub fn tree_size(root: &Path, exclude: &[PathBuf]) -> io::Result<u64> {
-    let mut total = 0u64;
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        for entry in std::fs::read_dir(root.join(&rel))? {
-            let entry = entry?;
-            let child_rel = rel.join(entry.file_name());
-            if exclude.contains(&child_rel) {
-                continue;
-            }
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                continue;
-            };
-            if meta.is_dir() {
-                stack.push(child_rel);
-            } else if meta.is_file() {
-                total += meta.len();
-            }
-        }
-    }
-    Ok(total)
-}
-
-#[cfg(unix)]
-fn zip_name(rel: &Path) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::new();
-    for (i, c) in rel.components().enumerate() {
-        if i > 0 {
-            out.push(b'/');
-        }
-        out.extend_from_slice(c.as_os_str().as_bytes());
-    }
-    out
-}
-
-#[cfg(not(unix))]
-fn zip_name(rel: &Path) -> Vec<u8> {
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    parts.join("/").into_bytes()
-}
-
-#[cfg(unix)]
-fn mode(meta: &Metadata) -> u32 {
-    std::os::unix::fs::PermissionsExt::mode(&meta.permissions())
-}
-
-#[cfg(not(unix))]
-fn mode(meta: &Metadata) -> u32 {
-    if meta.is_dir() {
-        S_IFDIR | 0o755
-    } else {
-        S_IFREG | 0o644
-    }
-}
-
-fn mtime(meta: &Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    opts: &WriteOptions,
+    databases: &mut Snapshots,
+    out: W,
+) -> io::Result<WriteStats> {
+    super::parallel::write_tree(root, opts, databases, ZipWriter::new(out, opts.level))
 }
 
 /// One central directory record, kept until the end.

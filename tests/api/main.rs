@@ -8,5 +8,6 @@ mod rawzip;
 mod restore;
 mod s3_server;
 mod sdk;
+mod snapshot;
 mod tree;
 mod zip64;

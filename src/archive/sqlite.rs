@@ -1,0 +1,582 @@
+//! SQLite databases of the data directory, archived as consistent point-in-time images read
+//! through SQLite itself, never by copying their files.
+//!
+//! A live application writes its databases while the gateway archives them: bytes copied
+//! from the file at the moments each block happens to be read form a torn image ("Rowid out
+//! of order", lost rows), and the `-wal` beside it holds pages of yet other moments. So a
+//! database, recognised by its 16-byte header whatever its name, is read inside a read
+//! transaction through the `sqlite_dbpage` virtual table: `SELECT data FROM sqlite_dbpage`
+//! returns the page images of exactly that transaction's snapshot, pages still only in the
+//! WAL included, in page order, one page at a time. The archive entry is those pages under
+//! the database's own name; its `-wal`, `-shm` and `-journal` are not archived. Restored, the
+//! image is a complete database on its own.
+//!
+//! Why this and not the alternatives (docs/design.md has the whole argument): the online
+//! backup API and `VACUUM INTO` both need a destination database, that is a temporary file
+//! (PocketBase's way) or the whole database in memory; `sqlite_dbpage` streams, so memory
+//! stays at one page plus the connection's small page cache.
+//!
+//! Locks: in WAL mode a reader never blocks a writer, so every WAL database of a create is
+//! opened and its read transaction started before anything is streamed ([`Snapshots::open`],
+//! one moment for all of them as far as SQLite allows) and held until it has been streamed.
+//! Meanwhile checkpoints cannot move past the snapshot, so the WAL grows by what the
+//! application writes during the create. In rollback-journal mode a reader's SHARED lock
+//! holds off every commit, so such a database is only checked at the start and its read
+//! transaction runs just while it is streamed.
+//!
+//! The connection changes nothing: it is opened without `CREATE`, `query_only`, and with
+//! the checkpoint on close turned off, so that even as the last connection it leaves the
+//! application's files as they were.
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, OpenFlags};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The first 16 bytes of every SQLite database file.
+pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
+/// A database file holds at least one page of at least 512 bytes.
+pub const MIN_FILE_LEN: u64 = 512;
+/// Files that belong to the database beside them and are never archived: the image
+/// already holds what they add.
+const SIDECARS: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
+/// WAL databases whose read transaction is held from the start; past this many (an
+/// application with a database per tenant), each further one is opened when it is reached,
+/// so that a create never needs thousands of descriptors.
+pub const MAX_HELD: usize = 64;
+/// Page cache of a snapshot connection, in KiB: pages are read once, in order.
+const CACHE_KIB: i64 = 1024;
+
+/// Default wait for a lock held by the application (a rollback-journal commit, a WAL
+/// recovery) before the create fails.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// True when `data` starts with SQLite's header.
+pub fn starts_with_header(data: &[u8]) -> bool {
+    data.starts_with(HEADER)
+}
+
+/// True when the file at `path` starts with SQLite's header (an unreadable file is not
+/// taken for a database here; reading it fails later, with its own error).
+pub fn has_header(path: &Path) -> bool {
+    let mut head = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| &head == HEADER)
+}
+
+/// Checks that this build's SQLite can take snapshots (has the `sqlite_dbpage` table).
+///
+/// # Errors
+/// A message saying what is missing and how to build it in.
+pub fn check_support() -> Result<(), String> {
+    let probe = Connection::open_in_memory().and_then(|c| {
+        c.query_row("SELECT count(*) FROM sqlite_dbpage", [], |r| {
+            r.get::<_, i64>(0)
+        })
+    });
+    probe.map(|_| ()).map_err(|e| {
+        format!(
+            "this build's SQLite {} has no sqlite_dbpage table ({e}), which consistent \
+             backups of live databases read; build with \
+             LIBSQLITE3_FLAGS=SQLITE_ENABLE_DBPAGE_VTAB (.cargo/config.toml sets it for \
+             cargo build, cargo install --path . and the Dockerfile)",
+            rusqlite::version()
+        )
+    })
+}
+
+/// A database that cannot be read consistently: its path relative to the data directory
+/// and SQLite's reason.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot read the SQLite database {path} consistently: {reason}")]
+pub struct SnapshotError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl SnapshotError {
+    fn new(rel: &Path, e: &rusqlite::Error) -> Self {
+        Self {
+            path: rel.display().to_string(),
+            reason: describe(e),
+        }
+    }
+
+    fn into_io(self) -> io::Error {
+        self.into()
+    }
+
+    /// The snapshot error inside `e`, if that is what it is.
+    pub fn find(e: &io::Error) -> Option<&SnapshotError> {
+        e.get_ref().and_then(|inner| inner.downcast_ref())
+    }
+}
+
+/// What the archive writer passes on; [`SnapshotError::find`] finds it again.
+impl From<SnapshotError> for io::Error {
+    fn from(e: SnapshotError) -> Self {
+        io::Error::other(e)
+    }
+}
+
+/// SQLite's message, with what it means for a backup where it is not obvious.
+fn describe(e: &rusqlite::Error) -> String {
+    use rusqlite::ffi::ErrorCode;
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+            "database is locked (another connection holds it exclusively)".into()
+        }
+        Some(ErrorCode::NotADatabase) => "file is not a database".into(),
+        Some(ErrorCode::DatabaseCorrupt) => "database disk image is malformed".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// How snapshots are taken.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotOptions {
+    /// How long to wait for the application's locks.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SnapshotOptions {
+    fn default() -> Self {
+        Self {
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+        }
+    }
+}
+
+/// One database's snapshot: an open read transaction, or (rollback-journal databases and
+/// those past [`MAX_HELD`]) a checked database whose transaction starts when it is read.
+pub struct Snapshot {
+    rel: PathBuf,
+    path: PathBuf,
+    opts: SnapshotOptions,
+    /// The connection, inside its read transaction.
+    open: Option<Open>,
+}
+
+struct Open {
+    conn: Connection,
+    /// Pages in the snapshot and their size.
+    pages: u64,
+    page_size: u64,
+    wal: bool,
+}
+
+impl Snapshot {
+    /// Opens the database `root/rel` and starts its read transaction, checking that it is
+    /// a readable SQLite database. A rollback-journal database is released again at once
+    /// (see the module docs); so is any database when `hold` is false.
+    ///
+    /// # Errors
+    /// The database is locked past the busy timeout, damaged, or not SQLite.
+    pub fn open(
+        root: &Path,
+        rel: &Path,
+        opts: SnapshotOptions,
+        hold: bool,
+    ) -> Result<Self, SnapshotError> {
+        let mut snap = Self {
+            rel: rel.to_path_buf(),
+            path: root.join(rel),
+            opts,
+            open: None,
+        };
+        let open = snap.begin()?;
+        if hold && open.wal {
+            snap.open = Some(open);
+        }
+        Ok(snap)
+    }
+
+    /// The database's path relative to the data directory.
+    pub fn rel(&self) -> &Path {
+        &self.rel
+    }
+
+    /// True while its read transaction is open.
+    pub fn is_held(&self) -> bool {
+        self.open.is_some()
+    }
+
+    fn begin(&self) -> Result<Open, SnapshotError> {
+        let err = |e: rusqlite::Error| SnapshotError::new(&self.rel, &e);
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(self.opts.busy_timeout).map_err(err)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
+            .map_err(err)?;
+        conn.pragma_update(None, "query_only", true).map_err(err)?;
+        conn.pragma_update(None, "cache_size", -CACHE_KIB)
+            .map_err(err)?;
+        let mode: String = conn
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(err)?;
+        conn.execute_batch("BEGIN").map_err(err)?;
+        // Reading the schema starts the read transaction (the snapshot is fixed here) and
+        // checks that the file really is a database.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(err)?;
+        let pages: i64 = conn
+            .pragma_query_value(None, "page_count", |r| r.get(0))
+            .map_err(err)?;
+        let page_size: i64 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(err)?;
+        Ok(Open {
+            conn,
+            pages: u64::try_from(pages).unwrap_or(0),
+            page_size: u64::try_from(page_size).unwrap_or(0),
+            wal: mode.eq_ignore_ascii_case("wal"),
+        })
+    }
+
+    /// Runs `f` on a reader of the snapshot's page images (the database file as of the
+    /// snapshot), then ends the read transaction. A database not held yet has its
+    /// transaction started here.
+    ///
+    /// # Errors
+    /// SQLite's errors while reading ([`SnapshotError`] inside the `io::Error`, with the
+    /// path), and `f`'s.
+    pub fn read<T>(mut self, f: impl FnOnce(&mut dyn Read) -> io::Result<T>) -> io::Result<T> {
+        let open = match self.open.take() {
+            Some(open) => open,
+            None => self.begin().map_err(SnapshotError::into_io)?,
+        };
+        let err = |e: rusqlite::Error| SnapshotError::new(&self.rel, &e).into_io();
+        let (out, read) = {
+            let mut stmt = open
+                .conn
+                .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
+                .map_err(err)?;
+            let mut pages = PageReader {
+                rows: stmt.query([]).map_err(err)?,
+                page: Vec::new(),
+                pos: 0,
+                read: 0,
+                page_size: open.page_size,
+                rel: &self.rel,
+            };
+            let out = f(&mut pages)?;
+            (out, pages.read)
+        };
+        if read != open.pages {
+            return Err(io::Error::other(format!(
+                "{}: {read} pages read of {}",
+                self.rel.display(),
+                open.pages
+            )));
+        }
+        // Ends the read transaction (and with it a rollback-journal database's lock).
+        drop(open);
+        Ok(out)
+    }
+}
+
+/// The page images of a snapshot as one byte stream.
+struct PageReader<'s> {
+    rows: rusqlite::Rows<'s>,
+    /// The current page when the caller's buffer could not take it whole.
+    page: Vec<u8>,
+    pos: usize,
+    read: u64,
+    /// Every page has this size: anything else is not an image of the database.
+    page_size: u64,
+    rel: &'s Path,
+}
+
+impl Read for PageReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.page.len() {
+            let err = |e: rusqlite::Error| SnapshotError::new(self.rel, &e).into_io();
+            let Some(row) = self.rows.next().map_err(err)? else {
+                return Ok(0);
+            };
+            let data = row
+                .get_ref(0)
+                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+                .map_err(err)?;
+            if data.len() as u64 != self.page_size {
+                return Err(io::Error::other(format!(
+                    "{}: page {} has {} bytes, not {}",
+                    self.rel.display(),
+                    self.read + 1,
+                    data.len(),
+                    self.page_size
+                )));
+            }
+            self.read += 1;
+            if buf.len() >= data.len() {
+                buf[..data.len()].copy_from_slice(data);
+                return Ok(data.len());
+            }
+            self.page.clear();
+            self.page.extend_from_slice(data);
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.page.len() - self.pos);
+        buf[..n].copy_from_slice(&self.page[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// The snapshots of one create, by zip name, and which names are sidecars to leave out.
+pub struct Snapshots {
+    root: PathBuf,
+    /// `None`: databases are archived as plain files (the benchmark's ceilings only).
+    opts: Option<SnapshotOptions>,
+    pending: HashMap<Vec<u8>, Snapshot>,
+    /// Zip names of every database met so far.
+    databases: HashSet<Vec<u8>>,
+}
+
+impl Snapshots {
+    /// Databases are read as plain files: for measuring the rest of the pipeline alone,
+    /// never for a backup.
+    pub fn disabled() -> Self {
+        Self {
+            root: PathBuf::new(),
+            opts: None,
+            pending: HashMap::new(),
+            databases: HashSet::new(),
+        }
+    }
+
+    /// Opens every database of `databases` (relative to `root`), WAL databases first held
+    /// in their read transactions (up to [`MAX_HELD`]), before anything is streamed.
+    ///
+    /// # Errors
+    /// The first database that cannot be read consistently; every transaction opened so
+    /// far is released.
+    pub fn open(
+        root: &Path,
+        databases: &[PathBuf],
+        opts: SnapshotOptions,
+    ) -> Result<Self, SnapshotError> {
+        let mut out = Self {
+            root: root.to_path_buf(),
+            opts: Some(opts),
+            pending: HashMap::new(),
+            databases: HashSet::new(),
+        };
+        for rel in databases {
+            let held = out.pending.values().filter(|s| s.is_held()).count();
+            let snap = Snapshot::open(root, rel, opts, held < MAX_HELD)?;
+            let name = super::tree::zip_name(rel);
+            out.databases.insert(name.clone());
+            out.pending.insert(name, snap);
+        }
+        Ok(out)
+    }
+
+    /// Snapshots held in a read transaction right now.
+    pub fn held(&self) -> usize {
+        self.pending.values().filter(|s| s.is_held()).count()
+    }
+
+    /// The snapshot of the database archived as `name`, if it is one known from the start.
+    pub(crate) fn take(&mut self, name: &[u8]) -> Option<Snapshot> {
+        self.pending.remove(name)
+    }
+
+    /// For a file that was not a database when the create started but starts with SQLite's
+    /// header now: its snapshot, taken now. `None` when snapshots are disabled.
+    pub(crate) fn late(&mut self, name: &[u8]) -> Option<Result<Snapshot, SnapshotError>> {
+        let opts = self.opts?;
+        let rel = rel_of(name);
+        self.databases.insert(name.to_vec());
+        Some(Snapshot::open(&self.root, &rel, opts, true))
+    }
+
+    /// True for `<db>-wal`, `<db>-shm` and `<db>-journal` of a database met so far (the
+    /// walk reaches a database before its sidecars: they sort after its name).
+    pub(crate) fn is_sidecar(&self, name: &[u8]) -> bool {
+        SIDECARS.iter().any(|suffix| {
+            name.strip_suffix(*suffix)
+                .is_some_and(|db| self.databases.contains(db))
+        })
+    }
+}
+
+#[cfg(unix)]
+fn rel_of(name: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(name))
+}
+
+#[cfg(not(unix))]
+fn rel_of(name: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(name).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wal_db(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get::<_, String>(0))
+            .unwrap();
+        c.execute_batch(
+            "CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO t(v) SELECT randomblob(300) FROM n;",
+        )
+        .unwrap();
+        c
+    }
+
+    fn image(snap: Snapshot) -> Vec<u8> {
+        snap.read(|r| {
+            let mut out = Vec::new();
+            // Small reads, so that pages are cut across calls too.
+            let mut buf = [0u8; 1000];
+            loop {
+                let n = r.read(&mut buf)?;
+                if n == 0 {
+                    return Ok(out);
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        })
+        .unwrap()
+    }
+
+    fn count_rows(path: &Path) -> i64 {
+        let c = Connection::open(path).unwrap();
+        let ok: String = c
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(ok, "ok");
+        c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn this_build_has_the_dbpage_table() {
+        check_support().unwrap();
+    }
+
+    #[test]
+    fn a_held_snapshot_ignores_later_commits_and_includes_pages_only_in_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = wal_db(&dir.path().join("app.db"));
+        // Rows committed to the WAL but not checkpointed are part of the snapshot...
+        app.execute("INSERT INTO t(v) VALUES (x'01')", []).unwrap();
+        let snap = Snapshot::open(
+            dir.path(),
+            Path::new("app.db"),
+            SnapshotOptions::default(),
+            true,
+        )
+        .unwrap();
+        assert!(snap.is_held());
+        // ...rows committed after it began are not, checkpoint or not.
+        app.execute("DELETE FROM t WHERE id <= 1000", []).unwrap();
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+
+        let bytes = image(snap);
+
+        let out = dir.path().join("restored.db");
+        std::fs::write(&out, &bytes).unwrap();
+        assert_eq!(count_rows(&out), 2001);
+        assert_eq!(bytes.len() % 4096, 0);
+    }
+
+    #[test]
+    fn a_rollback_journal_database_is_checked_then_released_until_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = Connection::open(dir.path().join("j.db")).unwrap();
+        app.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1);")
+            .unwrap();
+        let snap = Snapshot::open(
+            dir.path(),
+            Path::new("j.db"),
+            SnapshotOptions::default(),
+            true,
+        )
+        .unwrap();
+        assert!(!snap.is_held());
+        // Not locked: the application commits at once.
+        app.execute("INSERT INTO t VALUES (2)", []).unwrap();
+
+        let bytes = image(snap);
+
+        let out = dir.path().join("restored.db");
+        std::fs::write(&out, &bytes).unwrap();
+        assert_eq!(count_rows(&out), 2);
+    }
+
+    #[test]
+    fn a_file_with_the_header_but_no_database_behind_it_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut bytes = HEADER.to_vec();
+        bytes.extend(std::iter::repeat_n(0xA5u8, 8192));
+        std::fs::write(dir.path().join("fake.db"), bytes).unwrap();
+
+        let err = Snapshot::open(
+            dir.path(),
+            Path::new("fake.db"),
+            SnapshotOptions::default(),
+            true,
+        )
+        .err()
+        .unwrap();
+
+        assert_eq!(err.path, "fake.db");
+        assert!(
+            err.reason.contains("not a database") || err.reason.contains("malformed"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_exclusively_locked_database_fails_after_the_busy_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = wal_db(&dir.path().join("x.db"));
+        app.pragma_update(None, "locking_mode", "EXCLUSIVE")
+            .unwrap();
+        app.execute("INSERT INTO t(v) VALUES (x'02')", []).unwrap();
+        let opts = SnapshotOptions {
+            busy_timeout: Duration::from_millis(100),
+        };
+
+        let err = Snapshot::open(dir.path(), Path::new("x.db"), opts, true)
+            .err()
+            .unwrap();
+
+        assert_eq!(err.path, "x.db");
+        assert!(err.reason.contains("locked"), "{err}");
+    }
+
+    #[test]
+    fn sidecars_of_known_databases_are_recognised() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        drop(wal_db(&dir.path().join("sub/a.db")));
+        let snaps = Snapshots::open(
+            dir.path(),
+            &[PathBuf::from("sub/a.db")],
+            SnapshotOptions::default(),
+        )
+        .unwrap();
+        for name in ["sub/a.db-wal", "sub/a.db-shm", "sub/a.db-journal"] {
+            assert!(snaps.is_sidecar(name.as_bytes()), "{name}");
+        }
+        for name in ["sub/a.db", "a.db-wal", "sub/b.db-wal", "sub/a.db-walx"] {
+            assert!(!snaps.is_sidecar(name.as_bytes()), "{name}");
+        }
+    }
+}

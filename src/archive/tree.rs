@@ -1,0 +1,292 @@
+//! The data directory as the archive sees it: one walk in archive order ([`walk`]), the
+//! survey a create makes before it starts ([`survey`]: the size estimate and the SQLite
+//! databases), and what is left out ([`Exclude`]).
+//!
+//! It owns no zip format and no SQLite access: the writer and [`super::sqlite`] consume
+//! what it finds.
+
+use super::sqlite;
+use std::ffi::OsString;
+use std::fs::{File, Metadata};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+/// Paths left out of an archive (with everything below them): exact paths relative to the
+/// root (the gateway's own state, a local backups directory, PocketBase's scratch
+/// directories) and `--exclude` globs.
+///
+/// A glob is matched against the path relative to the data directory with `/` between
+/// components: `*` stays inside one component, `**` crosses them (`logs/*.log`,
+/// `**/*.tmp`, `storage/big_collection`). A matching directory is left out whole.
+#[derive(Debug, Clone, Default)]
+pub struct Exclude {
+    paths: Vec<PathBuf>,
+    globs: globset::GlobSet,
+}
+
+impl Exclude {
+    /// Exact paths only.
+    pub fn paths(paths: Vec<PathBuf>) -> Self {
+        Self {
+            paths,
+            globs: globset::GlobSet::empty(),
+        }
+    }
+
+    /// Exact paths and glob patterns.
+    ///
+    /// # Errors
+    /// A pattern that is not a valid glob.
+    pub fn new(paths: Vec<PathBuf>, patterns: &[String]) -> Result<Self, globset::Error> {
+        let mut set = globset::GlobSetBuilder::new();
+        for p in patterns {
+            set.add(
+                globset::GlobBuilder::new(p.trim_end_matches('/'))
+                    .literal_separator(true)
+                    .backslash_escape(true)
+                    .build()?,
+            );
+        }
+        Ok(Self {
+            paths,
+            globs: set.build()?,
+        })
+    }
+
+    /// True when `rel` (relative to the root) is left out.
+    pub fn excludes(&self, rel: &Path) -> bool {
+        self.paths.iter().any(|p| p == rel) || self.globs.is_match(rel)
+    }
+}
+
+/// One thing found by [`walk`], in archive order.
+pub(crate) enum Found {
+    Dir {
+        name: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+    },
+    File {
+        name: Vec<u8>,
+        mode: u32,
+        mtime: i64,
+        file: File,
+    },
+}
+
+/// Walks the tree: each directory's entries in name order, then its subdirectories the same
+/// way, depth first; skipping excluded paths, links and special
+/// files, and files that vanish before they are opened.
+///
+/// # Errors
+/// Unreadable directories or files, or an error of `visit`.
+pub(crate) fn walk(
+    root: &Path,
+    exclude: &Exclude,
+    visit: &mut dyn FnMut(Found) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut subdirs = Vec::new();
+        for (name, meta) in children(root, &rel, exclude)? {
+            let child_rel = rel.join(&name);
+            let zip_name = zip_name(&child_rel);
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                visit(Found::Dir {
+                    name: zip_name,
+                    mode: mode(&meta),
+                    mtime: mtime(&meta),
+                })?;
+                subdirs.push(child_rel);
+            } else if ft.is_file() {
+                match File::open(root.join(&child_rel)) {
+                    Ok(file) => visit(Found::File {
+                        name: zip_name,
+                        mode: mode(&meta),
+                        mtime: mtime(&meta),
+                        file,
+                    })?,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => {
+                        return Err(io::Error::new(
+                            e.kind(),
+                            format!("cannot read {}: {e}", child_rel.display()),
+                        ));
+                    }
+                }
+            } else {
+                tracing::warn!(path = %child_rel.display(), "skipping a link or special file");
+            }
+        }
+        // Depth first, in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(())
+}
+
+/// The entries of `root/rel` that are not excluded, in name order, with their metadata
+/// (not following links). Entries that vanish meanwhile are left out.
+fn children(root: &Path, rel: &Path, exclude: &Exclude) -> io::Result<Vec<(OsString, Metadata)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if exclude.excludes(&rel.join(&name)) {
+            continue;
+        }
+        match entry.path().symlink_metadata() {
+            Ok(meta) => out.push((name, meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// What a create needs to know before it streams anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survey {
+    /// Sum of the regular files' sizes (for choosing the part size).
+    pub bytes: u64,
+    /// Regular files that start with SQLite's header, relative to the root, in walk order.
+    pub databases: Vec<PathBuf>,
+}
+
+/// Walks the tree once: the size estimate, and every SQLite database recognised by its
+/// header whatever its name (a file of at least one page that starts with
+/// `SQLite format 3\0`).
+///
+/// # Errors
+/// When a directory cannot be read.
+pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
+    let mut out = Survey::default();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let mut subdirs = Vec::new();
+        for (name, meta) in children(root, &rel, exclude)? {
+            let child_rel = rel.join(&name);
+            if meta.is_dir() {
+                subdirs.push(child_rel);
+            } else if meta.is_file() {
+                out.bytes += meta.len();
+                if meta.len() >= sqlite::MIN_FILE_LEN && sqlite::has_header(&root.join(&child_rel))
+                {
+                    out.databases.push(child_rel);
+                }
+            }
+        }
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok(out)
+}
+
+/// The zip name of a relative path: its components joined by `/`.
+#[cfg(unix)]
+pub(crate) fn zip_name(rel: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out = Vec::new();
+    for (i, c) in rel.components().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(c.as_os_str().as_bytes());
+    }
+    out
+}
+
+/// The zip name of a relative path: its components joined by `/`.
+#[cfg(not(unix))]
+pub(crate) fn zip_name(rel: &Path) -> Vec<u8> {
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.join("/").into_bytes()
+}
+
+#[cfg(unix)]
+fn mode(meta: &Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&meta.permissions())
+}
+
+#[cfg(not(unix))]
+fn mode(meta: &Metadata) -> u32 {
+    use super::spec::{S_IFDIR, S_IFREG};
+    if meta.is_dir() {
+        S_IFDIR | 0o755
+    } else {
+        S_IFREG | 0o644
+    }
+}
+
+fn mtime(meta: &Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(root: &Path, exclude: &Exclude) -> Vec<String> {
+        let mut out = Vec::new();
+        walk(root, exclude, &mut |found| {
+            out.push(match found {
+                Found::Dir { name, .. } => format!("{}/", String::from_utf8(name).unwrap()),
+                Found::File { name, .. } => String::from_utf8(name).unwrap(),
+            });
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn globs_leave_out_files_and_whole_directories_and_stay_inside_a_component() {
+        let dir = tempfile::tempdir().unwrap();
+        for rel in [
+            "data.db",
+            "logs/a.log",
+            "logs/keep.txt",
+            "logs/deep/b.log",
+            "cache/x/y.bin",
+            "storage/tmp.tmp",
+            "storage/c/d.tmp",
+        ] {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, b"x").unwrap();
+        }
+        let patterns = ["logs/*.log".to_string(), "cache/".into(), "**/*.tmp".into()];
+        let exclude = Exclude::new(vec![PathBuf::from("data.db")], &patterns).unwrap();
+
+        let got = names(dir.path(), &exclude);
+
+        assert_eq!(
+            got,
+            // A directory's entries in name order, then its subdirectories.
+            [
+                "logs/",
+                "storage/",
+                "logs/deep/",
+                "logs/keep.txt",
+                "logs/deep/b.log",
+                "storage/c/"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_invalid_glob_is_refused() {
+        let err = Exclude::new(Vec::new(), &["logs/[".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().contains("unclosed character class"),
+            "{err}"
+        );
+    }
+}
