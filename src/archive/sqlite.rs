@@ -208,7 +208,11 @@ impl Snapshot {
         let err = |e: rusqlite::Error| SnapshotError::new(&self.rel, &e);
         let conn = Connection::open_with_flags(
             &self.path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            // NOFOLLOW: the walk never follows links, and neither does a file swapped for
+            // one since.
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(err)?;
         conn.busy_timeout(self.opts.busy_timeout).map_err(err)?;
@@ -370,9 +374,10 @@ impl Snapshots {
             pending: HashMap::new(),
             databases: HashSet::new(),
         };
+        let mut held = 0;
         for rel in databases {
-            let held = out.pending.values().filter(|s| s.is_held()).count();
             let snap = Snapshot::open(root, rel, opts, held < MAX_HELD)?;
+            held += usize::from(snap.is_held());
             let name = super::tree::zip_name(rel);
             out.databases.insert(name.clone());
             out.pending.insert(name, snap);
@@ -559,6 +564,30 @@ mod tests {
 
         assert_eq!(err.path, "x.db");
         assert!(err.reason.contains("locked"), "{err}");
+    }
+
+    #[test]
+    fn past_max_held_databases_wait_unopened_and_every_one_still_reads_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let rels: Vec<PathBuf> = (0..MAX_HELD + 3)
+            .map(|i| PathBuf::from(format!("t{i:03}.db")))
+            .collect();
+        for rel in &rels {
+            let c = Connection::open(dir.path().join(rel)).unwrap();
+            c.pragma_update(None, "journal_mode", "wal").unwrap();
+            c.execute_batch("CREATE TABLE t(v); INSERT INTO t VALUES (1);")
+                .unwrap();
+        }
+
+        let mut snaps = Snapshots::open(dir.path(), &rels, SnapshotOptions::default()).unwrap();
+
+        assert_eq!(snaps.held(), MAX_HELD);
+        for rel in &rels {
+            let snap = snaps.take(rel.to_str().unwrap().as_bytes()).unwrap();
+            let bytes = image(snap);
+            assert!(starts_with_header(&bytes) && bytes.len() >= 4096, "{rel:?}");
+        }
+        assert_eq!(snaps.held(), 0);
     }
 
     #[test]
