@@ -7,8 +7,8 @@
 Commits one small transaction every 10 ms (a transfer between two accounts plus a ledger row,
 `synchronous=NORMAL`, autocheckpoint on: what a web application does), or one record per
 10 ms through PocketBase's API, until SIGTERM; then writes the latencies (count, p50, p99,
-worst, in ms) to OUT.json. `prepare DB` puts the database in WAL mode and adds the writer's
-tables.
+worst, in ms) to OUT.json. `prepare DB [MODE]` puts the database in journal mode MODE (default
+wal) and adds the writer's tables.
 """
 
 import json
@@ -29,9 +29,9 @@ def on_term(*_):
     stop = True
 
 
-def prepare(path):
+def prepare(path, mode="wal"):
     db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA journal_mode={mode}")
     db.executescript(
         "CREATE TABLE IF NOT EXISTS bench_accounts (id INTEGER PRIMARY KEY, balance INTEGER);"
         "CREATE TABLE IF NOT EXISTS bench_ledger (seq INTEGER PRIMARY KEY, at REAL, note BLOB);"
@@ -102,7 +102,7 @@ def run(commit, out):
 def main():
     mode = sys.argv[1]
     if mode == "prepare":
-        prepare(sys.argv[2])
+        prepare(sys.argv[2], *sys.argv[3:4])
     elif mode == "sqlite":
         run(sqlite_commit(sys.argv[2]), sys.argv[3])
     elif mode == "api":

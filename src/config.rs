@@ -104,10 +104,34 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_RESTORE_MAX_RATIO", default_value_t = 200)]
     pub restore_max_ratio: u64,
 
+    /// Restore refuses entries with more path components than this.
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_DEPTH", default_value_t = crate::archive::read::DEFAULT_MAX_DEPTH)]
+    pub restore_max_depth: usize,
+
+    /// Restore refuses entries with a path component (a file or directory name) longer than
+    /// this many bytes.
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_NAME_BYTES", default_value_t = crate::archive::read::DEFAULT_MAX_COMPONENT_BYTES)]
+    pub restore_max_name_bytes: usize,
+
+    /// Restore refuses entries whose path is longer than this many bytes.
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_PATH_BYTES", default_value_t = crate::archive::read::DEFAULT_MAX_PATH_BYTES)]
+    pub restore_max_path_bytes: usize,
+
     /// Shell command run after a successful restore (for example to restart the
     /// application that uses the data directory). Its exit status and output are logged.
     #[arg(long, env = "GATEWAY_ON_RESTORE")]
     pub on_restore: Option<String>,
+
+    /// A restore refuses archives without this file (repeatable; relative to the data
+    /// directory; in the environment separated by `:`). Default: `data.db` when the data
+    /// directory holds one (PocketBase's), else nothing; a list given here replaces that.
+    #[arg(
+        long = "restore-require",
+        value_name = "PATH",
+        env = "GATEWAY_RESTORE_REQUIRE",
+        value_delimiter = ':'
+    )]
+    pub restore_require: Vec<PathBuf>,
 
     /// Leave paths matching this glob out of every backup (repeatable; relative to the data
     /// directory, `*` within one component, `**` across them, a matching directory whole).
@@ -196,6 +220,8 @@ pub struct Config {
     pub compression_level: u32,
     pub on_restore: Option<String>,
     pub restore_limits: crate::archive::read::Limits,
+    /// `--restore-require` paths; empty: `data.db` when the data directory holds one.
+    pub restore_require: Vec<PathBuf>,
     /// `--exclude` globs (checked by [`ServeArgs::into_config`]).
     pub exclude: Vec<String>,
     /// How SQLite databases are snapshotted.
@@ -262,6 +288,20 @@ impl ServeArgs {
             return Err(ConfigError("--compression-level must be 0 to 9".into()));
         }
         let exclude: Vec<String> = self.exclude.into_iter().filter(|g| !g.is_empty()).collect();
+        let restore_require: Vec<PathBuf> = self
+            .restore_require
+            .into_iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        if let Some(bad) = restore_require.iter().find(|p| {
+            !p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        }) {
+            return Err(ConfigError(format!(
+                "--restore-require {}: a path relative to the data directory, without `..`",
+                bad.display()
+            )));
+        }
         crate::archive::Exclude::new(Vec::new(), &exclude)
             .map_err(|e| ConfigError(format!("--exclude: {e}")))?;
         let storage = match self.s3.s3_bucket {
@@ -291,8 +331,12 @@ impl ServeArgs {
                 max_entries: self.restore_max_entries,
                 max_total_size: self.restore_max_size_gib.saturating_mul(1 << 30),
                 max_ratio: self.restore_max_ratio.max(1),
+                max_depth: self.restore_max_depth.max(1),
+                max_component_bytes: self.restore_max_name_bytes.max(1),
+                max_path_bytes: self.restore_max_path_bytes.max(1),
                 ..crate::archive::read::Limits::default()
             },
+            restore_require,
             exclude,
             snapshot: crate::archive::SnapshotOptions {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
@@ -315,6 +359,7 @@ impl Config {
             compression_level: 1,
             on_restore: None,
             restore_limits: crate::archive::read::Limits::default(),
+            restore_require: Vec::new(),
             exclude: Vec::new(),
             snapshot: crate::archive::SnapshotOptions::default(),
         }

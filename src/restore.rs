@@ -137,6 +137,16 @@ pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
         PlanError::Storage(StorageError::NotFound) => StartError::Missing,
         PlanError::Storage(s) => StartError::Storage(s),
     })?;
+    if let Some(missing) = required_entries(&state.config)
+        .into_iter()
+        .find(|req| !plan.items.iter().any(|i| !i.is_dir && &i.path == req))
+    {
+        return Err(StartError::Invalid(format!(
+            "the archive has no {}, which a restore of this data directory requires \
+             (--restore-require)",
+            missing.display()
+        )));
+    }
     let available = free_space(&state.config.data_dir).unwrap_or(u64::MAX);
     if plan.total_size.saturating_add(DISK_MARGIN) > available {
         return Err(StartError::Invalid(format!(
@@ -158,6 +168,19 @@ pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
         run(state, job, status, plan, cd_offset).await;
     });
     Ok(())
+}
+
+/// The files a restore's archive must hold: `--restore-require`, or PocketBase's `data.db`
+/// when the data directory holds one (PocketBase refuses such archives too, but only after
+/// answering `204`).
+fn required_entries(config: &crate::Config) -> Vec<PathBuf> {
+    if !config.restore_require.is_empty() {
+        return config.restore_require.clone();
+    }
+    if config.data_dir.join("data.db").is_file() {
+        return vec![PathBuf::from("data.db")];
+    }
+    Vec::new()
 }
 
 async fn run(

@@ -32,9 +32,19 @@ pub enum ArchiveError {
     Limit(String),
     #[error("corrupt entry {name:?}: {why}")]
     Corrupt { name: String, why: String },
+    /// Restoring it would empty the data directory.
+    #[error("the archive holds nothing to restore ({0})")]
+    Empty(&'static str),
     #[error("reading the archive failed")]
     Io(#[from] io::Error),
 }
+
+/// Default of [`Limits::max_depth`] (and of `--restore-max-depth`).
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+/// Default of [`Limits::max_component_bytes`] (and of `--restore-max-name-bytes`).
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 255;
+/// Default of [`Limits::max_path_bytes`] (and of `--restore-max-path-bytes`).
+pub const DEFAULT_MAX_PATH_BYTES: usize = 1024;
 
 /// Restore limits (zip-bomb and sanity guards).
 #[derive(Debug, Clone, Copy)]
@@ -46,6 +56,12 @@ pub struct Limits {
     pub max_ratio: u64,
     /// Largest central directory read into memory.
     pub max_index_bytes: u64,
+    /// Most path components of one entry.
+    pub max_depth: usize,
+    /// Longest path component, in bytes (what most file systems allow).
+    pub max_component_bytes: usize,
+    /// Longest entry path, in bytes.
+    pub max_path_bytes: usize,
 }
 
 impl Default for Limits {
@@ -55,6 +71,9 @@ impl Default for Limits {
             max_total_size: 1 << 40,
             max_ratio: 200,
             max_index_bytes: 256 << 20,
+            max_depth: DEFAULT_MAX_DEPTH,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            max_path_bytes: DEFAULT_MAX_PATH_BYTES,
         }
     }
 }
@@ -284,6 +303,9 @@ pub fn check_entries(
     limits: &Limits,
     exclude: &[PathBuf],
 ) -> Result<Plan, ArchiveError> {
+    if entries.is_empty() {
+        return Err(ArchiveError::Empty("no entries"));
+    }
     if entries.len() as u64 > limits.max_entries {
         return Err(ArchiveError::Limit(format!(
             "{} entries, at most {} allowed",
@@ -321,6 +343,7 @@ pub fn check_entries(
             });
         }
         let path = safe_path(&entry.raw_name).map_err(unsafe_entry)?;
+        check_path_limits(&name, &path, entry.raw_name.len(), limits)?;
         if exclude.iter().any(|x| path.starts_with(x)) {
             plan.skipped += 1;
             continue;
@@ -381,6 +404,11 @@ pub fn check_entries(
             is_dir,
         });
     }
+    if plan.items.is_empty() {
+        return Err(ArchiveError::Empty(
+            "every entry is in a path that a restore leaves alone",
+        ));
+    }
     plan.items.sort_by_key(|p| p.entry.offset);
     // Entries may not overlap each other or the central directory.
     for pair in plan.items.windows(2) {
@@ -403,6 +431,50 @@ pub fn check_entries(
     Ok(plan)
 }
 
+/// Depth and length limits of one entry's path (`name_len`: the stored name's bytes).
+fn check_path_limits(
+    name: &str,
+    path: &Path,
+    name_len: usize,
+    limits: &Limits,
+) -> Result<(), ArchiveError> {
+    let depth = path.components().count();
+    if depth > limits.max_depth {
+        return Err(ArchiveError::Limit(format!(
+            "entry {:?}: {depth} path components, at most {} allowed",
+            truncated(name),
+            limits.max_depth
+        )));
+    }
+    if let Some(long) = path
+        .components()
+        .map(|c| c.as_os_str().len())
+        .find(|&n| n > limits.max_component_bytes)
+    {
+        return Err(ArchiveError::Limit(format!(
+            "entry {:?}: a path component of {long} bytes, at most {} allowed",
+            truncated(name),
+            limits.max_component_bytes
+        )));
+    }
+    if name_len > limits.max_path_bytes {
+        return Err(ArchiveError::Limit(format!(
+            "entry {:?}: a path of {name_len} bytes, at most {} allowed",
+            truncated(name),
+            limits.max_path_bytes
+        )));
+    }
+    Ok(())
+}
+
+/// The start of a long name, for messages.
+fn truncated(name: &str) -> String {
+    match name.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &name[..i]),
+        None => name.to_string(),
+    }
+}
+
 /// The relative path of an entry name, or why it is unsafe.
 fn safe_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
     if raw.is_empty() {
@@ -410,6 +482,11 @@ fn safe_path(raw: &[u8]) -> Result<PathBuf, &'static str> {
     }
     if raw.contains(&0) {
         return Err("NUL in name");
+    }
+    // Terminal escapes, line breaks and the like: no file name needs them, and they would
+    // reach logs and listings as they are.
+    if raw.iter().any(|&b| b < 0x20 || b == 0x7f) {
+        return Err("control character in name");
     }
     if raw.contains(&b'\\') {
         return Err("backslash in name");

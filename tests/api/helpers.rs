@@ -65,6 +65,8 @@ pub struct Options {
     pub exclude: Vec<String>,
     /// `--sqlite-busy-timeout-ms`.
     pub sqlite_busy_timeout: Duration,
+    /// `--restore-require`.
+    pub restore_require: Vec<PathBuf>,
 }
 
 impl Default for Options {
@@ -77,6 +79,7 @@ impl Default for Options {
             payload_signing: PayloadSigning::Auto,
             exclude: Vec::new(),
             sqlite_busy_timeout: Duration::from_secs(5),
+            restore_require: Vec::new(),
         }
     }
 }
@@ -139,6 +142,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.parts_in_flight = opts.parts_in_flight;
     config.exclude = opts.exclude.clone();
     config.snapshot.busy_timeout = opts.sqlite_busy_timeout;
+    config.restore_require = opts.restore_require.clone();
     let bucket = format!(
         "test-{}",
         backup_gateway::users::random_string(12).to_lowercase()

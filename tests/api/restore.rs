@@ -111,6 +111,58 @@ fn hostile_archives() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         ("high-ratio bomb", raw_zip(&[bomb]), "expands"),
         ("truncated", truncated, "not a zip"),
         ("not a zip", garbage, "not a zip"),
+        // Restoring these would empty the data directory.
+        ("no entries", raw_zip(&[]), "nothing to restore"),
+        (
+            "only paths a restore leaves alone",
+            raw_zip(&[RawEntry::file(".backup-gateway/users.json", b"{}")]),
+            "nothing to restore",
+        ),
+        (
+            "SOH in a name",
+            raw_zip(&[RawEntry::file("a\x01b.txt", b"x")]),
+            "control character",
+        ),
+        (
+            "terminal escape in a name",
+            raw_zip(&[RawEntry::file("\x1b[31mred.txt", b"x")]),
+            "control character",
+        ),
+        (
+            "line feed in a name",
+            raw_zip(&[RawEntry::file("a\nb.txt", b"x")]),
+            "control character",
+        ),
+        (
+            "carriage return in a name",
+            raw_zip(&[RawEntry::file("dir\r/b.txt", b"x")]),
+            "control character",
+        ),
+        (
+            "DEL in a name",
+            raw_zip(&[RawEntry::file("a\x7f.txt", b"x")]),
+            "control character",
+        ),
+        (
+            "200 nested directories",
+            raw_zip(&[RawEntry::file(&format!("{}f.txt", "d/".repeat(200)), b"x")]),
+            "201 path components, at most 64",
+        ),
+        (
+            "a 300-byte name",
+            raw_zip(&[RawEntry::file(&"n".repeat(300), b"x")]),
+            "component of 300 bytes, at most 255",
+        ),
+        (
+            "a 1,209-byte path",
+            raw_zip(&[RawEntry::file(&vec!["p".repeat(120); 10].join("/"), b"x")]),
+            "path of 1209 bytes, at most 1024",
+        ),
+        (
+            "no data.db for a PocketBase data directory",
+            raw_zip(&[RawEntry::file("notes.txt", b"x")]),
+            "has no data.db",
+        ),
     ]
 }
 
@@ -259,4 +311,40 @@ async fn the_busy_lock_holds_while_a_restore_runs() {
     s3.faults.delay_gets_ms.store(0, Ordering::SeqCst);
     assert_eq!(app.wait_restore_done().await["status"], "ok");
     assert_eq!(app.create(Some("x.zip")).await.status(), 204);
+}
+
+#[tokio::test]
+async fn restore_require_refuses_archives_without_the_named_files() {
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        restore_require: vec!["db/main.db".into(), "config.json".into()],
+        ..Options::default()
+    })
+    .await;
+    write_file(&app.data_dir, "db/main.db", b"current");
+    let before = snapshot(&app.data_dir, EXCLUDED);
+    // A directory of that name is not the file.
+    let partial = raw_zip(&[
+        RawEntry::file("config.json", b"{}"),
+        RawEntry::file("db/main.db/x", b"x"),
+    ]);
+    app.put_raw("partial.zip", partial).await;
+    let whole = raw_zip(&[
+        RawEntry::file("config.json", b"{}"),
+        RawEntry::file("db/main.db", b"restored"),
+    ]);
+    app.put_raw("whole.zip", whole).await;
+
+    let refused = app.restore("partial.zip").await;
+
+    let body = assert_error(refused, 400, MSG_INVALID).await;
+    let why = body["data"]["backup"]["message"].as_str().unwrap();
+    assert!(why.contains("has no db/main.db"), "{why}");
+    assert!(snapshot(&app.data_dir, EXCLUDED) == before);
+    assert_eq!(app.restore("whole.zip").await.status(), 204);
+    assert_eq!(app.wait_restore_done().await["status"], "ok");
+    assert_eq!(
+        std::fs::read(app.data_dir.join("db/main.db")).unwrap(),
+        b"restored"
+    );
 }
