@@ -568,6 +568,25 @@ def check_archived_db(archive, name, tag):
     return count
 
 
+def create_under_writer(env, gw, db, key, create_as, tag):
+    """A gateway create while bench/writer.py commits into `db`; checks the archived copy of
+    the database and drops the archive. Returns (seconds, the writer's figures, ledger rows)."""
+    gw.start()
+    try:
+        settle()
+        w = Writer(env, "sqlite", db)
+        secs, _ = timed(lambda: create_as(key)(gw))
+        stats = w.stop()
+    finally:
+        gw.stop()
+    fetched = os.path.join(env.work, f"archive-w-{tag}.zip")
+    env.s3api.fetch(GW_BUCKET, key, fetched)
+    rows = check_archived_db(fetched, os.path.basename(db), tag)
+    os.remove(fetched)
+    env.drop_object(GW_BUCKET, key)
+    return secs, stats, rows
+
+
 def writer_step(env, gw, res, tag, src, gw_dir, archive, create_as):
     """The application's view: worst and p99 commit latency of a writer committing into the
     dataset's database (in WAL mode, as PocketBase keeps its own) while the same bytes are
@@ -584,22 +603,10 @@ def writer_step(env, gw, res, tag, src, gw_dir, archive, create_as):
     res["writer_upload"] = w.stop()
     env.drop_object(CEILING_BUCKET, f"ceiling-w-{tag}.zip")
 
-    key = f"gw-w-{tag}.zip"
     env.tool("read", gw_dir)
-    gw.start()
-    try:
-        settle()
-        w = Writer(env, "sqlite", db)
-        secs, _ = timed(lambda: create_as(key)(gw))
-        res["writer_create"] = w.stop()
-    finally:
-        gw.stop()
+    secs, res["writer_create"], res["writer_create_rows"] = create_under_writer(
+        env, gw, db, f"gw-w-{tag}.zip", create_as, tag)
     res["gw_create_writer"] = secs
-    fetched = os.path.join(env.work, f"archive-w-{tag}.zip")
-    env.s3api.fetch(GW_BUCKET, key, fetched)
-    res["writer_create_rows"] = check_archived_db(fetched, "app.db", tag)
-    os.remove(fetched)
-    env.drop_object(GW_BUCKET, key)
     log(f"{tag}: writer worst/p99 commit: upload alone {res['writer_upload']['worst_ms']:.1f}/"
         f"{res['writer_upload']['p99_ms']:.1f} ms, gateway create ({secs:.1f} s) "
         f"{res['writer_create']['worst_ms']:.1f}/{res['writer_create']['p99_ms']:.1f} ms; "
@@ -608,20 +615,9 @@ def writer_step(env, gw, res, tag, src, gw_dir, archive, create_as):
     # The same in rollback-journal mode, where the snapshot's read lock holds commits off
     # while the database streams: the stall the README states.
     subprocess.run([sys.executable, WRITER, "prepare", db, "delete"], check=True)
-    key = f"gw-wr-{tag}.zip"
-    gw.start()
-    try:
-        settle()
-        w = Writer(env, "sqlite", db)
-        secs, _ = timed(lambda: create_as(key)(gw))
-        res["writer_create_rollback"] = w.stop()
-    finally:
-        gw.stop()
+    secs, res["writer_create_rollback"], _ = create_under_writer(
+        env, gw, db, f"gw-wr-{tag}.zip", create_as, tag)
     res["gw_create_writer_rollback"] = secs
-    env.s3api.fetch(GW_BUCKET, key, fetched)
-    check_archived_db(fetched, "app.db", tag)
-    os.remove(fetched)
-    env.drop_object(GW_BUCKET, key)
     log(f"{tag}: rollback-journal database: writer worst/p99 commit during the create ({secs:.1f} s) "
         f"{res['writer_create_rollback']['worst_ms']:.1f}/{res['writer_create_rollback']['p99_ms']:.1f} ms")
 
