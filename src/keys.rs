@@ -153,4 +153,65 @@ mod tests {
         let t = time::macros::datetime!(2024-01-02 03:04:05 UTC);
         assert_eq!(default_name(t), "pb_backup_20240102030405.zip");
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// PocketBase's rule, stated independently: `^[a-z0-9_-]+\.zip$`, 1-150 characters.
+        fn pocketbase_accepts(name: &str) -> bool {
+            let n = name.chars().count();
+            (1..=150).contains(&n)
+                && name.strip_suffix(".zip").is_some_and(|stem| {
+                    !stem.is_empty()
+                        && stem.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-'
+                        })
+                })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn create_names_are_accepted_exactly_as_pocketbase_accepts_them(
+                name in prop_oneof![
+                    "[a-z0-9_-]{0,160}\\.zip",
+                    "[a-zA-Z0-9_.\\-/\\\\ ]{0,20}(\\.zip)?",
+                    any::<String>(),
+                ]
+            ) {
+                let got = check_create_name(&name);
+                prop_assert_eq!(got.is_ok(), pocketbase_accepts(&name), "{:?}", name);
+                if let Err(e) = got {
+                    prop_assert!(
+                        e.code == "validation_length_out_of_range" || e.code == "validation_match_invalid"
+                    );
+                }
+            }
+
+            #[test]
+            fn an_accepted_key_is_one_plain_file_name(key in any::<String>()) {
+                if check_key(&key).is_ok() {
+                    let path = std::path::Path::new(&key);
+                    prop_assert_eq!(path.components().count(), 1);
+                    prop_assert!(matches!(
+                        path.components().next(),
+                        Some(std::path::Component::Normal(_))
+                    ));
+                    prop_assert!(!key.starts_with('.') && key.len() <= MAX_KEY_BYTES);
+                    prop_assert!(!key.chars().any(char::is_control));
+                }
+            }
+
+            #[test]
+            fn an_upload_key_never_keeps_a_directory(name in any::<String>()) {
+                let key = upload_key(&name);
+                prop_assert!(!key.contains('/') && !key.contains('\\'));
+                // The last part of the name, trimmed.
+                prop_assert!(name.contains(key));
+                prop_assert_eq!(key, key.trim());
+            }
+        }
+    }
 }

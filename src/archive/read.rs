@@ -1034,4 +1034,121 @@ mod tests {
     fn not_a_zip_is_refused() {
         assert!(find_directory(b"hello world, not a zip at all", 29).is_err());
     }
+
+    /// Property tests: archives made by the gateway's writer and by PocketBase, mutated at
+    /// random (bytes overwritten, mostly in the headers and the central directory; cut
+    /// short), go through everything a restore does with them: find the directory, parse
+    /// it, check every entry, extract into a scratch directory. None may panic; a refusal
+    /// is an error with a message; nothing is written outside the scratch directory.
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use proptest::sample::Index;
+
+        fn gateway_archive() -> Vec<u8> {
+            let mut files: Vec<(String, Vec<u8>)> = vec![
+                ("data.db".into(), crate::archive::test_data::noise(3000, 1)),
+                ("logs/".into(), Vec::new()),
+                ("logs/app.log".into(), b"GET /api 200\n".repeat(400)),
+                ("empty".into(), Vec::new()),
+                ("storage/a/b.txt".into(), b"deep".to_vec()),
+            ];
+            files.push((
+                "storage/ünï.bin".into(),
+                crate::archive::test_data::noise(700, 2),
+            ));
+            let refs: Vec<(&str, &[u8])> = files
+                .iter()
+                .map(|(n, d)| (n.as_str(), d.as_slice()))
+                .collect();
+            zip(&refs)
+        }
+
+        fn pocketbase_archive() -> Vec<u8> {
+            include_bytes!("../../tests/fixtures/pocketbase-0.40.6.zip").to_vec()
+        }
+
+        /// What a restore does with an archive, all of it in memory.
+        fn restore_all(bytes: &[u8], dest: &Path) -> Result<usize, ArchiveError> {
+            let total = bytes.len() as u64;
+            if total < 22 {
+                return Err(ArchiveError::NotZip("too short".into()));
+            }
+            let dir = match find_directory(bytes, total)? {
+                DirLookup::Found(d) => d,
+                DirLookup::Zip64At(off, end) => parse_zip64_end(&bytes[off as usize..], end)?,
+            };
+            let cd = &bytes[dir.offset as usize..(dir.offset + dir.size) as usize];
+            let entries = parse_directory(cd, dir.entries)?;
+            let plan = check_entries(entries, dir.offset, &Limits::default(), &[])?;
+            extract(&plan, &mut &bytes[..], 0, dest, &mut |_| Ok(()))?;
+            Ok(plan.items.len())
+        }
+
+        /// (where, new byte): `tail` picks a place in the last 4 KiB, where the directory
+        /// and the end records are, else anywhere.
+        fn mutations() -> impl Strategy<Value = Vec<(bool, Index, u8)>> {
+            proptest::collection::vec((any::<bool>(), any::<Index>(), any::<u8>()), 1..6)
+        }
+
+        fn check(
+            base: &[u8],
+            edits: &[(bool, Index, u8)],
+            cut: Option<Index>,
+        ) -> Result<(), TestCaseError> {
+            let mut bytes = base.to_vec();
+            for (tail, at, byte) in edits {
+                let i = if *tail {
+                    let from = bytes.len().saturating_sub(4096);
+                    from + at.index(bytes.len() - from)
+                } else {
+                    at.index(bytes.len())
+                };
+                bytes[i] = *byte;
+            }
+            if let Some(cut) = cut {
+                bytes.truncate(cut.index(bytes.len()));
+            }
+            let scratch = tempfile::tempdir().unwrap();
+            let dest = scratch.path().join("dest");
+            std::fs::create_dir(&dest).unwrap();
+            let outcome = std::panic::catch_unwind(|| restore_all(&bytes, &dest));
+            prop_assert!(outcome.is_ok(), "panicked");
+            if let Ok(Err(e)) = &outcome {
+                prop_assert!(!e.to_string().is_empty());
+            }
+            let beside: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
+            prop_assert_eq!(beside.len(), 1, "written outside the destination");
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn mutated_gateway_archives_never_panic(
+                edits in mutations(),
+                cut in proptest::option::weighted(0.2, any::<Index>()),
+            ) {
+                check(&gateway_archive(), &edits, cut)?;
+            }
+
+            #[test]
+            fn mutated_pocketbase_archives_never_panic(
+                edits in mutations(),
+                cut in proptest::option::weighted(0.2, any::<Index>()),
+            ) {
+                check(&pocketbase_archive(), &edits, cut)?;
+            }
+        }
+
+        #[test]
+        fn the_unmutated_archives_restore_whole() {
+            for base in [gateway_archive(), pocketbase_archive()] {
+                let dest = tempfile::tempdir().unwrap();
+                let n = restore_all(&base, dest.path()).unwrap();
+                assert!(n >= 3, "{n} entries");
+            }
+        }
+    }
 }
