@@ -368,6 +368,11 @@ impl Snapshots {
         databases: &[PathBuf],
         opts: SnapshotOptions,
     ) -> Result<Self, SnapshotError> {
+        // NOFOLLOW refuses a path with a link anywhere in it: resolve the data directory's
+        // own path (which may well lie behind one, `/data -> /mnt/volume`) once, so that only
+        // links inside it, which the walk never follows either, are refused.
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let root = root.as_path();
         let mut out = Self {
             root: root.to_path_buf(),
             opts: Some(opts),
@@ -588,6 +593,24 @@ mod tests {
             assert!(starts_with_header(&bytes) && bytes.len() >= 4096, "{rel:?}");
         }
         assert_eq!(snaps.held(), 0);
+    }
+
+    #[test]
+    fn a_data_directory_behind_a_link_works_and_a_linked_database_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        drop(wal_db(&real.join("a.db")));
+        std::os::unix::fs::symlink(&real, dir.path().join("link")).unwrap();
+        std::os::unix::fs::symlink(real.join("a.db"), real.join("b.db")).unwrap();
+        let opts = SnapshotOptions::default();
+
+        let via_link = Snapshots::open(&dir.path().join("link"), &[PathBuf::from("a.db")], opts);
+        let linked_db = Snapshots::open(&real, &[PathBuf::from("b.db")], opts);
+
+        assert_eq!(via_link.unwrap().held(), 1);
+        let err = linked_db.err().unwrap();
+        assert_eq!(err.path, "b.db");
     }
 
     #[test]
