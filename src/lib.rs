@@ -7,7 +7,8 @@
 //! - [`auth`], [`users`]: superuser tokens and the gateway's own state.
 //! - [`error`]: [`error::ApiError`], the one error type of the HTTP edge.
 //! - [`storage`]: the [`storage::BackupStore`] trait, S3 and local backends.
-//! - [`archive`]: the streaming zip writer and reader.
+//! - [`archive`]: the streaming zip writer and reader, the tree walk and survey, and the
+//!   consistent snapshots of SQLite databases.
 //! - [`backup`]: create (data directory -> zip -> store).
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock.

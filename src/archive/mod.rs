@@ -1,6 +1,8 @@
-//! Zip archives of a data directory: [`write`] makes them (streaming, Deflate or Stored per
-//! entry, data descriptors, Zip64), [`spec`] holds the format constants shared with the
-//! reader used by restore.
+//! Zip archives of a data directory: [`tree`] walks and surveys the directory, [`sqlite`]
+//! gives each SQLite database's consistent image, [`write`] and [`parallel`] make the archive
+//! (streaming, Deflate or Stored per entry, data descriptors, Zip64), [`read`] checks and
+//! extracts it for a restore, [`outfile`] writes the restored files, and [`spec`] holds the
+//! format constants that writer and reader share.
 //!
 //! Why not async_zip's writer: in 0.0.19 its streaming entry writer ignores the requested
 //! Deflate level, writes 32-bit data descriptors with saturated sizes for every entry, and
