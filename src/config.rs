@@ -147,7 +147,7 @@ pub struct ServeArgs {
     /// How long a create waits for a lock that the application holds on one of its SQLite
     /// databases (a rollback-journal commit, an exclusive lock) before it fails, in
     /// milliseconds.
-    #[arg(long, env = "GATEWAY_SQLITE_BUSY_TIMEOUT_MS", default_value_t = 5000)]
+    #[arg(long, env = "GATEWAY_SQLITE_BUSY_TIMEOUT_MS", default_value_t = crate::archive::sqlite::DEFAULT_BUSY_TIMEOUT_MS)]
     pub sqlite_busy_timeout_ms: u64,
 }
 

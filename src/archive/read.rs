@@ -1046,22 +1046,17 @@ mod tests {
         use proptest::sample::Index;
 
         fn gateway_archive() -> Vec<u8> {
-            let mut files: Vec<(String, Vec<u8>)> = vec![
-                ("data.db".into(), crate::archive::test_data::noise(3000, 1)),
-                ("logs/".into(), Vec::new()),
-                ("logs/app.log".into(), b"GET /api 200\n".repeat(400)),
-                ("empty".into(), Vec::new()),
-                ("storage/a/b.txt".into(), b"deep".to_vec()),
-            ];
-            files.push((
-                "storage/ünï.bin".into(),
-                crate::archive::test_data::noise(700, 2),
-            ));
-            let refs: Vec<(&str, &[u8])> = files
-                .iter()
-                .map(|(n, d)| (n.as_str(), d.as_slice()))
-                .collect();
-            zip(&refs)
+            let noise = crate::archive::test_data::noise;
+            let log = b"GET /api 200\n".repeat(400);
+            let (db, media) = (noise(3000, 1), noise(700, 2));
+            zip(&[
+                ("data.db", &db),
+                ("logs/", b""),
+                ("logs/app.log", &log),
+                ("empty", b""),
+                ("storage/a/b.txt", b"deep"),
+                ("storage/ünï.bin", &media),
+            ])
         }
 
         fn pocketbase_archive() -> Vec<u8> {

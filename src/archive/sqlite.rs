@@ -49,9 +49,9 @@ pub const MAX_HELD: usize = 64;
 /// Page cache of a snapshot connection, in KiB: pages are read once, in order.
 const CACHE_KIB: i64 = 1024;
 
-/// Default wait for a lock held by the application (a rollback-journal commit, a WAL
-/// recovery) before the create fails.
-pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default wait, in milliseconds, for a lock held by the application (a rollback-journal
+/// commit, a WAL recovery) before the create fails (and of `--sqlite-busy-timeout-ms`).
+pub const DEFAULT_BUSY_TIMEOUT_MS: u64 = 5000;
 
 /// True when `data` starts with SQLite's header.
 pub fn starts_with_header(data: &[u8]) -> bool {
@@ -105,8 +105,12 @@ impl SnapshotError {
         }
     }
 
-    fn into_io(self) -> io::Error {
-        self.into()
+    /// A failure of the image itself, not reported by SQLite.
+    fn because(rel: &Path, reason: String) -> Self {
+        Self {
+            path: rel.display().to_string(),
+            reason,
+        }
     }
 
     /// The snapshot error inside `e`, if that is what it is.
@@ -129,8 +133,6 @@ fn describe(e: &rusqlite::Error) -> String {
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
             "database is locked (another connection holds it exclusively)".into()
         }
-        Some(ErrorCode::NotADatabase) => "file is not a database".into(),
-        Some(ErrorCode::DatabaseCorrupt) => "database disk image is malformed".into(),
         _ => e.to_string(),
     }
 }
@@ -145,7 +147,7 @@ pub struct SnapshotOptions {
 impl Default for SnapshotOptions {
     fn default() -> Self {
         Self {
-            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            busy_timeout: Duration::from_millis(DEFAULT_BUSY_TIMEOUT_MS),
         }
     }
 }
@@ -192,11 +194,6 @@ impl Snapshot {
             snap.open = Some(open);
         }
         Ok(snap)
-    }
-
-    /// The database's path relative to the data directory.
-    pub fn rel(&self) -> &Path {
-        &self.rel
     }
 
     /// True while its read transaction is open.
@@ -255,9 +252,9 @@ impl Snapshot {
     pub fn read<T>(mut self, f: impl FnOnce(&mut dyn Read) -> io::Result<T>) -> io::Result<T> {
         let open = match self.open.take() {
             Some(open) => open,
-            None => self.begin().map_err(SnapshotError::into_io)?,
+            None => self.begin()?,
         };
-        let err = |e: rusqlite::Error| SnapshotError::new(&self.rel, &e).into_io();
+        let err = |e: rusqlite::Error| io::Error::from(SnapshotError::new(&self.rel, &e));
         let (out, read) = {
             let mut stmt = open
                 .conn
@@ -275,11 +272,8 @@ impl Snapshot {
             (out, pages.read)
         };
         if read != open.pages {
-            return Err(io::Error::other(format!(
-                "{}: {read} pages read of {}",
-                self.rel.display(),
-                open.pages
-            )));
+            let reason = format!("{read} pages read of {}", open.pages);
+            return Err(SnapshotError::because(&self.rel, reason).into());
         }
         // Ends the read transaction (and with it a rollback-journal database's lock).
         drop(open);
@@ -302,7 +296,7 @@ struct PageReader<'s> {
 impl Read for PageReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.pos == self.page.len() {
-            let err = |e: rusqlite::Error| SnapshotError::new(self.rel, &e).into_io();
+            let err = |e: rusqlite::Error| io::Error::from(SnapshotError::new(self.rel, &e));
             let Some(row) = self.rows.next().map_err(err)? else {
                 return Ok(0);
             };
@@ -311,13 +305,13 @@ impl Read for PageReader<'_> {
                 .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
                 .map_err(err)?;
             if data.len() as u64 != self.page_size {
-                return Err(io::Error::other(format!(
-                    "{}: page {} has {} bytes, not {}",
-                    self.rel.display(),
+                let reason = format!(
+                    "page {} has {} bytes, not {}",
                     self.read + 1,
                     data.len(),
                     self.page_size
-                )));
+                );
+                return Err(SnapshotError::because(self.rel, reason).into());
             }
             self.read += 1;
             if buf.len() >= data.len() {
@@ -404,7 +398,7 @@ impl Snapshots {
     /// header now: its snapshot, taken now. `None` when snapshots are disabled.
     pub(crate) fn late(&mut self, name: &[u8]) -> Option<Result<Snapshot, SnapshotError>> {
         let opts = self.opts?;
-        let rel = rel_of(name);
+        let rel = super::tree::rel_path(name);
         self.databases.insert(name.to_vec());
         Some(Snapshot::open(&self.root, &rel, opts, true))
     }
@@ -417,17 +411,6 @@ impl Snapshots {
                 .is_some_and(|db| self.databases.contains(db))
         })
     }
-}
-
-#[cfg(unix)]
-fn rel_of(name: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    PathBuf::from(std::ffi::OsStr::from_bytes(name))
-}
-
-#[cfg(not(unix))]
-fn rel_of(name: &[u8]) -> PathBuf {
-    PathBuf::from(String::from_utf8_lossy(name).into_owned())
 }
 
 #[cfg(test)]

@@ -76,8 +76,8 @@ pub(crate) enum Found {
 }
 
 /// Walks the tree: each directory's entries in name order, then its subdirectories the same
-/// way, depth first; skipping excluded paths, links and special
-/// files, and files that vanish before they are opened.
+/// way, depth first; skipping excluded paths, links and special files, and files that
+/// vanish before they are opened.
 ///
 /// # Errors
 /// Unreadable directories or files, or an error of `visit`.
@@ -86,38 +86,50 @@ pub(crate) fn walk(
     exclude: &Exclude,
     visit: &mut dyn FnMut(Found) -> io::Result<()>,
 ) -> io::Result<()> {
+    traverse(root, exclude, &mut |rel, meta| {
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            visit(Found::Dir {
+                name: zip_name(rel),
+                mode: mode(meta),
+                mtime: mtime(meta),
+            })
+        } else if ft.is_file() {
+            match File::open(root.join(rel)) {
+                Ok(file) => visit(Found::File {
+                    name: zip_name(rel),
+                    mode: mode(meta),
+                    mtime: mtime(meta),
+                    file,
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                Err(e) => Err(io::Error::new(
+                    e.kind(),
+                    format!("cannot read {}: {e}", rel.display()),
+                )),
+            }
+        } else {
+            tracing::warn!(path = %rel.display(), "skipping a link or special file");
+            Ok(())
+        }
+    })
+}
+
+/// The one traversal behind [`walk`] and [`survey`]: `visit` gets every path that is not
+/// excluded (relative to `root`) with its metadata (links not followed), in archive order.
+fn traverse(
+    root: &Path,
+    exclude: &Exclude,
+    visit: &mut dyn FnMut(&Path, &Metadata) -> io::Result<()>,
+) -> io::Result<()> {
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let mut subdirs = Vec::new();
         for (name, meta) in children(root, &rel, exclude)? {
             let child_rel = rel.join(&name);
-            let zip_name = zip_name(&child_rel);
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                visit(Found::Dir {
-                    name: zip_name,
-                    mode: mode(&meta),
-                    mtime: mtime(&meta),
-                })?;
+            visit(&child_rel, &meta)?;
+            if meta.is_dir() {
                 subdirs.push(child_rel);
-            } else if ft.is_file() {
-                match File::open(root.join(&child_rel)) {
-                    Ok(file) => visit(Found::File {
-                        name: zip_name,
-                        mode: mode(&meta),
-                        mtime: mtime(&meta),
-                        file,
-                    })?,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => {
-                        return Err(io::Error::new(
-                            e.kind(),
-                            format!("cannot read {}: {e}", child_rel.display()),
-                        ));
-                    }
-                }
-            } else {
-                tracing::warn!(path = %child_rel.display(), "skipping a link or special file");
             }
         }
         // Depth first, in name order.
@@ -163,23 +175,15 @@ pub struct Survey {
 /// When a directory cannot be read.
 pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
     let mut out = Survey::default();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let mut subdirs = Vec::new();
-        for (name, meta) in children(root, &rel, exclude)? {
-            let child_rel = rel.join(&name);
-            if meta.is_dir() {
-                subdirs.push(child_rel);
-            } else if meta.is_file() {
-                out.bytes += meta.len();
-                if meta.len() >= sqlite::MIN_FILE_LEN && sqlite::has_header(&root.join(&child_rel))
-                {
-                    out.databases.push(child_rel);
-                }
+    traverse(root, exclude, &mut |rel, meta| {
+        if meta.is_file() {
+            out.bytes += meta.len();
+            if meta.len() >= sqlite::MIN_FILE_LEN && sqlite::has_header(&root.join(rel)) {
+                out.databases.push(rel.to_path_buf());
             }
         }
-        stack.extend(subdirs.into_iter().rev());
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -205,6 +209,19 @@ pub(crate) fn zip_name(rel: &Path) -> Vec<u8> {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     parts.join("/").into_bytes()
+}
+
+/// The relative path of a zip name made by [`zip_name`] (its inverse).
+#[cfg(unix)]
+pub(crate) fn rel_path(name: &[u8]) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    PathBuf::from(std::ffi::OsStr::from_bytes(name))
+}
+
+/// The relative path of a zip name made by [`zip_name`] (its inverse).
+#[cfg(not(unix))]
+pub(crate) fn rel_path(name: &[u8]) -> PathBuf {
+    PathBuf::from(String::from_utf8_lossy(name).into_owned())
 }
 
 #[cfg(unix)]
