@@ -149,6 +149,12 @@ pub struct ServeArgs {
     /// milliseconds.
     #[arg(long, env = "GATEWAY_SQLITE_BUSY_TIMEOUT_MS", default_value_t = crate::archive::sqlite::DEFAULT_BUSY_TIMEOUT_MS)]
     pub sqlite_busy_timeout_ms: u64,
+
+    /// The application's name in automatic backup names (`pb_backup_<name>_<time>.zip`,
+    /// snake case), used when the data directory's `data.db` does not give PocketBase's own
+    /// `meta.appName`.
+    #[arg(long, env = "GATEWAY_APP_NAME", default_value = crate::pocketbase::DEFAULT_APP_NAME)]
+    pub app_name: String,
 }
 
 #[derive(Debug, Args)]
@@ -224,6 +230,8 @@ pub struct Config {
     pub restore_require: Vec<PathBuf>,
     /// `--exclude` globs (checked by [`ServeArgs::into_config`]).
     pub exclude: Vec<String>,
+    /// `--app-name`: see [`crate::pocketbase::app_name`].
+    pub app_name: String,
     /// How SQLite databases are snapshotted.
     pub snapshot: crate::archive::SnapshotOptions,
 }
@@ -338,6 +346,7 @@ impl ServeArgs {
             },
             restore_require,
             exclude,
+            app_name: self.app_name,
             snapshot: crate::archive::SnapshotOptions {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
             },
@@ -361,6 +370,7 @@ impl Config {
             restore_limits: crate::archive::read::Limits::default(),
             restore_require: Vec::new(),
             exclude: Vec::new(),
+            app_name: crate::pocketbase::DEFAULT_APP_NAME.into(),
             snapshot: crate::archive::SnapshotOptions::default(),
         }
     }

@@ -86,14 +86,125 @@ pub fn upload_key(file_name: &str) -> &str {
         .trim()
 }
 
-/// The name PocketBase gives a backup created without one: `pb_backup_YYYYMMDDhhmmss.zip`.
-pub fn default_name(now: time::OffsetDateTime) -> String {
-    format!("pb_backup_{}.zip", crate::time_fmt::compact(now))
+/// The name PocketBase gives a backup created without one:
+/// `pb_backup_<app name in snake case, at most 50 bytes>_YYYYMMDDhhmmss.zip`.
+pub fn default_name(app_name: &str, now: time::OffsetDateTime) -> String {
+    let mut app = snakecase(app_name);
+    app.truncate(50);
+    format!("pb_backup_{app}_{}.zip", crate::time_fmt::compact(now))
+}
+
+/// PocketBase's `inflector.Snakecase`: words split at anything but ASCII letters and
+/// digits, an `_` before an upper-case letter that follows a lower-case one, lower case.
+pub fn snakecase(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for word in s
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        if !out.is_empty() {
+            out.push('_');
+        }
+        let mut prev_upper = true;
+        for (i, c) in word.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 && !prev_upper {
+                out.push('_');
+            }
+            prev_upper = c.is_ascii_uppercase();
+            out.push(c.to_ascii_lowercase());
+        }
+    }
+    out
+}
+
+/// The name PocketBase gives an uploaded file before it checks it (`tools/filesystem`'s
+/// `normalizeName`), which its mime-type error quotes: the snake-cased stem (a random part
+/// added when it is under 3 bytes, cut at 100), `_`, 10 random characters, and the cleaned
+/// extension (double extensions kept; for none, `.txt` when `head` looks like text, as its
+/// content sniffing finds).
+pub fn pocketbase_upload_name(original: &str, head: &[u8]) -> String {
+    let mut name = original;
+    if name.len() > 300 {
+        let mut cut = name.len() - 300;
+        while !name.is_char_boundary(cut) {
+            cut += 1;
+        }
+        name = &name[cut..];
+    }
+    let ext = double_extension(name);
+    let cleaned: String = ext
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "_.*-+=#".contains(*c))
+        .collect();
+    let mut clean_ext = format!(".{}", cleaned.trim_matches('.'));
+    if clean_ext == "." {
+        let texty = !head.is_empty() && std::str::from_utf8(head).is_ok() && !head.contains(&0);
+        clean_ext = if texty { ".txt".into() } else { String::new() };
+    }
+    if clean_ext.len() > 20 {
+        clean_ext = format!(".{}", clean_ext[clean_ext.len() - 20..].trim_matches('.'));
+    }
+    let stem = name.strip_suffix(ext).unwrap_or(name).trim_matches('.');
+    let mut clean = snakecase(stem);
+    if clean.len() < 3 {
+        clean.push_str(&random_lower(10));
+    } else {
+        clean.truncate(100);
+    }
+    format!("{clean}_{}{clean_ext}", random_lower(10))
+}
+
+/// The extension with its leading dot, two of them when there are (`.tar.gz`).
+fn double_extension(name: &str) -> &str {
+    let Some(primary) = name.rfind('.') else {
+        return "";
+    };
+    match name[..primary].rfind('.') {
+        Some(secondary) => &name[secondary..],
+        None => &name[primary..],
+    }
+}
+
+/// `n` random characters of `[a-z0-9]`.
+fn random_lower(n: usize) -> String {
+    use rand::Rng;
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..n)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shape of `name` with its random parts (runs of 10 `[a-z0-9]`) replaced by `#`.
+    fn shape(name: &str, random_runs: usize) -> String {
+        let mut out = name.to_string();
+        for _ in 0..random_runs {
+            let i = out.rfind('_').map_or(0, |u| u + 1);
+            let start = if out[i..].len() >= 10 { i } else { 0 };
+            out.replace_range(start..start + 10, "#");
+        }
+        out
+    }
+
+    // The expected names were seen in PocketBase 0.40.6's error messages for the same files.
+    #[test]
+    fn upload_names_are_normalized_like_pocketbase() {
+        let n = |s: &str| pocketbase_upload_name(s, b"hello");
+        assert_eq!(shape(&n("notzip.zip"), 1), "notzip_#.zip");
+        assert_eq!(shape(&n("My File (1).zip"), 1), "my_file_1_#.zip");
+        assert_eq!(shape(&n("CamelCaseDB.zip"), 1), "camel_case_db_#.zip");
+        assert_eq!(shape(&n("a.b.c.zip"), 1), "a_b_#.c.zip");
+        assert_eq!(shape(&n("noext"), 1), "noext_#.txt");
+        assert!(n("ab.zip").len() == "ab".len() + 10 + 1 + 10 + ".zip".len());
+        assert!(n("x.tar.gz").starts_with('x') && n("x.tar.gz").ends_with(".tar.gz"));
+        assert!(n("ÄÖ.zip").len() == 10 + 1 + 10 + ".zip".len());
+        assert_eq!(snakecase("Acme"), "acme");
+        assert_eq!(snakecase("My TestDB app"), "my_test_db_app");
+    }
 
     #[test]
     fn create_names_follow_pocketbase() {
@@ -151,7 +262,7 @@ mod tests {
     #[test]
     fn default_names_are_pocketbase_style() {
         let t = time::macros::datetime!(2024-01-02 03:04:05 UTC);
-        assert_eq!(default_name(t), "pb_backup_20240102030405.zip");
+        assert_eq!(default_name("Acme", t), "pb_backup_acme_20240102030405.zip");
     }
 
     mod props {

@@ -11,8 +11,10 @@
 //!   consistent snapshots of SQLite databases.
 //! - [`backup`]: create (data directory -> zip -> store).
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
+//! - [`serve`]: connections (the accept loop, graceful shutdown, lingering close).
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock.
 //! - [`keys`]: backup name rules.
+//! - [`pocketbase`]: what is read of a PocketBase data directory (its app name).
 
 pub mod api;
 pub mod archive;
@@ -24,7 +26,9 @@ pub mod error;
 pub mod fsutil;
 pub mod jobs;
 pub mod keys;
+pub mod pocketbase;
 pub mod restore;
+pub mod serve;
 pub mod storage;
 pub mod time_fmt;
 pub mod users;
@@ -34,14 +38,12 @@ pub use config::Config;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Name of the local backups directory inside the data directory (PocketBase's).
 pub const LOCAL_BACKUPS_DIR: &str = "backups";
 
-/// How long a shutdown waits for open requests before it gives up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub use serve::SHUTDOWN_GRACE;
 
 /// Everything a request needs; cheap to clone.
 #[derive(Clone)]
@@ -113,7 +115,7 @@ impl AppState {
 
     /// Paths under the data directory that are never backed up nor touched by a restore:
     /// the gateway's state and scratch space, PocketBase's scratch directories
-    /// ([`POCKETBASE_EXCLUDED`]), and the local backups directory when it lies inside the
+    /// ([`pocketbase::EXCLUDED`]), and the local backups directory when it lies inside the
     /// data directory.
     pub fn excluded_paths(&self) -> Vec<PathBuf> {
         excluded_paths(&self.config)
@@ -125,22 +127,10 @@ impl AppState {
     }
 }
 
-/// PocketBase's own scratch directories at the top of its data directory, which it leaves
-/// out of its backups and keeps in place on restore (its `core/base_backup.go`): local
-/// backups, temporary files, the notify directory, the TLS certificate cache, and the
-/// file system's `lost+found`.
-pub const POCKETBASE_EXCLUDED: [&str; 5] = [
-    LOCAL_BACKUPS_DIR,
-    ".pb_temp_to_delete",
-    ".notify",
-    ".autocert_cache",
-    "lost+found",
-];
-
 /// See [`AppState::excluded_paths`].
 pub fn excluded_paths(config: &Config) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(users::STATE_DIR)];
-    out.extend(POCKETBASE_EXCLUDED.iter().map(PathBuf::from));
+    out.extend(pocketbase::EXCLUDED.iter().map(PathBuf::from));
     if let config::StorageConfig::Local { dir } = &config.storage {
         let data = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());
         let backups = std::path::absolute(dir).unwrap_or(dir.clone());
@@ -159,29 +149,14 @@ pub fn router(state: AppState) -> axum::Router {
     api::router(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes, then waits up to
-/// [`SHUTDOWN_GRACE`] for open requests.
+/// Serves `state` on `listener` until `shutdown` completes ([`serve::serve`]).
 ///
 /// # Errors
-/// When accepting connections fails.
+/// See [`serve::serve`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    tokio::select! {
-        result = server => result,
-        () = async move {
-            let _ = rx.wait_for(|stopping| *stopping).await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            tracing::warn!("shutdown grace period over; closing open requests");
-            Ok(())
-        }
-    }
+    serve::serve(listener, router(state), shutdown).await
 }

@@ -1,6 +1,6 @@
 //! Superuser auth routes, as PocketBase's `_superusers` collection answers them.
 
-use super::PbJson;
+use super::body::PbBody;
 use crate::AppState;
 use crate::auth::{SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
@@ -42,7 +42,7 @@ fn auth_response(state: &AppState, user: &Superuser) -> Result<Json<Value>, ApiE
 /// POST /api/collections/_superusers/auth-with-password
 pub async fn auth_with_password(
     State(state): State<AppState>,
-    PbJson(body): PbJson<PasswordBody>,
+    PbBody(body): PbBody<PasswordBody>,
 ) -> Result<Json<Value>, ApiError> {
     let mut missing = Vec::new();
     if body.identity.is_empty() {

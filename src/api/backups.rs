@@ -18,32 +18,26 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 const MSG_BUSY: &str = "Try again later - another backup/restore process has already been started.";
 const MSG_IN_USE: &str = "The backup is currently being used and cannot be deleted.";
 const MSG_DELETE_MISSING: &str = "Invalid or already deleted backup file.";
 const MSG_FORBIDDEN: &str = "Insufficient permissions to access the resource.";
 
-/// One backup as PocketBase lists it.
+/// One backup as PocketBase lists it (its field order).
 #[derive(Debug, Serialize)]
 pub struct BackupItem {
-    key: String,
     modified: String,
+    key: String,
     size: u64,
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
-    fields: Option<String>,
-}
-
-/// GET /api/backups
+/// GET /api/backups (`fields` is applied by `edge::json_answers`, as for every answer).
 pub async fn list(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
-    super::LenientQuery(q): super::LenientQuery<ListQuery>,
-) -> Result<Json<Vec<Value>>, ApiError> {
+) -> Result<Json<Vec<BackupItem>>, ApiError> {
     let items = state.store.list().await.map_err(|e| {
         ApiError::logged(
             StatusCode::BAD_REQUEST,
@@ -51,53 +45,16 @@ pub async fn list(
             &e,
         )
     })?;
-    let fields = parse_fields(q.fields.as_deref());
-    let out = items
-        .into_iter()
-        .map(|b| {
-            let item = BackupItem {
-                key: b.key,
+    Ok(Json(
+        items
+            .into_iter()
+            .map(|b| BackupItem {
                 modified: crate::time_fmt::pb(b.modified),
+                key: b.key,
                 size: b.size,
-            };
-            pick_fields(
-                serde_json::to_value(item).unwrap_or_default(),
-                fields.as_deref(),
-            )
-        })
-        .collect();
-    Ok(Json(out))
-}
-
-/// PocketBase's `fields` parameter: comma-separated names, `*` for all, modifiers after a
-/// `:` ignored. `None` means every field.
-fn parse_fields(raw: Option<&str>) -> Option<Vec<String>> {
-    let raw = raw?.trim();
-    if raw.is_empty() {
-        return None;
-    }
-    let fields: Vec<String> = raw
-        .split(',')
-        .map(|f| f.split(':').next().unwrap_or("").trim().to_string())
-        .filter(|f| !f.is_empty())
-        .collect();
-    if fields.is_empty() || fields.iter().any(|f| f == "*") {
-        None
-    } else {
-        Some(fields)
-    }
-}
-
-fn pick_fields(item: Value, fields: Option<&[String]>) -> Value {
-    let (Some(fields), Value::Object(obj)) = (fields, &item) else {
-        return item;
-    };
-    let picked: Map<String, Value> = obj
-        .iter()
-        .filter(|(k, _)| fields.iter().any(|f| f == *k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    Value::Object(picked)
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,14 +77,18 @@ fn name_exists(field: &'static str, message: &'static str) -> ApiError {
 pub async fn create(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
-    super::PbJson(body): super::PbJson<CreateBody>,
+    super::body::PbBody(body): super::body::PbBody<CreateBody>,
 ) -> Result<StatusCode, ApiError> {
     // PocketBase checks the lock first, then the body.
     if state.jobs.is_busy() {
         return Err(ApiError::bad_request(MSG_BUSY));
     }
     let name = if body.name.is_empty() {
-        keys::default_name(time::OffsetDateTime::now_utc())
+        let (dir, fallback) = (state.config.data_dir.clone(), state.config.app_name.clone());
+        let app = tokio::task::spawn_blocking(move || crate::pocketbase::app_name(&dir, &fallback))
+            .await
+            .unwrap_or_else(|_| state.config.app_name.clone());
+        keys::default_name(&app, time::OffsetDateTime::now_utc())
     } else {
         keys::check_create_name(&body.name).map_err(|e| ApiError::validation([("name", e)]))?;
         body.name
@@ -172,10 +133,6 @@ pub async fn create(
     }
 }
 
-/// How much of a refused upload is still read, so that a client that is still sending
-/// gets the answer instead of a reset connection. Past this, the connection is closed.
-const DRAIN_LIMIT: u64 = 16 << 20;
-
 const EXISTS_UPLOAD: &str = "Backup file with the specified name already exists.";
 
 /// POST /api/backups/upload
@@ -191,34 +148,29 @@ pub async fn upload(
     let Ok(mut multipart) = Multipart::from_request(request, &state).await else {
         return ApiError::validation([("file", FieldError::required())]).into_response();
     };
-    let mut budget = DRAIN_LIMIT;
-    match receive_upload(&state, &mut multipart, &mut budget).await {
+    // What a refusal leaves unread is drained by `edge::drain_unread_body`.
+    match receive_upload(&state, &mut multipart).await {
         Ok(status) => status.into_response(),
-        Err(err) => {
-            let mut res = err.into_response();
-            if !drain_fields(&mut multipart, &mut budget).await {
-                res.headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            res
-        }
+        Err(err) => err.into_response(),
     }
 }
 
 async fn receive_upload(
     state: &AppState,
     multipart: &mut Multipart,
-    budget: &mut u64,
 ) -> Result<StatusCode, ApiError> {
-    let field = loop {
+    let (field, file_name) = loop {
         match multipart.next_field().await {
-            Ok(Some(f)) if f.name() == Some("file") && f.file_name().is_some() => break f,
+            Ok(Some(f)) if f.name() == Some("file") => {
+                if let Some(name) = part_file_name(&f) {
+                    break (f, name);
+                }
+            }
             Ok(Some(_)) => continue,
             Ok(None) => return Err(ApiError::validation([("file", FieldError::required())])),
             Err(_) => return Err(ApiError::load_failed()),
         }
     };
-    let file_name = field.file_name().unwrap_or_default().to_string();
     let key = keys::upload_key(&file_name).to_string();
     let mut body: ByteStream<'_> = Box::pin(field.map_err(std::io::Error::other));
 
@@ -231,13 +183,7 @@ async fn receive_upload(
             None => break,
         }
     }
-    let _reserved = match check_upload(state, &file_name, &key, &head).await {
-        Ok(guard) => guard,
-        Err(e) => {
-            drain(&mut body, budget).await;
-            return Err(e);
-        }
-    };
+    let _reserved = check_upload(state, &file_name, &key, &head).await?;
     let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
     let opts = PutOptions {
         part_size: state.config.part_size,
@@ -262,6 +208,52 @@ async fn receive_upload(
     }
 }
 
+/// A part's file name as Go's `multipart` reads it: RFC 2231's `filename*` (UTF-8 or
+/// US-ASCII, percent-decoded) over `filename`; `None` for a part that is not a file.
+fn part_file_name(field: &axum::extract::multipart::Field<'_>) -> Option<String> {
+    let extended = field
+        .headers()
+        .get(header::CONTENT_DISPOSITION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split(';')
+                .filter_map(|p| p.trim().split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("filename*"))
+                .and_then(|(_, value)| decode_rfc2231(value.trim().trim_matches('"')))
+        });
+    extended
+        .or_else(|| field.file_name().map(str::to_string))
+        .filter(|n| !n.is_empty())
+}
+
+/// `charset'language'percent-encoded`, for the charsets Go decodes.
+fn decode_rfc2231(value: &str) -> Option<String> {
+    let mut parts = value.splitn(3, '\'');
+    let (charset, _lang, encoded) = (parts.next()?, parts.next()?, parts.next()?);
+    if !charset.eq_ignore_ascii_case("utf-8") && !charset.eq_ignore_ascii_case("us-ascii") {
+        return None;
+    }
+    let bytes: Vec<u8> = percent_decode(encoded)?;
+    String::from_utf8(bytes).ok()
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 /// PocketBase's checks, in its order: a zip (detected from the first bytes: a local file
 /// header, or the end record of an empty zip), then the name. Returns the key reservation.
 async fn check_upload(
@@ -275,7 +267,10 @@ async fn check_upload(
             "file",
             FieldError::new(
                 "validation_invalid_mime_type",
-                format!("{file_name:?} mime type must be one of: application/zip."),
+                format!(
+                    "{:?} mime type must be one of: application/zip.",
+                    keys::pocketbase_upload_name(file_name, head)
+                ),
             ),
         )]));
     }
@@ -299,35 +294,6 @@ async fn check_upload(
         return Err(name_exists("file", EXISTS_UPLOAD));
     }
     Ok(guard)
-}
-
-/// Reads and drops what is left of `body`, up to `budget` bytes. False if it gave up.
-async fn drain(body: &mut ByteStream<'_>, budget: &mut u64) -> bool {
-    while let Some(Ok(chunk)) = body.next().await {
-        let n = chunk.len() as u64;
-        if n > *budget {
-            *budget = 0;
-            return false;
-        }
-        *budget -= n;
-    }
-    true
-}
-
-/// Drains the remaining multipart fields within `budget`. False if it gave up.
-async fn drain_fields(multipart: &mut Multipart, budget: &mut u64) -> bool {
-    loop {
-        match multipart.next_field().await {
-            Ok(Some(field)) => {
-                let mut body: ByteStream<'_> = Box::pin(field.map_err(std::io::Error::other));
-                if !drain(&mut body, budget).await {
-                    return false;
-                }
-            }
-            Ok(None) => return true,
-            Err(_) => return false,
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -401,6 +367,10 @@ pub async fn download(
         HeaderValue::from_static("application/zip"),
     );
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(DOWNLOAD_CACHE_CONTROL),
+    );
     h.insert(header::CONTENT_DISPOSITION, content_disposition(&key));
     if let Ok(v) = HeaderValue::from_str(&httpdate(info.modified)) {
         h.insert(header::LAST_MODIFIED, v);
@@ -428,6 +398,26 @@ pub async fn download(
         }
     }
     Ok(res)
+}
+
+/// PocketBase's `Cache-Control` on downloads (`tools/filesystem`'s `Serve`).
+const DOWNLOAD_CACHE_CONTROL: &str = "max-age=2592000, stale-while-revalidate=86400";
+
+/// GET /api/backups/upload: PocketBase serves the key `upload` there like any other.
+pub async fn download_upload_key(
+    state: State<AppState>,
+    query: super::LenientQuery<DownloadQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    download(state, super::KeyPath(Some("upload".into())), query, headers).await
+}
+
+/// DELETE /api/backups/upload: the key `upload`, as in PocketBase.
+pub async fn delete_upload_key(
+    state: State<AppState>,
+    auth: SuperuserAuth,
+) -> Result<StatusCode, ApiError> {
+    delete(state, auth, super::KeyPath(Some("upload".into()))).await
 }
 
 /// `attachment; filename="KEY"`, plus an RFC 5987 `filename*` for non-ASCII keys.
@@ -643,19 +633,6 @@ mod tests {
         assert_eq!(parse_range("bytes=0-1,5-6", 100), RangeSpec::Ignore);
         assert_eq!(parse_range("items=0-1", 100), RangeSpec::Ignore);
         assert_eq!(parse_range("bytes=x-1", 100), RangeSpec::Ignore);
-    }
-
-    #[test]
-    fn fields_pick_like_pocketbase() {
-        assert_eq!(parse_fields(None), None);
-        assert_eq!(parse_fields(Some("*")), None);
-        assert_eq!(
-            parse_fields(Some("key, size:excerpt(2)")),
-            Some(vec!["key".to_string(), "size".to_string()])
-        );
-        let v = serde_json::json!({"key": "a", "modified": "m", "size": 1});
-        let f = vec!["key".to_string()];
-        assert_eq!(pick_fields(v, Some(&f)), serde_json::json!({"key": "a"}));
     }
 
     #[test]

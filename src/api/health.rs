@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub async fn health(
     State(state): State<AppState>,
     MaybeSuperuser(user): MaybeSuperuser,
-) -> Json<Value> {
+) -> Json<Health> {
     let data = if user.is_some() {
         json!({
             "canBackup": !state.jobs.is_busy(),
@@ -20,5 +20,17 @@ pub async fn health(
     } else {
         json!({})
     };
-    Json(json!({ "code": 200, "message": "API is healthy.", "data": data }))
+    Json(Health {
+        message: "API is healthy.",
+        code: 200,
+        data,
+    })
+}
+
+/// PocketBase's field order.
+#[derive(serde::Serialize)]
+pub struct Health {
+    message: &'static str,
+    code: u16,
+    data: Value,
 }

@@ -3,28 +3,30 @@
 //! - [`auth`]: superuser login, refresh and file tokens.
 //! - [`backups`]: the Backups API.
 //! - [`health`]: `GET /api/health`.
+//! - [`body`]: request bodies bound like PocketBase's `BindBody`.
+//! - [`edge`]: what every request and answer goes through (refused bodies drained, the body
+//!   limit, PocketBase's headers and CORS, `fields` and the JSON newline).
+//! - [`fields`]: PocketBase's `fields` syntax.
 //!
 //! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
 //! method and the matched route only: never the query string, which may hold a file token.
 
 pub mod auth;
 pub mod backups;
+pub mod body;
+pub mod edge;
+pub mod fields;
 pub mod health;
 
 use crate::AppState;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request,
-};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
+use axum::middleware::from_fn;
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
-use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
-
-/// Body limit of the JSON routes (uploads have none).
-const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -39,9 +41,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/files/token", post(auth::file_token))
         .route("/api/backups", get(backups::list).post(backups::create))
+        // PocketBase's `GET` and `DELETE /api/backups/{key}` also serve the key `upload`.
         .route(
             "/api/backups/upload",
-            post(backups::upload).layer(DefaultBodyLimit::disable()),
+            post(backups::upload)
+                .layer(DefaultBodyLimit::disable())
+                .get(backups::download_upload_key)
+                .delete(backups::delete_upload_key),
         )
         .route(
             "/api/backups/{key}",
@@ -51,7 +57,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/gateway/restore", get(backups::restore_status))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES as usize))
+        .layer(from_fn(edge::json_answers))
+        .layer(from_fn(edge::body_limit))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -66,8 +74,9 @@ pub fn router(state: AppState) -> Router {
                     tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
                 ),
         )
-        // PocketBase allows every origin by default; the SDKs run in browsers too.
-        .layer(CorsLayer::permissive())
+        .layer(from_fn(edge::pocketbase_headers))
+        // Outermost, so that it also drains what the layers inside refuse.
+        .layer(from_fn(edge::drain_unread_body))
         .with_state(state)
 }
 
@@ -113,32 +122,5 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequestParts<S> for Leni
                 .map(|Query(q)| q)
                 .unwrap_or_default(),
         ))
-    }
-}
-
-/// A JSON body parsed like PocketBase does: an empty body is `{}`, anything unparsable is
-/// `400 An error occurred while loading the submitted data.`
-#[derive(Debug, Clone, Default)]
-pub struct PbJson<T>(pub T);
-
-impl<S, T> FromRequest<S> for PbJson<T>
-where
-    S: Send + Sync,
-    T: DeserializeOwned,
-{
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|_| ApiError::load_failed())?;
-        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
-            &b"{}"[..]
-        } else {
-            &bytes[..]
-        };
-        serde_json::from_slice(text)
-            .map(PbJson)
-            .map_err(|_| ApiError::load_failed())
     }
 }

@@ -69,11 +69,34 @@ async fn create_without_a_name_uses_pocketbase_default_name(backend: Backend) {
     assert_eq!(res.status(), 204);
     let keys = app.keys().await;
     assert_eq!(keys.len(), 1);
-    let k = &keys[0];
-    assert!(k.starts_with("pb_backup_") && k.ends_with(".zip"), "{k}");
-    let stamp = &k["pb_backup_".len()..k.len() - 4];
-    assert_eq!(stamp.len(), 14);
-    assert!(stamp.bytes().all(|b| b.is_ascii_digit()));
+    assert_default_name(&keys[0], "acme");
+
+    // A PocketBase data directory names its backups after its `meta.appName`.
+    let conn = rusqlite::Connection::open(app.data_dir.join("data.db")).unwrap();
+    conn.execute_batch(
+        r#"CREATE TABLE _params (id TEXT PRIMARY KEY, value JSON);
+           INSERT INTO _params VALUES ('settings', CAST('{"meta":{"appName":"My Shop"}}' AS BLOB));"#,
+    )
+    .unwrap();
+    drop(conn);
+    assert_eq!(app.create(None).await.status(), 204);
+    let named: Vec<String> = app
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains("my_shop"))
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_default_name(&named[0], "my_shop");
+}
+
+/// `pb_backup_<app>_YYYYMMDDhhmmss.zip`
+fn assert_default_name(key: &str, app: &str) {
+    let prefix = format!("pb_backup_{app}_");
+    assert!(key.starts_with(&prefix) && key.ends_with(".zip"), "{key}");
+    let stamp = &key[prefix.len()..key.len() - 4];
+    assert_eq!(stamp.len(), 14, "{key}");
+    assert!(stamp.bytes().all(|b| b.is_ascii_digit()), "{key}");
 }
 
 async fn create_rejects_bad_and_duplicate_names(backend: Backend) {
