@@ -52,9 +52,9 @@ pub async fn serve(
         .header_read_timeout(HEADER_READ_TIMEOUT);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     // Out of descriptors: give the open connections time to finish.
@@ -66,7 +66,13 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let service = hyper_util::service::TowerToHyperService::new(app.clone().map_request(
-            |req: axum::http::Request<hyper::body::Incoming>| req.map(axum::body::Body::new),
+            move |req: axum::http::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                // Where the request came from, for `GET /api/health`'s `realIP`.
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                req
+            },
         ));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(Lingering::new(stream)), service)

@@ -1,6 +1,6 @@
 //! Superuser auth routes, as PocketBase's `_superusers` collection answers them.
 
-use super::body::PbBody;
+use super::body::{BindError, PbBody};
 use crate::AppState;
 use crate::auth::{SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
@@ -42,8 +42,9 @@ fn auth_response(state: &AppState, user: &Superuser) -> Result<Json<Value>, ApiE
 /// POST /api/collections/_superusers/auth-with-password
 pub async fn auth_with_password(
     State(state): State<AppState>,
-    PbBody(body): PbBody<PasswordBody>,
+    body: Result<PbBody<PasswordBody>, BindError>,
 ) -> Result<Json<Value>, ApiError> {
+    let PbBody(body) = body.map_err(BindError::passed_through)?;
     let mut missing = Vec::new();
     if body.identity.is_empty() {
         missing.push(("identity", FieldError::required()));

@@ -77,12 +77,13 @@ fn name_exists(field: &'static str, message: &'static str) -> ApiError {
 pub async fn create(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
-    super::body::PbBody(body): super::body::PbBody<CreateBody>,
+    body: Result<super::body::PbBody<CreateBody>, super::body::BindError>,
 ) -> Result<StatusCode, ApiError> {
     // PocketBase checks the lock first, then the body.
     if state.jobs.is_busy() {
         return Err(ApiError::bad_request(MSG_BUSY));
     }
+    let super::body::PbBody(body) = body.map_err(|_| ApiError::load_failed())?;
     let name = if body.name.is_empty() {
         let (dir, fallback) = (state.config.data_dir.clone(), state.config.app_name.clone());
         let app = tokio::task::spawn_blocking(move || crate::pocketbase::app_name(&dir, &fallback))

@@ -7,9 +7,11 @@
 //! - `multipart/form-data` and `application/x-www-form-urlencoded`: the first value of each
 //!   name, with the URL's query values after the body's (before them for multipart, as in
 //!   Go's `ParseMultipartForm`), and a multipart `@jsonPayload` part bound as JSON on top;
-//! - any other type (`text/plain`, none) is refused.
+//! - any other type (`text/plain`, none) is refused: [`BindError::UnsupportedType`].
 //!
-//! A refusal is `400 An error occurred while loading the submitted data.`
+//! A refusal answers `400 An error occurred while loading the submitted data.`; the routes
+//! that pass PocketBase's own error through take `Result<PbBody<T>, BindError>` and answer
+//! [`BindError::UnsupportedType`] with `400 Unsupported Content-Type.`
 
 use crate::error::ApiError;
 use axum::extract::{FromRequest, Multipart, Request};
@@ -21,6 +23,31 @@ use serde_json::{Map, Value};
 #[derive(Debug, Clone, Default)]
 pub struct PbBody<T>(pub T);
 
+/// Why a body was not bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindError {
+    /// Not JSON, multipart or a urlencoded form.
+    UnsupportedType,
+    /// The body does not parse, or a value has the wrong type.
+    Load,
+}
+
+impl BindError {
+    /// PocketBase's answer where its own error is passed through (the auth routes).
+    pub fn passed_through(self) -> ApiError {
+        match self {
+            Self::UnsupportedType => ApiError::bad_request("Unsupported Content-Type."),
+            Self::Load => ApiError::load_failed(),
+        }
+    }
+}
+
+impl axum::response::IntoResponse for BindError {
+    fn into_response(self) -> axum::response::Response {
+        ApiError::load_failed().into_response()
+    }
+}
+
 /// The multipart part whose JSON is bound over the form values (the SDKs send objects so).
 const JSON_PAYLOAD: &str = "@jsonPayload";
 
@@ -29,9 +56,9 @@ where
     S: Send + Sync,
     T: DeserializeOwned + Default,
 {
-    type Rejection = ApiError;
+    type Rejection = BindError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, BindError> {
         let headers = req.headers();
         let length = headers
             .get(header::CONTENT_LENGTH)
@@ -49,17 +76,17 @@ where
         let fields = if content_type.starts_with("application/json") {
             let bytes = axum::body::Bytes::from_request(req, state)
                 .await
-                .map_err(|_| ApiError::load_failed())?;
+                .map_err(|_| BindError::Load)?;
             json_fields(&bytes)?
         } else if content_type.starts_with("multipart/form-data") {
             let multipart = Multipart::from_request(req, state)
                 .await
-                .map_err(|_| ApiError::load_failed())?;
+                .map_err(|_| BindError::Load)?;
             multipart_fields(multipart, query.as_deref()).await?
         } else if content_type.starts_with("application/x-www-form-urlencoded") {
             let bytes = axum::body::Bytes::from_request(req, state)
                 .await
-                .map_err(|_| ApiError::load_failed())?;
+                .map_err(|_| BindError::Load)?;
             let mut values = FormValues::default();
             values.extend(form_urlencoded::parse(&bytes));
             if let Some(q) = &query {
@@ -67,23 +94,23 @@ where
             }
             values.into_fields()
         } else {
-            return Err(ApiError::load_failed());
+            return Err(BindError::UnsupportedType);
         };
         serde_json::from_value(Value::Object(fields))
             .map(Self)
-            .map_err(|_| ApiError::load_failed())
+            .map_err(|_| BindError::Load)
     }
 }
 
 /// The fields of a JSON body: key case folded, nulls dropped (see the module docs).
-fn json_fields(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+fn json_fields(bytes: &[u8]) -> Result<Map<String, Value>, BindError> {
     let first = serde_json::Deserializer::from_slice(bytes)
         .into_iter::<Option<OrderedObject>>()
         .next();
     match first {
         Some(Ok(Some(OrderedObject(pairs)))) => Ok(fold(pairs)),
         Some(Ok(None)) => Ok(Map::new()),
-        _ => Err(ApiError::load_failed()),
+        _ => Err(BindError::Load),
     }
 }
 
@@ -123,23 +150,19 @@ impl<'de> serde::Deserialize<'de> for OrderedObject {
 async fn multipart_fields(
     mut multipart: Multipart,
     query: Option<&str>,
-) -> Result<Map<String, Value>, ApiError> {
+) -> Result<Map<String, Value>, BindError> {
     let mut values = FormValues::default();
     if let Some(q) = query {
         values.extend(form_urlencoded::parse(q.as_bytes()));
     }
     let mut payloads = Vec::new();
-    while let Some(field) = multipart
-        .next_field()
-        .await
-        .map_err(|_| ApiError::load_failed())?
-    {
+    while let Some(field) = multipart.next_field().await.map_err(|_| BindError::Load)? {
         // Files are not form values.
         if field.file_name().is_some() {
             continue;
         }
         let name = field.name().unwrap_or_default().to_string();
-        let text = field.text().await.map_err(|_| ApiError::load_failed())?;
+        let text = field.text().await.map_err(|_| BindError::Load)?;
         if name == JSON_PAYLOAD {
             payloads.push(text);
         } else {
@@ -188,8 +211,8 @@ mod tests {
         assert!(json_fields(br#"{"name": null}"#).unwrap().is_empty());
         for bad in [&b"   "[..], b"[]", b"\"x\"", b"{nope", b"12"] {
             assert_eq!(
-                json_fields(bad).unwrap_err().message(),
-                crate::error::MSG_LOAD,
+                json_fields(bad).unwrap_err(),
+                BindError::Load,
                 "{}",
                 String::from_utf8_lossy(bad)
             );

@@ -130,7 +130,7 @@ pub async fn body_limit(req: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES) && !is_upload(&req) {
-        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request entity too large")
+        return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "Request entity too large.")
             .into_response();
     }
     next.run(req).await
@@ -157,7 +157,10 @@ pub async fn pocketbase_headers(req: Request, next: Next) -> Response {
     let h = res.headers_mut();
     // axum adds `Allow` to the 404 of a known path with another method; PocketBase does not.
     h.remove(header::ALLOW);
-    security_headers(h);
+    // PocketBase answers a preflight before its security headers are set.
+    if !preflight {
+        security_headers(h);
+    }
     h.append(header::VARY, HeaderValue::from_static("Origin"));
     if origin.is_some_and(|o| !o.is_empty()) {
         h.insert(

@@ -29,6 +29,18 @@ use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
 
 pub fn router(state: AppState) -> Router {
+    // The edge runs outside the routing (a fallback service), so that it sees every answer
+    // as the client will, the method router's additions included.
+    Router::new()
+        .fallback_service(routes(state))
+        .layer(from_fn(edge::json_answers))
+        .layer(from_fn(edge::body_limit))
+        .layer(from_fn(edge::pocketbase_headers))
+        // Outermost, so that it also drains what the layers inside refuse.
+        .layer(from_fn(edge::drain_unread_body))
+}
+
+fn routes(state: AppState) -> Router {
     Router::new()
         .route("/api/health", get(health::health).head(health::health))
         .route(
@@ -58,8 +70,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES as usize))
-        .layer(from_fn(edge::json_answers))
-        .layer(from_fn(edge::body_limit))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|req: &Request| {
@@ -74,9 +84,6 @@ pub fn router(state: AppState) -> Router {
                     tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
                 ),
         )
-        .layer(from_fn(edge::pocketbase_headers))
-        // Outermost, so that it also drains what the layers inside refuse.
-        .layer(from_fn(edge::drain_unread_body))
         .with_state(state)
 }
 

