@@ -549,8 +549,21 @@ async fn read_body(
     size: u64,
 ) -> Result<ByteStream<'static>, StorageError> {
     let span = range.map_or(0..size, |r| r.start..r.end + 1);
-    if span.end - span.start <= RANGE_CHUNK {
+    if span.is_empty() {
         return state.store.get(key, range).await;
+    }
+    if span.end - span.start <= RANGE_CHUNK {
+        let whole = ByteRange {
+            start: span.start,
+            end: span.end - 1,
+        };
+        let first = state.store.get(key, Some(whole)).await?;
+        return Ok(crate::storage::resuming(
+            state.store.clone(),
+            key.to_string(),
+            whole,
+            first,
+        ));
     }
     let first = ByteRange {
         start: span.start,

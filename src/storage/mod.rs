@@ -146,7 +146,8 @@ pub async fn read_range(store: &dyn BackupStore, key: &str, range: ByteRange) ->
     read_range_into(store, key, range, Vec::new()).await
 }
 
-/// [`read_range`] into `out` (cleared first; a recycled buffer saves an allocation).
+/// [`read_range`] into `out` (cleared first; a recycled buffer saves an allocation). A body
+/// cut short is resumed from where it stopped ([`resuming`]).
 ///
 /// # Errors
 /// As [`read_range`].
@@ -157,13 +158,11 @@ pub async fn read_range_into(
     mut out: Vec<u8>,
 ) -> Result<Vec<u8>> {
     use futures::TryStreamExt;
-    let mut body = store.get(key, Some(range)).await?;
+    let first = store.get(key, Some(range)).await?;
+    let mut body = resuming(store, key, range, first);
     out.clear();
     out.reserve(usize::try_from(range.size()).unwrap_or(0));
     while let Some(chunk) = body.try_next().await.map_err(StorageError::Body)? {
-        if (out.len() + chunk.len()) as u64 > range.size() {
-            break;
-        }
         out.extend_from_slice(&chunk);
     }
     if out.len() as u64 != range.size() {
@@ -173,4 +172,106 @@ pub async fn read_range_into(
         )));
     }
     Ok(out)
+}
+
+/// How many times one ranged read is resumed after its body failed or ended early.
+pub const BODY_RESUMES: u32 = 4;
+
+/// `first`, the body of a read of `range`, made to deliver exactly `range`: when it fails
+/// or ends early, the rest is read again from the offset reached, at most [`BODY_RESUMES`]
+/// times, with a growing pause (the store's own client already retries whole requests; this
+/// covers a body cut after its `200` started). When the resumes are spent, the stream ends
+/// with the error, never short.
+pub fn resuming<'a, S, K>(
+    store: S,
+    key: K,
+    range: ByteRange,
+    first: ByteStream<'static>,
+) -> ByteStream<'a>
+where
+    S: std::ops::Deref<Target = dyn BackupStore> + Send + 'a,
+    K: AsRef<str> + Send + 'a,
+{
+    use futures::StreamExt;
+    struct State<S, K> {
+        store: S,
+        key: K,
+        next: u64,
+        end: u64,
+        body: Option<ByteStream<'static>>,
+        resumes: u32,
+        failed: bool,
+    }
+    let state = State {
+        store,
+        key,
+        next: range.start,
+        end: range.end,
+        body: Some(first),
+        resumes: 0,
+        failed: false,
+    };
+    Box::pin(futures::stream::unfold(state, |mut s| async move {
+        loop {
+            if s.failed || s.next > s.end {
+                return None;
+            }
+            let Some(body) = s.body.as_mut() else {
+                let rest = ByteRange {
+                    start: s.next,
+                    end: s.end,
+                };
+                match s.store.get(s.key.as_ref(), Some(rest)).await {
+                    Ok(body) => s.body = Some(body),
+                    Err(e @ StorageError::NotFound) => {
+                        s.failed = true;
+                        return Some((Err(io::Error::other(e)), s));
+                    }
+                    Err(e) => {
+                        if !pause_before_resume(&mut s.resumes, s.key.as_ref(), s.next, &e).await {
+                            s.failed = true;
+                            return Some((Err(io::Error::other(e)), s));
+                        }
+                    }
+                }
+                continue;
+            };
+            let failure = match body.next().await {
+                Some(Ok(chunk)) => {
+                    let room = usize::try_from(s.end + 1 - s.next).unwrap_or(usize::MAX);
+                    let chunk = if chunk.len() > room {
+                        chunk.slice(..room)
+                    } else {
+                        chunk
+                    };
+                    s.next += chunk.len() as u64;
+                    return Some((Ok(chunk), s));
+                }
+                Some(Err(e)) => e,
+                None => io::Error::new(io::ErrorKind::UnexpectedEof, "body ended early"),
+            };
+            s.body = None;
+            if !pause_before_resume(&mut s.resumes, s.key.as_ref(), s.next, &failure).await {
+                s.failed = true;
+                return Some((Err(failure), s));
+            }
+        }
+    }))
+}
+
+/// Counts one resume and waits before it (100 ms, 200 ms, 400 ms, ...); false when the
+/// resumes are spent.
+async fn pause_before_resume(
+    resumes: &mut u32,
+    key: &str,
+    offset: u64,
+    cause: &(dyn std::error::Error + Send + Sync),
+) -> bool {
+    if *resumes >= BODY_RESUMES {
+        return false;
+    }
+    *resumes += 1;
+    tracing::warn!(key, offset, attempt = *resumes, error = %cause, "read cut short; resuming");
+    tokio::time::sleep(std::time::Duration::from_millis(100 << (*resumes - 1))).await;
+    true
 }

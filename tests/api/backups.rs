@@ -324,10 +324,7 @@ async fn large_downloads_and_ranges_are_byte_identical(backend: Backend) {
 
 #[tokio::test]
 async fn a_store_failing_mid_download_breaks_the_response_instead_of_truncating_it() {
-    let app = spawn_app().await;
-    let Some(s3) = app.s3.clone() else {
-        return;
-    };
+    let (app, s3) = spawn_app_with_faults().await;
     let data = pseudo_random(30 << 20, 8);
     app.put_raw("big.zip", data.clone()).await;
     // The HEAD and the first ranged reads succeed, then every read fails.
@@ -346,6 +343,48 @@ async fn a_store_failing_mid_download_breaks_the_response_instead_of_truncating_
     );
     s3.faults.fail_gets_after.store(-1, Ordering::SeqCst);
     assert_eq!(app.download_bytes("big.zip").await, data);
+}
+
+#[tokio::test]
+async fn a_download_cut_short_by_the_store_is_resumed_from_its_offset() {
+    let (app, s3) = spawn_app_with_faults().await;
+    // One ranged read (under 4 MiB) and parallel ranged reads (over it).
+    for (key, size) in [("small.zip", 3 << 20), ("large.zip", 21 << 20)] {
+        let data = pseudo_random(size, 9);
+        app.put_raw(key, data.clone()).await;
+        s3.faults.cut_after_bytes.store(100 << 10, Ordering::SeqCst);
+        s3.faults.cut_gets.store(3, Ordering::SeqCst);
+        assert!(app.download_bytes(key).await == data, "{key}");
+        assert!(
+            s3.faults.cut_gets.load(Ordering::SeqCst) <= 0,
+            "{key}: cut 3 times"
+        );
+        s3.faults.cut_gets.store(2, Ordering::SeqCst);
+        let token = app.file_token().await;
+        let res = app
+            .client
+            .get(app.url(&format!("/api/backups/{key}?token={token}")))
+            .header("Range", "bytes=1000-2999999")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 206);
+        assert!(
+            res.bytes().await.unwrap() == data[1000..3_000_000],
+            "{key} range"
+        );
+    }
+    // A store that cuts every read: the resumes of the first range are spent before the
+    // answer starts, so the client gets an error (a failure after the `200` breaks the
+    // body instead: see the next test).
+    s3.faults.cut_gets.store(1_000, Ordering::SeqCst);
+    assert_error(
+        app.download("large.zip").await,
+        400,
+        "Failed to download the backup.",
+    )
+    .await;
+    s3.faults.cut_gets.store(0, Ordering::SeqCst);
 }
 
 async fn delete_unknown_and_invalid_keys_are_400(backend: Backend) {

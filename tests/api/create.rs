@@ -150,10 +150,7 @@ fn fill_media(root: &std::path::Path, mib: u64) {
 
 #[tokio::test]
 async fn part_bodies_are_signed_over_plain_http_by_default() {
-    let app = spawn_app().await;
-    let Some(s3) = app.s3.clone() else {
-        return; // an external store's requests are not visible here
-    };
+    let (app, s3) = spawn_app_with_faults().await;
     fill_media(&app.data_dir, 16);
     assert_eq!(app.create(Some("signed.zip")).await.status(), 204);
     assert!(s3.faults.signed_puts.load(Ordering::SeqCst) >= 4);
@@ -164,17 +161,17 @@ async fn part_bodies_are_signed_over_plain_http_by_default() {
 async fn unsigned_part_bodies_as_over_https_store_a_whole_backup() {
     let app = spawn_app_with(Options {
         payload_signing: backup_gateway::config::PayloadSigning::Never,
+        in_process_s3: true,
         ..Options::default()
     })
     .await;
+    let s3 = app.s3.clone().expect("in_process_s3");
     fill_media(&app.data_dir, 16);
     write_file(&app.data_dir, "data.db", &b"row,".repeat(1 << 18));
     assert_eq!(app.create(Some("unsigned.zip")).await.status(), 204);
-    if let Some(s3) = &app.s3 {
-        assert!(s3.faults.unsigned_puts.load(Ordering::SeqCst) >= 4);
-        // The bucket's creation is the only signed PUT.
-        assert!(s3.faults.signed_puts.load(Ordering::SeqCst) <= 1);
-    }
+    assert!(s3.faults.unsigned_puts.load(Ordering::SeqCst) >= 4);
+    // The bucket's creation is the only signed PUT.
+    assert!(s3.faults.signed_puts.load(Ordering::SeqCst) <= 1);
     let bytes = app.download_bytes("unsigned.zip").await;
     let tree = snapshot(&app.data_dir, &["backups", ".backup-gateway"]);
     assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
@@ -183,11 +180,7 @@ async fn unsigned_part_bodies_as_over_https_store_a_whole_backup() {
 
 #[tokio::test]
 async fn s3_failing_mid_upload_leaves_nothing_and_releases_the_lock() {
-    let app = spawn_app().await;
-    let Some(s3) = app.s3.clone() else {
-        eprintln!("skipped: fault injection needs the in-process S3 server");
-        return;
-    };
+    let (app, s3) = spawn_app_with_faults().await;
     write_file(&app.data_dir, "a.bin", &pseudo_random(16 << 20, 3));
     s3.faults.fail_parts_after.store(1, Ordering::SeqCst);
     let res = app.create(Some("broken.zip")).await;
@@ -203,11 +196,7 @@ async fn s3_failing_mid_upload_leaves_nothing_and_releases_the_lock() {
 
 #[tokio::test]
 async fn s3_going_down_mid_upload_fails_cleanly_and_the_next_create_succeeds() {
-    let app = spawn_app().await;
-    let Some(s3) = app.s3.clone() else {
-        eprintln!("skipped: fault injection needs the in-process S3 server");
-        return;
-    };
+    let (app, s3) = spawn_app_with_faults().await;
     write_file(&app.data_dir, "a.bin", &pseudo_random(24 << 20, 4));
     let watcher = {
         let s3 = s3.clone();
@@ -267,11 +256,7 @@ async fn an_unreadable_file_fails_the_create_and_stores_nothing() {
 
 #[tokio::test]
 async fn a_client_that_disconnects_mid_create_leaves_nothing_and_frees_the_lock() {
-    let app = spawn_app().await;
-    let Some(s3) = app.s3.clone() else {
-        eprintln!("skipped: needs the in-process S3 server to observe parts");
-        return;
-    };
+    let (app, s3) = spawn_app_with_faults().await;
     write_file(&app.data_dir, "a.bin", &pseudo_random(40 << 20, 5));
     let client = reqwest::Client::new();
     let req = client

@@ -4,7 +4,8 @@
 //! With `GATEWAY_TEST_S3_ENDPOINT` (plus `GATEWAY_TEST_S3_ACCESS_KEY` and
 //! `GATEWAY_TEST_S3_SECRET_KEY`, optional `GATEWAY_TEST_S3_REGION`) the S3 tests run against
 //! that store instead (for example the MinIO of `docker-compose.yml`), each in a bucket of
-//! its own; tests that inject faults into the in-process server are skipped there.
+//! its own. Tests that inject faults or count requests use [`spawn_app_with_faults`], which
+//! always runs the in-process server.
 
 #![allow(dead_code)]
 
@@ -67,6 +68,9 @@ pub struct Options {
     pub sqlite_busy_timeout: Duration,
     /// `--restore-require`.
     pub restore_require: Vec<PathBuf>,
+    /// The in-process S3 server even when `GATEWAY_TEST_S3_ENDPOINT` names another store
+    /// (for tests that turn its fault knobs).
+    pub in_process_s3: bool,
 }
 
 impl Default for Options {
@@ -80,8 +84,23 @@ impl Default for Options {
             exclude: Vec::new(),
             sqlite_busy_timeout: Duration::from_secs(5),
             restore_require: Vec::new(),
+            in_process_s3: false,
         }
     }
+}
+
+/// The gateway on the in-process S3 server, whose fault knobs the test turns.
+pub async fn spawn_app_with_faults() -> (TestApp, Arc<S3Server>) {
+    let app = spawn_app_with(Options {
+        in_process_s3: true,
+        ..Options::default()
+    })
+    .await;
+    let s3 = app
+        .s3
+        .clone()
+        .expect("in_process_s3 starts the in-process server");
+    (app, s3)
 }
 
 fn init_logs() {
@@ -149,7 +168,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     );
     let (mut s3, mut s3_client) = (None, None);
     if opts.backend == Backend::S3 {
-        let (endpoint, key, secret, region) = match external_s3() {
+        let external = if opts.in_process_s3 {
+            None
+        } else {
+            external_s3()
+        };
+        let (endpoint, key, secret, region) = match external {
             Some(ext) => ext,
             None => {
                 let server = S3Server::start(&tmp.path().join("s3"), "127.0.0.1:0").await;

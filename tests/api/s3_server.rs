@@ -33,6 +33,10 @@ pub struct Faults {
     pub down: AtomicBool,
     /// Delay every GetObject by this many milliseconds.
     pub delay_gets_ms: AtomicU64,
+    /// Cut the body of this many coming GetObject answers after [`Self::cut_after_bytes`]
+    /// bytes (the connection closes with the `200` and its full `Content-Length` sent).
+    pub cut_gets: AtomicI64,
+    pub cut_after_bytes: AtomicU64,
     /// PUT requests (PutObject, UploadPart) whose body is covered by the signature, and
     /// those sent as `UNSIGNED-PAYLOAD`.
     pub signed_puts: AtomicU64,
@@ -171,11 +175,36 @@ async fn handle(
             return Ok(error_response(500, "InternalError"));
         }
     }
+    let cut = is_get && faults.cut_gets.fetch_sub(1, Ordering::SeqCst) > 0;
     let req = req.map(s3s::Body::from);
-    Ok(match service.call(req).await {
+    let resp = match service.call(req).await {
         Ok(resp) => resp,
-        Err(_) => error_response(500, "InternalError"),
-    })
+        Err(_) => return Ok(error_response(500, "InternalError")),
+    };
+    if !cut || !resp.status().is_success() {
+        return Ok(resp);
+    }
+    // The headers (with the whole length) and the first bytes only: hyper then closes the
+    // connection, and the client sees the body end early.
+    let (parts, body) = resp.into_parts();
+    let bytes = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let keep = (faults.cut_after_bytes.load(Ordering::SeqCst) as usize).min(bytes.len());
+    let kept = futures::stream::once(async move {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes.slice(..keep)))
+    });
+    // The error comes after a pause, so that hyper has flushed the head and the kept bytes.
+    let cut = futures::stream::once(async {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        Err(std::io::Error::other("injected: body cut short"))
+    });
+    let cut_body = http_body_util::StreamBody::new(futures::StreamExt::chain(kept, cut));
+    Ok(hyper::Response::from_parts(
+        parts,
+        s3s::Body::http_body_unsync(cut_body),
+    ))
 }
 
 fn error_response(status: u16, code: &str) -> Resp {
