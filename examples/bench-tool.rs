@@ -162,6 +162,9 @@ async fn main() -> anyhow::Result<()> {
                     &DEFAULT_PARTS_IN_FLIGHT.to_string(),
                 )
                 .parse()?,
+                budget: backup_gateway::bufpool::Budget::new(
+                    backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB << 20,
+                ),
             };
             let store = store().await;
             let started = Instant::now();

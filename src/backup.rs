@@ -67,6 +67,7 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
     let opts = PutOptions {
         part_size: part_size_for(state.config.part_size, estimate),
         parts_in_flight: state.config.parts_in_flight,
+        budget: state.budget.clone(),
     };
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
@@ -84,7 +85,7 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
 
     let put = state
         .store
-        .put(key, Box::pin(ReceiverStream(rx)), opts)
+        .put(key, Box::pin(ReceiverStream(rx)), opts.clone())
         .await;
     let written = writer
         .await

@@ -17,6 +17,8 @@ pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
 /// create of 100,000 files where 2 gave 38-42 ms, and 2 hold 8 MiB less. Raise it for stores
 /// far away (each connection's throughput is bounded by its round-trip time).
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
+/// `--memory-budget-mib`.
+pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 128;
 /// S3's maximum number of parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 const MIB: u64 = 1024 * 1024;
@@ -155,6 +157,11 @@ pub struct ServeArgs {
     /// `meta.appName`.
     #[arg(long, env = "GATEWAY_APP_NAME", default_value = crate::pocketbase::DEFAULT_APP_NAME)]
     pub app_name: String,
+
+    /// The memory shared by every buffer of backup bytes (create and upload parts, download
+    /// and restore read-ahead), in MiB: when it is taken, requests wait for their share.
+    #[arg(long, env = "GATEWAY_MEMORY_BUDGET_MIB", default_value_t = DEFAULT_MEMORY_BUDGET_MIB)]
+    pub memory_budget_mib: u64,
 }
 
 #[derive(Debug, Args)]
@@ -232,6 +239,8 @@ pub struct Config {
     pub exclude: Vec<String>,
     /// `--app-name`: see [`crate::pocketbase::app_name`].
     pub app_name: String,
+    /// `--memory-budget-mib`, in bytes.
+    pub memory_budget: u64,
     /// How SQLite databases are snapshotted.
     pub snapshot: crate::archive::SnapshotOptions,
 }
@@ -295,6 +304,9 @@ impl ServeArgs {
         if self.compression_level > 9 {
             return Err(ConfigError("--compression-level must be 0 to 9".into()));
         }
+        if self.memory_budget_mib < 8 {
+            return Err(ConfigError("--memory-budget-mib must be at least 8".into()));
+        }
         let exclude: Vec<String> = self.exclude.into_iter().filter(|g| !g.is_empty()).collect();
         let restore_require: Vec<PathBuf> = self
             .restore_require
@@ -347,6 +359,7 @@ impl ServeArgs {
             restore_require,
             exclude,
             app_name: self.app_name,
+            memory_budget: self.memory_budget_mib << 20,
             snapshot: crate::archive::SnapshotOptions {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
             },
@@ -371,6 +384,7 @@ impl Config {
             restore_require: Vec::new(),
             exclude: Vec::new(),
             app_name: crate::pocketbase::DEFAULT_APP_NAME.into(),
+            memory_budget: DEFAULT_MEMORY_BUDGET_MIB << 20,
             snapshot: crate::archive::SnapshotOptions::default(),
         }
     }

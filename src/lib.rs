@@ -53,6 +53,8 @@ pub struct AppState {
     pub tokens: Arc<auth::Tokens>,
     pub jobs: jobs::Jobs,
     pub restores: Arc<restore::Restores>,
+    /// The one memory budget of backup bytes ([`bufpool::Budget`]).
+    pub budget: Arc<bufpool::Budget>,
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
     backup_exclude: Arc<archive::Exclude>,
 }
@@ -104,6 +106,7 @@ impl AppState {
         };
         tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
         Ok(Self {
+            budget: bufpool::Budget::new(config.memory_budget),
             config: Arc::new(config),
             store,
             tokens: Arc::new(auth::Tokens::new(users)),

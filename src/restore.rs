@@ -239,7 +239,12 @@ async fn extract_and_swap(
     std::fs::create_dir_all(&staging)
         .map_err(|e| format!("cannot create the staging directory: {e}"))?;
     let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
-    let body = parallel_reads(state.store.clone(), key.to_string(), start..cd_offset);
+    let body = parallel_reads(
+        state.store.clone(),
+        key.to_string(),
+        start..cd_offset,
+        state.budget.clone(),
+    );
     let reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
     let excluded = state.excluded_paths();
     let key_owned = key.to_string();

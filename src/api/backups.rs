@@ -189,6 +189,7 @@ async fn receive_upload(
     let opts = PutOptions {
         part_size: state.config.part_size,
         parts_in_flight: state.config.parts_in_flight,
+        budget: state.budget.clone(),
     };
     match state
         .store
@@ -569,14 +570,16 @@ async fn read_body(
         start: span.start,
         end: span.start + RANGE_CHUNK - 1,
     };
-    let head = read_range(state.store.as_ref(), key, first).await?;
+    let reserved = state.budget.reserve(first.size()).await;
+    let head = reserved.attach(read_range(state.store.as_ref(), key, first).await?);
     let rest = parallel_reads(
         state.store.clone(),
         key.to_string(),
         first.end + 1..span.end,
+        state.budget.clone(),
     );
     Ok(Box::pin(
-        futures::stream::once(async move { Ok(Bytes::from(head)) }).chain(rest),
+        futures::stream::once(async move { Ok(head) }).chain(rest),
     ))
 }
 

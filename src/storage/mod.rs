@@ -71,12 +71,14 @@ impl StorageError {
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// Options of one `put`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PutOptions {
     /// Part size for multipart uploads (every part but the last has exactly this size).
     pub part_size: u64,
     /// Parts uploaded at the same time.
     pub parts_in_flight: usize,
+    /// Where part buffers are reserved.
+    pub budget: Arc<crate::bufpool::Budget>,
 }
 
 #[async_trait::async_trait]
@@ -109,11 +111,13 @@ pub const RANGES_IN_FLIGHT: usize = 6;
 
 /// The bytes `span` of `key` as a stream of ranged reads, [`RANGES_IN_FLIGHT`] at once,
 /// delivered in order. Memory: (`RANGES_IN_FLIGHT` + 2) x [`RANGE_CHUNK`] at most, in
-/// recycled buffers.
+/// recycled buffers, each reserved from `budget` before its read starts (when the budget
+/// is taken, fewer reads are ahead).
 pub fn parallel_reads(
     store: Arc<dyn BackupStore>,
     key: String,
     span: std::ops::Range<u64>,
+    budget: Arc<crate::bufpool::Budget>,
 ) -> ByteStream<'static> {
     use futures::StreamExt;
     let end = span.end;
@@ -127,10 +131,12 @@ pub fn parallel_reads(
         futures::stream::iter(ranges)
             .map(move |r| {
                 let (store, key, pool) = (store.clone(), key.clone(), pool.clone());
+                let budget = budget.clone();
                 async move {
+                    let reserved = budget.reserve(r.size()).await;
                     read_range_into(store.as_ref(), &key, r, pool.take())
                         .await
-                        .map(|buf| pool.freeze(buf))
+                        .map(|buf| pool.freeze_reserved(buf, reserved))
                         .map_err(|e| io::Error::other(crate::error::ErrorChain(&e).to_string()))
                 }
             })

@@ -405,23 +405,33 @@ struct PartReader<'a> {
     pending: Bytes,
     eof: bool,
     pool: Arc<BufPool>,
+    budget: Arc<crate::bufpool::Budget>,
 }
 
 impl<'a> PartReader<'a> {
-    fn new(body: ByteStream<'a>, part_size: u64, parts_in_flight: usize) -> Self {
-        let part_size = usize::try_from(part_size).unwrap_or(usize::MAX);
+    fn new(body: ByteStream<'a>, opts: &PutOptions) -> Self {
+        let part_size = usize::try_from(opts.part_size).unwrap_or(usize::MAX);
         Self {
             body,
             part_size,
             pending: Bytes::new(),
             eof: false,
-            pool: BufPool::new(part_size, parts_in_flight + 1),
+            pool: BufPool::new(part_size, opts.parts_in_flight + 1),
+            budget: opts.budget.clone(),
+        }
+    }
+
+    fn freeze(&self, buf: Vec<u8>, reserved: Option<crate::bufpool::Reserved>) -> Bytes {
+        match reserved {
+            Some(r) => self.pool.freeze_reserved(buf, r),
+            None => self.pool.freeze(buf),
         }
     }
 
     /// The next part, or `None` at the end of the body.
     async fn next_part(&mut self) -> Result<Option<Bytes>> {
         let mut buf: Vec<u8> = Vec::new();
+        let mut reserved = None;
         loop {
             if !self.pending.is_empty() {
                 let want = self.part_size - buf.len();
@@ -430,16 +440,17 @@ impl<'a> PartReader<'a> {
                     return Ok(Some(self.pending.split_to(want)));
                 }
                 if buf.capacity() == 0 {
+                    reserved = Some(self.budget.reserve(self.part_size as u64).await);
                     buf = self.pool.take();
                 }
                 let take = want.min(self.pending.len());
                 buf.extend_from_slice(&self.pending.split_to(take));
                 if buf.len() == self.part_size {
-                    return Ok(Some(self.pool.freeze(buf)));
+                    return Ok(Some(self.freeze(buf, reserved.take())));
                 }
             }
             if self.eof {
-                return Ok((!buf.is_empty()).then(|| self.pool.freeze(buf)));
+                return Ok((!buf.is_empty()).then(|| self.freeze(buf, reserved.take())));
             }
             match self.body.try_next().await.map_err(StorageError::Body)? {
                 Some(chunk) => self.pending = chunk,
@@ -525,7 +536,7 @@ impl BackupStore for S3Store {
         if self.head(&object_key).await?.is_some() {
             return Err(StorageError::AlreadyExists);
         }
-        let mut parts = PartReader::new(body, opts.part_size, opts.parts_in_flight);
+        let mut parts = PartReader::new(body, &opts);
         let first = parts.next_part().await?.unwrap_or_default();
         if parts.eof && parts.pending.is_empty() {
             let size = first.len() as u64;
@@ -598,6 +609,14 @@ impl BackupStore for S3Store {
 mod tests {
     use super::*;
 
+    fn opts(part_size: u64) -> PutOptions {
+        PutOptions {
+            part_size,
+            parts_in_flight: 2,
+            budget: crate::bufpool::Budget::new(1 << 20),
+        }
+    }
+
     fn body(chunks: &[&[u8]]) -> ByteStream<'static> {
         let v: Vec<io::Result<Bytes>> = chunks
             .iter()
@@ -608,7 +627,7 @@ mod tests {
 
     #[tokio::test]
     async fn parts_have_exactly_the_part_size_but_the_last() {
-        let mut r = PartReader::new(body(&[b"abc", b"defgh", b"", b"ij", b"klmnopq"]), 4, 2);
+        let mut r = PartReader::new(body(&[b"abc", b"defgh", b"", b"ij", b"klmnopq"]), &opts(4));
         let mut parts = Vec::new();
         while let Some(p) = r.next_part().await.unwrap() {
             parts.push(p);
@@ -618,7 +637,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_empty_body_has_no_parts() {
-        let mut r = PartReader::new(body(&[]), 4, 2);
+        let mut r = PartReader::new(body(&[]), &opts(4));
         assert!(r.next_part().await.unwrap().is_none());
     }
 }

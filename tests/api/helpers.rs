@@ -71,6 +71,8 @@ pub struct Options {
     /// The in-process S3 server even when `GATEWAY_TEST_S3_ENDPOINT` names another store
     /// (for tests that turn its fault knobs).
     pub in_process_s3: bool,
+    /// `--memory-budget-mib`.
+    pub memory_budget_mib: u64,
 }
 
 impl Default for Options {
@@ -85,6 +87,7 @@ impl Default for Options {
             sqlite_busy_timeout: Duration::from_secs(5),
             restore_require: Vec::new(),
             in_process_s3: false,
+            memory_budget_mib: backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB,
         }
     }
 }
@@ -162,6 +165,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.exclude = opts.exclude.clone();
     config.snapshot.busy_timeout = opts.sqlite_busy_timeout;
     config.restore_require = opts.restore_require.clone();
+    config.memory_budget = opts.memory_budget_mib << 20;
     let bucket = format!(
         "test-{}",
         backup_gateway::users::random_string(12).to_lowercase()
@@ -380,6 +384,7 @@ impl TestApp {
                 backup_gateway::storage::PutOptions {
                     part_size: 5 << 20,
                     parts_in_flight: 2,
+                    budget: self.state.budget.clone(),
                 },
             )
             .await

@@ -5,6 +5,7 @@ mod crash;
 mod create;
 mod edge;
 mod helpers;
+mod load;
 mod rawzip;
 mod restore;
 mod s3_server;
