@@ -526,7 +526,7 @@ def wait_gateway_restore(gw, timeout=3600):
     raise RuntimeError("the gateway restore did not finish")
 
 
-OPS = ("ceilings", "create", "writer", "download", "upload", "restore", "pocketbase")
+OPS = ("ceilings", "create", "writer", "download", "load", "upload", "restore", "pocketbase")
 WRITER = os.path.join(REPO, "bench", "writer.py")
 
 
@@ -709,6 +709,8 @@ def run_dataset(env, name, src, run_no, ops):
         writer_step(env, gw, res, tag, src, gw_dir, archive, create_as)
     if "download" in ops:
         download_step(env, gw, res, key, tag, download)
+    if "load" in ops:
+        load_step(env, gw, res, key, tag, create_as)
     if "upload" in ops:
         upload_step(env, gw, res, tag, archive)
     if "restore" in ops:
@@ -734,6 +736,51 @@ def download_step(env, gw, res, key, tag, download):
     res["gw_download_rss"], res["gw_download_writes"] = stats["peak_rss"], stats["write_bytes"]
     log(f"{tag}: download via gateway {dl_secs:.2f} s, direct GetObject {direct_secs:.2f} s")
 
+
+
+LOAD_LISTERS, LOAD_LISTS_EACH, LOAD_DOWNLOADERS = 200, 20, 20
+
+
+def load_step(env, gw, res, key, tag, create_as):
+    """A create while 200 clients list and 20 download the finished archive at once: the
+    gateway's peak RSS (one memory budget for every buffer of backup bytes) and errors."""
+    errors = []
+    # The smoke run keeps the shape with a tenth of the clients.
+    listers, downloaders = (20, 4) if env.args.quick else (LOAD_LISTERS, LOAD_DOWNLOADERS)
+
+    def load(g):
+        ft = file_token(g.base, g.token)
+
+        def lister():
+            for _ in range(LOAD_LISTS_EACH):
+                try:
+                    status, _ = request(g.base, "GET", "/api/backups", token=g.token, timeout=120)
+                    if status != 200:
+                        errors.append(f"list {status}")
+                except OSError as e:
+                    errors.append(f"list {e}")
+
+        def downloader():
+            try:
+                _, nbytes = curl_get(f"{g.base}/api/backups/{key}?token={ft}")
+                if nbytes != res["archive_bytes"]:
+                    errors.append(f"download of {nbytes} bytes")
+            except subprocess.CalledProcessError as e:
+                errors.append(f"download {e}")
+
+        threads = [threading.Thread(target=lister) for _ in range(listers)]
+        threads += [threading.Thread(target=downloader) for _ in range(downloaders)]
+        for t in threads:
+            t.start()
+        create_as(f"gw-{tag}-load.zip")(g)
+        for t in threads:
+            t.join()
+
+    secs, _, stats, _ = gateway_op(gw, load)
+    env.drop_object(GW_BUCKET, f"gw-{tag}-load.zip")
+    res["load_secs"], res["load_rss"], res["load_errors"] = secs, stats["peak_rss"], len(errors)
+    log(f"{tag}: create + {listers} listing + {downloaders} downloading clients {secs:.1f} s, "
+        f"RSS {stats['peak_rss'] / MIB:.1f} MiB, {len(errors)} errors {errors[:3]}")
 
 
 def upload_step(env, gw, res, tag, archive):
@@ -1013,6 +1060,12 @@ def report(results, meta, path):
     if all_rss:
         add(f"| gateway peak RSS at most 96 MiB (create, restore, upload, download) | max {fmt_mib(max(all_rss))} | "
             f"{'yes' if max(all_rss) <= 96 * MIB else '**no**'} |")
+    load_rss = [r["load_rss"] for rs in by.values() for r in rs if "load_rss" in r]
+    if load_rss:
+        errs = sum(r["load_errors"] for rs in by.values() for r in rs if "load_errors" in r)
+        add(f"| gateway peak RSS at most 160 MiB during a create with {LOAD_LISTERS} listing and "
+            f"{LOAD_DOWNLOADERS} downloading clients, 0 errors | max {fmt_mib(max(load_rss))}, {errs} errors | "
+            f"{'yes' if max(load_rss) <= 160 * MIB and errs == 0 else '**no**'} |")
     if "A" in by and "A2" in by:
         worst = 0.0
         for k in rss_keys:

@@ -31,8 +31,23 @@ impl BufPool {
         Arc::new(Self {
             size,
             keep,
-            idle: Mutex::new(Vec::with_capacity(keep)),
+            idle: Mutex::new(Vec::with_capacity(keep.min(16))),
         })
+    }
+
+    /// The process-wide pool of `size`-byte buffers for reserved buffers (see [`Budget`]):
+    /// one pool per size for every operation, so that the buffers that exist are at most
+    /// the most that were reserved at once. (A pool per operation would keep its idle
+    /// buffers while their share of the budget serves another operation.)
+    pub fn shared(size: usize) -> Arc<Self> {
+        static POOLS: Mutex<Vec<Arc<BufPool>>> = Mutex::new(Vec::new());
+        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = pools.iter().find(|p| p.size == size) {
+            return p.clone();
+        }
+        let pool = Self::new(size, usize::MAX);
+        pools.push(pool.clone());
+        pool
     }
 
     /// The buffer size.

@@ -18,7 +18,7 @@ pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
 /// far away (each connection's throughput is bounded by its round-trip time).
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 /// `--memory-budget-mib`.
-pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 128;
+pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 64;
 /// S3's maximum number of parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 const MIB: u64 = 1024 * 1024;

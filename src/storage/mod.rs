@@ -111,8 +111,8 @@ pub const RANGES_IN_FLIGHT: usize = 6;
 
 /// The bytes `span` of `key` as a stream of ranged reads, [`RANGES_IN_FLIGHT`] at once,
 /// delivered in order. Memory: (`RANGES_IN_FLIGHT` + 2) x [`RANGE_CHUNK`] at most, in
-/// recycled buffers, each reserved from `budget` before its read starts (when the budget
-/// is taken, fewer reads are ahead).
+/// recycled buffers ([`BufPool::shared`]), each reserved from `budget` before its read starts
+/// (when the budget is taken, fewer reads are ahead).
 pub fn parallel_reads(
     store: Arc<dyn BackupStore>,
     key: String,
@@ -125,8 +125,7 @@ pub fn parallel_reads(
         start: s,
         end: (s + RANGE_CHUNK).min(end) - 1,
     });
-    // The ranges in flight, the one being consumed, and one more.
-    let pool = BufPool::new(RANGE_CHUNK as usize, RANGES_IN_FLIGHT + 2);
+    let pool = BufPool::shared(RANGE_CHUNK as usize);
     Box::pin(
         futures::stream::iter(ranges)
             .map(move |r| {

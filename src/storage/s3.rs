@@ -398,7 +398,8 @@ async fn abort(client: Client, bucket: String, key: String, upload_id: String) -
 }
 
 /// Cuts a body stream into parts of exactly `part_size` bytes (the last may be shorter).
-/// Part buffers are recycled: at most parts in flight + 1 of them exist at once.
+/// Part buffers are recycled and reserved from the memory budget: at most parts in flight
+/// + 1 of them are held by one upload.
 struct PartReader<'a> {
     body: ByteStream<'a>,
     part_size: usize,
@@ -416,7 +417,7 @@ impl<'a> PartReader<'a> {
             part_size,
             pending: Bytes::new(),
             eof: false,
-            pool: BufPool::new(part_size, opts.parts_in_flight + 1),
+            pool: BufPool::shared(part_size),
             budget: opts.budget.clone(),
         }
     }
