@@ -46,6 +46,9 @@ pub struct S3Store {
     /// Where started multipart uploads are recorded until completed or aborted, so that
     /// uploads a crash left behind are aborted at the next start.
     pending_dir: Option<PathBuf>,
+    /// Whether writes carry `If-None-Match: *` (cleared for good when the store answers
+    /// `501 Not Implemented` to it).
+    conditional: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A started multipart upload, as recorded in the pending directory.
@@ -105,7 +108,33 @@ impl S3Store {
             prefix: cfg.prefix.clone(),
             sign_payload: cfg.payload_signing.signs(cfg.endpoint.as_deref()),
             pending_dir: None,
+            conditional: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    fn conditional(&self) -> bool {
+        self.conditional.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// True (and conditional writes off from now on) when the store answered `501` to
+    /// `If-None-Match`: some S3-compatible stores do not implement conditional writes, and
+    /// the in-process key reservation then is the only guard.
+    fn refuses_conditional<T, E>(
+        &self,
+        result: &std::result::Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>,
+    ) -> bool
+    where
+        E: ProvideErrorMetadata,
+    {
+        let Err(e) = result else { return false };
+        let status = e.raw_response().map(|r| r.status().as_u16());
+        let refused = status == Some(501) || e.code() == Some("NotImplemented");
+        if refused {
+            tracing::warn!("the store does not implement If-None-Match; writes go without it");
+            self.conditional
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        refused
     }
 
     /// Records started multipart uploads in `dir` and aborts the ones a crash left there.
@@ -212,19 +241,33 @@ impl S3Store {
             Ok((size, completed)) => {
                 let uploaded = started.elapsed();
                 let count = completed.len();
-                self.client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(object_key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(completed))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| map_sdk("completing a multipart upload", e))?;
+                let complete = |conditional: bool| {
+                    let req = self
+                        .client
+                        .complete_multipart_upload()
+                        .bucket(&self.bucket)
+                        .key(object_key)
+                        .upload_id(&upload_id)
+                        .multipart_upload(
+                            CompletedMultipartUpload::builder()
+                                .set_parts(Some(completed.clone()))
+                                .build(),
+                        );
+                    let req = if conditional {
+                        req.if_none_match("*")
+                    } else {
+                        req
+                    };
+                    req.send()
+                };
+                let conditional = self.conditional();
+                let mut done = complete(conditional).await;
+                if conditional && self.refuses_conditional(&done) {
+                    done = complete(false).await;
+                }
+                // On an error the guard aborts the upload (a `412`: another writer's object
+                // is there, and stays).
+                done.map_err(|e| map_sdk("completing a multipart upload", e))?;
                 guard.upload_id = None;
                 guard.forget_record();
                 // The store's completion can take long (s3s-fs rewrites the whole object,
@@ -481,6 +524,9 @@ where
     match e.code() {
         Some("NoSuchKey" | "NotFound") => StorageError::NotFound,
         None if status == Some(404) => StorageError::NotFound,
+        // `If-None-Match: *` lost: another writer stored the key first.
+        Some("PreconditionFailed") => StorageError::AlreadyExists,
+        None if status == Some(412) => StorageError::AlreadyExists,
         _ => StorageError::Backend(
             format!("{context}: {}", aws_sdk_s3::error::DisplayErrorContext(&e)),
             None,
@@ -541,21 +587,32 @@ impl BackupStore for S3Store {
         let first = parts.next_part().await?.unwrap_or_default();
         if parts.eof && parts.pending.is_empty() {
             let size = first.len() as u64;
-            let mut req = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&object_key)
-                .content_type("application/zip")
-                .content_length(first.len() as i64)
-                .body(SdkBody::from(first))
-                .customize();
-            if !self.sign_payload {
-                req = req.disable_payload_signing();
+            let put = |conditional: bool| {
+                let req = self
+                    .client
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(&object_key)
+                    .content_type("application/zip")
+                    .content_length(first.len() as i64)
+                    .body(SdkBody::from(first.clone()));
+                let req = if conditional {
+                    req.if_none_match("*")
+                } else {
+                    req
+                };
+                let mut req = req.customize();
+                if !self.sign_payload {
+                    req = req.disable_payload_signing();
+                }
+                req.send()
+            };
+            let conditional = self.conditional();
+            let mut done = put(conditional).await;
+            if conditional && self.refuses_conditional(&done) {
+                done = put(false).await;
             }
-            req.send()
-                .await
-                .map_err(|e| map_sdk("storing a backup", e))?;
+            done.map_err(|e| map_sdk("storing a backup", e))?;
             return Ok(size);
         }
         self.put_multipart(&object_key, first, &mut parts, opts)

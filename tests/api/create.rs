@@ -329,3 +329,46 @@ async fn more_than_65535_entries_use_zip64_and_read_back() {
     assert_eq!(entries["d69/0999"].2, b"69-999");
     check_with_external_tools(&bytes);
 }
+
+/// Two gateways on one bucket and prefix (a second instance for availability) create the
+/// same key at once: both see it absent, both upload, and `If-None-Match: *` on the
+/// completion lets exactly one land. The other is refused like a taken name, its upload is
+/// aborted, and the stored archive is whole: the winner's.
+#[tokio::test]
+async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
+    let (first, s3) = spawn_app_with_faults().await;
+    let second = spawn_app_with(Options {
+        share_bucket_of: Some((s3.clone(), first.bucket.clone())),
+        ..Options::default()
+    })
+    .await;
+    // The second has more to upload, so that the completions do not race inside s3s-fs
+    // (whose check of If-None-Match is not atomic with a concurrent completion; S3 and
+    // MinIO serialize them): both still see the key absent when they start.
+    for (app, mib, seed) in [(&first, 8, 1), (&second, 40, 2)] {
+        write_file(
+            &app.data_dir,
+            "media/big.bin",
+            &pseudo_random(mib << 20, 300 + seed),
+        );
+    }
+    let (a, b) = tokio::join!(
+        first.create(Some("same.zip")),
+        second.create(Some("same.zip"))
+    );
+    let (sa, sb) = (a.status().as_u16(), b.status().as_u16());
+    let (winner, loser) = match (sa, sb) {
+        (204, 400) => (&first, b),
+        (400, 204) => (&second, a),
+        other => panic!("one create must win and one be refused: {other:?}"),
+    };
+    let body = assert_error(loser, 400, backup_gateway::error::MSG_VALIDATION).await;
+    assert_eq!(
+        body["data"]["name"]["code"],
+        "validation_backup_name_exists"
+    );
+    let bytes = first.download_bytes("same.zip").await;
+    let tree = snapshot(&winner.data_dir, &["backups", ".backup-gateway"]);
+    assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
+    wait_until(30, || async { first.pending_uploads().await == 0 }).await;
+}

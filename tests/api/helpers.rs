@@ -73,6 +73,9 @@ pub struct Options {
     pub in_process_s3: bool,
     /// `--memory-budget-mib`.
     pub memory_budget_mib: u64,
+    /// Another gateway's in-process S3 server and bucket, shared (a second instance on the
+    /// same bucket and prefix).
+    pub share_bucket_of: Option<(Arc<S3Server>, String)>,
 }
 
 impl Default for Options {
@@ -88,6 +91,7 @@ impl Default for Options {
             restore_require: Vec::new(),
             in_process_s3: false,
             memory_budget_mib: backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB,
+            share_bucket_of: None,
         }
     }
 }
@@ -166,19 +170,34 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.snapshot.busy_timeout = opts.sqlite_busy_timeout;
     config.restore_require = opts.restore_require.clone();
     config.memory_budget = opts.memory_budget_mib << 20;
-    let bucket = format!(
-        "test-{}",
-        backup_gateway::users::random_string(12).to_lowercase()
-    );
+    let shared = opts.share_bucket_of.clone();
+    let bucket = match &shared {
+        Some((_, b)) => b.clone(),
+        None => format!(
+            "test-{}",
+            backup_gateway::users::random_string(12).to_lowercase()
+        ),
+    };
     let (mut s3, mut s3_client) = (None, None);
     if opts.backend == Backend::S3 {
-        let external = if opts.in_process_s3 {
+        let external = if opts.in_process_s3 || shared.is_some() {
             None
         } else {
             external_s3()
         };
         let (endpoint, key, secret, region) = match external {
             Some(ext) => ext,
+            None if shared.is_some() => {
+                let server = shared.as_ref().map(|(s, _)| s.clone()).unwrap();
+                let endpoint = server.endpoint();
+                s3 = Some(server);
+                (
+                    endpoint,
+                    s3_server::ACCESS_KEY.into(),
+                    s3_server::SECRET_KEY.into(),
+                    "us-east-1".into(),
+                )
+            }
             None => {
                 let server = S3Server::start(&tmp.path().join("s3"), "127.0.0.1:0").await;
                 let endpoint = server.endpoint();
@@ -201,13 +220,15 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             credentials: Some((key, secret)),
         };
         let store = backup_gateway::storage::s3::S3Store::new(&s3_config).await;
-        store
-            .client()
-            .create_bucket()
-            .bucket(&bucket)
-            .send()
-            .await
-            .expect("create bucket");
+        if shared.is_none() {
+            store
+                .client()
+                .create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .expect("create bucket");
+        }
         s3_client = Some(store.client().clone());
         config.storage = StorageConfig::S3(s3_config);
     }
