@@ -19,6 +19,8 @@ pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 /// `--memory-budget-mib`.
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 64;
+/// `--shutdown-grace-secs`.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// S3's maximum number of parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 const MIB: u64 = 1024 * 1024;
@@ -162,6 +164,11 @@ pub struct ServeArgs {
     /// and restore read-ahead), in MiB: when it is taken, requests wait for their share.
     #[arg(long, env = "GATEWAY_MEMORY_BUDGET_MIB", default_value_t = DEFAULT_MEMORY_BUDGET_MIB)]
     pub memory_budget_mib: u64,
+
+    /// On SIGTERM or Ctrl-C, how long open requests (a create in progress) may take to
+    /// finish before they are cancelled (a cancelled create's upload is aborted), in seconds.
+    #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
+    pub shutdown_grace_secs: u64,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +248,8 @@ pub struct Config {
     pub app_name: String,
     /// `--memory-budget-mib`, in bytes.
     pub memory_budget: u64,
+    /// `--shutdown-grace-secs`.
+    pub shutdown_grace: std::time::Duration,
     /// How SQLite databases are snapshotted.
     pub snapshot: crate::archive::SnapshotOptions,
 }
@@ -360,6 +369,7 @@ impl ServeArgs {
             exclude,
             app_name: self.app_name,
             memory_budget: self.memory_budget_mib << 20,
+            shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
             snapshot: crate::archive::SnapshotOptions {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
             },
@@ -385,6 +395,7 @@ impl Config {
             exclude: Vec::new(),
             app_name: crate::pocketbase::DEFAULT_APP_NAME.into(),
             memory_budget: DEFAULT_MEMORY_BUDGET_MIB << 20,
+            shutdown_grace: std::time::Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             snapshot: crate::archive::SnapshotOptions::default(),
         }
     }

@@ -43,8 +43,6 @@ use tokio::net::TcpListener;
 /// Name of the local backups directory inside the data directory (PocketBase's).
 pub const LOCAL_BACKUPS_DIR: &str = "backups";
 
-pub use serve::SHUTDOWN_GRACE;
-
 /// Everything a request needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
@@ -152,7 +150,8 @@ pub fn router(state: AppState) -> axum::Router {
     api::router(state)
 }
 
-/// Serves `state` on `listener` until `shutdown` completes ([`serve::serve`]).
+/// Serves `state` on `listener` until `shutdown` completes, with the configured grace
+/// period ([`serve::serve`]).
 ///
 /// # Errors
 /// See [`serve::serve`].
@@ -161,5 +160,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    serve::serve(listener, router(state), shutdown).await
+    let grace = state.config.shutdown_grace;
+    serve::serve(listener, router(state), shutdown, grace).await
 }

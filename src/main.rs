@@ -35,6 +35,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             serve(listener, state, shutdown_signal()).await?;
+            // Cancelled creates and uploads: their aborts reach the store before exit.
+            backup_gateway::storage::s3::finish_aborts(std::time::Duration::from_secs(10)).await;
         }
         Command::Superuser { action, dir } => {
             let users = Users::open(&dir)?;

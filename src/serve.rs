@@ -23,17 +23,16 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-/// How long a shutdown waits for open requests before it gives up on them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-
 /// How long a client may take to send a request head.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a closing connection keeps reading what its client still sends.
 pub const LINGER_TIME: Duration = Duration::from_secs(5);
 
-/// Serves `app` on `listener` until `shutdown` completes, then waits up to
-/// [`SHUTDOWN_GRACE`] for open requests.
+/// Serves `app` on `listener` until `shutdown` completes, then waits up to `grace` for
+/// open requests (a create in progress finishes and its client gets the answer); past it,
+/// the requests still open are cancelled (a create's multipart upload is aborted, see
+/// [`crate::storage::s3::finish_aborts`]) and this returns.
 ///
 /// # Errors
 /// Never today: accept errors (out of file descriptors, a connection reset before it was
@@ -42,7 +41,9 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
 ) -> io::Result<()> {
+    let mut connections = tokio::task::JoinSet::new();
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // A client that opens a connection and never finishes its request head is dropped.
@@ -78,18 +79,22 @@ pub async fn serve(
             .serve_connection_with_upgrades(TokioIo::new(Lingering::new(stream)), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        connections.spawn(async move {
             // A client that goes away mid-request is not the server's error.
             let _ = conn.await;
         });
+        while connections.try_join_next().is_some() {}
     }
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            tracing::warn!("shutdown grace period over; closing open requests");
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(open = connections.len(), "shutdown grace period over; cancelling open requests");
         }
     }
+    // Cancels what is still open: dropping a request's future stops its work and aborts
+    // its multipart upload.
+    connections.shutdown().await;
     Ok(())
 }
 

@@ -403,15 +403,30 @@ impl Drop for AbortGuard {
             let (client, bucket, key) =
                 (self.client.clone(), self.bucket.clone(), self.key.clone());
             let record = self.record.take();
-            handle.spawn(async move {
+            handle.spawn(ABORTS.track_future(async move {
                 if abort(client, bucket, key, id).await
                     && let Some(path) = record
                 {
                     let _ = tokio::fs::remove_file(path).await;
                 }
-            });
+            }));
         }
     }
+}
+
+/// The aborts that dropped uploads started in the background, so that a shutdown can wait
+/// for them ([`finish_aborts`]).
+static ABORTS: std::sync::LazyLock<tokio_util::task::TaskTracker> =
+    std::sync::LazyLock::new(tokio_util::task::TaskTracker::new);
+
+/// Waits up to `timeout` for the aborts of cancelled uploads to reach the store, before
+/// the process exits. One that does not is retried at the next start (the pending record).
+pub async fn finish_aborts(timeout: std::time::Duration) {
+    ABORTS.close();
+    if tokio::time::timeout(timeout, ABORTS.wait()).await.is_err() {
+        tracing::warn!("aborts of cancelled uploads still running; the next start retries them");
+    }
+    ABORTS.reopen();
 }
 
 /// Aborts a multipart upload; true if the store confirmed it.

@@ -52,7 +52,9 @@ pub struct TestApp {
     pub bucket: String,
     token: String,
     _tmp: TempDir,
-    _server: tokio::task::JoinHandle<()>,
+    /// The server task; it ends after [`TestApp::shut_down`].
+    pub server: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
 pub struct Options {
@@ -76,6 +78,8 @@ pub struct Options {
     /// Another gateway's in-process S3 server and bucket, shared (a second instance on the
     /// same bucket and prefix).
     pub share_bucket_of: Option<(Arc<S3Server>, String)>,
+    /// `--shutdown-grace-secs`.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Options {
@@ -92,6 +96,7 @@ impl Default for Options {
             in_process_s3: false,
             memory_budget_mib: backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB,
             share_bucket_of: None,
+            shutdown_grace: Duration::from_secs(30),
         }
     }
 }
@@ -170,6 +175,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.snapshot.busy_timeout = opts.sqlite_busy_timeout;
     config.restore_require = opts.restore_require.clone();
     config.memory_budget = opts.memory_budget_mib << 20;
+    config.shutdown_grace = opts.shutdown_grace;
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),
@@ -241,8 +247,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server_state = state.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
-        let _ = serve(listener, server_state, std::future::pending()).await;
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let _ = serve(listener, server_state, shutdown).await;
     });
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(300))
@@ -261,11 +271,20 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         bucket,
         token,
         _tmp: tmp,
-        _server: server,
+        server: std::sync::Mutex::new(Some(server)),
+        stop: std::sync::Mutex::new(Some(stop)),
     }
 }
 
 impl TestApp {
+    /// Starts the shutdown a SIGTERM starts (the server task then ends within the grace
+    /// period).
+    pub fn shut_down(&self) {
+        if let Some(stop) = self.stop.lock().unwrap().take() {
+            let _ = stop.send(());
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -10,6 +10,7 @@ mod rawzip;
 mod restore;
 mod s3_server;
 mod sdk;
+mod shutdown;
 mod snapshot;
 mod tree;
 mod zip64;
