@@ -95,6 +95,9 @@ async fn store() -> S3Store {
             (Some(k), Some(s)) => Some((k, s)),
             _ => None,
         },
+        read_timeout: std::time::Duration::from_secs(
+            backup_gateway::config::DEFAULT_S3_READ_TIMEOUT_SECS,
+        ),
     })
     .await
 }

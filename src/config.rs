@@ -21,6 +21,8 @@ pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 64;
 /// `--shutdown-grace-secs`.
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+/// `--s3-read-timeout-secs`.
+pub const DEFAULT_S3_READ_TIMEOUT_SECS: u64 = 120;
 /// S3's maximum number of parts in one multipart upload.
 pub const MAX_PARTS: u64 = 10_000;
 const MIB: u64 = 1024 * 1024;
@@ -201,6 +203,11 @@ pub struct S3Args {
     /// HTTPS, where TLS already protects them.
     #[arg(long, env = "GATEWAY_S3_PAYLOAD_SIGNING", value_enum, default_value_t = PayloadSigning::Auto)]
     pub s3_payload_signing: PayloadSigning,
+
+    /// How long a store call waits for the store's next bytes before it fails, in seconds
+    /// (each call is retried by the S3 client, then the operation fails and frees the lock).
+    #[arg(long, env = "GATEWAY_S3_READ_TIMEOUT_SECS", default_value_t = DEFAULT_S3_READ_TIMEOUT_SECS)]
+    pub s3_read_timeout_secs: u64,
 }
 
 /// Whether the bodies of UploadPart and PutObject requests are signed (SigV4
@@ -271,6 +278,9 @@ pub struct S3Config {
     pub payload_signing: PayloadSigning,
     /// Fixed credentials instead of the AWS chain (tests; never from the command line).
     pub credentials: Option<(String, String)>,
+    /// How long a store call may wait for the store's next bytes before it fails (and is
+    /// retried by the client, then fails the operation).
+    pub read_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -342,6 +352,7 @@ impl ServeArgs {
                 force_path_style: self.s3.s3_force_path_style,
                 payload_signing: self.s3.s3_payload_signing,
                 credentials: None,
+                read_timeout: std::time::Duration::from_secs(self.s3.s3_read_timeout_secs.max(1)),
             }),
             _ => StorageConfig::Local {
                 dir: self

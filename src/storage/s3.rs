@@ -93,7 +93,7 @@ impl S3Store {
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()
                     .connect_timeout(Duration::from_secs(10))
-                    .read_timeout(Duration::from_secs(120))
+                    .read_timeout(cfg.read_timeout)
                     .build(),
             );
         if shared.region().is_none() {

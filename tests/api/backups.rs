@@ -128,9 +128,7 @@ async fn create_rejects_bad_and_duplicate_names(backend: Backend) {
         "validation_backup_name_exists"
     );
     let res = app
-        .client
-        .post(app.url("/api/backups"))
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::POST, "/api/backups")
         .header("content-type", "application/json")
         .body("{not json")
         .send()
@@ -150,9 +148,7 @@ async fn list_honours_fields(backend: Backend) {
     assert_eq!(app.create(Some("b.zip")).await.status(), 204);
     assert_eq!(app.create(Some("a.zip")).await.status(), 204);
     let res = app
-        .client
-        .get(app.url("/api/backups?fields=key"))
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::GET, "/api/backups?fields=key")
         .send()
         .await
         .unwrap();
@@ -177,13 +173,11 @@ async fn upload_stores_a_zip_under_its_file_name_without_path(backend: Backend) 
 
 async fn upload_rejects_missing_file_non_zip_and_duplicates(backend: Backend) {
     let app = spawn_app_on(backend).await;
-    let url = app.url("/api/backups/upload");
+    let url = "/api/backups/upload";
     // No file part at all.
     let form = reqwest::multipart::Form::new().text("other", "x");
     let res = app
-        .client
-        .post(&url)
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::POST, url)
         .multipart(form)
         .send()
         .await
@@ -192,9 +186,7 @@ async fn upload_rejects_missing_file_non_zip_and_duplicates(backend: Backend) {
     assert_eq!(body["data"]["file"]["code"], "validation_required");
     // Not multipart.
     let res = app
-        .client
-        .post(&url)
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::POST, url)
         .body("x")
         .send()
         .await
@@ -336,11 +328,11 @@ async fn a_store_failing_mid_download_breaks_the_response_instead_of_truncating_
         res.headers()["content-length"],
         data.len().to_string().as_str()
     );
-    let body = res.bytes().await;
-    assert!(
-        body.is_err(),
-        "a failed read must break the body, not end it early"
-    );
+    let err = res
+        .bytes()
+        .await
+        .expect_err("a failed read must break the body, not end it early");
+    assert!(err.is_body() || err.is_decode(), "a broken body: {err:?}");
     s3.faults.fail_gets_after.store(-1, Ordering::SeqCst);
     assert_eq!(app.download_bytes("big.zip").await, data);
 }
@@ -391,9 +383,7 @@ async fn delete_unknown_and_invalid_keys_are_400(backend: Backend) {
     let app = spawn_app_on(backend).await;
     for key in ["missing.zip", "..%2Fdata.db", ".hidden"] {
         let res = app
-            .client
-            .delete(app.url(&format!("/api/backups/{key}")))
-            .header("Authorization", app.superuser_token())
+            .request(reqwest::Method::DELETE, &format!("/api/backups/{key}"))
             .send()
             .await
             .unwrap();
@@ -468,17 +458,13 @@ async fn undecodable_paths_and_malformed_queries_get_pocketbase_errors() {
         .unwrap();
     assert_error(res, 404, "The requested resource wasn't found.").await;
     let res = app
-        .client
-        .delete(app.url("/api/backups/%FF.zip"))
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::DELETE, "/api/backups/%FF.zip")
         .send()
         .await
         .unwrap();
     assert_error(res, 400, "Invalid or already deleted backup file.").await;
     let res = app
-        .client
-        .post(app.url("/api/backups/%FF.zip/restore"))
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::POST, "/api/backups/%FF.zip/restore")
         .send()
         .await
         .unwrap();
@@ -492,9 +478,7 @@ async fn undecodable_paths_and_malformed_queries_get_pocketbase_errors() {
         .unwrap();
     assert_error(res, 403, "Insufficient permissions to access the resource.").await;
     let res = app
-        .client
-        .get(app.url("/api/backups?fields=key&fields=size"))
-        .header("Authorization", app.superuser_token())
+        .request(reqwest::Method::GET, "/api/backups?fields=key&fields=size")
         .send()
         .await
         .unwrap();

@@ -5,6 +5,7 @@ use crate::helpers::*;
 use crate::tree::{assert_zip_matches_tree, read_zip, snapshot};
 use std::os::unix::fs::PermissionsExt;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 fn fill_varied_tree(root: &std::path::Path) {
     write_file(root, "data.db", &pseudo_random(300_000, 7));
@@ -371,4 +372,43 @@ async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
     let tree = snapshot(&winner.data_dir, &["backups", ".backup-gateway"]);
     assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
     wait_until(30, || async { first.pending_uploads().await == 0 }).await;
+}
+
+/// A store that accepts connections and never answers: every call times out, the create
+/// fails with PocketBase's message instead of holding the busy lock, and once the store
+/// answers again the next create succeeds.
+#[tokio::test]
+async fn a_store_that_never_answers_cannot_hold_the_busy_lock() {
+    let app = spawn_app_with(Options {
+        in_process_s3: true,
+        s3_read_timeout: Duration::from_secs(1),
+        ..Options::default()
+    })
+    .await;
+    let s3 = app.s3.clone().expect("in_process_s3");
+    write_file(&app.data_dir, "a.txt", b"some data");
+    s3.faults.hang.store(true, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    assert_error(
+        app.create(Some("hung.zip")).await,
+        400,
+        "Failed to create backup.",
+    )
+    .await;
+    assert!(!app.state.jobs.is_busy(), "the busy lock is released");
+    let token = app.file_token().await;
+    let res = app
+        .client
+        .get(app.url(&format!("/api/backups/hung.zip?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 400, "Failed to download the backup.").await;
+    s3.faults.hang.store(false, Ordering::SeqCst);
+    assert_eq!(app.create(Some("after.zip")).await.status(), 204);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -4,31 +4,12 @@
 
 use crate::helpers::*;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::time::Duration;
 
 #[tokio::test]
 async fn refused_bodies_reach_a_node_client_that_keeps_sending() {
-    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
-    assert!(
-        js.join("node_modules/pocketbase").exists(),
-        "the JS SDK is not installed: run `npm ci --prefix tests/js` (see README)"
-    );
     let app = spawn_app_on(Backend::Local).await;
-    let out = tokio::process::Command::new("node")
-        .arg(js.join("refused.mjs"))
-        .arg(&app.base)
-        .arg(EMAIL)
-        .arg(PASSWORD)
-        .output()
-        .await
-        .expect("node runs");
-    assert!(
-        out.status.success(),
-        "refused.mjs failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_node_script("refused.mjs", &app).await;
 }
 
 /// A client that declares 256 MiB, is refused after the first bytes, sends the whole body

@@ -80,6 +80,8 @@ pub struct Options {
     pub share_bucket_of: Option<(Arc<S3Server>, String)>,
     /// `--shutdown-grace-secs`.
     pub shutdown_grace: Duration,
+    /// `--s3-read-timeout-secs`.
+    pub s3_read_timeout: Duration,
 }
 
 impl Default for Options {
@@ -97,6 +99,7 @@ impl Default for Options {
             memory_budget_mib: backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB,
             share_bucket_of: None,
             shutdown_grace: Duration::from_secs(30),
+            s3_read_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -224,6 +227,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             force_path_style: true,
             payload_signing: opts.payload_signing,
             credentials: Some((key, secret)),
+            read_timeout: opts.s3_read_timeout,
         };
         let store = backup_gateway::storage::s3::S3Store::new(&s3_config).await;
         if shared.is_none() {
@@ -283,6 +287,13 @@ impl TestApp {
         if let Some(stop) = self.stop.lock().unwrap().take() {
             let _ = stop.send(());
         }
+    }
+
+    /// A request to `path` authorized as the test's superuser, on the app's client.
+    pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .header("Authorization", self.superuser_token())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -516,6 +527,42 @@ pub async fn start_pocketbase(dir: &Path) -> (tokio::process::Child, String) {
     })
     .await;
     (child, base)
+}
+
+/// Runs `tests/js/SCRIPT BASE EMAIL PASSWORD` (the official JS SDK's scripts) against
+/// `app`, and fails with the script's output when it does.
+pub async fn run_node_script(script: &str, app: &TestApp) {
+    let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/pocketbase").exists(),
+        "the JS SDK is not installed: run `npm ci --prefix tests/js` (see README)"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(js.join(script))
+        .arg(&app.base)
+        .arg(EMAIL)
+        .arg(PASSWORD)
+        .output()
+        .await
+        .expect("node runs");
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A create of `name` sent in the background on its own request; its status, or the
+/// client's error when no answer came.
+pub fn start_create(
+    app: &TestApp,
+    name: &str,
+) -> tokio::task::JoinHandle<Result<u16, reqwest::Error>> {
+    let req = app
+        .request(reqwest::Method::POST, "/api/backups")
+        .json(&serde_json::json!({ "name": name }));
+    tokio::spawn(async move { req.send().await.map(|r| r.status().as_u16()) })
 }
 
 /// Percent-encodes a path segment.

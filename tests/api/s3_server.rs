@@ -31,6 +31,8 @@ pub struct Faults {
     pub gets_seen: AtomicU64,
     /// Drop every connection while set.
     pub down: AtomicBool,
+    /// Accept requests and never answer them while set.
+    pub hang: AtomicBool,
     /// Delay every GetObject by this many milliseconds.
     pub delay_gets_ms: AtomicU64,
     /// Cut the body of this many coming GetObject answers after [`Self::cut_after_bytes`]
@@ -144,6 +146,9 @@ async fn handle(
         && req.uri().path().matches('/').count() >= 2;
     if faults.down.load(Ordering::SeqCst) {
         return Ok(error_response(503, "ServiceUnavailable"));
+    }
+    if faults.hang.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
     }
     if req.method() == hyper::Method::PUT {
         let unsigned = req
