@@ -343,27 +343,46 @@ async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
         ..Options::default()
     })
     .await;
-    // The second has more to upload, so that the completions do not race inside s3s-fs
-    // (whose check of If-None-Match is not atomic with a concurrent completion; S3 and
-    // MinIO serialize them): both still see the key absent when they start.
-    for (app, mib, seed) in [(&first, 8, 1), (&second, 40, 2)] {
+    for (app, seed) in [(&first, 1), (&second, 2)] {
         write_file(
             &app.data_dir,
             "media/big.bin",
-            &pseudo_random(mib << 20, 300 + seed),
+            &pseudo_random(8 << 20, 300 + seed),
         );
     }
-    let (a, b) = tokio::join!(
-        first.create(Some("same.zip")),
-        second.create(Some("same.zip"))
-    );
-    let (sa, sb) = (a.status().as_u16(), b.status().as_u16());
-    let (winner, loser) = match (sa, sb) {
-        (204, 400) => (&first, b),
-        (400, 204) => (&second, a),
+    // Both completions are held until both have arrived (so both creates saw the key
+    // absent), then let through one at a time: s3s-fs does not check If-None-Match
+    // atomically with a completion running at the same moment (S3 and MinIO do).
+    s3.faults.hold_completes.store(true, Ordering::SeqCst);
+    let create = |app: &TestApp| {
+        let req = app
+            .request(reqwest::Method::POST, "/api/backups")
+            .json(&serde_json::json!({"name": "same.zip"}));
+        tokio::spawn(async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.text().await.unwrap())
+        })
+    };
+    let (a, b) = (create(&first), create(&second));
+    wait_until(60, || async {
+        s3.faults.completes_seen.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    s3.faults.completes_released.store(1, Ordering::SeqCst);
+    wait_until(60, || async {
+        first.state.store.stat("same.zip").await.unwrap().is_some()
+    })
+    .await;
+    s3.faults.completes_released.store(2, Ordering::SeqCst);
+    let ((sa, ta), (sb, tb)) = (a.await.unwrap(), b.await.unwrap());
+    let (winner, loser_text) = match (sa, sb) {
+        (204, 400) => (&first, tb),
+        (400, 204) => (&second, ta),
         other => panic!("one create must win and one be refused: {other:?}"),
     };
-    let body = assert_error(loser, 400, backup_gateway::error::MSG_VALIDATION).await;
+    // The loser got PocketBase's "name exists" from the store's 412.
+    let body: serde_json::Value = serde_json::from_str(&loser_text).unwrap();
+    assert_eq!(body["message"], backup_gateway::error::MSG_VALIDATION);
     assert_eq!(
         body["data"]["name"]["code"],
         "validation_backup_name_exists"

@@ -33,6 +33,11 @@ pub struct Faults {
     pub down: AtomicBool,
     /// Accept requests and never answer them while set.
     pub hang: AtomicBool,
+    /// While set, CompleteMultipartUpload number N (from 0, in arrival order) waits until
+    /// `completes_released` is above N: the test lets completions through one at a time.
+    pub hold_completes: AtomicBool,
+    pub completes_seen: AtomicU64,
+    pub completes_released: AtomicU64,
     /// Delay every GetObject by this many milliseconds.
     pub delay_gets_ms: AtomicU64,
     /// Cut the body of this many coming GetObject answers after [`Self::cut_after_bytes`]
@@ -149,6 +154,17 @@ async fn handle(
     }
     if faults.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    let is_complete = req.method() == hyper::Method::POST
+        && query.contains("uploadId=")
+        && !query.contains("partNumber=");
+    if is_complete && faults.hold_completes.load(Ordering::SeqCst) {
+        let ticket = faults.completes_seen.fetch_add(1, Ordering::SeqCst);
+        while faults.hold_completes.load(Ordering::SeqCst)
+            && faults.completes_released.load(Ordering::SeqCst) <= ticket
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
     if req.method() == hyper::Method::PUT {
         let unsigned = req
