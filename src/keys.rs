@@ -147,11 +147,11 @@ pub fn pocketbase_upload_name(original: &str, head: &[u8]) -> String {
     let stem = name.strip_suffix(ext).unwrap_or(name).trim_matches('.');
     let mut clean = snakecase(stem);
     if clean.len() < 3 {
-        clean.push_str(&random_lower(10));
+        clean.push_str(&crate::users::random_lower(10));
     } else {
         clean.truncate(100);
     }
-    format!("{clean}_{}{clean_ext}", random_lower(10))
+    format!("{clean}_{}{clean_ext}", crate::users::random_lower(10))
 }
 
 /// The extension with its leading dot, two of them when there are (`.tar.gz`).
@@ -163,16 +163,6 @@ fn double_extension(name: &str) -> &str {
         Some(secondary) => &name[secondary..],
         None => &name[primary..],
     }
-}
-
-/// `n` random characters of `[a-z0-9]`.
-fn random_lower(n: usize) -> String {
-    use rand::Rng;
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 #[cfg(test)]

@@ -294,9 +294,14 @@ pub fn random_string(len: usize) -> String {
 
 /// A PocketBase-style record id: 15 characters of `[a-z0-9]`.
 fn random_id() -> String {
+    random_lower(15)
+}
+
+/// `n` random characters of `[a-z0-9]` (PocketBase's alphabet for ids and file names).
+pub fn random_lower(n: usize) -> String {
     const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..15)
+    (0..n)
         .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
         .collect()
 }

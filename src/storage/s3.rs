@@ -112,29 +112,39 @@ impl S3Store {
         }
     }
 
-    fn conditional(&self) -> bool {
-        self.conditional.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    /// True (and conditional writes off from now on) when the store answered `501` to
-    /// `If-None-Match`: some S3-compatible stores do not implement conditional writes, and
-    /// the in-process key reservation then is the only guard.
-    fn refuses_conditional<T, E>(
+    /// Sends a write built by `send(conditional)`: with `If-None-Match: *` while the store
+    /// takes it, and once more without it when the store answers `501` (some S3-compatible
+    /// stores do not implement conditional writes; the in-process key reservation is then
+    /// the only guard, and later writes go without the header).
+    async fn send_conditional<F, Fut, T, E>(
         &self,
-        result: &std::result::Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>,
-    ) -> bool
+        send: F,
+    ) -> std::result::Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>
     where
+        F: Fn(bool) -> Fut,
+        Fut: std::future::Future<
+                Output = std::result::Result<
+                    T,
+                    SdkError<E, aws_smithy_runtime_api::http::Response>,
+                >,
+            >,
         E: ProvideErrorMetadata,
     {
-        let Err(e) = result else { return false };
-        let status = e.raw_response().map(|r| r.status().as_u16());
-        let refused = status == Some(501) || e.code() == Some("NotImplemented");
-        if refused {
-            tracing::warn!("the store does not implement If-None-Match; writes go without it");
-            self.conditional
-                .store(false, std::sync::atomic::Ordering::Relaxed);
+        use std::sync::atomic::Ordering::Relaxed;
+        if !self.conditional.load(Relaxed) {
+            return send(false).await;
         }
-        refused
+        let done = send(true).await;
+        let refused = done.as_ref().err().is_some_and(|e| {
+            e.raw_response().map(|r| r.status().as_u16()) == Some(501)
+                || e.code() == Some("NotImplemented")
+        });
+        if !refused {
+            return done;
+        }
+        tracing::warn!("the store does not implement If-None-Match; writes go without it");
+        self.conditional.store(false, Relaxed);
+        send(false).await
     }
 
     /// Records started multipart uploads in `dir` and aborts the ones a crash left there.
@@ -260,11 +270,7 @@ impl S3Store {
                     };
                     req.send()
                 };
-                let conditional = self.conditional();
-                let mut done = complete(conditional).await;
-                if conditional && self.refuses_conditional(&done) {
-                    done = complete(false).await;
-                }
+                let done = self.send_conditional(complete).await;
                 // On an error the guard aborts the upload (a `412`: another writer's object
                 // is there, and stays).
                 done.map_err(|e| map_sdk("completing a multipart upload", e))?;
@@ -622,12 +628,9 @@ impl BackupStore for S3Store {
                 }
                 req.send()
             };
-            let conditional = self.conditional();
-            let mut done = put(conditional).await;
-            if conditional && self.refuses_conditional(&done) {
-                done = put(false).await;
-            }
-            done.map_err(|e| map_sdk("storing a backup", e))?;
+            self.send_conditional(put)
+                .await
+                .map_err(|e| map_sdk("storing a backup", e))?;
             return Ok(size);
         }
         self.put_multipart(&object_key, first, &mut parts, opts)

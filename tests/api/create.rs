@@ -415,14 +415,12 @@ async fn a_store_that_never_answers_cannot_hold_the_busy_lock() {
     )
     .await;
     assert!(!app.state.jobs.is_busy(), "the busy lock is released");
-    let token = app.file_token().await;
-    let res = app
-        .client
-        .get(app.url(&format!("/api/backups/hung.zip?token={token}")))
-        .send()
-        .await
-        .unwrap();
-    assert_error(res, 400, "Failed to download the backup.").await;
+    assert_error(
+        app.download("hung.zip").await,
+        400,
+        "Failed to download the backup.",
+    )
+    .await;
     s3.faults.hang.store(false, Ordering::SeqCst);
     assert_eq!(app.create(Some("after.zip")).await.status(), 204);
     assert!(
