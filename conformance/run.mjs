@@ -772,6 +772,115 @@ scenario("routing: unknown route and method", async () => ({
   "patch backup": await call("PATCH", "/api/backups/x.zip"),
 }));
 scenario("health", () => call("GET", "/api/health", { auth: null }));
+// ---------------------------------------------------------------- settings
+// Each scenario leaves the settings as it found them: the same server runs the suite twice
+// (pooled and fresh connections), and in S3 mode its backups live in the bucket set here.
+
+/** A settings answer without what differs by deployment (bucket and endpoint of the S3 run). */
+function settingsShape(r) {
+  const s3 = r.body?.backups?.s3;
+  if (s3) {
+    s3.bucket = s3.bucket ? "<set>" : "";
+    s3.endpoint = s3.endpoint ? "<set>" : "";
+  }
+  return r;
+}
+
+const patchSettings = (json, opts = {}) => call("PATCH", "/api/settings", { json, ...opts });
+
+scenario("settings: get, auth", async () => ({
+  get: settingsShape(await call("GET", "/api/settings")),
+  "get without auth": await call("GET", "/api/settings", { auth: null }),
+  "patch without auth": await call("PATCH", "/api/settings", { auth: null, json: { backups: { cron: "@daily" } } }),
+  "patch with a file token": await call("PATCH", "/api/settings", { auth: await fileToken(), json: {} }),
+  "test s3 without auth": await call("POST", "/api/settings/test/s3", { auth: null, json: { filesystem: "backups" } }),
+}));
+
+scenario("settings: validation errors", async () => {
+  const out = {};
+  const bodies = {
+    "cron: not 5 fields": { backups: { cron: "bad" } },
+    "cron: step over the maximum": { backups: { cron: "*/60 * * * *" } },
+    "cron: not a number": { backups: { cron: "x * * * *" } },
+    "cron: range backwards": { backups: { cron: "5-1 * * * *" } },
+    "cron: weekday 7": { backups: { cron: "* * * * 7" } },
+    "cron: two spaces": { backups: { cron: "*  * * * *" } },
+    "cron: unknown macro": { backups: { cron: "@every 1m" } },
+    "cronMaxKeep: 0 with a cron": { backups: { cron: "* * * * *", cronMaxKeep: 0 } },
+    "cronMaxKeep: negative": { backups: { cronMaxKeep: -1 } },
+    "cronMaxKeep: a string": { backups: { cronMaxKeep: "x" } },
+    "superuserIPs: empty, invalid, bad prefix": { superuserIPs: ["1.2.3.4", "", "nope", "10.0.0.0/8", "::1", "fe80::/10", "1.2.3.4/33"] },
+    "appName: empty": { meta: { appName: "" } },
+    "appName: 256 characters": { meta: { appName: "x".repeat(256) } },
+    "s3: enabled without bucket and secret": { backups: { s3: { enabled: true, bucket: "", secret: "" } } },
+    "s3: endpoint not a URL": { backups: { s3: { endpoint: "not a url" } } },
+    "not an object": [1, 2],
+    "one key twice, in two cases": { backups: { cron: "@hourly", Cron: "@daily" } },
+    "trustedProxy: null": { trustedProxy: null, superuserIPs: null },
+  };
+  for (const [name, json] of Object.entries(bodies)) out[name] = settingsShape(await patchSettings(json));
+  out["unparsable body"] = await patchSettings("{nope");
+  out["settings unchanged"] = settingsShape(await call("GET", "/api/settings"));
+  return out;
+});
+
+scenario("settings: merge, secret hidden", async () => {
+  const out = {};
+  try {
+    out.set = settingsShape(await patchSettings({ backups: { cron: "0 3 * * *", cronMaxKeep: 5 }, meta: { appName: "Conformance App" } }));
+    out["only cronMaxKeep"] = settingsShape(await patchSettings({ backups: { cronMaxKeep: 4 } }));
+    out["null sets the zero value"] = settingsShape(await patchSettings({ backups: { cron: null } }));
+    out["keys in another case"] = settingsShape(await patchSettings({ BACKUPS: { CronMaxKeep: 6 } }));
+    out["empty body"] = settingsShape(await call("PATCH", "/api/settings"));
+    out.get = settingsShape(await call("GET", "/api/settings"));
+  } finally {
+    out.reset = (await patchSettings({ backups: { cron: "", cronMaxKeep: 3 }, meta: { appName: "Acme" } })).status;
+  }
+  return out;
+});
+
+scenario("settings: test s3", async () => ({
+  "no filesystem": await call("POST", "/api/settings/test/s3", { json: {} }),
+  "unknown filesystem": await call("POST", "/api/settings/test/s3", { json: { filesystem: "x" } }),
+  storage: await call("POST", "/api/settings/test/s3", { json: { filesystem: "storage" } }),
+  backups: await call("POST", "/api/settings/test/s3", { json: { filesystem: "backups" } }),
+  "unparsable body": await call("POST", "/api/settings/test/s3", { json: "{nope" }),
+}));
+
+scenario("settings: superuser IPs behind a trusted proxy header", async () => {
+  const out = {};
+  const inside = { "X-Real-IP": "203.0.113.9, 10.0.0.7" };
+  const ft = await fileToken();
+  try {
+    out.set = settingsShape(await patchSettings({ trustedProxy: { headers: ["X-Real-IP"] }, superuserIPs: ["10.0.0.0/24"] }));
+    out["list from outside"] = await call("GET", "/api/backups");
+    out["settings from outside"] = await call("GET", "/api/settings");
+    out["unknown route from outside"] = await call("DELETE", "/api/nothing-here");
+    out["health from outside"] = await call("GET", "/api/health");
+    out["health without a token"] = await call("GET", "/api/health", { auth: null });
+    out["download with a file token from outside"] = await call("GET", `/api/backups/x.zip?token=${ft}`, { auth: null });
+    out["login from outside"] = await call("POST", "/api/collections/_superusers/auth-with-password", {
+      auth: null,
+      json: { identity: args.email, password: args.password },
+    });
+    out["login from outside, wrong password"] = await call("POST", "/api/collections/_superusers/auth-with-password", {
+      auth: null,
+      json: { identity: args.email, password: "wrong-password" },
+    });
+    out["list through the proxy"] = await call("GET", "/api/backups", { headers: inside, noHeaders: true });
+    out["list, client's own leftmost claim"] = await call("GET", "/api/backups", { headers: { "X-Real-IP": "10.0.0.7, 203.0.113.9" } });
+    const health = await call("GET", "/api/health", { headers: inside });
+    out["health through the proxy"] = { status: health.status, realIP: health.body?.data?.realIP, possibleProxyHeader: health.body?.data?.possibleProxyHeader };
+    out["leftmost"] = settingsShape(await patchSettings({ trustedProxy: { useLeftmostIP: true } }, { headers: inside }));
+    out["list, leftmost now"] = await call("GET", "/api/backups", { headers: { "X-Real-IP": "10.0.0.7, 203.0.113.9" }, noHeaders: true });
+  } finally {
+    const reset = { superuserIPs: [], trustedProxy: { headers: [], useLeftmostIP: false } };
+    out.reset = (await patchSettings(reset, { headers: { "X-Real-IP": "10.0.0.7" } })).status;
+    if (out.reset !== 200) out["reset from the socket"] = (await patchSettings(reset)).status;
+  }
+  return out;
+});
+
 
 // ---------------------------------------------------------------- main
 

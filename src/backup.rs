@@ -38,8 +38,12 @@ pub enum CreateError {
 /// # Errors
 /// An unreadable data directory ([`CreateError::Archive`]) or a store failure
 /// ([`CreateError::Storage`]); either way nothing is left in the store.
-#[tracing::instrument(skip(state), fields(key = %key))]
-pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
+#[tracing::instrument(skip(state, store), fields(key = %key))]
+pub async fn create(
+    state: &AppState,
+    store: &dyn crate::storage::BackupStore,
+    key: &str,
+) -> Result<u64, CreateError> {
     let root = state.config.data_dir.clone();
     let exclude = state.backup_exclude();
     let level = state.config.compression_level;
@@ -83,8 +87,7 @@ pub async fn create(state: &AppState, key: &str) -> Result<u64, CreateError> {
         result
     });
 
-    let put = state
-        .store
+    let put = store
         .put(key, Box::pin(ReceiverStream(rx)), opts.clone())
         .await;
     let written = writer

@@ -157,10 +157,50 @@ pub struct ServeArgs {
     pub sqlite_busy_timeout_ms: u64,
 
     /// The application's name in automatic backup names (`pb_backup_<name>_<time>.zip`,
-    /// snake case), used when the data directory's `data.db` does not give PocketBase's own
-    /// `meta.appName`.
-    #[arg(long, env = "GATEWAY_APP_NAME", default_value = crate::pocketbase::DEFAULT_APP_NAME)]
-    pub app_name: String,
+    /// snake case): the setting `meta.appName`, pinned [default: the value saved over the
+    /// API, else the data directory's PocketBase `meta.appName`, else Acme].
+    #[arg(long, env = "GATEWAY_APP_NAME")]
+    pub app_name: Option<String>,
+
+    /// Scheduled backups, in PocketBase's cron syntax (UTC; for example `0 3 * * *` or
+    /// `@daily`): the setting `backups.cron`, pinned [default: the value saved over the API,
+    /// else none].
+    #[arg(long, env = "GATEWAY_BACKUPS_CRON")]
+    pub backups_cron: Option<String>,
+
+    /// How many scheduled backups are kept (the newest; manual and uploaded ones are never
+    /// pruned): the setting `backups.cronMaxKeep`, pinned [default: saved, else 3].
+    #[arg(long, env = "GATEWAY_BACKUPS_CRON_MAX_KEEP")]
+    pub backups_cron_max_keep: Option<i64>,
+
+    /// The only addresses (IPs or CIDR subnets, comma separated) superusers may act from:
+    /// the setting `superuserIPs`, pinned (an empty value pins "anywhere") [default: saved,
+    /// else anywhere].
+    #[arg(long, env = "GATEWAY_SUPERUSER_IPS", value_delimiter = ',')]
+    pub superuser_ips: Option<Vec<String>>,
+
+    /// Request headers that carry the client's address, set by a proxy in front (comma
+    /// separated, for example `X-Forwarded-For`): the setting `trustedProxy.headers`, pinned
+    /// [default: saved, else none: the socket's address].
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXY_HEADERS", value_delimiter = ',')]
+    pub trusted_proxy_headers: Option<Vec<String>>,
+
+    /// Take the leftmost address of a trusted header rather than the rightmost: the setting
+    /// `trustedProxy.useLeftmostIP`, pinned [default: saved, else false].
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXY_USE_LEFTMOST_IP", num_args = 0..=1, default_missing_value = "true")]
+    pub trusted_proxy_use_leftmost_ip: Option<bool>,
+
+    /// A superuser created at start (or given the password below), as MinIO's root user.
+    #[arg(long, env = "GATEWAY_SUPERUSER_EMAIL")]
+    pub superuser_email: Option<String>,
+
+    /// The password of `--superuser-email`.
+    #[arg(long, env = "GATEWAY_SUPERUSER_PASSWORD", hide_env_values = true)]
+    pub superuser_password: Option<String>,
+
+    /// A file holding the password of `--superuser-email` (a mounted secret), read at start.
+    #[arg(long, env = "GATEWAY_SUPERUSER_PASSWORD_FILE")]
+    pub superuser_password_file: Option<PathBuf>,
 
     /// The memory shared by every buffer of backup bytes (create and upload parts, download
     /// and restore read-ahead), in MiB: when it is taken, requests wait for their share.
@@ -251,8 +291,17 @@ pub struct Config {
     pub restore_require: Vec<PathBuf>,
     /// `--exclude` globs (checked by [`ServeArgs::into_config`]).
     pub exclude: Vec<String>,
-    /// `--app-name`: see [`crate::pocketbase::app_name`].
+    /// The fallback `meta.appName` (see [`crate::pocketbase::app_name`]).
     pub app_name: String,
+    /// Settings that flags give explicitly ([`crate::settings::Pins`]).
+    pub pins: crate::settings::Pins,
+    /// How an S3 store configured over the API (`backups.s3`) is set up, beyond its
+    /// settings: the `--s3-prefix`, payload signing and read timeout flags.
+    pub s3_tuning: S3Tuning,
+    /// `--superuser-email` and its password.
+    pub initial_superuser: Option<InitialSuperuser>,
+    /// The clock of scheduled backups (tests set it).
+    pub clock: crate::schedule::ClockHandle,
     /// `--memory-budget-mib`, in bytes.
     pub memory_budget: u64,
     /// `--shutdown-grace-secs`.
@@ -283,6 +332,22 @@ pub struct S3Config {
     pub read_timeout: std::time::Duration,
 }
 
+impl S3Config {
+    /// How `backups.s3` shows this store when flags give it (credentials from the AWS
+    /// chain are never shown).
+    pub fn as_setting(&self) -> crate::settings::S3 {
+        crate::settings::S3 {
+            enabled: true,
+            bucket: self.bucket.clone(),
+            region: self.region.clone().unwrap_or_default(),
+            endpoint: self.endpoint.clone().unwrap_or_default(),
+            access_key: String::new(),
+            secret: String::new(),
+            force_path_style: self.force_path_style,
+        }
+    }
+}
+
 impl std::fmt::Debug for S3Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("S3Config")
@@ -296,6 +361,57 @@ impl std::fmt::Debug for S3Config {
                 "credentials",
                 &self.credentials.as_ref().map(|_| "[redacted]"),
             )
+            .finish()
+    }
+}
+
+/// See [`Config::s3_tuning`].
+#[derive(Debug, Clone)]
+pub struct S3Tuning {
+    /// Normalized: empty, or ends with `/`.
+    pub prefix: String,
+    pub payload_signing: PayloadSigning,
+    pub read_timeout: std::time::Duration,
+}
+
+impl Default for S3Tuning {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            payload_signing: PayloadSigning::Auto,
+            read_timeout: std::time::Duration::from_secs(DEFAULT_S3_READ_TIMEOUT_SECS),
+        }
+    }
+}
+
+impl S3Tuning {
+    /// The store that `backups.s3` describes.
+    pub fn config_for(&self, s3: &crate::settings::S3) -> S3Config {
+        S3Config {
+            bucket: s3.bucket.clone(),
+            endpoint: Some(s3.endpoint.clone()).filter(|e| !e.is_empty()),
+            region: Some(s3.region.clone()).filter(|r| !r.is_empty()),
+            prefix: self.prefix.clone(),
+            force_path_style: s3.force_path_style,
+            payload_signing: self.payload_signing,
+            credentials: Some((s3.access_key.clone(), s3.secret.clone())),
+            read_timeout: self.read_timeout,
+        }
+    }
+}
+
+/// The first-start superuser.
+#[derive(Clone)]
+pub struct InitialSuperuser {
+    pub email: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for InitialSuperuser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InitialSuperuser")
+            .field("email", &self.email)
+            .field("password", &"[redacted]")
             .finish()
     }
 }
@@ -343,6 +459,68 @@ impl ServeArgs {
         }
         crate::archive::Exclude::new(Vec::new(), &exclude)
             .map_err(|e| ConfigError(format!("--exclude: {e}")))?;
+        if let Some(cron) = self.backups_cron.as_deref().filter(|c| !c.is_empty()) {
+            crate::cron::Schedule::parse(cron)
+                .map_err(|e| ConfigError(format!("--backups-cron {cron:?}: {}", e.sentence())))?;
+        }
+        if self.backups_cron_max_keep.is_some_and(|k| k < 0) {
+            return Err(ConfigError(
+                "--backups-cron-max-keep must be 0 or more".into(),
+            ));
+        }
+        let superuser_ips = self.superuser_ips.map(|v| {
+            v.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        });
+        if let Some(bad) = superuser_ips
+            .iter()
+            .flatten()
+            .find(|ip| crate::settings::parse_ip_or_subnet(ip).is_none())
+        {
+            return Err(ConfigError(format!(
+                "--superuser-ips: {bad:?} is not an IP or CIDR subnet"
+            )));
+        }
+        let initial_superuser = match (
+            self.superuser_email,
+            self.superuser_password,
+            self.superuser_password_file,
+        ) {
+            (None, None, None) => None,
+            (Some(email), Some(password), None) => Some(InitialSuperuser { email, password }),
+            (Some(email), None, Some(file)) => {
+                let password = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError(format!("--superuser-password-file {}: {e}", file.display()))
+                })?;
+                Some(InitialSuperuser {
+                    email,
+                    password: password.trim_end_matches(['\n', '\r']).to_string(),
+                })
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "give --superuser-password or --superuser-password-file, not both".into(),
+                ));
+            }
+            (Some(_), None, None) => {
+                return Err(ConfigError(
+                    "--superuser-email needs --superuser-password or --superuser-password-file"
+                        .into(),
+                ));
+            }
+            (None, _, _) => {
+                return Err(ConfigError(
+                    "a superuser password needs --superuser-email".into(),
+                ));
+            }
+        };
+        let s3_tuning = S3Tuning {
+            prefix: normalize_prefix(&self.s3.s3_prefix),
+            payload_signing: self.s3.s3_payload_signing,
+            read_timeout: std::time::Duration::from_secs(self.s3.s3_read_timeout_secs.max(1)),
+        };
         let storage = match self.s3.s3_bucket {
             Some(bucket) if !bucket.trim().is_empty() => StorageConfig::S3(S3Config {
                 bucket,
@@ -359,6 +537,23 @@ impl ServeArgs {
                     .backups_dir
                     .unwrap_or_else(|| self.dir.join(crate::LOCAL_BACKUPS_DIR)),
             },
+        };
+        let pins = crate::settings::Pins {
+            app_name: self.app_name.clone().filter(|n| !n.is_empty()),
+            cron: self.backups_cron,
+            cron_max_keep: self.backups_cron_max_keep,
+            s3: match &storage {
+                StorageConfig::S3(c) => Some(c.as_setting()),
+                StorageConfig::Local { .. } => None,
+            },
+            superuser_ips,
+            trusted_proxy_headers: self.trusted_proxy_headers.map(|v| {
+                v.into_iter()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            }),
+            trusted_proxy_use_leftmost_ip: self.trusted_proxy_use_leftmost_ip,
         };
         Ok(Config {
             data_dir: self.dir,
@@ -378,7 +573,14 @@ impl ServeArgs {
             },
             restore_require,
             exclude,
-            app_name: self.app_name,
+            app_name: self
+                .app_name
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| crate::pocketbase::DEFAULT_APP_NAME.into()),
+            pins,
+            s3_tuning,
+            initial_superuser,
+            clock: crate::schedule::ClockHandle::system(),
             memory_budget: self.memory_budget_mib << 20,
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
             snapshot: crate::archive::SnapshotOptions {
@@ -405,6 +607,10 @@ impl Config {
             restore_require: Vec::new(),
             exclude: Vec::new(),
             app_name: crate::pocketbase::DEFAULT_APP_NAME.into(),
+            pins: crate::settings::Pins::default(),
+            s3_tuning: S3Tuning::default(),
+            initial_superuser: None,
+            clock: crate::schedule::ClockHandle::system(),
             memory_budget: DEFAULT_MEMORY_BUDGET_MIB << 20,
             shutdown_grace: std::time::Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
             snapshot: crate::archive::SnapshotOptions::default(),

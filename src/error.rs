@@ -19,6 +19,8 @@ pub const MSG_LOAD: &str = "An error occurred while loading the submitted data."
 pub const MSG_UNAUTHORIZED: &str = "The request requires valid record authorization token.";
 /// PocketBase's 500 message.
 pub const MSG_INTERNAL: &str = "Something went wrong while processing your request.";
+/// PocketBase's default 403 message.
+pub const MSG_FORBIDDEN: &str = "You are not allowed to perform this request.";
 /// PocketBase's 404 message.
 pub const MSG_NOT_FOUND: &str = "The requested resource wasn't found.";
 
@@ -59,7 +61,7 @@ impl FieldError {
         self
     }
 
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("code".into(), Value::from(self.code));
         obj.insert("message".into(), Value::from(self.message.as_ref()));
@@ -108,6 +110,13 @@ impl ApiError {
             err.data.insert(name.to_string(), fe.to_json());
         }
         err
+    }
+
+    /// Replaces `data` (nested field errors, as settings validation gives them).
+    #[must_use]
+    pub fn with_data(mut self, data: Map<String, Value>) -> Self {
+        self.data = data;
+        self
     }
 
     /// Adds one field error to `data`.

@@ -94,6 +94,12 @@ pub fn default_name(app_name: &str, now: time::OffsetDateTime) -> String {
     format!("pb_backup_{app}_{}.zip", crate::time_fmt::compact(now))
 }
 
+/// The name of a scheduled backup: `@auto_` + [`default_name`], PocketBase's
+/// `@auto_pb_backup_<app>_YYYYMMDDhhmmss.zip`.
+pub fn scheduled_name(app_name: &str, at: time::OffsetDateTime) -> String {
+    format!("@auto_{}", default_name(app_name, at))
+}
+
 /// PocketBase's `inflector.Snakecase`: words split at anything but ASCII letters and
 /// digits, an `_` before an upper-case letter that follows a lower-case one, lower case.
 pub fn snakecase(s: &str) -> String {

@@ -15,6 +15,9 @@
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock.
 //! - [`keys`]: backup name rules.
 //! - [`pocketbase`]: what is read of a PocketBase data directory (its app name).
+//! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
+//! - [`cron`]: PocketBase's cron expressions.
+//! - [`schedule`]: scheduled backups and their retention.
 
 pub mod api;
 pub mod archive;
@@ -22,13 +25,16 @@ pub mod auth;
 pub mod backup;
 pub mod bufpool;
 pub mod config;
+pub mod cron;
 pub mod error;
 pub mod fsutil;
 pub mod jobs;
 pub mod keys;
 pub mod pocketbase;
 pub mod restore;
+pub mod schedule;
 pub mod serve;
+pub mod settings;
 pub mod storage;
 pub mod time_fmt;
 pub mod users;
@@ -47,7 +53,12 @@ pub const LOCAL_BACKUPS_DIR: &str = "backups";
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    pub store: Arc<dyn storage::BackupStore>,
+    /// The store of the current settings: see [`AppState::store`].
+    store: Arc<std::sync::RwLock<Arc<dyn storage::BackupStore>>>,
+    /// Serialises store changes ([`AppState::apply_settings`]).
+    store_change: Arc<tokio::sync::Mutex<()>>,
+    pub settings: Arc<settings::SettingsStore>,
+    pub scheduled_runs: Arc<schedule::Runs>,
     pub tokens: Arc<auth::Tokens>,
     pub jobs: jobs::Jobs,
     pub restores: Arc<restore::Restores>,
@@ -73,6 +84,10 @@ pub enum StartupError {
     Sqlite(String),
     #[error("invalid --exclude glob")]
     Exclude(#[source] globset::Error),
+    #[error("cannot read the saved settings")]
+    Settings(#[source] std::io::Error),
+    #[error("cannot set up the superuser of --superuser-email")]
+    Superuser(#[source] users::UsersError),
 }
 
 impl AppState {
@@ -87,31 +102,76 @@ impl AppState {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
         let users = users::Users::open(&config.data_dir)?;
+        match &config.initial_superuser {
+            Some(su) => users
+                .ensure(&su.email, &su.password)
+                .map_err(StartupError::Superuser)?,
+            None if users.current()?.superusers.is_empty() => tracing::warn!(
+                "no superuser yet: nothing can be done over the API until one exists; create \
+                 one with `backup-gateway superuser upsert EMAIL PASSWORD --dir {}`, or start \
+                 with GATEWAY_SUPERUSER_EMAIL and GATEWAY_SUPERUSER_PASSWORD",
+                config.data_dir.display()
+            ),
+            None => {}
+        }
         let restores = restore::Restores::open(&config.data_dir);
         restore::recover(&config.data_dir, &excluded_paths(&config), &restores)
             .map_err(StartupError::Recover)?;
-        let store: Arc<dyn storage::BackupStore> = match &config.storage {
-            config::StorageConfig::Local { dir } => Arc::new(
-                storage::local::LocalStore::new(dir)
-                    .map_err(|e| StartupError::BackupsDir(dir.clone(), e))?,
-            ),
-            config::StorageConfig::S3(s3) => Arc::new(
-                storage::s3::S3Store::new(s3)
-                    .await
-                    .with_pending_dir(config.data_dir.join(users::STATE_DIR).join("uploads"))
-                    .await,
-            ),
-        };
+        let settings = settings::SettingsStore::open(&config.data_dir, config.pins.clone())
+            .map_err(StartupError::Settings)?;
+        let store = open_store(&config, &settings.current().backups.s3).await?;
         tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
+            scheduled_runs: Arc::new(schedule::Runs::open(&config.data_dir)),
             config: Arc::new(config),
-            store,
+            store: Arc::new(std::sync::RwLock::new(store)),
+            store_change: Arc::new(tokio::sync::Mutex::new(())),
+            settings: Arc::new(settings),
             tokens: Arc::new(auth::Tokens::new(users)),
             jobs: jobs::Jobs::default(),
             restores: Arc::new(restores),
             backup_exclude: Arc::new(backup_exclude),
         })
+    }
+
+    /// The store of the current settings. An operation takes it once, at its start, and
+    /// keeps it to its end: a change of `backups.s3` applies to the next operation, never
+    /// in the middle of a running one.
+    pub fn store(&self) -> Arc<dyn storage::BackupStore> {
+        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Puts saved settings into effect: a changed `backups.s3` opens the new store (local
+    /// again when it is disabled).
+    ///
+    /// # Errors
+    /// When the local backups directory cannot be opened.
+    pub async fn apply_settings(
+        &self,
+        old: &settings::Settings,
+        new: &settings::Settings,
+    ) -> Result<(), StartupError> {
+        if old.backups.s3 == new.backups.s3 {
+            return Ok(());
+        }
+        let _one_at_a_time = self.store_change.lock().await;
+        let store = open_store(&self.config, &new.backups.s3).await?;
+        tracing::info!(store = %store.describe(), "backups store changed");
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+        Ok(())
+    }
+
+    /// The effective `meta.appName`: saved (or pinned), else the data directory's
+    /// PocketBase setting, else `--app-name`'s default.
+    pub async fn app_name(&self) -> String {
+        if let Some(name) = self.settings.current().meta.app_name.clone() {
+            return name;
+        }
+        let (dir, fallback) = (self.config.data_dir.clone(), self.config.app_name.clone());
+        tokio::task::spawn_blocking(move || pocketbase::app_name(&dir, &fallback))
+            .await
+            .unwrap_or_else(|_| self.config.app_name.clone())
     }
 
     /// Paths under the data directory that are never backed up nor touched by a restore:
@@ -126,6 +186,32 @@ impl AppState {
     pub fn backup_exclude(&self) -> archive::Exclude {
         (*self.backup_exclude).clone()
     }
+}
+
+/// The store for `s3` (the setting): the flags' bucket when they give one, else the bucket
+/// of the setting when it is enabled, else the local backups directory.
+async fn open_store(
+    config: &Config,
+    s3: &settings::S3,
+) -> Result<Arc<dyn storage::BackupStore>, StartupError> {
+    let s3_config = match &config.storage {
+        config::StorageConfig::S3(flags) => Some(flags.clone()),
+        config::StorageConfig::Local { .. } if s3.enabled => Some(config.s3_tuning.config_for(s3)),
+        config::StorageConfig::Local { .. } => None,
+    };
+    Ok(match (s3_config, &config.storage) {
+        (Some(c), _) => Arc::new(
+            storage::s3::S3Store::new(&c)
+                .await
+                .with_pending_dir(config.data_dir.join(users::STATE_DIR).join("uploads"))
+                .await,
+        ),
+        (None, config::StorageConfig::Local { dir }) => Arc::new(
+            storage::local::LocalStore::new(dir)
+                .map_err(|e| StartupError::BackupsDir(dir.clone(), e))?,
+        ),
+        (None, config::StorageConfig::S3(_)) => unreachable!("flags' S3 is always Some"),
+    })
 }
 
 /// See [`AppState::excluded_paths`].
@@ -161,5 +247,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let grace = state.config.shutdown_grace;
-    serve::serve(listener, router(state), shutdown, grace).await
+    let stop = tokio_util::sync::CancellationToken::new();
+    let scheduler = tokio::spawn(schedule::run(state.clone(), stop.clone()));
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            shutdown.await;
+            stop.cancel();
+        }
+    };
+    let served = serve::serve(listener, router(state), shutdown, grace).await;
+    stop.cancel();
+    let _ = scheduler.await;
+    served
 }

@@ -28,7 +28,7 @@ use crate::users::STATE_DIR;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const RESTORE_DIR: &str = "restore";
 const JOURNAL: &str = "journal.json";
@@ -96,7 +96,7 @@ impl Restores {
             _ => tracing::info!(key = %status.key, "restore started"),
         }
         if let Ok(bytes) = serde_json::to_vec_pretty(&status)
-            && let Err(e) = write_atomic(&self.path, &bytes)
+            && let Err(e) = crate::fsutil::write_atomic(&self.path, &bytes, 0o644)
         {
             tracing::error!(error = %e, "cannot save the restore status");
         }
@@ -118,14 +118,15 @@ pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
     if state.jobs.is_being_written(key) {
         return Err(StartError::Missing);
     }
-    let info = state
-        .store
+    // One store for the whole restore, whatever the settings become meanwhile.
+    let store = state.store();
+    let info = store
         .stat(key)
         .await
         .map_err(StartError::Storage)?
         .ok_or(StartError::Missing)?;
     let (plan, cd_offset) = read_plan(
-        state.store.as_ref(),
+        store.as_ref(),
         key,
         info.size,
         &state.config.restore_limits,
@@ -165,7 +166,7 @@ pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
     state.restores.set(status.clone());
     let state = state.clone();
     tokio::spawn(async move {
-        run(state, job, status, plan, cd_offset).await;
+        run(state, store, job, status, plan, cd_offset).await;
     });
     Ok(())
 }
@@ -185,12 +186,13 @@ fn required_entries(config: &crate::Config) -> Vec<PathBuf> {
 
 async fn run(
     state: AppState,
+    store: Arc<dyn BackupStore>,
     job: JobGuard,
     mut status: RestoreStatus,
     plan: Plan,
     cd_offset: u64,
 ) {
-    let result = extract_and_swap(&state, &status.key, plan, cd_offset).await;
+    let result = extract_and_swap(&state, store, &status.key, plan, cd_offset).await;
     status.finished_at = Some(crate::time_fmt::now_pb());
     match result {
         Ok(journal) => {
@@ -223,6 +225,7 @@ async fn run(
 
 async fn extract_and_swap(
     state: &AppState,
+    store: Arc<dyn BackupStore>,
     key: &str,
     plan: Plan,
     cd_offset: u64,
@@ -240,7 +243,7 @@ async fn extract_and_swap(
         .map_err(|e| format!("cannot create the staging directory: {e}"))?;
     let start = plan.items.first().map_or(cd_offset, |p| p.entry.offset);
     let body = parallel_reads(
-        state.store.clone(),
+        store,
         key.to_string(),
         start..cd_offset,
         state.budget.clone(),
@@ -520,19 +523,7 @@ fn move_in(new: &Path, data: &Path, old: &Path, rel: &Path) -> io::Result<()> {
 
 fn write_journal(data_dir: &Path, journal: &Journal) -> io::Result<()> {
     let bytes = serde_json::to_vec(journal).map_err(io::Error::other)?;
-    write_atomic(&restore_root(data_dir).join(JOURNAL), &bytes)
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().expect("a parent");
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp", crate::users::random_string(8)));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    crate::fsutil::sync_dir(dir)
+    crate::fsutil::write_atomic(&restore_root(data_dir).join(JOURNAL), &bytes, 0o644)
 }
 
 /// Finishes or cleans up a restore that a crash interrupted. Called once at startup,

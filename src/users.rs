@@ -11,7 +11,6 @@ use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -188,6 +187,22 @@ impl Users {
         Ok(user)
     }
 
+    /// The first-start superuser (`GATEWAY_SUPERUSER_EMAIL` and `_PASSWORD`): created, or
+    /// given this password; a superuser that already has it is left alone, so a restart
+    /// does not sign anyone out.
+    ///
+    /// # Errors
+    /// As [`Users::upsert`].
+    pub fn ensure(&self, email: &str, password: &str) -> Result<(), UsersError> {
+        let current = self.current()?;
+        if let Some(u) = current.find_by_email(email.trim())
+            && verify_password(u, password)
+        {
+            return Ok(());
+        }
+        self.upsert(email, password).map(|_| ())
+    }
+
     /// Deletes a superuser.
     ///
     /// # Errors
@@ -209,27 +224,10 @@ impl Users {
             path: self.path.clone(),
             source,
         };
-        let dir = self.path.parent().expect("state file has a parent");
-        std::fs::create_dir_all(dir).map_err(io)?;
-        let tmp = dir.join(format!(".{STATE_FILE}.{}.tmp", random_string(8)));
-        let result = (|| {
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
-            }
-            let mut f = opts.open(&tmp)?;
-            f.write_all(&serde_json::to_vec_pretty(state).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            crate::fsutil::sync_dir(dir)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result.map_err(io)?;
+        let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other);
+        bytes
+            .and_then(|b| crate::fsutil::write_atomic(&self.path, &b, 0o600))
+            .map_err(io)?;
         // Force a reload on next access even if the mtime granularity hides the change.
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).stamp = None;
         Ok(())

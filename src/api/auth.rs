@@ -42,6 +42,8 @@ fn auth_response(state: &AppState, user: &Superuser) -> Result<Json<Value>, ApiE
 /// POST /api/collections/_superusers/auth-with-password
 pub async fn auth_with_password(
     State(state): State<AppState>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    headers: axum::http::HeaderMap,
     body: Result<PbBody<PasswordBody>, BindError>,
 ) -> Result<Json<Value>, ApiError> {
     let PbBody(body) = body.map_err(BindError::passed_through)?;
@@ -72,7 +74,13 @@ pub async fn auth_with_password(
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a);
     match ok {
+        Some(_)
+            if !super::client_ip::superuser_allowed(&state.settings.current(), &headers, peer) =>
+        {
+            Err(ApiError::forbidden(crate::error::MSG_FORBIDDEN))
+        }
         Some(user) => auth_response(&state, &user),
         None => Err(ApiError::bad_request("Failed to authenticate.")),
     }

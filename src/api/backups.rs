@@ -19,6 +19,7 @@ use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 
 const MSG_BUSY: &str = "Try again later - another backup/restore process has already been started.";
 const MSG_IN_USE: &str = "The backup is currently being used and cannot be deleted.";
@@ -38,7 +39,7 @@ pub async fn list(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
 ) -> Result<Json<Vec<BackupItem>>, ApiError> {
-    let items = state.store.list().await.map_err(|e| {
+    let items = state.store().list().await.map_err(|e| {
         ApiError::logged(
             StatusCode::BAD_REQUEST,
             "Failed to retrieve backup items.",
@@ -85,11 +86,7 @@ pub async fn create(
     }
     let super::body::PbBody(body) = body.map_err(|_| ApiError::load_failed())?;
     let name = if body.name.is_empty() {
-        let (dir, fallback) = (state.config.data_dir.clone(), state.config.app_name.clone());
-        let app = tokio::task::spawn_blocking(move || crate::pocketbase::app_name(&dir, &fallback))
-            .await
-            .unwrap_or_else(|_| state.config.app_name.clone());
-        keys::default_name(&app, time::OffsetDateTime::now_utc())
+        keys::default_name(&state.app_name().await, time::OffsetDateTime::now_utc())
     } else {
         keys::check_create_name(&body.name).map_err(|e| ApiError::validation([("name", e)]))?;
         body.name
@@ -103,14 +100,15 @@ pub async fn create(
         .jobs
         .reserve_key(&name)
         .ok_or_else(|| name_exists("name", EXISTS))?;
-    let existing =
-        state.store.stat(&name).await.map_err(|e| {
-            ApiError::logged(StatusCode::BAD_REQUEST, "Failed to create backup.", &e)
-        })?;
+    let store = state.store();
+    let existing = store
+        .stat(&name)
+        .await
+        .map_err(|e| ApiError::logged(StatusCode::BAD_REQUEST, "Failed to create backup.", &e))?;
     if existing.is_some() {
         return Err(name_exists("name", EXISTS));
     }
-    match crate::backup::create(&state, &name).await {
+    match crate::backup::create(&state, store.as_ref(), &name).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(crate::backup::CreateError::Storage(StorageError::AlreadyExists)) => {
             Err(name_exists("name", EXISTS))
@@ -184,18 +182,15 @@ async fn receive_upload(
             None => break,
         }
     }
-    let _reserved = check_upload(state, &file_name, &key, &head).await?;
+    let store = state.store();
+    let _reserved = check_upload(state, store.as_ref(), &file_name, &key, &head).await?;
     let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
     let opts = PutOptions {
         part_size: state.config.part_size,
         parts_in_flight: state.config.parts_in_flight,
         budget: state.budget.clone(),
     };
-    match state
-        .store
-        .put(&key, Box::pin(first.chain(body)), opts)
-        .await
-    {
+    match store.put(&key, Box::pin(first.chain(body)), opts).await {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS_UPLOAD)),
         Err(StorageError::Body(e)) => {
@@ -260,6 +255,7 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 /// header, or the end record of an empty zip), then the name. Returns the key reservation.
 async fn check_upload(
     state: &AppState,
+    store: &dyn crate::storage::BackupStore,
     file_name: &str,
     key: &str,
     head: &[u8],
@@ -289,7 +285,7 @@ async fn check_upload(
         .jobs
         .reserve_key(key)
         .ok_or_else(|| name_exists("file", EXISTS_UPLOAD))?;
-    let existing = state.store.stat(key).await.map_err(|e| {
+    let existing = store.stat(key).await.map_err(|e| {
         ApiError::logged(StatusCode::BAD_REQUEST, "Failed to upload the backup.", &e)
     })?;
     if existing.is_some() {
@@ -312,16 +308,20 @@ pub async fn download(
     State(state): State<AppState>,
     super::KeyPath(key): super::KeyPath,
     super::LenientQuery(q): super::LenientQuery<DownloadQuery>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    if state.tokens.verify(&q.token, TokenType::File).is_err() {
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a);
+    if state.tokens.verify(&q.token, TokenType::File).is_err()
+        || !super::client_ip::superuser_allowed(&state.settings.current(), &headers, peer)
+    {
         return Err(ApiError::forbidden(MSG_FORBIDDEN));
     }
     let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
         return Err(ApiError::not_found());
     };
-    let info = state
-        .store
+    let store = state.store();
+    let info = store
         .stat(&key)
         .await
         .map_err(|e| {
@@ -351,7 +351,7 @@ pub async fn download(
             }
         },
     };
-    let body = match read_body(&state, &key, range, info.size).await {
+    let body = match read_body(&state, store, &key, range, info.size).await {
         Ok(b) => b,
         Err(StorageError::NotFound) => return Err(ApiError::not_found()),
         Err(e) => {
@@ -409,9 +409,17 @@ const DOWNLOAD_CACHE_CONTROL: &str = "max-age=2592000, stale-while-revalidate=86
 pub async fn download_upload_key(
     state: State<AppState>,
     query: super::LenientQuery<DownloadQuery>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    download(state, super::KeyPath(Some("upload".into())), query, headers).await
+    download(
+        state,
+        super::KeyPath(Some("upload".into())),
+        query,
+        peer,
+        headers,
+    )
+    .await
 }
 
 /// DELETE /api/backups/upload: the key `upload`, as in PocketBase.
@@ -527,7 +535,7 @@ pub async fn delete(
     if state.jobs.in_use(&key) {
         return Err(ApiError::bad_request(MSG_IN_USE));
     }
-    match state.store.delete(&key).await {
+    match state.store().delete(&key).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StorageError::NotFound) => Err(ApiError::bad_request(MSG_DELETE_MISSING)),
         Err(e) => Err(ApiError::logged(
@@ -545,22 +553,23 @@ const MSG_RESTORE_INVALID: &str = "Missing or invalid backup file.";
 /// gets an error response rather than a truncated body).
 async fn read_body(
     state: &AppState,
+    store: Arc<dyn crate::storage::BackupStore>,
     key: &str,
     range: Option<ByteRange>,
     size: u64,
 ) -> Result<ByteStream<'static>, StorageError> {
     let span = range.map_or(0..size, |r| r.start..r.end + 1);
     if span.is_empty() {
-        return state.store.get(key, range).await;
+        return store.get(key, range).await;
     }
     if span.end - span.start <= RANGE_CHUNK {
         let whole = ByteRange {
             start: span.start,
             end: span.end - 1,
         };
-        let first = state.store.get(key, Some(whole)).await?;
+        let first = store.get(key, Some(whole)).await?;
         return Ok(crate::storage::resuming(
-            state.store.clone(),
+            store,
             key.to_string(),
             whole,
             first,
@@ -571,9 +580,9 @@ async fn read_body(
         end: span.start + RANGE_CHUNK - 1,
     };
     let reserved = state.budget.reserve(first.size()).await;
-    let head = reserved.attach(read_range(state.store.as_ref(), key, first).await?);
+    let head = reserved.attach(read_range(store.as_ref(), key, first).await?);
     let rest = parallel_reads(
-        state.store.clone(),
+        store,
         key.to_string(),
         first.end + 1..span.end,
         state.budget.clone(),

@@ -102,6 +102,22 @@ where
     }
 }
 
+/// A JSON body as it is (the first value; what follows is ignored, as Go's decoder does),
+/// for bodies merged into existing values (`PATCH /api/settings`), where a `null` counts.
+///
+/// # Errors
+/// [`BindError::Load`] when it does not parse.
+pub fn json_value(bytes: &[u8]) -> Result<Value, BindError> {
+    match serde_json::Deserializer::from_slice(bytes)
+        .into_iter::<Value>()
+        .next()
+    {
+        Some(Ok(v)) => Ok(v),
+        None => Ok(Value::Null),
+        Some(Err(_)) => Err(BindError::Load),
+    }
+}
+
 /// The fields of a JSON body: key case folded, nulls dropped (see the module docs).
 fn json_fields(bytes: &[u8]) -> Result<Map<String, Value>, BindError> {
     let first = serde_json::Deserializer::from_slice(bytes)

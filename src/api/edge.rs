@@ -154,11 +154,13 @@ pub async fn pocketbase_headers(req: Request, next: Next) -> Response {
     } else {
         next.run(req).await
     };
+    let bare = res.extensions().get::<WithoutSecurityHeaders>().is_some();
     let h = res.headers_mut();
     // axum adds `Allow` to the 404 of a known path with another method; PocketBase does not.
     h.remove(header::ALLOW);
-    // PocketBase answers a preflight before its security headers are set.
-    if !preflight {
+    // PocketBase answers a preflight (and an allowlist refusal) before its security
+    // headers are set.
+    if !preflight && !bare {
         security_headers(h);
     }
     h.append(header::VARY, HeaderValue::from_static("Origin"));
@@ -234,3 +236,36 @@ pub async fn json_answers(req: Request, next: Next) -> Response {
         }
     }
 }
+
+/// PocketBase's `superuserIPs` check, for every route: a request that carries a valid
+/// superuser auth token from an address outside the allowlist answers `403 You are not
+/// allowed to perform this request.` (PocketBase's default 403 text), whatever it asks for.
+pub async fn superuser_ips(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let settings = state.settings.current();
+    if !settings.superuser_ips.is_empty()
+        && let Some(token) = crate::auth::bearer_token(req.headers())
+        && state
+            .tokens
+            .verify(token, crate::auth::TokenType::Auth)
+            .is_ok()
+        && !super::client_ip::superuser_allowed(
+            &settings,
+            req.headers(),
+            super::client_ip::peer(&req),
+        )
+    {
+        // PocketBase refuses here, before its security headers are set.
+        let mut res = ApiError::forbidden(crate::error::MSG_FORBIDDEN).into_response();
+        res.extensions_mut().insert(WithoutSecurityHeaders);
+        return res;
+    }
+    next.run(req).await
+}
+
+/// Marks an answer that PocketBase gives before its security headers are set.
+#[derive(Debug, Clone, Copy)]
+pub struct WithoutSecurityHeaders;

@@ -1,6 +1,6 @@
 //! `GET /api/health`, as PocketBase answers it; superusers also get `canBackup`, `realIP`
-//! and `possibleProxyHeader` (as in PocketBase) and the outcome of the last restore (the
-//! gateway's addition).
+//! and `possibleProxyHeader` (as in PocketBase) and the outcomes of the last restore and
+//! the last scheduled backup (the gateway's additions).
 
 use crate::AppState;
 use crate::auth::MaybeSuperuser;
@@ -19,11 +19,14 @@ pub async fn health(
     headers: HeaderMap,
 ) -> Json<Health> {
     let data = if user.is_some() {
+        let settings = state.settings.current();
+        let peer = peer.map(|Extension(ConnectInfo(a))| a);
         json!({
             "canBackup": !state.jobs.is_busy(),
-            "realIP": peer.map(|Extension(ConnectInfo(a))| a.ip().to_string()).unwrap_or_default(),
-            "possibleProxyHeader": possible_proxy_header(&headers),
+            "realIP": super::client_ip::real_ip(&headers, peer, &settings.trusted_proxy),
+            "possibleProxyHeader": possible_proxy_header(&settings.trusted_proxy.headers, &headers),
             "lastRestore": state.restores.last(),
+            "lastScheduledBackup": state.scheduled_runs.last(),
         })
     } else {
         json!({})
@@ -35,14 +38,17 @@ pub async fn health(
     })
 }
 
-/// The first proxy header PocketBase looks for that the request carries, else "". (Its
-/// list also names `X-Forwarded-For`, but spelled with a non-ASCII hyphen that no request
+/// The first proxy header PocketBase looks for (the trusted ones, then common ones) that
+/// the request carries, else "". (Its list also names `X-Forwarded-For`, but spelled with a non-ASCII hyphen that no request
 /// header matches; the gateway keeps the effective behaviour.)
-fn possible_proxy_header(headers: &HeaderMap) -> &'static str {
-    ["CF-Connecting-IP", "Fly-Client-IP"]
-        .into_iter()
+fn possible_proxy_header(trusted: &[String], headers: &HeaderMap) -> String {
+    trusted
+        .iter()
+        .map(String::as_str)
+        .chain(["CF-Connecting-IP", "Fly-Client-IP"])
         .find(|h| headers.get(*h).is_some_and(|v| !v.is_empty()))
         .unwrap_or("")
+        .to_string()
 }
 
 /// PocketBase's field order.

@@ -7,6 +7,8 @@
 //! - [`edge`]: what every request and answer goes through (refused bodies drained, the body
 //!   limit, PocketBase's headers and CORS, `fields` and the JSON newline).
 //! - [`fields`]: PocketBase's `fields` syntax.
+//! - [`settings`]: `/api/settings` and the schedule's status.
+//! - [`client_ip`]: the client's address and the superuser allowlist.
 //!
 //! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
 //! method and the matched route only: never the query string, which may hold a file token.
@@ -14,16 +16,18 @@
 pub mod auth;
 pub mod backups;
 pub mod body;
+pub mod client_ip;
 pub mod edge;
 pub mod fields;
 pub mod health;
+pub mod settings;
 
 use crate::AppState;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
-use axum::middleware::from_fn;
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::{get, post};
 use serde::de::DeserializeOwned;
 use tower_http::trace::TraceLayer;
@@ -32,7 +36,8 @@ pub fn router(state: AppState) -> Router {
     // The edge runs outside the routing (a fallback service), so that it sees every answer
     // as the client will, the method router's additions included.
     Router::new()
-        .fallback_service(routes(state))
+        .fallback_service(routes(state.clone()))
+        .layer(from_fn_with_state(state, edge::superuser_ips))
         .layer(from_fn(edge::json_answers))
         .layer(from_fn(edge::body_limit))
         .layer(from_fn(edge::pocketbase_headers))
@@ -67,6 +72,9 @@ fn routes(state: AppState) -> Router {
         )
         .route("/api/backups/{key}/restore", post(backups::restore))
         .route("/api/gateway/restore", get(backups::restore_status))
+        .route("/api/gateway/schedule", get(settings::schedule))
+        .route("/api/settings", get(settings::get).patch(settings::patch))
+        .route("/api/settings/test/s3", post(settings::test_s3))
         .fallback(not_found)
         .method_not_allowed_fallback(not_found)
         .layer(DefaultBodyLimit::max(edge::MAX_BODY_BYTES as usize))

@@ -56,6 +56,10 @@ pub struct S3Store {
 struct PendingUpload {
     key: String,
     upload_id: String,
+    /// The store's bucket (several stores may record here over time, as settings change);
+    /// empty in records of older versions.
+    #[serde(default)]
+    bucket: String,
 }
 
 impl S3Store {
@@ -156,6 +160,9 @@ impl S3Store {
                     continue;
                 };
                 if let Ok(p) = serde_json::from_slice::<PendingUpload>(&bytes) {
+                    if !p.bucket.is_empty() && p.bucket != self.bucket {
+                        continue; // Another store's: aborted when that store is opened.
+                    }
                     tracing::warn!(key = %p.key, "aborting a multipart upload left by a crash");
                     if abort(self.client.clone(), self.bucket.clone(), p.key, p.upload_id).await {
                         let _ = tokio::fs::remove_file(&path).await;
@@ -175,6 +182,7 @@ impl S3Store {
         let rec = PendingUpload {
             key: key.to_string(),
             upload_id: upload_id.to_string(),
+            bucket: self.bucket.clone(),
         };
         let write = std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(&path, serde_json::to_vec(&rec).unwrap_or_default()));
@@ -185,6 +193,50 @@ impl S3Store {
                 None
             }
         }
+    }
+
+    /// PocketBase's S3 test (`POST /api/settings/test/s3`): writes
+    /// `pb_settings_test_<random>/test.txt` under the prefix, lists that folder and deletes
+    /// what it holds.
+    ///
+    /// # Errors
+    /// PocketBase's wording, with the store's error code and message (never a credential).
+    pub async fn probe(&self) -> std::result::Result<(), String> {
+        let dir = format!(
+            "{}pb_settings_test_{}",
+            self.prefix,
+            crate::users::random_string(5)
+        );
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(format!("{dir}/test.txt"))
+            .content_length(4)
+            .body(SdkBody::from_static(b"test"))
+            .send()
+            .await
+            .map_err(|e| format!("failed to upload a test file: {}", sdk_reason(&e)))?;
+        let deleting = |e: &dyn std::fmt::Display| format!("failed to delete a test file: {e}");
+        let listed = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(format!("{dir}/"))
+            .send()
+            .await
+            .map_err(|e| deleting(&sdk_reason(&e)))?;
+        for object in listed.contents() {
+            if let Some(key) = object.key() {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| deleting(&sdk_reason(&e)))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn client(&self) -> &Client {
@@ -678,6 +730,20 @@ impl BackupStore for S3Store {
 
     fn describe(&self) -> String {
         format!("s3 bucket {} prefix {:?}", self.bucket, self.prefix)
+    }
+}
+
+/// A store error in a few words: the store's code and message, else the client's reason
+/// (a connection refused, a timeout). Requests are signed, never carry the secret, and
+/// errors do not echo it.
+fn sdk_reason<E>(e: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> String
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    match (e.code(), e.message()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
     }
 }
 

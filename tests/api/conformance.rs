@@ -88,12 +88,21 @@ async fn the_gateway_answers_like_pocketbase_in_every_scenario() {
     assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
     let gw_local = spawn_app_on(Backend::Local).await;
-    // At the bucket's root, as PocketBase stores its backups.
-    let gw_s3 = spawn_app_with(Options {
-        prefix: "",
-        ..Options::default()
-    })
-    .await;
+    // S3 set over the API, as for PocketBase (the backups at the bucket's root, as PocketBase
+    // stores them), in a bucket of its own on the same server.
+    let gw_s3 = spawn_app_on(Backend::Local).await;
+    std::fs::create_dir_all(tmp.path().join("s3/gw-backups")).unwrap();
+    let res = gw_s3
+        .request(reqwest::Method::PATCH, "/api/settings")
+        .json(&serde_json::json!({"backups": {"s3": {
+            "enabled": true, "bucket": "gw-backups", "region": "us-east-1",
+            "endpoint": s3.endpoint(), "accessKey": s3_server::ACCESS_KEY,
+            "secret": s3_server::SECRET_KEY, "forcePathStyle": true,
+        }}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
 
     let file = |n: &str| results.join(format!("{n}.json"));
     let (pb_local_dir, pb_s3_dir) = (tmp.path().join("pb-local"), tmp.path().join("pb-s3"));

@@ -370,7 +370,13 @@ async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
     .await;
     s3.faults.completes_released.store(1, Ordering::SeqCst);
     wait_until(60, || async {
-        first.state.store.stat("same.zip").await.unwrap().is_some()
+        first
+            .state
+            .store()
+            .stat("same.zip")
+            .await
+            .unwrap()
+            .is_some()
     })
     .await;
     s3.faults.completes_released.store(2, Ordering::SeqCst);

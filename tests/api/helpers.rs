@@ -82,6 +82,10 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// `--s3-read-timeout-secs`.
     pub s3_read_timeout: Duration,
+    /// The schedule's clock (the system's by default).
+    pub clock: Option<backup_gateway::schedule::ClockHandle>,
+    /// Settings given by flags.
+    pub pins: backup_gateway::settings::Pins,
 }
 
 impl Default for Options {
@@ -100,6 +104,8 @@ impl Default for Options {
             share_bucket_of: None,
             shutdown_grace: Duration::from_secs(30),
             s3_read_timeout: Duration::from_secs(120),
+            clock: None,
+            pins: backup_gateway::settings::Pins::default(),
         }
     }
 }
@@ -179,6 +185,10 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.restore_require = opts.restore_require.clone();
     config.memory_budget = opts.memory_budget_mib << 20;
     config.shutdown_grace = opts.shutdown_grace;
+    if let Some(clock) = opts.clock.clone() {
+        config.clock = clock;
+    }
+    config.pins = opts.pins.clone();
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),
@@ -428,7 +438,7 @@ impl TestApp {
                 Ok(bytes::Bytes::from(bytes))
             }));
         self.state
-            .store
+            .store()
             .put(
                 key,
                 body,
@@ -532,6 +542,11 @@ pub async fn start_pocketbase(dir: &Path) -> (tokio::process::Child, String) {
 /// Runs `tests/js/SCRIPT BASE EMAIL PASSWORD` (the official JS SDK's scripts) against
 /// `app`, and fails with the script's output when it does.
 pub async fn run_node_script(script: &str, app: &TestApp) {
+    run_node_script_with(script, app, &[]).await;
+}
+
+/// [`run_node_script`] with more arguments after the password.
+pub async fn run_node_script_with(script: &str, app: &TestApp, args: &[&str]) {
     let js = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
     assert!(
         js.join("node_modules/pocketbase").exists(),
@@ -542,6 +557,7 @@ pub async fn run_node_script(script: &str, app: &TestApp) {
         .arg(&app.base)
         .arg(EMAIL)
         .arg(PASSWORD)
+        .args(args)
         .output()
         .await
         .expect("node runs");

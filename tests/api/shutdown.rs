@@ -39,7 +39,7 @@ async fn a_create_running_at_shutdown_finishes_within_the_grace_period() {
     server_ends(&app).await;
     let keys: Vec<String> = app
         .state
-        .store
+        .store()
         .list()
         .await
         .unwrap()
@@ -68,6 +68,6 @@ async fn past_the_grace_period_a_create_is_cancelled_and_its_upload_aborted() {
     assert!(err.is_request() || err.is_body(), "{err:?}");
     backup_gateway::storage::s3::finish_aborts(Duration::from_secs(10)).await;
     assert_eq!(s3.pending_uploads(), 0, "the upload was aborted");
-    assert!(app.state.store.list().await.unwrap().is_empty());
+    assert!(app.state.store().list().await.unwrap().is_empty());
     assert!(!app.state.jobs.is_busy(), "the busy lock is released");
 }

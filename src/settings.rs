@@ -1,0 +1,632 @@
+//! The settings that govern backups and superusers, in PocketBase's shape
+//! (`GET/PATCH /api/settings`): `meta.appName`, `backups` (`cron`, `cronMaxKeep`, `s3`),
+//! `superuserIPs` and `trustedProxy`.
+//!
+//! Where a value comes from, first match wins:
+//! 1. a flag or environment variable given explicitly at start ([`Pins`]): the API cannot
+//!    change it (a PATCH may repeat it; changing it answers 400 naming the flag);
+//! 2. the value saved over the API, in `<dir>/.backup-gateway/settings.json` (never backed
+//!    up, never replaced by a restore, kept across restarts);
+//! 3. PocketBase's default (for `meta.appName`: the data directory's own PocketBase
+//!    setting, then `Acme`).
+//!
+//! The sections the gateway does not have (`smtp`, `s3`, `rateLimits`, `batch`, `logs` and
+//! the rest of `meta`) are answered with PocketBase 0.40.6's defaults, so that the SDK's
+//! types and the dashboard's code find every key; values PATCHed into them are accepted
+//! and ignored (they configure nothing here).
+//!
+//! A PATCH is merged into the current settings the way PocketBase binds it (objects key by
+//! key, keys without regard to ASCII case, `null` sets the zero value, an omitted `secret`
+//! keeps the stored one), then validated with PocketBase's codes and messages, then saved
+//! atomically.
+
+use crate::error::FieldError;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// PocketBase's default `cronMaxKeep`.
+pub const DEFAULT_CRON_MAX_KEEP: i64 = 3;
+const FILE: &str = "settings.json";
+
+/// The settings the gateway acts on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Settings {
+    #[serde(rename = "superuserIPs")]
+    pub superuser_ips: Vec<String>,
+    pub backups: Backups,
+    pub meta: Meta,
+    pub trusted_proxy: TrustedProxy,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            superuser_ips: Vec::new(),
+            backups: Backups {
+                cron: String::new(),
+                cron_max_keep: DEFAULT_CRON_MAX_KEEP,
+                s3: S3::default(),
+            },
+            meta: Meta::default(),
+            trusted_proxy: TrustedProxy::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Backups {
+    pub cron: String,
+    pub cron_max_keep: i64,
+    pub s3: S3,
+}
+
+/// `backups.s3`: where the backups go when `enabled` (else the local backups directory).
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct S3 {
+    pub enabled: bool,
+    pub bucket: String,
+    pub region: String,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret: String,
+    pub force_path_style: bool,
+}
+
+impl std::fmt::Debug for S3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3")
+            .field("enabled", &self.enabled)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("access_key", &self.access_key)
+            .field("secret", &"[redacted]")
+            .field("force_path_style", &self.force_path_style)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Meta {
+    /// `None` until saved: then the data directory's PocketBase `meta.appName`, or the
+    /// `--app-name` default. (Serialised as `null` then, so that a PATCH finds the key.)
+    pub app_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TrustedProxy {
+    pub headers: Vec<String>,
+    #[serde(rename = "useLeftmostIP")]
+    pub use_leftmost_ip: bool,
+}
+
+/// Values given explicitly by flags or environment variables: the API cannot change them.
+#[derive(Debug, Clone, Default)]
+pub struct Pins {
+    pub app_name: Option<String>,
+    pub cron: Option<String>,
+    pub cron_max_keep: Option<i64>,
+    /// From `--s3-bucket` and the other `--s3-*` flags (credentials from the AWS chain).
+    pub s3: Option<S3>,
+    pub superuser_ips: Option<Vec<String>>,
+    pub trusted_proxy_headers: Option<Vec<String>>,
+    pub trusted_proxy_use_leftmost_ip: Option<bool>,
+}
+
+/// A pinned value, where it sits in the settings and the flag that pins it.
+struct Pin {
+    path: &'static [&'static str],
+    flag: &'static str,
+    /// Whether `settings` holds another value than the pin.
+    differs: Box<dyn Fn(&Settings) -> bool>,
+    apply: Box<dyn Fn(&mut Settings)>,
+}
+
+impl Pins {
+    fn list(&self) -> Vec<Pin> {
+        let mut out = Vec::new();
+        if let Some(v) = self.app_name.clone() {
+            let w = v.clone();
+            out.push(Pin {
+                path: &["meta", "appName"],
+                flag: "--app-name (GATEWAY_APP_NAME)",
+                differs: Box::new(move |s| s.meta.app_name.as_deref() != Some(&v)),
+                apply: Box::new(move |s| s.meta.app_name = Some(w.clone())),
+            });
+        }
+        if let Some(v) = self.cron.clone() {
+            let w = v.clone();
+            out.push(Pin {
+                path: &["backups", "cron"],
+                flag: "--backups-cron (GATEWAY_BACKUPS_CRON)",
+                differs: Box::new(move |s| s.backups.cron != v),
+                apply: Box::new(move |s| s.backups.cron = w.clone()),
+            });
+        }
+        if let Some(v) = self.cron_max_keep {
+            out.push(Pin {
+                path: &["backups", "cronMaxKeep"],
+                flag: "--backups-cron-max-keep (GATEWAY_BACKUPS_CRON_MAX_KEEP)",
+                differs: Box::new(move |s| s.backups.cron_max_keep != v),
+                apply: Box::new(move |s| s.backups.cron_max_keep = v),
+            });
+        }
+        if let Some(v) = self.s3.clone() {
+            let w = v.clone();
+            out.push(Pin {
+                path: &["backups", "s3"],
+                flag: "--s3-bucket (GATEWAY_S3_BUCKET)",
+                // The credentials come from the AWS chain: a PATCH that only repeats the
+                // section (with an empty or omitted secret) is not a change.
+                differs: Box::new(move |s| {
+                    let mut got = s.backups.s3.clone();
+                    got.secret.clear();
+                    got != v
+                }),
+                apply: Box::new(move |s| s.backups.s3 = w.clone()),
+            });
+        }
+        if let Some(v) = self.superuser_ips.clone() {
+            let w = v.clone();
+            out.push(Pin {
+                path: &["superuserIPs"],
+                flag: "--superuser-ips (GATEWAY_SUPERUSER_IPS)",
+                differs: Box::new(move |s| s.superuser_ips != v),
+                apply: Box::new(move |s| s.superuser_ips = w.clone()),
+            });
+        }
+        if let Some(v) = self.trusted_proxy_headers.clone() {
+            let w = v.clone();
+            out.push(Pin {
+                path: &["trustedProxy", "headers"],
+                flag: "--trusted-proxy-headers (GATEWAY_TRUSTED_PROXY_HEADERS)",
+                differs: Box::new(move |s| s.trusted_proxy.headers != v),
+                apply: Box::new(move |s| s.trusted_proxy.headers = w.clone()),
+            });
+        }
+        if let Some(v) = self.trusted_proxy_use_leftmost_ip {
+            out.push(Pin {
+                path: &["trustedProxy", "useLeftmostIP"],
+                flag: "--trusted-proxy-use-leftmost-ip (GATEWAY_TRUSTED_PROXY_USE_LEFTMOST_IP)",
+                differs: Box::new(move |s| s.trusted_proxy.use_leftmost_ip != v),
+                apply: Box::new(move |s| s.trusted_proxy.use_leftmost_ip = v),
+            });
+        }
+        out
+    }
+}
+
+/// Why a PATCH was refused.
+#[derive(Debug)]
+pub enum PatchError {
+    /// Not a JSON object, or a value of the wrong type: PocketBase's "loading" error.
+    Load,
+    /// Field errors, nested as PocketBase nests them (`{"backups": {"cron": {...}}}`).
+    Invalid(Map<String, Value>),
+    /// The settings could not be saved.
+    Save(std::io::Error),
+}
+
+/// The current settings, shared by every request; see the module docs.
+pub struct SettingsStore {
+    path: PathBuf,
+    pins: Pins,
+    current: RwLock<Arc<Settings>>,
+    /// Serialises PATCHes (read, merge, validate, save).
+    writing: Mutex<()>,
+}
+
+impl std::fmt::Debug for SettingsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettingsStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SettingsStore {
+    /// Reads the saved settings of `data_dir` (PocketBase's defaults when there are none)
+    /// and lays the pins over them.
+    ///
+    /// # Errors
+    /// When the file exists but cannot be read or parsed: the gateway does not start on
+    /// settings it cannot understand.
+    pub fn open(data_dir: &Path, pins: Pins) -> std::io::Result<Self> {
+        let path = data_dir.join(crate::users::STATE_DIR).join(FILE);
+        let mut saved = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Settings>(&bytes).map_err(|e| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: {e}", path.display()),
+                )
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
+            Err(e) => return Err(e),
+        };
+        for pin in pins.list() {
+            (pin.apply)(&mut saved);
+        }
+        Ok(Self {
+            path,
+            pins,
+            current: RwLock::new(Arc::new(saved)),
+            writing: Mutex::new(()),
+        })
+    }
+
+    pub fn current(&self) -> Arc<Settings> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Merges `patch` into the current settings, validates and saves the result.
+    ///
+    /// # Errors
+    /// See [`PatchError`]; nothing changes on error.
+    pub fn patch(&self, patch: &Value) -> Result<Arc<Settings>, PatchError> {
+        let _writing = self.writing.lock().unwrap_or_else(|e| e.into_inner());
+        let Value::Object(patch) = patch else {
+            return Err(PatchError::Load);
+        };
+        let old = self.current();
+        let mut doc = serde_json::to_value(&*old).map_err(|_| PatchError::Load)?;
+        merge(&mut doc, patch)?;
+        let new: Settings = serde_json::from_value(doc).map_err(|_| PatchError::Load)?;
+        let mut errors = validate(&new);
+        for pin in self.pins.list() {
+            if (pin.differs)(&new) {
+                insert_at(
+                    &mut errors,
+                    pin.path,
+                    FieldError::new(
+                        "validation_pinned_by_flag",
+                        format!("Set by {} at start; change it there.", pin.flag),
+                    ),
+                );
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PatchError::Invalid(errors));
+        }
+        let bytes = serde_json::to_vec_pretty(&new).map_err(|e| PatchError::Save(e.into()))?;
+        crate::fsutil::write_atomic(&self.path, &bytes, 0o600).map_err(PatchError::Save)?;
+        let new = Arc::new(new);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new.clone();
+        Ok(new)
+    }
+}
+
+/// `settings` as PocketBase answers it: every section, PocketBase's defaults for those the
+/// gateway does not have, secrets left out. `app_name` is the effective `meta.appName`.
+pub fn render(settings: &Settings, app_name: &str) -> Value {
+    let s3 = &settings.backups.s3;
+    json!({
+        "superuserIPs": settings.superuser_ips,
+        "smtp": {"enabled": false, "port": 587, "host": "smtp.example.com", "username": "", "authMethod": "", "tls": false, "localName": ""},
+        "backups": {
+            "cron": settings.backups.cron,
+            "cronMaxKeep": settings.backups.cron_max_keep,
+            "s3": {
+                "enabled": s3.enabled,
+                "bucket": s3.bucket,
+                "region": s3.region,
+                "endpoint": s3.endpoint,
+                "accessKey": s3.access_key,
+                "forcePathStyle": s3.force_path_style,
+            },
+        },
+        "s3": {"enabled": false, "bucket": "", "region": "", "endpoint": "", "accessKey": "", "forcePathStyle": false},
+        "meta": {
+            "accentColor": "#1055c9",
+            "appName": app_name,
+            "appURL": "http://localhost:8090",
+            "senderName": "Support",
+            "senderAddress": "support@example.com",
+            "hideControls": false,
+        },
+        "rateLimits": {
+            "rules": [
+                {"label": "*:auth", "audience": "", "duration": 3, "maxRequests": 2},
+                {"label": "*:create", "audience": "", "duration": 5, "maxRequests": 20},
+                {"label": "/api/batch", "audience": "", "duration": 1, "maxRequests": 3},
+                {"label": "/api/", "audience": "", "duration": 10, "maxRequests": 300},
+            ],
+            "excludedIPs": [],
+            "enabled": false,
+        },
+        "trustedProxy": {
+            "headers": settings.trusted_proxy.headers,
+            "useLeftmostIP": settings.trusted_proxy.use_leftmost_ip,
+        },
+        "batch": {"enabled": false, "maxRequests": 50, "timeout": 3, "maxBodySize": 0},
+        "logs": {"maxDataSize": 0, "maxDays": 5, "minLevel": 0, "logIP": true, "logAuthId": false},
+    })
+}
+
+/// PocketBase's binding of a JSON body into the current settings: objects merge key by key
+/// (a key matches without regard to ASCII case; two keys of the body that match the same
+/// setting are refused, as PocketBase refuses them), `null` sets the zero value (an empty
+/// string, 0, false, an empty list, or all of an object's values), anything else replaces.
+fn merge(target: &mut Value, patch: &Map<String, Value>) -> Result<(), PatchError> {
+    let Value::Object(target) = target else {
+        return Ok(());
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in patch {
+        let Some(k) = target.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned() else {
+            // Not a setting the gateway has: ignored (see the module docs).
+            continue;
+        };
+        if !seen.insert(k.clone()) {
+            return Err(PatchError::Load);
+        }
+        let slot = target.get_mut(&k).expect("found above");
+        match value {
+            Value::Null => zero(slot),
+            Value::Object(inner) if slot.is_object() => merge(slot, inner)?,
+            v => *slot = v.clone(),
+        }
+    }
+    Ok(())
+}
+
+/// Go's zero value of what `v` holds (`null`, an unsaved `meta.appName`, becomes "").
+fn zero(v: &mut Value) {
+    match v {
+        Value::Null | Value::String(_) => *v = Value::String(String::new()),
+        Value::Bool(b) => *b = false,
+        Value::Number(_) => *v = Value::from(0),
+        Value::Array(a) => a.clear(),
+        Value::Object(o) => o.values_mut().for_each(zero),
+    }
+}
+
+/// PocketBase's checks of the sections the gateway has, with its codes and messages.
+pub fn validate(s: &Settings) -> Map<String, Value> {
+    let mut errors = Map::new();
+    for (i, ip) in s.superuser_ips.iter().enumerate() {
+        let err = if ip.is_empty() {
+            Some(FieldError::required())
+        } else if parse_ip_or_subnet(ip).is_none() {
+            Some(FieldError::new(
+                "validation_invlaid_ip_or_subnet",
+                "Invalid IP or CIDR subnet.",
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = err {
+            let index = i.to_string();
+            insert_at_owned(&mut errors, &["superuserIPs", &index], err);
+        }
+    }
+    if let Some(name) = &s.meta.app_name {
+        let len = name.chars().count();
+        if len == 0 {
+            insert_at(&mut errors, &["meta", "appName"], FieldError::required());
+        } else if len > 255 {
+            insert_at(
+                &mut errors,
+                &["meta", "appName"],
+                FieldError::new(
+                    "validation_length_out_of_range",
+                    "The length must be between 1 and 255.",
+                )
+                .with_params(json!({"max": 255, "min": 1})),
+            );
+        }
+    }
+    let b = &s.backups;
+    if !b.cron.is_empty()
+        && let Err(e) = crate::cron::Schedule::parse(&b.cron)
+    {
+        insert_at(
+            &mut errors,
+            &["backups", "cron"],
+            FieldError::new("validation_invalid_cron", e.sentence()),
+        );
+    }
+    if !b.cron.is_empty() && b.cron_max_keep == 0 {
+        insert_at(
+            &mut errors,
+            &["backups", "cronMaxKeep"],
+            FieldError::required(),
+        );
+    } else if b.cron_max_keep < 0 {
+        insert_at(
+            &mut errors,
+            &["backups", "cronMaxKeep"],
+            FieldError::new(
+                "validation_min_greater_equal_than_required",
+                "Must be no less than 1.",
+            )
+            .with_params(json!({"threshold": 1})),
+        );
+    }
+    let s3 = &b.s3;
+    if !s3.endpoint.is_empty() && !is_endpoint_url(&s3.endpoint) {
+        insert_at(
+            &mut errors,
+            &["backups", "s3", "endpoint"],
+            FieldError::new("validation_is_url", "Must be a valid URL."),
+        );
+    }
+    if s3.enabled {
+        let required = [
+            ("endpoint", &s3.endpoint),
+            ("bucket", &s3.bucket),
+            ("region", &s3.region),
+            ("accessKey", &s3.access_key),
+            ("secret", &s3.secret),
+        ];
+        for (name, value) in required {
+            if value.is_empty() {
+                insert_at_owned(
+                    &mut errors,
+                    &["backups", "s3", name],
+                    FieldError::required(),
+                );
+            }
+        }
+    }
+    errors
+}
+
+/// An S3 endpoint the client can use: `http://` or `https://` and a host, no white space.
+/// (PocketBase's URL check is looser: it also takes `localhost:9000` or `ftp://x`, which no
+/// S3 client can reach; the gateway refuses them when they are saved, not at the first
+/// backup.)
+fn is_endpoint_url(s: &str) -> bool {
+    let lower = s.to_ascii_lowercase();
+    let Some(rest) = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    !host.is_empty() && !s.chars().any(char::is_whitespace) && s.len() < 2083
+}
+
+/// An IP address or a CIDR subnet, as Go's `netip.ParsePrefix` / `ParseAddr` take them.
+pub fn parse_ip_or_subnet(s: &str) -> Option<ipnet::IpNet> {
+    if let Ok(net) = s.parse::<ipnet::IpNet>() {
+        return Some(net);
+    }
+    s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
+}
+
+fn insert_at(errors: &mut Map<String, Value>, path: &[&'static str], err: FieldError) {
+    insert_at_owned(errors, path, err);
+}
+
+fn insert_at_owned(errors: &mut Map<String, Value>, path: &[&str], err: FieldError) {
+    let (last, parents) = path.split_last().expect("a path");
+    let mut node = errors;
+    for p in parents {
+        let entry = node
+            .entry((*p).to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(Map::new());
+        }
+        node = entry.as_object_mut().expect("an object");
+    }
+    node.insert((*last).to_string(), err.to_json());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(pins: Pins) -> (tempfile::TempDir, SettingsStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SettingsStore::open(dir.path(), pins).unwrap();
+        (dir, s)
+    }
+
+    fn invalid(r: Result<Arc<Settings>, PatchError>) -> Value {
+        match r {
+            Err(PatchError::Invalid(m)) => Value::Object(m),
+            other => panic!("expected field errors, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn patches_merge_keep_the_secret_and_survive_a_reopen() {
+        let (dir, s) = store(Pins::default());
+        let s3 = json!({"backups": {"s3": {"enabled": true, "endpoint": "http://127.0.0.1:9000",
+            "bucket": "b", "region": "r", "accessKey": "a", "secret": "top"}}});
+        s.patch(&s3).unwrap();
+        s.patch(&json!({"backups": {"cron": "@daily"}})).unwrap();
+        // An omitted secret, a key in another case, a null (the zero value, as in
+        // PocketBase) and an unknown section.
+        let new = s
+            .patch(&json!({"BACKUPS": {"s3": {"bucket": "b2"}, "cron": null}, "smtp": {"port": 1}}))
+            .unwrap();
+        assert_eq!(new.backups.s3.bucket, "b2");
+        assert_eq!(new.backups.s3.secret, "top");
+        assert_eq!(new.backups.cron, "");
+        // Two keys for one setting are refused, as PocketBase refuses them.
+        assert!(matches!(
+            s.patch(&json!({"backups": {"cron": "@hourly", "Cron": "@daily"}})),
+            Err(PatchError::Load)
+        ));
+        let rendered = render(&new, "Acme");
+        assert!(rendered["backups"]["s3"].get("secret").is_none());
+        assert_eq!(rendered["smtp"]["port"], 587);
+        let reopened = SettingsStore::open(dir.path(), Pins::default()).unwrap();
+        assert_eq!(*reopened.current(), *new);
+    }
+
+    #[test]
+    fn invalid_values_get_pocketbase_codes_and_change_nothing() {
+        let (_d, s) = store(Pins::default());
+        let before = s.current();
+        let e = invalid(s.patch(&json!({
+            "superuserIPs": ["1.2.3.4", "", "nope", "10.0.0.0/8", "::1", "fe80::/10", "1.2.3.4/33"],
+            "backups": {"cron": "* * * * *", "cronMaxKeep": 0, "s3": {"enabled": true, "endpoint": "not a url"}},
+            "meta": {"appName": ""},
+        })));
+        assert_eq!(
+            e,
+            json!({
+                "superuserIPs": {
+                    "1": {"code": "validation_required", "message": "Cannot be blank."},
+                    "2": {"code": "validation_invlaid_ip_or_subnet", "message": "Invalid IP or CIDR subnet."},
+                    "6": {"code": "validation_invlaid_ip_or_subnet", "message": "Invalid IP or CIDR subnet."},
+                },
+                "backups": {
+                    "cronMaxKeep": {"code": "validation_required", "message": "Cannot be blank."},
+                    "s3": {
+                        "endpoint": {"code": "validation_is_url", "message": "Must be a valid URL."},
+                        "bucket": {"code": "validation_required", "message": "Cannot be blank."},
+                        "region": {"code": "validation_required", "message": "Cannot be blank."},
+                        "accessKey": {"code": "validation_required", "message": "Cannot be blank."},
+                        "secret": {"code": "validation_required", "message": "Cannot be blank."},
+                    },
+                },
+                "meta": {"appName": {"code": "validation_required", "message": "Cannot be blank."}},
+            })
+        );
+        assert!(matches!(
+            s.patch(&json!({"backups": {"cronMaxKeep": "x"}})),
+            Err(PatchError::Load)
+        ));
+        assert!(matches!(s.patch(&json!([1])), Err(PatchError::Load)));
+        assert_eq!(*s.current(), *before);
+    }
+
+    #[test]
+    fn a_pinned_value_may_be_repeated_but_not_changed() {
+        let pins = Pins {
+            cron: Some("@daily".into()),
+            ..Pins::default()
+        };
+        let (_d, s) = store(pins);
+        assert_eq!(s.current().backups.cron, "@daily");
+        s.patch(&json!({"backups": {"cron": "@daily", "cronMaxKeep": 5}}))
+            .unwrap();
+        let e = invalid(s.patch(&json!({"backups": {"cron": "@hourly"}})));
+        assert_eq!(
+            e["backups"]["cron"]["code"], "validation_pinned_by_flag",
+            "{e}"
+        );
+        assert!(
+            e["backups"]["cron"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("--backups-cron")
+        );
+        assert_eq!(s.current().backups.cron_max_keep, 5);
+    }
+}

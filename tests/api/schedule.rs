@@ -1,0 +1,158 @@
+//! Scheduled backups on a clock the test moves (no test waits a real minute): runs fire at
+//! the due minutes, go through the create pipeline, are pruned to `cronMaxKeep` without
+//! touching manual or uploaded backups, are skipped while the busy lock is held, and their
+//! outcome is visible over HTTP and survives a restart.
+
+use crate::helpers::*;
+use backup_gateway::schedule::{ClockHandle, ManualClock, RunStatus};
+use reqwest::Method;
+use serde_json::{Value, json};
+use time::macros::datetime;
+
+/// Moves the clock to `t` and waits for the run that this starts to be recorded.
+async fn run_at(app: &TestApp, clock: &ManualClock, t: time::OffsetDateTime) -> Value {
+    let stamp = backup_gateway::time_fmt::compact(t);
+    clock.set(t);
+    let mut last = Value::Null;
+    wait_until(60, || {
+        let got = app.state.scheduled_runs.last();
+        let done = got.as_ref().is_some_and(|o| o.key.contains(&stamp));
+        last = serde_json::to_value(got).unwrap();
+        async move { done }
+    })
+    .await;
+    last
+}
+
+#[tokio::test]
+async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
+    let start = datetime!(2026-12-01 10:00:30 UTC);
+    let (handle, clock) = ClockHandle::manual(start);
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        clock: Some(handle),
+        ..Options::default()
+    })
+    .await;
+    write_file(&app.data_dir, "notes.txt", b"scheduled");
+    assert_eq!(app.create(Some("manual.zip")).await.status(), 204);
+    let zip = zip_of(&[("data.txt", b"x")]).await;
+    assert_eq!(app.upload("uploaded.zip", zip).await.status(), 204);
+    let res = app
+        .request(Method::PATCH, "/api/settings")
+        .json(&json!({"backups": {"cron": "*/2 * * * *", "cronMaxKeep": 2}, "meta": {"appName": "Night Shift"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    // 10:01 is not due (every 2 minutes): nothing runs.
+    clock.set(datetime!(2026-12-01 10:01:05 UTC));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.state.scheduled_runs.last().is_none());
+
+    for minute in [2u8, 4, 6] {
+        let t = datetime!(2026-12-01 10:00:05 UTC)
+            .replace_minute(minute)
+            .unwrap();
+        let outcome = run_at(&app, &clock, t).await;
+        assert_eq!(outcome["status"], "ok", "{outcome}");
+        assert_eq!(
+            outcome["key"],
+            format!("@auto_pb_backup_night_shift_2026120110{minute:02}05.zip")
+        );
+    }
+    // The third run pruned the first; manual and uploaded backups stay.
+    let last = app.state.scheduled_runs.last().unwrap();
+    assert_eq!(
+        last.pruned,
+        ["@auto_pb_backup_night_shift_20261201100205.zip"]
+    );
+    assert_eq!(
+        app.keys().await,
+        [
+            "@auto_pb_backup_night_shift_20261201100405.zip",
+            "@auto_pb_backup_night_shift_20261201100605.zip",
+            "manual.zip",
+            "uploaded.zip",
+        ]
+    );
+    // A scheduled archive restores like any other: it holds the data directory.
+    let bytes = app
+        .download_bytes("@auto_pb_backup_night_shift_20261201100605.zip")
+        .await;
+    assert!(bytes.starts_with(b"PK\x03\x04"));
+
+    // While a restore (or a create) holds the busy lock, the run is skipped, and recorded.
+    let busy = app
+        .state
+        .jobs
+        .try_start(backup_gateway::jobs::JobKind::Restore, "manual.zip")
+        .unwrap();
+    let outcome = run_at(&app, &clock, datetime!(2026-12-01 10:08:05 UTC)).await;
+    assert_eq!(outcome["status"], "skipped", "{outcome}");
+    drop(busy);
+    assert_eq!(app.keys().await.len(), 4);
+
+    // The outcome and the next runs over HTTP.
+    let status: Value = app
+        .request(Method::GET, "/api/gateway/schedule")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["cron"], "*/2 * * * *");
+    assert_eq!(
+        status["next"],
+        json!([
+            "2026-12-01 10:10:00.000Z",
+            "2026-12-01 10:12:00.000Z",
+            "2026-12-01 10:14:00.000Z"
+        ])
+    );
+    assert_eq!(status["last"]["status"], "skipped");
+    let health: Value = app
+        .request(Method::GET, "/api/health")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["data"]["lastScheduledBackup"]["status"], "skipped");
+
+    // The last outcome survives a restart.
+    let restarted = backup_gateway::AppState::new((*app.state.config).clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        restarted.scheduled_runs.last().map(|o| o.status),
+        Some(RunStatus::Skipped)
+    );
+}
+
+#[tokio::test]
+async fn an_emptied_schedule_stops_firing() {
+    let start = datetime!(2026-12-01 23:59:30 UTC);
+    let (handle, clock) = ClockHandle::manual(start);
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        clock: Some(handle),
+        ..Options::default()
+    })
+    .await;
+    let set = |cron: &str| {
+        app.request(Method::PATCH, "/api/settings")
+            .json(&json!({"backups": {"cron": cron}}))
+            .send()
+    };
+    assert_eq!(set("@daily").await.unwrap().status(), 200);
+    let outcome = run_at(&app, &clock, datetime!(2026-12-02 00:00:01 UTC)).await;
+    assert_eq!(outcome["status"], "ok");
+    assert_eq!(set("").await.unwrap().status(), 200);
+    clock.set(datetime!(2026-12-03 00:00:01 UTC));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(app.keys().await.len(), 1);
+}

@@ -1,0 +1,254 @@
+//! `/api/settings` as clients use it: the official JS SDK (`tests/js/settings.mjs`), the
+//! store switching between local and S3 at run time, settings kept across restarts and
+//! pinned by flags, the superuser allowlist behind a trusted proxy, and the first-start
+//! superuser.
+
+use crate::helpers::*;
+use crate::s3_server::{self, S3Server};
+use backup_gateway::settings::Pins;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
+    let server = S3Server::start(dir, "127.0.0.1:0").await;
+    let bucket = format!("set-{}", backup_gateway::users::random_lower(10));
+    let config = backup_gateway::config::S3Config {
+        bucket: bucket.clone(),
+        endpoint: Some(server.endpoint()),
+        region: Some("us-east-1".into()),
+        prefix: String::new(),
+        force_path_style: true,
+        payload_signing: backup_gateway::config::PayloadSigning::Auto,
+        credentials: Some((s3_server::ACCESS_KEY.into(), s3_server::SECRET_KEY.into())),
+        read_timeout: std::time::Duration::from_secs(30),
+    };
+    let store = backup_gateway::storage::s3::S3Store::new(&config).await;
+    store
+        .client()
+        .create_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    (server, bucket)
+}
+
+async fn patch(app: &TestApp, body: Value) -> reqwest::Response {
+    app.request(Method::PATCH, "/api/settings")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_js_sdk_reads_changes_and_tests_the_settings_and_the_store_follows() {
+    let app = spawn_local_app().await;
+    let s3_dir = tempfile::tempdir().unwrap();
+    let (server, bucket) = s3_bucket(s3_dir.path()).await;
+    let endpoint = server.endpoint();
+    run_node_script_with(
+        "settings.mjs",
+        &app,
+        &[
+            &endpoint,
+            &bucket,
+            s3_server::ACCESS_KEY,
+            s3_server::SECRET_KEY,
+        ],
+    )
+    .await;
+    // The S3 backup is in the bucket, the local one in the directory: each store kept its
+    // own, and the settings test left nothing behind.
+    let config = backup_gateway::config::S3Config {
+        bucket: bucket.clone(),
+        endpoint: Some(endpoint),
+        region: Some("us-east-1".into()),
+        prefix: String::new(),
+        force_path_style: true,
+        payload_signing: backup_gateway::config::PayloadSigning::Auto,
+        credentials: Some((s3_server::ACCESS_KEY.into(), s3_server::SECRET_KEY.into())),
+        read_timeout: std::time::Duration::from_secs(30),
+    };
+    let listed = backup_gateway::storage::s3::S3Store::new(&config)
+        .await
+        .client()
+        .list_objects_v2()
+        .bucket(&bucket)
+        .send()
+        .await
+        .unwrap();
+    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
+    assert_eq!(keys, ["on-s3.zip"]);
+    assert_eq!(app.local_backup_files(), ["on-local.zip"]);
+}
+
+#[tokio::test]
+async fn settings_survive_a_restart_and_a_pinned_value_cannot_change() {
+    let app = spawn_local_app().await;
+    let res = patch(
+        &app,
+        json!({"backups": {"cron": "@daily", "cronMaxKeep": 2}, "superuserIPs": ["127.0.0.1", "::1/128"]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    // The file is in the gateway's state, which is never backed up.
+    let saved = app.data_dir.join(".backup-gateway/settings.json");
+    assert!(saved.is_file());
+    let mut config = (*app.state.config).clone();
+    let restarted = backup_gateway::AppState::new(config.clone()).await.unwrap();
+    let s = restarted.settings.current();
+    assert_eq!(s.backups.cron, "@daily");
+    assert_eq!(s.backups.cron_max_keep, 2);
+    assert_eq!(s.superuser_ips, ["127.0.0.1", "::1/128"]);
+
+    // Now with `--backups-cron "0 4 * * *"`: the flag wins, and the API cannot change it.
+    config.pins = Pins {
+        cron: Some("0 4 * * *".into()),
+        ..Pins::default()
+    };
+    let pinned = spawn_app_with(Options {
+        backend: Backend::Local,
+        pins: config.pins.clone(),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(pinned.state.settings.current().backups.cron, "0 4 * * *");
+    let res = patch(&pinned, json!({"backups": {"cron": "@hourly"}})).await;
+    let body = assert_error(res, 400, "An error occurred while saving the new settings.").await;
+    assert_eq!(
+        body["data"]["backups"]["cron"]["code"],
+        "validation_pinned_by_flag"
+    );
+    assert!(
+        body["data"]["backups"]["cron"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--backups-cron (GATEWAY_BACKUPS_CRON)")
+    );
+    // Repeating the pinned value (as a dashboard saving the whole section does) is fine.
+    let res = patch(
+        &pinned,
+        json!({"backups": {"cron": "0 4 * * *", "cronMaxKeep": 7}}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let got: Value = res.json().await.unwrap();
+    assert_eq!(got["backups"]["cronMaxKeep"], 7);
+}
+
+#[tokio::test]
+async fn superusers_outside_the_allowlist_are_refused_everywhere_behind_a_trusted_proxy() {
+    let app = spawn_local_app().await;
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    let file_token = app.file_token().await;
+    let res = patch(
+        &app,
+        json!({"trustedProxy": {"headers": ["X-Real-IP"]}, "superuserIPs": ["10.0.0.0/24"]}),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    const NOT_ALLOWED: &str = "You are not allowed to perform this request.";
+    // From the socket's address (127.0.0.1): every route with the superuser's token.
+    for (method, path) in [
+        (Method::GET, "/api/backups"),
+        (Method::GET, "/api/health"),
+        (Method::GET, "/api/settings"),
+        (Method::POST, "/api/files/token"),
+        (Method::POST, "/api/collections/_superusers/auth-refresh"),
+        (Method::DELETE, "/api/nope"),
+    ] {
+        let res = app.request(method.clone(), path).send().await.unwrap();
+        assert_error(res, 403, NOT_ALLOWED).await;
+    }
+    // A file token alone (no auth header): PocketBase's download text.
+    let res = app
+        .client
+        .get(app.url(&format!("/api/backups/a.zip?token={file_token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "Insufficient permissions to access the resource.").await;
+    // Logging in from outside: the password is right, the address is not.
+    let res = app
+        .client
+        .post(app.url("/api/collections/_superusers/auth-with-password"))
+        .json(&json!({"identity": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, NOT_ALLOWED).await;
+
+    // Through the proxy, from inside the subnet (the rightmost address is the proxy's).
+    let inside = |rb: reqwest::RequestBuilder| rb.header("X-Real-IP", "203.0.113.9, 10.0.0.7");
+    let res = inside(app.request(Method::GET, "/api/backups"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let health: Value = inside(app.request(Method::GET, "/api/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(health["data"]["realIP"], "10.0.0.7");
+    assert_eq!(health["data"]["possibleProxyHeader"], "X-Real-IP");
+    let res = inside(
+        app.client
+            .get(app.url(&format!("/api/backups/a.zip?token={file_token}"))),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(res.status(), 200);
+    // The leftmost address is the client's own claim: refused unless useLeftmostIP.
+    let res = app
+        .request(Method::GET, "/api/backups")
+        .header("X-Real-IP", "10.0.0.7, 203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, NOT_ALLOWED).await;
+    // Requests without a superuser token are not concerned.
+    let res = app.client.get(app.url("/api/health")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    // An allowlist that includes the caller lets everything through again.
+    let res = inside(app.request(Method::PATCH, "/api/settings"))
+        .json(&json!({"superuserIPs": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.list().await.status(), 200);
+}
+
+#[tokio::test]
+async fn the_first_start_superuser_comes_from_the_environment_and_a_restart_keeps_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut config = backup_gateway::Config::new(tmp.path().join("pb_data"));
+    config.initial_superuser = Some(backup_gateway::config::InitialSuperuser {
+        email: "root@example.com".into(),
+        password: "first-start-pass".into(),
+    });
+    let state = backup_gateway::AppState::new(config.clone()).await.unwrap();
+    let users = state.tokens.users().current().unwrap();
+    let user = users.find_by_email("root@example.com").unwrap().clone();
+    assert!(backup_gateway::users::verify_password(
+        &user,
+        "first-start-pass"
+    ));
+    let token = state
+        .tokens
+        .issue(&user, backup_gateway::auth::TokenType::Auth)
+        .unwrap();
+    // The same password at the next start changes nothing: tokens stay valid.
+    let again = backup_gateway::AppState::new(config).await.unwrap();
+    assert!(
+        again
+            .tokens
+            .verify(&token, backup_gateway::auth::TokenType::Auth)
+            .is_ok()
+    );
+}
