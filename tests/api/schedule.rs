@@ -156,3 +156,37 @@ async fn an_emptied_schedule_stops_firing() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(app.keys().await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_failed_run_is_recorded_with_its_reason_and_never_silent() {
+    let start = datetime!(2026-12-01 03:59:50 UTC);
+    let (handle, clock) = ClockHandle::manual(start);
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        clock: Some(handle),
+        ..Options::default()
+    })
+    .await;
+    // A bucket on a port where nothing listens: the store refuses every connection.
+    let closed = free_port();
+    let res = app
+        .request(Method::PATCH, "/api/settings")
+        .json(&json!({"backups": {"cron": "0 4 * * *", "s3": {
+            "enabled": true, "bucket": "b", "region": "us-east-1",
+            "endpoint": format!("http://127.0.0.1:{closed}"),
+            "accessKey": "k", "secret": "s3-secret-value", "forcePathStyle": true,
+        }}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let outcome = run_at(&app, &clock, datetime!(2026-12-01 04:00:00 UTC)).await;
+    assert_eq!(outcome["status"], "failed", "{outcome}");
+    assert_eq!(outcome["key"], "@auto_pb_backup_acme_20261201040000.zip");
+    let reason = outcome["error"].as_str().unwrap();
+    assert!(reason.starts_with("storing the backup failed"), "{reason}");
+    assert!(!reason.contains("s3-secret-value"));
+    // The lock is free again: a manual create runs (and fails on the same store), it is
+    // not told to try again later.
+    assert_error(app.create(Some("after.zip")).await, 400, "Failed to create backup.").await;
+}

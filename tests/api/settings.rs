@@ -8,6 +8,44 @@ use crate::s3_server::{self, S3Server};
 use backup_gateway::settings::Pins;
 use reqwest::Method;
 use serde_json::{Value, json};
+use std::sync::atomic::Ordering;
+
+fn s3_config(server: &S3Server, bucket: &str) -> backup_gateway::config::S3Config {
+    backup_gateway::config::S3Config {
+        bucket: bucket.to_string(),
+        endpoint: Some(server.endpoint()),
+        region: Some("us-east-1".into()),
+        prefix: String::new(),
+        force_path_style: true,
+        payload_signing: backup_gateway::config::PayloadSigning::Auto,
+        credentials: Some((s3_server::ACCESS_KEY.into(), s3_server::SECRET_KEY.into())),
+        read_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// The keys in `bucket`, read with the S3 client (not through the gateway).
+async fn bucket_keys(server: &S3Server, bucket: &str) -> Vec<String> {
+    let listed = backup_gateway::storage::s3::S3Store::new(&s3_config(server, bucket))
+        .await
+        .client()
+        .list_objects_v2()
+        .bucket(bucket)
+        .send()
+        .await
+        .unwrap();
+    listed
+        .contents()
+        .iter()
+        .filter_map(|o| o.key().map(str::to_string))
+        .collect()
+}
+
+fn s3_settings(server: &S3Server, bucket: &str) -> Value {
+    json!({"backups": {"s3": {
+        "enabled": true, "bucket": bucket, "region": "us-east-1", "endpoint": server.endpoint(),
+        "accessKey": s3_server::ACCESS_KEY, "secret": s3_server::SECRET_KEY, "forcePathStyle": true,
+    }}})
+}
 
 async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
     let server = S3Server::start(dir, "127.0.0.1:0").await;
@@ -60,27 +98,35 @@ async fn the_js_sdk_reads_changes_and_tests_the_settings_and_the_store_follows()
     .await;
     // The S3 backup is in the bucket, the local one in the directory: each store kept its
     // own, and the settings test left nothing behind.
-    let config = backup_gateway::config::S3Config {
-        bucket: bucket.clone(),
-        endpoint: Some(endpoint),
-        region: Some("us-east-1".into()),
-        prefix: String::new(),
-        force_path_style: true,
-        payload_signing: backup_gateway::config::PayloadSigning::Auto,
-        credentials: Some((s3_server::ACCESS_KEY.into(), s3_server::SECRET_KEY.into())),
-        read_timeout: std::time::Duration::from_secs(30),
-    };
-    let listed = backup_gateway::storage::s3::S3Store::new(&config)
-        .await
-        .client()
-        .list_objects_v2()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
-    let keys: Vec<_> = listed.contents().iter().filter_map(|o| o.key()).collect();
-    assert_eq!(keys, ["on-s3.zip"]);
+    assert_eq!(bucket_keys(&server, &bucket).await, ["on-s3.zip"]);
     assert_eq!(app.local_backup_files(), ["on-local.zip"]);
+}
+
+#[tokio::test]
+async fn a_create_running_when_the_store_changes_finishes_on_the_store_it_started_with() {
+    let app = spawn_local_app().await;
+    let s3_dir = tempfile::tempdir().unwrap();
+    let (server, bucket) = s3_bucket(s3_dir.path()).await;
+    assert_eq!(patch(&app, s3_settings(&server, &bucket)).await.status(), 200);
+    // Over one 5 MiB part, so that the create ends with a CompleteMultipartUpload, which
+    // the server holds until the test lets it through.
+    write_file(&app.data_dir, "big.bin", &pseudo_random(7 << 20, 7));
+    server.faults.hold_completes.store(true, Ordering::SeqCst);
+    let create = start_create(&app, "moving.zip");
+    wait_until(60, || async {
+        server.faults.completes_seen.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // Back to local storage while the create waits for its completion.
+    let res = patch(&app, json!({"backups": {"s3": {"enabled": false}}})).await;
+    assert_eq!(res.status(), 200);
+    assert!(app.keys().await.is_empty(), "the local store is empty");
+    server.faults.hold_completes.store(false, Ordering::SeqCst);
+    assert_eq!(create.await.unwrap().unwrap(), 204);
+    // The archive is whole in the bucket it started in, and nothing went to local storage.
+    assert_eq!(bucket_keys(&server, &bucket).await, ["moving.zip"]);
+    assert!(app.local_backup_files().is_empty());
+    assert_eq!(server.pending_uploads(), 0);
 }
 
 #[tokio::test]
