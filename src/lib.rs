@@ -53,8 +53,9 @@ pub const LOCAL_BACKUPS_DIR: &str = "backups";
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
-    /// The store of the current settings: see [`AppState::store`].
-    store: Arc<std::sync::RwLock<Arc<dyn storage::BackupStore>>>,
+    /// The store of the current settings, and the `backups.s3` it was opened for: see
+    /// [`AppState::store`].
+    store: Arc<std::sync::RwLock<(settings::S3, Arc<dyn storage::BackupStore>)>>,
     /// Serialises store changes ([`AppState::apply_settings`]).
     store_change: Arc<tokio::sync::Mutex<()>>,
     pub settings: Arc<settings::SettingsStore>,
@@ -119,13 +120,14 @@ impl AppState {
             .map_err(StartupError::Recover)?;
         let settings = settings::SettingsStore::open(&config.data_dir, config.pins.clone())
             .map_err(StartupError::Settings)?;
-        let store = open_store(&config, &settings.current().backups.s3).await?;
+        let s3_setting = settings.current().backups.s3.clone();
+        let store = open_store(&config, &s3_setting).await?;
         tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
             scheduled_runs: Arc::new(schedule::Runs::open(&config.data_dir)),
             config: Arc::new(config),
-            store: Arc::new(std::sync::RwLock::new(store)),
+            store: Arc::new(std::sync::RwLock::new((s3_setting, store))),
             store_change: Arc::new(tokio::sync::Mutex::new(())),
             settings: Arc::new(settings),
             tokens: Arc::new(auth::Tokens::new(users)),
@@ -139,26 +141,29 @@ impl AppState {
     /// keeps it to its end: a change of `backups.s3` applies to the next operation, never
     /// in the middle of a running one.
     pub fn store(&self) -> Arc<dyn storage::BackupStore> {
-        self.store.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .1
+            .clone()
     }
 
-    /// Puts saved settings into effect: a changed `backups.s3` opens the new store (local
-    /// again when it is disabled).
+    /// Puts the saved settings into effect: when `backups.s3` differs from what the current
+    /// store was opened for, the new store is opened (local again when it is disabled).
+    /// Changes are applied one at a time, each to the newest settings, so two PATCHes racing
+    /// cannot leave the store of the older one.
     ///
     /// # Errors
     /// When the local backups directory cannot be opened.
-    pub async fn apply_settings(
-        &self,
-        old: &settings::Settings,
-        new: &settings::Settings,
-    ) -> Result<(), StartupError> {
-        if old.backups.s3 == new.backups.s3 {
+    pub async fn apply_settings(&self) -> Result<(), StartupError> {
+        let _one_at_a_time = self.store_change.lock().await;
+        let wanted = self.settings.current().backups.s3.clone();
+        if self.store.read().unwrap_or_else(|e| e.into_inner()).0 == wanted {
             return Ok(());
         }
-        let _one_at_a_time = self.store_change.lock().await;
-        let store = open_store(&self.config, &new.backups.s3).await?;
+        let store = open_store(&self.config, &wanted).await?;
         tracing::info!(store = %store.describe(), "backups store changed");
-        *self.store.write().unwrap_or_else(|e| e.into_inner()) = store;
+        *self.store.write().unwrap_or_else(|e| e.into_inner()) = (wanted, store);
         Ok(())
     }
 

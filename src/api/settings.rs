@@ -46,7 +46,6 @@ pub async fn patch(
         (false, false) => return Err(ApiError::load_failed()),
     };
     let body = if body.is_null() { json!({}) } else { body };
-    let old = state.settings.current();
     let new = match state.settings.patch(&body) {
         Ok(new) => new,
         Err(PatchError::Load) => return Err(ApiError::load_failed()),
@@ -58,7 +57,7 @@ pub async fn patch(
         }
     };
     state
-        .apply_settings(&old, &new)
+        .apply_settings()
         .await
         .map_err(|e| ApiError::internal(&e))?;
     Ok(Json(render(&new, &state.app_name().await)))
