@@ -36,6 +36,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+/// Attempts per store call, the first included (the SDK's standard retry mode: exponential
+/// backoff with jitter from 1 s, throttling errors such as `503 SlowDown` included).
+pub const MAX_ATTEMPTS: u32 = 5;
+
 #[derive(Debug, Clone)]
 pub struct S3Store {
     client: Client,
@@ -92,6 +96,11 @@ impl S3Store {
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(cfg.force_path_style)
+            // Five attempts (the SDK's default is three): a store that throttles or drops
+            // one request in ten still completes every operation (tests/api/flaky.rs).
+            .retry_config(
+                aws_config::retry::RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS),
+            )
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
             .timeout_config(

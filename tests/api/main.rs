@@ -4,6 +4,7 @@ mod conformance;
 mod crash;
 mod create;
 mod edge;
+mod flaky;
 mod helpers;
 mod load;
 mod rawzip;

@@ -2,7 +2,9 @@
 //! 127.0.0.1 with an OS-chosen port, SigV4-checked with fixed test credentials.
 //!
 //! A thin wrapper in front of it injects faults: fail every UploadPart after the first N, or
-//! go "down" (drop every connection) until brought back. Shared with `examples/s3-server.rs`.
+//! go "down" (drop every connection) until brought back, answer a share of requests
+//! `503 SlowDown` or drop their connection, and more (see [`Faults`]). Shared with
+//! `examples/s3-server.rs`.
 
 #![allow(dead_code)]
 
@@ -48,6 +50,16 @@ pub struct Faults {
     /// those sent as `UNSIGNED-PAYLOAD`.
     pub signed_puts: AtomicU64,
     pub unsigned_puts: AtomicU64,
+    /// This share of requests, in thousandths, answers `503 SlowDown` (S3's throttling).
+    pub slow_down_per_mille: AtomicU64,
+    /// This share of requests, in thousandths, loses its connection: before the store sees
+    /// it, or for a GetObject that succeeds, after part of its body.
+    pub drop_per_mille: AtomicU64,
+    /// Faults injected by the two shares above.
+    pub shared_faults: AtomicU64,
+    /// The state of the generator that picks the requests hit (seeded: a run is
+    /// reproducible in the share it hits, if not in which request).
+    rng: AtomicU64,
 }
 
 impl Faults {
@@ -55,7 +67,19 @@ impl Faults {
         let f = Self::default();
         f.fail_parts_after.store(-1, Ordering::SeqCst);
         f.fail_gets_after.store(-1, Ordering::SeqCst);
+        f.rng.store(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst);
         f
+    }
+
+    /// A number in 0..1000 (splitmix64 over a counter).
+    fn roll(&self) -> u64 {
+        let mut z = self
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        (z ^ (z >> 31)) % 1000
     }
 }
 
@@ -139,11 +163,12 @@ impl Drop for S3Server {
 
 type Resp = hyper::Response<s3s::Body>;
 
+/// An `Err` makes hyper drop the connection without an answer.
 async fn handle(
     service: &s3s::service::S3Service,
     faults: &Faults,
     req: hyper::Request<Incoming>,
-) -> Result<Resp, std::convert::Infallible> {
+) -> Result<Resp, std::io::Error> {
     let query = req.uri().query().unwrap_or("");
     let is_upload_part = req.method() == hyper::Method::PUT && query.contains("partNumber=");
     let is_get = req.method() == hyper::Method::GET
@@ -154,6 +179,23 @@ async fn handle(
     }
     if faults.hang.load(Ordering::SeqCst) {
         std::future::pending::<()>().await;
+    }
+    let slow_down = faults.slow_down_per_mille.load(Ordering::SeqCst);
+    let dropped = faults.drop_per_mille.load(Ordering::SeqCst);
+    let mut cut_share = false;
+    if slow_down + dropped > 0 {
+        let roll = faults.roll();
+        if roll < slow_down {
+            faults.shared_faults.fetch_add(1, Ordering::SeqCst);
+            return Ok(error_response(503, "SlowDown"));
+        }
+        if roll < slow_down + dropped {
+            faults.shared_faults.fetch_add(1, Ordering::SeqCst);
+            if !is_get {
+                return Err(std::io::Error::other("injected: connection dropped"));
+            }
+            cut_share = true;
+        }
     }
     let is_complete = req.method() == hyper::Method::POST
         && query.contains("uploadId=")
@@ -196,7 +238,8 @@ async fn handle(
             return Ok(error_response(500, "InternalError"));
         }
     }
-    let cut = is_get && faults.cut_gets.fetch_sub(1, Ordering::SeqCst) > 0;
+    let cut_count = is_get && faults.cut_gets.fetch_sub(1, Ordering::SeqCst) > 0;
+    let cut = cut_count || cut_share;
     let req = req.map(s3s::Body::from);
     let resp = match service.call(req).await {
         Ok(resp) => resp,
@@ -212,7 +255,13 @@ async fn handle(
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let keep = (faults.cut_after_bytes.load(Ordering::SeqCst) as usize).min(bytes.len());
+    let keep = if cut_count {
+        faults.cut_after_bytes.load(Ordering::SeqCst) as usize
+    } else {
+        // A dropped connection: somewhere in the body.
+        (faults.roll() as usize * bytes.len()) / 1000
+    }
+    .min(bytes.len());
     let kept = futures::stream::once(async move {
         Ok::<_, std::io::Error>(hyper::body::Frame::data(bytes.slice(..keep)))
     });

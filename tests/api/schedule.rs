@@ -188,5 +188,10 @@ async fn a_failed_run_is_recorded_with_its_reason_and_never_silent() {
     assert!(!reason.contains("s3-secret-value"));
     // The lock is free again: a manual create runs (and fails on the same store), it is
     // not told to try again later.
-    assert_error(app.create(Some("after.zip")).await, 400, "Failed to create backup.").await;
+    assert_error(
+        app.create(Some("after.zip")).await,
+        400,
+        "Failed to create backup.",
+    )
+    .await;
 }

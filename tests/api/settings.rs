@@ -107,7 +107,10 @@ async fn a_create_running_when_the_store_changes_finishes_on_the_store_it_starte
     let app = spawn_local_app().await;
     let s3_dir = tempfile::tempdir().unwrap();
     let (server, bucket) = s3_bucket(s3_dir.path()).await;
-    assert_eq!(patch(&app, s3_settings(&server, &bucket)).await.status(), 200);
+    assert_eq!(
+        patch(&app, s3_settings(&server, &bucket)).await.status(),
+        200
+    );
     // Over one 5 MiB part, so that the create ends with a CompleteMultipartUpload, which
     // the server holds until the test lets it through.
     write_file(&app.data_dir, "big.bin", &pseudo_random(7 << 20, 7));
