@@ -1035,8 +1035,9 @@ mod tests {
         assert!(find_directory(b"hello world, not a zip at all", 29).is_err());
     }
 
-    /// Property tests: archives made by the gateway's writer and by PocketBase, mutated at
-    /// random (bytes overwritten, mostly in the headers and the central directory; cut
+    /// Property tests: archives made by the gateway's writer, by PocketBase, and generated in
+    /// every Zip64 form (any mix of escaped sizes and offsets, Zip64 end records or not),
+    /// restored whole, then mutated at random (bytes overwritten, mostly in the headers and the central directory; cut
     /// short), go through everything a restore does with them: find the directory, parse
     /// it, check every entry, extract into a scratch directory. None may panic; a refusal
     /// is an error with a message; nothing is written outside the scratch directory.
@@ -1117,8 +1118,159 @@ mod tests {
             Ok(())
         }
 
+        /// A Stored archive in Zip64 form, as other writers make them (Python's
+        /// `force_zip64`, 7-Zip, Java): for each entry, `escape` says which of its
+        /// uncompressed size, compressed size and offset are `0xFFFFFFFF` in the central
+        /// directory and moved into the Zip64 extra field (the local header then carries
+        /// both sizes there); with `zip64_end`, the end records are Zip64's too.
+        fn zip64_archive(
+            entries: &[(String, Vec<u8>)],
+            escape: &[[bool; 3]],
+            zip64_end: bool,
+        ) -> Vec<u8> {
+            const FF: u32 = 0xFFFF_FFFF;
+            let (mut out, mut central) = (Vec::new(), Vec::new());
+            for ((name, data), esc) in entries.iter().zip(escape) {
+                let (offset, size, crc) =
+                    (out.len() as u64, data.len() as u64, crc32fast::hash(data));
+                let sizes_escaped = esc[0] || esc[1];
+                let mut local_extra = Vec::new();
+                if sizes_escaped {
+                    local_extra.extend_from_slice(&1u16.to_le_bytes());
+                    local_extra.extend_from_slice(&16u16.to_le_bytes());
+                    local_extra.extend_from_slice(&size.to_le_bytes());
+                    local_extra.extend_from_slice(&size.to_le_bytes());
+                }
+                let size32 = |escaped: bool| if escaped { FF } else { size as u32 };
+                out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+                out.extend_from_slice(&45u16.to_le_bytes());
+                out.extend_from_slice(&0x0800u16.to_le_bytes());
+                out.extend_from_slice(&0u16.to_le_bytes());
+                out.extend_from_slice(&0u16.to_le_bytes());
+                out.extend_from_slice(&0x0021u16.to_le_bytes());
+                out.extend_from_slice(&crc.to_le_bytes());
+                out.extend_from_slice(&size32(sizes_escaped).to_le_bytes());
+                out.extend_from_slice(&size32(sizes_escaped).to_le_bytes());
+                out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                out.extend_from_slice(&(local_extra.len() as u16).to_le_bytes());
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(&local_extra);
+                out.extend_from_slice(data);
+                let mut fields = Vec::new();
+                for (escaped, value) in [(esc[0], size), (esc[1], size), (esc[2], offset)] {
+                    if escaped {
+                        fields.extend_from_slice(&value.to_le_bytes());
+                    }
+                }
+                let mut extra = Vec::new();
+                if !fields.is_empty() {
+                    extra.extend_from_slice(&1u16.to_le_bytes());
+                    extra.extend_from_slice(&(fields.len() as u16).to_le_bytes());
+                    extra.extend_from_slice(&fields);
+                }
+                central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+                central.extend_from_slice(&((3u16 << 8) | 45).to_le_bytes());
+                central.extend_from_slice(&45u16.to_le_bytes());
+                central.extend_from_slice(&0x0800u16.to_le_bytes());
+                central.extend_from_slice(&0u16.to_le_bytes());
+                central.extend_from_slice(&0u16.to_le_bytes());
+                central.extend_from_slice(&0x0021u16.to_le_bytes());
+                central.extend_from_slice(&crc.to_le_bytes());
+                central.extend_from_slice(&size32(esc[1]).to_le_bytes());
+                central.extend_from_slice(&size32(esc[0]).to_le_bytes());
+                central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+                central.extend_from_slice(&(extra.len() as u16).to_le_bytes());
+                // Comment length, disk number, internal attributes.
+                central.extend_from_slice(&[0; 6]);
+                central.extend_from_slice(&(0o100_644u32 << 16).to_le_bytes());
+                let offset32 = if esc[2] { FF } else { offset as u32 };
+                central.extend_from_slice(&offset32.to_le_bytes());
+                central.extend_from_slice(name.as_bytes());
+                central.extend_from_slice(&extra);
+            }
+            let (cd_offset, cd_size, n) =
+                (out.len() as u64, central.len() as u64, entries.len() as u64);
+            out.extend_from_slice(&central);
+            if zip64_end {
+                let record_at = out.len() as u64;
+                out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+                out.extend_from_slice(&44u64.to_le_bytes());
+                out.extend_from_slice(&((3u16 << 8) | 45).to_le_bytes());
+                out.extend_from_slice(&45u16.to_le_bytes());
+                out.extend_from_slice(&[0; 8]);
+                for v in [n, n, cd_size, cd_offset] {
+                    out.extend_from_slice(&v.to_le_bytes());
+                }
+                out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+                out.extend_from_slice(&0u32.to_le_bytes());
+                out.extend_from_slice(&record_at.to_le_bytes());
+                out.extend_from_slice(&1u32.to_le_bytes());
+            }
+            let (n16, size32, offset32) = if zip64_end {
+                (0xFFFF, FF, FF)
+            } else {
+                (n as u16, cd_size as u32, cd_offset as u32)
+            };
+            out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+            out.extend_from_slice(&[0; 4]);
+            out.extend_from_slice(&n16.to_le_bytes());
+            out.extend_from_slice(&n16.to_le_bytes());
+            out.extend_from_slice(&size32.to_le_bytes());
+            out.extend_from_slice(&offset32.to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out
+        }
+
+        /// Entries (name, data), which fields each escapes, Zip64 end records or not.
+        type Zip64Layout = (Vec<(String, Vec<u8>)>, Vec<[bool; 3]>, bool);
+
+        /// 1 to 5 files (names that cannot clash, in up to two directories, up to 3,000
+        /// bytes each), which fields each escapes, and whether the end records are Zip64.
+        fn zip64_layouts() -> impl Strategy<Value = Zip64Layout> {
+            (1usize..6).prop_flat_map(|n| {
+                (
+                    proptest::collection::vec(
+                        (0usize..4, proptest::collection::vec(any::<u8>(), 0..3000)),
+                        n,
+                    ),
+                    proptest::collection::vec(any::<[bool; 3]>(), n),
+                    any::<bool>(),
+                )
+                    .prop_map(|(files, escape, end)| {
+                        let entries = files
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, (dir, data))| {
+                                (format!("{}f{i}.bin", ["", "a/", "a/b/", "c/"][dir]), data)
+                            })
+                            .collect();
+                        (entries, escape, end)
+                    })
+            })
+        }
+
         proptest! {
             #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+            #[test]
+            fn generated_zip64_archives_restore_whole((entries, escape, end) in zip64_layouts()) {
+                let bytes = zip64_archive(&entries, &escape, end);
+                let dest = tempfile::tempdir().unwrap();
+                let restored = restore_all(&bytes, dest.path());
+                prop_assert!(restored.is_ok(), "{:?}", restored.err().map(|e| e.to_string()));
+                for (name, data) in &entries {
+                    prop_assert_eq!(&std::fs::read(dest.path().join(name)).unwrap(), data, "{}", name);
+                }
+            }
+
+            #[test]
+            fn mutated_zip64_archives_never_panic(
+                (entries, escape, end) in zip64_layouts(),
+                edits in mutations(),
+                cut in proptest::option::weighted(0.2, any::<Index>()),
+            ) {
+                check(&zip64_archive(&entries, &escape, end), &edits, cut)?;
+            }
 
             #[test]
             fn mutated_gateway_archives_never_panic(
