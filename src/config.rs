@@ -691,6 +691,65 @@ mod tests {
     }
 
     #[test]
+    fn settings_flags_pin_their_values_and_bad_ones_are_refused_at_startup() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["backup-gateway", "serve"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not serve")
+            };
+            args.into_config()
+        };
+        let none = parse(&[]).unwrap().pins;
+        assert!(none.cron.is_none() && none.superuser_ips.is_none() && none.s3.is_none());
+        let c = parse(&[
+            "--backups-cron",
+            "@daily",
+            "--superuser-ips",
+            "10.0.0.0/8, ::1",
+            "--trusted-proxy-headers",
+            "X-Real-IP",
+            "--trusted-proxy-use-leftmost-ip",
+            "--s3-bucket",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(c.pins.cron.as_deref(), Some("@daily"));
+        assert_eq!(
+            c.pins.superuser_ips,
+            Some(vec!["10.0.0.0/8".into(), "::1".into()])
+        );
+        assert_eq!(c.pins.trusted_proxy_headers, Some(vec!["X-Real-IP".into()]));
+        assert_eq!(c.pins.trusted_proxy_use_leftmost_ip, Some(true));
+        assert!(
+            c.pins
+                .s3
+                .as_ref()
+                .is_some_and(|s| s.enabled && s.bucket == "b")
+        );
+        // An empty allowlist given explicitly pins "anywhere" (the way out of a lock-out).
+        assert_eq!(
+            parse(&["--superuser-ips", ""]).unwrap().pins.superuser_ips,
+            Some(vec![])
+        );
+        let err = parse(&["--backups-cron", "*/60 * * * *"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the step must be between 1 and the 59"),
+            "{err}"
+        );
+        let err = parse(&["--superuser-ips", "10.0.0.300"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not an IP or CIDR subnet"), "{err}");
+        let err = parse(&["--superuser-email", "a@b.co"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs --superuser-password"), "{err}");
+    }
+
+    #[test]
     fn exclude_globs_repeat_and_an_invalid_one_is_refused_at_startup() {
         let parse = |extra: &[&str]| {
             let mut argv = vec!["backup-gateway", "serve"];
