@@ -14,6 +14,13 @@
 //! a create whose live buffers never exceed 90 MiB), and every fresh buffer costs page
 //! faults and zeroing. A pool hands the same buffers round instead, so the peak RSS is the
 //! buffers in flight, which the pipelines bound.
+//!
+//! A reserved buffer that comes back to its pool keeps its share of the budget while it is
+//! idle, so that the budget bounds every buffer of backup bytes, in use or idle, whatever
+//! their sizes (the 4 MiB read-ahead buffers and the part-size buffers are different
+//! pools). [`BufPool::take_reserved`] reuses an idle buffer and its share at once; when a
+//! reservation finds the budget taken, idle buffers of any pool are freed for it first,
+//! and a buffer that comes back while someone waits gives its share up at once.
 
 use bytes::Bytes;
 use std::sync::{Arc, Mutex};
@@ -23,8 +30,18 @@ use std::sync::{Arc, Mutex};
 pub struct BufPool {
     size: usize,
     keep: usize,
-    idle: Mutex<Vec<Vec<u8>>>,
+    idle: Mutex<Vec<Idle>>,
 }
+
+/// An idle buffer, with the share of a budget it still holds (reserved buffers only).
+#[derive(Debug)]
+struct Idle {
+    buf: Vec<u8>,
+    reserved: Option<Reserved>,
+}
+
+/// The pools of [`BufPool::shared`], where a reservation looks for idle buffers to free.
+static SHARED: Mutex<Vec<Arc<BufPool>>> = Mutex::new(Vec::new());
 
 impl BufPool {
     pub fn new(size: usize, keep: usize) -> Arc<Self> {
@@ -40,8 +57,7 @@ impl BufPool {
     /// the most that were reserved at once. (A pool per operation would keep its idle
     /// buffers while their share of the budget serves another operation.)
     pub fn shared(size: usize) -> Arc<Self> {
-        static POOLS: Mutex<Vec<Arc<BufPool>>> = Mutex::new(Vec::new());
-        let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = SHARED.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = pools.iter().find(|p| p.size == size) {
             return p.clone();
         }
@@ -55,21 +71,88 @@ impl BufPool {
         self.size
     }
 
-    /// An empty buffer with at least [`Self::size`] bytes of capacity.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An empty buffer with at least [`Self::size`] bytes of capacity. (An idle buffer's
+    /// share of a budget goes back to that budget.)
     pub fn take(&self) -> Vec<u8> {
-        let recycled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let recycled = self.lock().pop().map(|idle| {
+            if let Some(r) = &idle.reserved {
+                r.leave_idle();
+            }
+            idle.buf
+        });
         recycled.unwrap_or_else(|| Vec::with_capacity(self.size))
     }
 
+    /// A buffer and a share of `bytes` of `budget` for it: an idle buffer that still holds
+    /// a share of this budget is reused with it, else the share is reserved (waiting for
+    /// it, see [`Budget::reserve`]) and a buffer taken.
+    pub async fn take_reserved(&self, budget: &Budget, bytes: u64) -> (Vec<u8>, Reserved) {
+        let units = budget.units_for(bytes);
+        let found = {
+            let mut idle = self.lock();
+            idle.iter()
+                .position(|i| {
+                    i.reserved
+                        .as_ref()
+                        .is_some_and(|r| r.of(budget) && r.units == units)
+                })
+                .map(|at| idle.swap_remove(at))
+        };
+        if let Some(Idle {
+            buf,
+            reserved: Some(r),
+        }) = found
+        {
+            r.leave_idle();
+            return (buf, r);
+        }
+        let reserved = budget.reserve(bytes).await;
+        (self.take(), reserved)
+    }
+
     /// Returns a buffer to the pool (dropped if the pool is full or it is too small).
-    pub fn give(&self, mut buf: Vec<u8>) {
+    pub fn give(&self, buf: Vec<u8>) {
+        self.give_back(buf, None);
+    }
+
+    fn give_back(&self, mut buf: Vec<u8>, reserved: Option<Reserved>) {
         if buf.capacity() < self.size {
             return;
         }
+        // Someone waits for a share: this one is freed, buffer and share, at once.
+        if reserved.as_ref().is_some_and(Reserved::budget_has_waiters) {
+            return;
+        }
         buf.clear();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.lock();
         if idle.len() < self.keep {
-            idle.push(buf);
+            if let Some(r) = &reserved {
+                r.enter_idle();
+            }
+            idle.push(Idle { buf, reserved });
+        }
+    }
+
+    /// Frees one idle buffer that holds a share of `budget`; false when there is none.
+    fn free_one_of(&self, budget: &Budget) -> bool {
+        let freed = {
+            let mut idle = self.lock();
+            idle.iter()
+                .position(|i| i.reserved.as_ref().is_some_and(|r| r.of(budget)))
+                .map(|at| idle.swap_remove(at))
+        };
+        match freed {
+            Some(Idle {
+                reserved: Some(r), ..
+            }) => {
+                r.leave_idle();
+                true
+            }
+            _ => false,
         }
     }
 
@@ -78,16 +161,16 @@ impl BufPool {
         Bytes::from_owner(Pooled {
             buf,
             pool: Arc::clone(self),
-            _reserved: None,
+            reserved: None,
         })
     }
 
-    /// [`Self::freeze`], and `reserved` is given back to its budget with the buffer.
+    /// [`Self::freeze`], and `reserved` comes back with the buffer (see the module docs).
     pub fn freeze_reserved(self: &Arc<Self>, buf: Vec<u8>, reserved: Reserved) -> Bytes {
         Bytes::from_owner(Pooled {
             buf,
             pool: Arc::clone(self),
-            _reserved: Some(reserved),
+            reserved: Some(reserved),
         })
     }
 }
@@ -96,20 +179,27 @@ impl BufPool {
 struct Pooled {
     buf: Vec<u8>,
     pool: Arc<BufPool>,
-    _reserved: Option<Reserved>,
+    reserved: Option<Reserved>,
 }
 
-/// The memory budget for backup bytes (see the module docs), counted in 64 KiB units.
+/// The memory budget: a semaphore of 64 KiB units.
 #[derive(Debug)]
 pub struct Budget {
     units: Arc<tokio::sync::Semaphore>,
     total: u32,
+    /// Units held by idle pooled buffers, and reservations waiting for units.
+    shared: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    idle_units: std::sync::atomic::AtomicU64,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 const UNIT: u64 = 64 << 10;
 
 impl Budget {
-    /// A budget of `bytes` (at least one unit).
     pub fn new(bytes: u64) -> Arc<Self> {
         let total = u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
@@ -117,50 +207,149 @@ impl Budget {
         Arc::new(Self {
             units: Arc::new(tokio::sync::Semaphore::new(total as usize)),
             total,
+            shared: Arc::default(),
         })
     }
 
-    /// Waits until `bytes` of the budget are free and reserves them. A request larger than
-    /// the whole budget reserves all of it (it then runs alone rather than never).
-    pub async fn reserve(&self, bytes: u64) -> Reserved {
-        let units = u32::try_from(bytes.div_ceil(UNIT))
+    fn units_for(&self, bytes: u64) -> u32 {
+        u32::try_from(bytes.div_ceil(UNIT))
             .unwrap_or(u32::MAX)
-            .clamp(1, self.total);
+            .clamp(1, self.total)
+    }
+
+    /// Reserves `bytes` (rounded up to 64 KiB units; more than the whole budget is capped
+    /// to it), waiting while the budget is taken. Idle pooled buffers are freed for it
+    /// first. Waiters are served in order.
+    pub async fn reserve(&self, bytes: u64) -> Reserved {
+        let units = self.units_for(bytes);
+        let try_now = || self.units.clone().try_acquire_many_owned(units).ok();
+        if let Some(p) = self.take_freeing_idle(&try_now) {
+            return self.wrap(p, units);
+        }
+        // Counted as waiting first, so that a buffer coming back from now on gives its
+        // share up; then idle buffers are freed once more before the wait.
+        let waiting = WaitGuard::new(&self.shared);
+        if let Some(p) = self.take_freeing_idle(&try_now) {
+            return self.wrap(p, units);
+        }
         let permit = self
             .units
             .clone()
             .acquire_many_owned(units)
             .await
             .expect("the budget's semaphore is never closed");
-        Reserved(permit)
+        drop(waiting);
+        self.wrap(permit, units)
     }
 
-    /// The budget's size in bytes.
+    fn take_freeing_idle(
+        &self,
+        try_now: &dyn Fn() -> Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        loop {
+            if let Some(p) = try_now() {
+                return Some(p);
+            }
+            let pools: Vec<Arc<BufPool>> = SHARED.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if !pools.iter().any(|pool| pool.free_one_of(self)) {
+                return None;
+            }
+        }
+    }
+
+    fn wrap(&self, permit: tokio::sync::OwnedSemaphorePermit, units: u32) -> Reserved {
+        Reserved {
+            permit,
+            units,
+            shared: self.shared.clone(),
+        }
+    }
+
     pub fn total_bytes(&self) -> u64 {
         u64::from(self.total) * UNIT
     }
 
-    /// Bytes reserved now.
+    /// Bytes reserved by buffers in use (idle pooled buffers not counted).
     pub fn in_use_bytes(&self) -> u64 {
-        (u64::from(self.total) - self.units.available_permits() as u64) * UNIT
+        let held = u64::from(self.total) - self.units.available_permits() as u64;
+        let idle = self
+            .shared
+            .idle_units
+            .load(std::sync::atomic::Ordering::SeqCst);
+        held.saturating_sub(idle) * UNIT
+    }
+
+    /// Bytes held by idle pooled buffers.
+    pub fn idle_bytes(&self) -> u64 {
+        self.shared
+            .idle_units
+            .load(std::sync::atomic::Ordering::SeqCst)
+            * UNIT
+    }
+}
+
+/// Counts a waiting reservation while it lives (also when the waiting future is dropped).
+struct WaitGuard(Arc<Counters>);
+
+impl WaitGuard {
+    fn new(shared: &Arc<Counters>) -> Self {
+        shared
+            .waiting
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self(shared.clone())
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        self.0
+            .waiting
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
 /// A share of a [`Budget`], given back when dropped.
 #[derive(Debug)]
-pub struct Reserved(#[allow(dead_code)] tokio::sync::OwnedSemaphorePermit);
+pub struct Reserved {
+    permit: tokio::sync::OwnedSemaphorePermit,
+    units: u32,
+    shared: Arc<Counters>,
+}
 
 impl Reserved {
-    /// `buf` as `Bytes` that gives this share back when the last clone drops.
+    /// `buf` as `Bytes` that hold this share until the last clone is dropped.
     pub fn attach(self, buf: Vec<u8>) -> Bytes {
         Bytes::from_owner(Held {
             buf,
             _reserved: self,
         })
     }
+
+    fn of(&self, budget: &Budget) -> bool {
+        Arc::ptr_eq(self.permit.semaphore(), &budget.units)
+    }
+
+    fn budget_has_waiters(&self) -> bool {
+        self.shared
+            .waiting
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+    }
+
+    fn enter_idle(&self) {
+        self.shared
+            .idle_units
+            .fetch_add(u64::from(self.units), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn leave_idle(&self) {
+        self.shared
+            .idle_units
+            .fetch_sub(u64::from(self.units), std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
-/// A buffer and its share of the budget, owned by a `Bytes`.
+/// Reserved bytes owned by a `Bytes`.
 struct Held {
     buf: Vec<u8>,
     _reserved: Reserved,
@@ -180,7 +369,8 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        self.pool.give(std::mem::take(&mut self.buf));
+        self.pool
+            .give_back(std::mem::take(&mut self.buf), self.reserved.take());
     }
 }
 
@@ -228,6 +418,43 @@ mod tests {
         let all = budget.reserve(10 << 20).await;
         assert_eq!(budget.in_use_bytes(), budget.total_bytes());
         drop(all);
+    }
+
+    #[tokio::test]
+    async fn idle_buffers_keep_their_share_and_give_it_up_for_another_size() {
+        // Sizes no other test uses: shared pools are process-wide.
+        let (small, big) = (BufPool::shared(300_001), BufPool::shared(500_003));
+        let budget = Budget::new(1 << 20);
+        let (buf, share) = small.take_reserved(&budget, 512 << 10).await;
+        drop(small.freeze_reserved(buf, share));
+        assert_eq!(budget.idle_bytes(), 512 << 10, "idle, and still counted");
+        assert_eq!(budget.in_use_bytes(), 0);
+        // The idle buffer comes back with its share: nothing new is reserved.
+        let (buf, share) = small.take_reserved(&budget, 512 << 10).await;
+        assert_eq!(budget.idle_bytes(), 0);
+        assert_eq!(budget.in_use_bytes(), 512 << 10);
+        drop(small.freeze_reserved(buf, share));
+        // Another pool needs all of the budget: the idle buffer is freed for it.
+        let all = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            big.take_reserved(&budget, 1 << 20),
+        )
+        .await
+        .expect("idle buffers never hold a reservation off");
+        assert_eq!(budget.idle_bytes(), 0);
+        assert_eq!(budget.in_use_bytes(), 1 << 20);
+        // While someone waits, a buffer that comes back gives its share up at once.
+        let waiting = tokio::spawn({
+            let budget = budget.clone();
+            async move { budget.reserve(256 << 10).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished());
+        drop(big.freeze_reserved(all.0, all.1));
+        let quarter = waiting.await.unwrap();
+        assert_eq!(budget.idle_bytes(), 0);
+        assert_eq!(budget.in_use_bytes(), 256 << 10);
+        drop(quarter);
     }
 
     #[test]

@@ -132,8 +132,8 @@ pub fn parallel_reads(
                 let (store, key, pool) = (store.clone(), key.clone(), pool.clone());
                 let budget = budget.clone();
                 async move {
-                    let reserved = budget.reserve(r.size()).await;
-                    read_range_into(store.as_ref(), &key, r, pool.take())
+                    let (buf, reserved) = pool.take_reserved(&budget, r.size()).await;
+                    read_range_into(store.as_ref(), &key, r, buf)
                         .await
                         .map(|buf| pool.freeze_reserved(buf, reserved))
                         .map_err(|e| io::Error::other(crate::error::ErrorChain(&e).to_string()))

@@ -566,8 +566,11 @@ impl<'a> PartReader<'a> {
                     return Ok(Some(self.pending.split_to(want)));
                 }
                 if buf.capacity() == 0 {
-                    reserved = Some(self.budget.reserve(self.part_size as u64).await);
-                    buf = self.pool.take();
+                    let (taken, share) = self
+                        .pool
+                        .take_reserved(&self.budget, self.part_size as u64)
+                        .await;
+                    (buf, reserved) = (taken, Some(share));
                 }
                 let take = want.min(self.pending.len());
                 buf.extend_from_slice(&self.pending.split_to(take));
