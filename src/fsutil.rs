@@ -1,4 +1,5 @@
-//! Small filesystem helpers shared by the local store, the state file and restore.
+//! Small filesystem helpers shared by the local store, the state files, restore and the
+//! schedule.
 
 use std::io;
 use std::path::Path;
@@ -51,4 +52,38 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// The last value of a kind (an operation's outcome), in memory and in a JSON file beside
+/// the gateway's state, so that it survives restarts. A file that cannot be read or parsed
+/// counts as none; a failed write is logged, and the value is kept in memory anyway.
+#[derive(Debug)]
+pub struct Kept<T> {
+    path: std::path::PathBuf,
+    last: std::sync::Mutex<Option<T>>,
+}
+
+impl<T: Clone + serde::Serialize + serde::de::DeserializeOwned> Kept<T> {
+    pub fn open(path: std::path::PathBuf) -> Self {
+        let last = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Self {
+            path,
+            last: std::sync::Mutex::new(last),
+        }
+    }
+
+    pub fn last(&self) -> Option<T> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, value: T) {
+        if let Ok(bytes) = serde_json::to_vec_pretty(&value)
+            && let Err(e) = write_atomic(&self.path, &bytes, 0o644)
+        {
+            tracing::error!(error = %e, path = %self.path.display(), "cannot save the outcome");
+        }
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
+    }
 }

@@ -28,7 +28,7 @@ use crate::users::STATE_DIR;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 const RESTORE_DIR: &str = "restore";
 const JOURNAL: &str = "journal.json";
@@ -66,25 +66,17 @@ pub struct RestoreStatus {
 
 /// The last restore's status, in memory and on disk.
 #[derive(Debug)]
-pub struct Restores {
-    path: PathBuf,
-    last: Mutex<Option<RestoreStatus>>,
-}
+pub struct Restores(crate::fsutil::Kept<RestoreStatus>);
 
 impl Restores {
     pub fn open(data_dir: &Path) -> Self {
-        let path = data_dir.join(STATE_DIR).join(STATUS_FILE);
-        let last = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Self {
-            path,
-            last: Mutex::new(last),
-        }
+        Self(crate::fsutil::Kept::open(
+            data_dir.join(STATE_DIR).join(STATUS_FILE),
+        ))
     }
 
     pub fn last(&self) -> Option<RestoreStatus> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.last()
     }
 
     fn set(&self, status: RestoreStatus) {
@@ -95,12 +87,7 @@ impl Restores {
             }
             _ => tracing::info!(key = %status.key, "restore started"),
         }
-        if let Ok(bytes) = serde_json::to_vec_pretty(&status)
-            && let Err(e) = crate::fsutil::write_atomic(&self.path, &bytes, 0o644)
-        {
-            tracing::error!(error = %e, "cannot save the restore status");
-        }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(status);
+        self.0.set(status);
     }
 }
 

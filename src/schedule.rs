@@ -20,9 +20,9 @@ use crate::cron::{Schedule, minute_start};
 use crate::jobs::JobKind;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -135,25 +135,17 @@ pub struct RunOutcome {
 
 /// The last scheduled run, in memory and on disk.
 #[derive(Debug)]
-pub struct Runs {
-    path: PathBuf,
-    last: Mutex<Option<RunOutcome>>,
-}
+pub struct Runs(crate::fsutil::Kept<RunOutcome>);
 
 impl Runs {
     pub fn open(data_dir: &Path) -> Self {
-        let path = data_dir.join(crate::users::STATE_DIR).join(OUTCOME_FILE);
-        let last = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Self {
-            path,
-            last: Mutex::new(last),
-        }
+        Self(crate::fsutil::Kept::open(
+            data_dir.join(crate::users::STATE_DIR).join(OUTCOME_FILE),
+        ))
     }
 
     pub fn last(&self) -> Option<RunOutcome> {
-        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.last()
     }
 
     fn record(&self, outcome: RunOutcome) {
@@ -171,12 +163,7 @@ impl Runs {
                 "scheduled backup skipped"
             ),
         }
-        if let Ok(bytes) = serde_json::to_vec_pretty(&outcome)
-            && let Err(e) = crate::fsutil::write_atomic(&self.path, &bytes, 0o644)
-        {
-            tracing::error!(error = %e, "cannot save the scheduled backup's outcome");
-        }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(outcome);
+        self.0.set(outcome);
     }
 }
 

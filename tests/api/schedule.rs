@@ -9,6 +9,18 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
+/// The gateway (local backups) on a clock that stands at `start` until the test moves it.
+async fn app_on_clock(start: time::OffsetDateTime) -> (TestApp, ManualClock) {
+    let (handle, clock) = ClockHandle::manual(start);
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        clock: Some(handle),
+        ..Options::default()
+    })
+    .await;
+    (app, clock)
+}
+
 /// Moves the clock to `t` and waits for the run that this starts to be recorded.
 async fn run_at(app: &TestApp, clock: &ManualClock, t: time::OffsetDateTime) -> Value {
     let stamp = backup_gateway::time_fmt::compact(t);
@@ -26,14 +38,7 @@ async fn run_at(app: &TestApp, clock: &ManualClock, t: time::OffsetDateTime) -> 
 
 #[tokio::test]
 async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
-    let start = datetime!(2026-12-01 10:00:30 UTC);
-    let (handle, clock) = ClockHandle::manual(start);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        clock: Some(handle),
-        ..Options::default()
-    })
-    .await;
+    let (app, clock) = app_on_clock(datetime!(2026-12-01 10:00:30 UTC)).await;
     write_file(&app.data_dir, "notes.txt", b"scheduled");
     assert_eq!(app.create(Some("manual.zip")).await.status(), 204);
     let zip = zip_of(&[("data.txt", b"x")]).await;
@@ -135,14 +140,7 @@ async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
 
 #[tokio::test]
 async fn an_emptied_schedule_stops_firing() {
-    let start = datetime!(2026-12-01 23:59:30 UTC);
-    let (handle, clock) = ClockHandle::manual(start);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        clock: Some(handle),
-        ..Options::default()
-    })
-    .await;
+    let (app, clock) = app_on_clock(datetime!(2026-12-01 23:59:30 UTC)).await;
     let set = |cron: &str| {
         app.request(Method::PATCH, "/api/settings")
             .json(&json!({"backups": {"cron": cron}}))
@@ -159,14 +157,7 @@ async fn an_emptied_schedule_stops_firing() {
 
 #[tokio::test]
 async fn a_failed_run_is_recorded_with_its_reason_and_never_silent() {
-    let start = datetime!(2026-12-01 03:59:50 UTC);
-    let (handle, clock) = ClockHandle::manual(start);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        clock: Some(handle),
-        ..Options::default()
-    })
-    .await;
+    let (app, clock) = app_on_clock(datetime!(2026-12-01 03:59:50 UTC)).await;
     // A bucket on a port where nothing listens: the store refuses every connection.
     let closed = free_port();
     let res = app

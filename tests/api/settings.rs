@@ -50,16 +50,7 @@ fn s3_settings(server: &S3Server, bucket: &str) -> Value {
 async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
     let server = S3Server::start(dir, "127.0.0.1:0").await;
     let bucket = format!("set-{}", backup_gateway::users::random_lower(10));
-    let config = backup_gateway::config::S3Config {
-        bucket: bucket.clone(),
-        endpoint: Some(server.endpoint()),
-        region: Some("us-east-1".into()),
-        prefix: String::new(),
-        force_path_style: true,
-        payload_signing: backup_gateway::config::PayloadSigning::Auto,
-        credentials: Some((s3_server::ACCESS_KEY.into(), s3_server::SECRET_KEY.into())),
-        read_timeout: std::time::Duration::from_secs(30),
-    };
+    let config = s3_config(&server, &bucket);
     let store = backup_gateway::storage::s3::S3Store::new(&config).await;
     store
         .client()
