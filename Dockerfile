@@ -5,7 +5,7 @@ COPY Cargo.toml Cargo.lock ./
 # .cargo/config.toml compiles SQLite with what the consistent snapshot needs.
 COPY .cargo ./.cargo
 COPY src ./src
-RUN cargo build --release --locked --bin backup-gateway
+RUN cargo build --release --locked --features jemalloc --bin backup-gateway
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -5,9 +5,10 @@ use backup_gateway::{AppState, serve, users::Users};
 use clap::Parser;
 use std::process::ExitCode;
 
-/// jemalloc rather than glibc's malloc: under many clients at once glibc keeps freed buffers
-/// resident in its arenas (measured in docs/design.md, "Reads from the store, and the
-/// memory budget").
+/// With `--features jemalloc` (the Dockerfile's build), jemalloc rather than glibc's malloc:
+/// under many clients at once glibc keeps freed buffers resident in its arenas (measured in
+/// docs/design.md, "Reads from the store, and the memory budget").
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
