@@ -135,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
             let opts = WriteOptions {
                 level,
                 exclude: Exclude::paths(vec![".backup-gateway".into()]),
+                progress: None,
             };
             let dir = dir.to_string();
             // The ceiling reads databases as plain files: what the snapshot adds shows in

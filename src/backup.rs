@@ -12,6 +12,7 @@ use crate::AppState;
 use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
 use crate::bufpool::BufPool;
 use crate::config::part_size_for;
+use crate::progress::{Phase, Progress};
 use crate::storage::{PutOptions, StorageError};
 use bytes::Bytes;
 use std::io::{self, Write};
@@ -33,17 +34,27 @@ pub enum CreateError {
     Storage(#[source] StorageError),
 }
 
-/// Zips the data directory into the store under `key` and returns the archive's size.
+/// What a create stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Created {
+    /// The archive's size.
+    pub size: u64,
+    /// Files and directories in it.
+    pub entries: u64,
+}
+
+/// Zips the data directory into the store under `key`, counting into `progress`.
 ///
 /// # Errors
 /// An unreadable data directory ([`CreateError::Archive`]) or a store failure
 /// ([`CreateError::Storage`]); either way nothing is left in the store.
-#[tracing::instrument(skip(state, store), fields(key = %key))]
+#[tracing::instrument(skip(state, store, progress), fields(key = %key))]
 pub async fn create(
     state: &AppState,
     store: &dyn crate::storage::BackupStore,
     key: &str,
-) -> Result<u64, CreateError> {
+    progress: &Arc<Progress>,
+) -> Result<Created, CreateError> {
     let root = state.config.data_dir.clone();
     let exclude = state.backup_exclude();
     let level = state.config.compression_level;
@@ -67,6 +78,8 @@ pub async fn create(
         snapshot_ms = started.elapsed().as_millis() as u64,
         "snapshots open"
     );
+    progress.set_totals(survey.bytes, survey.entries);
+    progress.set_phase(Phase::Archive);
     let estimate = survey.bytes;
     let opts = PutOptions {
         part_size: part_size_for(state.config.part_size, estimate),
@@ -75,11 +88,18 @@ pub async fn create(
     };
 
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let counted = Arc::clone(progress);
     let writer = tokio::task::spawn_blocking(move || {
         let mut out = ChannelWriter::new(tx.clone());
-        let opts = WriteOptions { level, exclude };
+        let opts = WriteOptions {
+            level,
+            exclude,
+            progress: Some(Arc::clone(&counted)),
+        };
         let result = archive::write_dir(&root, &opts, &mut databases, &mut out)
             .and_then(|stats| out.finish().map(|()| stats));
+        // The store now writes the last parts and assembles the archive.
+        counted.set_phase(Phase::Complete);
         if let Err(e) = &result {
             // Make the store see the failure, not a clean end of a truncated archive.
             let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
@@ -95,7 +115,8 @@ pub async fn create(
         .map_err(|e| CreateError::Archive(io::Error::other(e)))?;
     match (written, put) {
         (Ok(stats), Ok(size)) => {
-            tracing::info!(
+            // The summary line is logged by the caller ([`crate::outcomes::finished`]).
+            tracing::debug!(
                 databases = survey.databases.len(),
                 files = stats.files,
                 dirs = stats.dirs,
@@ -104,7 +125,10 @@ pub async fn create(
                 part_size = opts.part_size,
                 "backup created"
             );
-            Ok(size)
+            Ok(Created {
+                size,
+                entries: stats.files + stats.dirs,
+            })
         }
         // The body failed: the writer's error is the cause.
         (Err(e), Err(StorageError::Body(_)) | Ok(_)) => Err(match SnapshotError::find(&e) {

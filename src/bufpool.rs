@@ -91,23 +91,7 @@ impl BufPool {
     /// a share of this budget is reused with it, else the share is reserved (waiting for
     /// it, see [`Budget::reserve`]) and a buffer taken.
     pub async fn take_reserved(&self, budget: &Budget, bytes: u64) -> (Vec<u8>, Reserved) {
-        let units = budget.units_for(bytes);
-        let found = {
-            let mut idle = self.lock();
-            idle.iter()
-                .position(|i| {
-                    i.reserved
-                        .as_ref()
-                        .is_some_and(|r| r.of(budget) && r.units == units)
-                })
-                .map(|at| idle.swap_remove(at))
-        };
-        if let Some(Idle {
-            buf,
-            reserved: Some(r),
-        }) = found
-        {
-            r.leave_idle();
+        if let Some((buf, r)) = self.pop_idle(budget, Some(budget.units_for(bytes))) {
             return (buf, r);
         }
         let reserved = budget.reserve(bytes).await;
@@ -139,21 +123,23 @@ impl BufPool {
 
     /// Frees one idle buffer that holds a share of `budget`; false when there is none.
     fn free_one_of(&self, budget: &Budget) -> bool {
-        let freed = {
-            let mut idle = self.lock();
-            idle.iter()
-                .position(|i| i.reserved.as_ref().is_some_and(|r| r.of(budget)))
-                .map(|at| idle.swap_remove(at))
-        };
-        match freed {
-            Some(Idle {
-                reserved: Some(r), ..
-            }) => {
-                r.leave_idle();
-                true
-            }
-            _ => false,
-        }
+        self.pop_idle(budget, None).is_some()
+    }
+
+    /// Takes an idle buffer that holds a share of `budget` (of exactly `units`, when
+    /// given) out of the pool, with its share back in use.
+    fn pop_idle(&self, budget: &Budget, units: Option<u32>) -> Option<(Vec<u8>, Reserved)> {
+        let mut idle = self.lock();
+        let at = idle.iter().position(|i| {
+            i.reserved
+                .as_ref()
+                .is_some_and(|r| r.of(budget) && units.is_none_or(|u| r.units == u))
+        })?;
+        let Idle { buf, reserved } = idle.swap_remove(at);
+        drop(idle);
+        let r = reserved?;
+        r.leave_idle();
+        Some((buf, r))
     }
 
     /// `buf` as `Bytes`; the buffer comes back to the pool when the last clone is dropped.

@@ -33,6 +33,17 @@ const MIB: u64 = 1024 * 1024;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for collectors).
+    #[arg(long, env = "GATEWAY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -211,6 +222,15 @@ pub struct ServeArgs {
     /// finish before they are cancelled (a cancelled create's upload is aborted), in seconds.
     #[arg(long, env = "GATEWAY_SHUTDOWN_GRACE_SECS", default_value_t = DEFAULT_SHUTDOWN_GRACE_SECS)]
     pub shutdown_grace_secs: u64,
+
+    /// How often a running create or restore logs a progress line, in seconds (0: never).
+    #[arg(long, env = "GATEWAY_PROGRESS_LOG_SECS", default_value_t = crate::jobs::DEFAULT_PROGRESS_LOG_SECS)]
+    pub progress_log_secs: u64,
+
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off unless given). A listener of
+    /// its own, so that it can stay off the public network.
+    #[arg(long, env = "GATEWAY_METRICS_HTTP")]
+    pub metrics_http: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -306,6 +326,8 @@ pub struct Config {
     pub memory_budget: u64,
     /// `--shutdown-grace-secs`.
     pub shutdown_grace: std::time::Duration,
+    /// `--progress-log-secs` (zero: no progress lines).
+    pub progress_log_every: std::time::Duration,
     /// How SQLite databases are snapshotted.
     pub snapshot: crate::archive::SnapshotOptions,
 }
@@ -583,6 +605,7 @@ impl ServeArgs {
             clock: crate::schedule::ClockHandle::system(),
             memory_budget: self.memory_budget_mib << 20,
             shutdown_grace: std::time::Duration::from_secs(self.shutdown_grace_secs),
+            progress_log_every: std::time::Duration::from_secs(self.progress_log_secs),
             snapshot: crate::archive::SnapshotOptions {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
             },
@@ -613,7 +636,20 @@ impl Config {
             clock: crate::schedule::ClockHandle::system(),
             memory_budget: DEFAULT_MEMORY_BUDGET_MIB << 20,
             shutdown_grace: std::time::Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
+            progress_log_every: std::time::Duration::from_secs(
+                crate::jobs::DEFAULT_PROGRESS_LOG_SECS,
+            ),
             snapshot: crate::archive::SnapshotOptions::default(),
+        }
+    }
+
+    /// The S3 bucket backups go to: the `--s3-*` flags when given (they win over the
+    /// settings), else the settings' `backups.s3` when enabled, else none (local storage).
+    pub fn s3_for(&self, s3: &crate::settings::S3) -> Option<S3Config> {
+        match &self.storage {
+            StorageConfig::S3(flags) => Some(flags.clone()),
+            StorageConfig::Local { .. } if s3.enabled => Some(self.s3_tuning.config_for(s3)),
+            StorageConfig::Local { .. } => None,
         }
     }
 }

@@ -1,34 +1,50 @@
-//! The busy lock: at most one create or restore at a time (as in PocketBase), plus the keys
-//! being written right now (a create's or an upload's), which cannot be deleted, restored or
-//! written twice.
+//! The busy lock: at most one create or restore at a time (as in PocketBase), with the
+//! [`Progress`] of the one running, plus the keys being written right now (a create's or an
+//! upload's), which cannot be deleted, restored or written twice.
 //!
 //! Guards release on drop, so every exit path (success, error, panic, a cancelled request)
 //! frees the lock.
 
+pub use crate::progress::Kind as JobKind;
+use crate::progress::{Progress, Reporter, Trigger};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobKind {
-    Create,
-    Restore,
-}
+/// How often a running job logs its progress, unless configured.
+pub const DEFAULT_PROGRESS_LOG_SECS: u64 = 10;
 
 #[derive(Debug, Default)]
 struct Inner {
-    active: Option<(JobKind, String)>,
+    active: Option<Arc<Progress>>,
     writing: HashSet<String>,
 }
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct Jobs {
     inner: Arc<Mutex<Inner>>,
+    /// Zero: no progress lines in the log.
+    log_every: Duration,
 }
 
-/// Holds the busy lock until dropped.
+impl Default for Jobs {
+    fn default() -> Self {
+        Self::new(Duration::from_secs(DEFAULT_PROGRESS_LOG_SECS))
+    }
+}
+
+/// Holds the busy lock until dropped; carries the job's progress.
 #[derive(Debug)]
 pub struct JobGuard {
     jobs: Jobs,
+    progress: Arc<Progress>,
+    _reporter: Option<Reporter>,
+}
+
+impl JobGuard {
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
 }
 
 /// Reserves a key being written until dropped.
@@ -39,18 +55,32 @@ pub struct KeyGuard {
 }
 
 impl Jobs {
+    /// Jobs that log their progress every `log_every` (zero: never).
+    pub fn new(log_every: Duration) -> Self {
+        Self {
+            inner: Arc::default(),
+            log_every,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes the busy lock for `kind` on `key`, or `None` if a create or restore runs.
-    pub fn try_start(&self, kind: JobKind, key: &str) -> Option<JobGuard> {
+    pub fn try_start(&self, kind: JobKind, trigger: Trigger, key: &str) -> Option<JobGuard> {
         let mut inner = self.lock();
         if inner.active.is_some() {
             return None;
         }
-        inner.active = Some((kind, key.to_string()));
-        Some(JobGuard { jobs: self.clone() })
+        let progress = Progress::new(kind, trigger, key);
+        inner.active = Some(Arc::clone(&progress));
+        drop(inner);
+        Some(JobGuard {
+            jobs: self.clone(),
+            _reporter: progress.report_every(self.log_every),
+            progress,
+        })
     }
 
     /// True while a create or restore runs.
@@ -58,9 +88,19 @@ impl Jobs {
         self.lock().active.is_some()
     }
 
-    /// The running job, if any.
-    pub fn active(&self) -> Option<(JobKind, String)> {
-        self.lock().active.clone()
+    /// The running job's progress, if one runs.
+    pub fn running(&self) -> Option<crate::progress::View> {
+        self.lock().active.as_ref().map(|p| p.view())
+    }
+
+    /// Kinds of jobs running now (0 or 1 of each), for the metrics.
+    pub fn in_flight(&self, kind: JobKind) -> usize {
+        usize::from(
+            self.lock()
+                .active
+                .as_ref()
+                .is_some_and(|p| p.kind() == kind),
+        )
     }
 
     /// Reserves `key` for writing, or `None` if it is being written already.
@@ -83,7 +123,7 @@ impl Jobs {
     /// True if `key` is being written, or is the key of the running create or restore.
     pub fn in_use(&self, key: &str) -> bool {
         let inner = self.lock();
-        inner.writing.contains(key) || inner.active.as_ref().is_some_and(|(_, k)| k == key)
+        inner.writing.contains(key) || inner.active.as_ref().is_some_and(|p| p.key() == key)
     }
 }
 
@@ -106,13 +146,21 @@ mod tests {
     #[test]
     fn one_job_at_a_time_and_release_on_drop() {
         let jobs = Jobs::default();
-        let g = jobs.try_start(JobKind::Create, "a.zip").unwrap();
-        assert!(jobs.try_start(JobKind::Restore, "b.zip").is_none());
+        let g = jobs
+            .try_start(JobKind::Create, Trigger::Api, "a.zip")
+            .unwrap();
+        assert!(
+            jobs.try_start(JobKind::Restore, Trigger::Api, "b.zip")
+                .is_none()
+        );
         assert!(jobs.in_use("a.zip"));
         assert!(!jobs.in_use("b.zip"));
         drop(g);
         assert!(!jobs.is_busy());
-        assert!(jobs.try_start(JobKind::Restore, "b.zip").is_some());
+        assert!(
+            jobs.try_start(JobKind::Restore, Trigger::Api, "b.zip")
+                .is_some()
+        );
     }
 
     #[test]

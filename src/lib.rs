@@ -18,6 +18,9 @@
 //! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
 //! - [`cron`]: PocketBase's cron expressions.
 //! - [`schedule`]: scheduled backups and their retention.
+//! - [`progress`]: the live progress of the running create or restore.
+//! - [`outcomes`]: how operations ended: summary log lines, metrics, the last outcomes.
+//! - [`metrics`]: the Prometheus families and their exposition (`--metrics-http`).
 
 pub mod api;
 pub mod archive;
@@ -30,7 +33,10 @@ pub mod error;
 pub mod fsutil;
 pub mod jobs;
 pub mod keys;
+pub mod metrics;
+pub mod outcomes;
 pub mod pocketbase;
+pub mod progress;
 pub mod restore;
 pub mod schedule;
 pub mod serve;
@@ -63,6 +69,9 @@ pub struct AppState {
     pub tokens: Arc<auth::Tokens>,
     pub jobs: jobs::Jobs,
     pub restores: Arc<restore::Restores>,
+    /// The last API create and upload.
+    pub outcomes: Arc<outcomes::Outcomes>,
+    pub metrics: Arc<metrics::Metrics>,
     /// The one memory budget of backup bytes ([`bufpool::Budget`]).
     pub budget: Arc<bufpool::Budget>,
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
@@ -121,17 +130,23 @@ impl AppState {
         let settings = settings::SettingsStore::open(&config.data_dir, config.pins.clone())
             .map_err(StartupError::Settings)?;
         let s3_setting = settings.current().backups.s3.clone();
-        let store = open_store(&config, &s3_setting).await?;
+        let metrics = Arc::new(metrics::Metrics::new());
+        let store = open_store(&config, &s3_setting, &metrics).await?;
         tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
+        let scheduled_runs = schedule::Runs::open(&config.data_dir);
+        let outcomes = outcomes::Outcomes::open(&config.data_dir);
+        last_successes(&metrics, &restores, &scheduled_runs, &outcomes);
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
-            scheduled_runs: Arc::new(schedule::Runs::open(&config.data_dir)),
+            scheduled_runs: Arc::new(scheduled_runs),
+            outcomes: Arc::new(outcomes),
+            metrics,
+            jobs: jobs::Jobs::new(config.progress_log_every),
             config: Arc::new(config),
             store: Arc::new(std::sync::RwLock::new((s3_setting, store))),
             store_change: Arc::new(tokio::sync::Mutex::new(())),
             settings: Arc::new(settings),
             tokens: Arc::new(auth::Tokens::new(users)),
-            jobs: jobs::Jobs::default(),
             restores: Arc::new(restores),
             backup_exclude: Arc::new(backup_exclude),
         })
@@ -161,7 +176,7 @@ impl AppState {
         if self.store.read().unwrap_or_else(|e| e.into_inner()).0 == wanted {
             return Ok(());
         }
-        let store = open_store(&self.config, &wanted).await?;
+        let store = open_store(&self.config, &wanted, &self.metrics).await?;
         tracing::info!(store = %store.describe(), "backups store changed");
         *self.store.write().unwrap_or_else(|e| e.into_inner()) = (wanted, store);
         Ok(())
@@ -198,15 +213,11 @@ impl AppState {
 async fn open_store(
     config: &Config,
     s3: &settings::S3,
+    metrics: &metrics::Metrics,
 ) -> Result<Arc<dyn storage::BackupStore>, StartupError> {
-    let s3_config = match &config.storage {
-        config::StorageConfig::S3(flags) => Some(flags.clone()),
-        config::StorageConfig::Local { .. } if s3.enabled => Some(config.s3_tuning.config_for(s3)),
-        config::StorageConfig::Local { .. } => None,
-    };
-    Ok(match (s3_config, &config.storage) {
+    Ok(match (config.s3_for(s3), &config.storage) {
         (Some(c), _) => Arc::new(
-            storage::s3::S3Store::new(&c)
+            storage::s3::S3Store::metered(&c, metrics.store.clone())
                 .await
                 .with_pending_dir(config.data_dir.join(users::STATE_DIR).join("uploads"))
                 .await,
@@ -217,6 +228,38 @@ async fn open_store(
         ),
         (None, config::StorageConfig::S3(_)) => unreachable!("flags' S3 is always Some"),
     })
+}
+
+/// The last successful create and restore kept from before this start, for the metrics'
+/// timestamps (an alert on a stale backup must not fire because the gateway restarted).
+fn last_successes(
+    metrics: &metrics::Metrics,
+    restores: &restore::Restores,
+    runs: &schedule::Runs,
+    outcomes: &outcomes::Outcomes,
+) {
+    let parse = |t: &str| time_fmt::parse_pb(t);
+    let creates = [
+        outcomes
+            .create
+            .last()
+            .filter(|o| o.status == outcomes::Status::Ok)
+            .map(|o| o.finished_at),
+        runs.last()
+            .filter(|r| r.status == schedule::RunStatus::Ok)
+            .map(|r| r.finished_at),
+    ];
+    for t in creates.into_iter().flatten().filter_map(|t| parse(&t)) {
+        metrics.set_last_success(metrics::Operation::Create, t);
+    }
+    if let Some(t) = restores
+        .last()
+        .filter(|r| r.status == "ok")
+        .and_then(|r| r.finished_at)
+        .and_then(|t| parse(&t))
+    {
+        metrics.set_last_success(metrics::Operation::Restore, t);
+    }
 }
 
 /// See [`AppState::excluded_paths`].
@@ -265,4 +308,18 @@ pub async fn serve(
     stop.cancel();
     let _ = scheduler.await;
     served
+}
+
+/// Serves `GET /metrics` (`--metrics-http`) on `listener` until `shutdown`.
+///
+/// # Errors
+/// When accepting connections fails.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, api::progress::metrics_router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -1,6 +1,6 @@
 //! The `backup-gateway` binary: parse the command line, set up logging, run.
 
-use backup_gateway::config::{Cli, Command, SuperuserAction};
+use backup_gateway::config::{Cli, Command, LogFormat, SuperuserAction};
 use backup_gateway::{AppState, serve, users::Users};
 use clap::Parser;
 use std::process::ExitCode;
@@ -14,17 +14,9 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn".into()),
-        )
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stdout())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", backup_gateway::error::ErrorChain(e.as_ref()));
@@ -33,15 +25,57 @@ async fn main() -> ExitCode {
     }
 }
 
+/// Log lines on stdout, filtered by `RUST_LOG` (default `info`, the AWS SDK at `warn`), as
+/// text (colours on a terminal unless `NO_COLOR`) or as one JSON object per line.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stdout())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .init(),
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Serve(args) => {
-            let addr = args.http;
+            let (addr, metrics_addr) = (args.http, args.metrics_http);
             let config = args.into_config()?;
             let state = AppState::new(config).await?;
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
-            serve(listener, state, shutdown_signal()).await?;
+            let stop = tokio_util::sync::CancellationToken::new();
+            tokio::spawn({
+                let stop = stop.clone();
+                async move {
+                    shutdown_signal().await;
+                    stop.cancel();
+                }
+            });
+            if let Some(addr) = metrics_addr {
+                let metrics = tokio::net::TcpListener::bind(addr).await?;
+                tracing::info!(address = %metrics.local_addr()?, "metrics listening");
+                let (state, stop) = (state.clone(), stop.clone());
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        backup_gateway::serve_metrics(metrics, state, stop.cancelled_owned()).await
+                    {
+                        tracing::error!(error = %e, "the metrics listener failed");
+                    }
+                });
+            }
+            serve(listener, state, stop.cancelled_owned()).await?;
             // Cancelled creates and uploads: their aborts reach the store before exit.
             backup_gateway::storage::s3::finish_aborts(std::time::Duration::from_secs(10)).await;
         }

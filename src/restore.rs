@@ -23,6 +23,7 @@
 use crate::AppState;
 use crate::archive::read::{self, ArchiveError, DirLookup, Limits, Plan};
 use crate::jobs::{JobGuard, JobKind};
+use crate::progress::{Phase, Progress, Trigger};
 use crate::storage::{BackupStore, ByteRange, StorageError, parallel_reads, read_range};
 use crate::users::STATE_DIR;
 use serde::{Deserialize, Serialize};
@@ -100,7 +101,7 @@ impl Restores {
 pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
     let job = state
         .jobs
-        .try_start(JobKind::Restore, key)
+        .try_start(JobKind::Restore, Trigger::Api, key)
         .ok_or(StartError::Busy)?;
     if state.jobs.is_being_written(key) {
         return Err(StartError::Missing);
@@ -151,9 +152,12 @@ pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
         hook_exit_code: None,
     };
     state.restores.set(status.clone());
+    job.progress()
+        .set_totals(plan.total_size, plan.items.len() as u64);
     let state = state.clone();
+    let size = info.size;
     tokio::spawn(async move {
-        run(state, store, job, status, plan, cd_offset).await;
+        run(state, store, job, status, plan, cd_offset, size).await;
     });
     Ok(())
 }
@@ -178,9 +182,24 @@ async fn run(
     mut status: RestoreStatus,
     plan: Plan,
     cd_offset: u64,
+    size: u64,
 ) {
-    let result = extract_and_swap(&state, store, &status.key, plan, cd_offset).await;
+    let entries = plan.items.len() as u64;
+    let progress = Arc::clone(job.progress());
+    let result = extract_and_swap(&state, store, &status.key, plan, cd_offset, &progress).await;
     status.finished_at = Some(crate::time_fmt::now_pb());
+    crate::outcomes::finished(
+        &state.metrics,
+        &crate::outcomes::Finished {
+            operation: crate::metrics::Operation::Restore,
+            trigger: Trigger::Api,
+            key: &status.key,
+            started: progress.started(),
+            size: Some(size),
+            entries: Some(entries),
+            error: result.as_ref().err().map(String::as_str),
+        },
+    );
     match result {
         Ok(journal) => {
             // The new data is in place: success is reported and the application restarted
@@ -190,9 +209,11 @@ async fn run(
             // The busy lock covers the hook and the clean-up too: the application restarts
             // before the next create can read its data.
             if let Some(cmd) = &state.config.on_restore {
+                progress.set_phase(Phase::Hook);
                 status.hook_exit_code = run_hook(cmd, &status.key, &state.config.data_dir).await;
                 state.restores.set(status);
             }
+            progress.set_phase(Phase::Cleanup);
             let data_dir = state.config.data_dir.clone();
             let cleaned = tokio::task::spawn_blocking(move || clean_up(&data_dir, &journal)).await;
             if let Ok(Err(e)) = cleaned {
@@ -216,7 +237,10 @@ async fn extract_and_swap(
     key: &str,
     plan: Plan,
     cd_offset: u64,
+    progress: &Arc<Progress>,
 ) -> Result<Journal, String> {
+    progress.set_phase(Phase::Extract);
+    let progress = Arc::clone(progress);
     let data_dir = state.config.data_dir.clone();
     let work = data_dir
         .join(STATE_DIR)
@@ -243,15 +267,23 @@ async fn extract_and_swap(
     let result = tokio::task::spawn_blocking(move || {
         let mut reader = reader;
         let half = (plan.items.len() as u64 / 2).max(1);
-        let mut progress = |done: u64| {
+        let mut on_entry = |done: u64| {
             if done == half {
                 crash_point(&data_dir_hook, "extract");
             }
             Ok(())
         };
         let started = std::time::Instant::now();
-        read::extract(&plan, &mut reader, start, &staging, &mut progress)
-            .map_err(|e| describe_extract_error(&e))?;
+        read::extract(
+            &plan,
+            &mut reader,
+            start,
+            &staging,
+            Some(&progress),
+            &mut on_entry,
+        )
+        .map_err(|e| describe_extract_error(&e))?;
+        progress.set_phase(Phase::Swap);
         let extracted = started.elapsed();
         sync_filesystem(&staging);
         let synced = started.elapsed();

@@ -18,6 +18,9 @@
 use crate::AppState;
 use crate::cron::{Schedule, minute_start};
 use crate::jobs::JobKind;
+use crate::metrics::Operation;
+use crate::outcomes::Finished;
+use crate::progress::Trigger;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::Path;
@@ -228,29 +231,40 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
     let started_at = crate::time_fmt::now_pb();
     let key = crate::keys::scheduled_name(&state.app_name().await, at);
-    let (status, size, error) = match state.jobs.try_start(JobKind::Create, &key) {
+    let started = std::time::Instant::now();
+    let (status, size, error) = match state
+        .jobs
+        .try_start(JobKind::Create, Trigger::Schedule, &key)
+    {
         None => (
             RunStatus::Skipped,
             None,
             Some("another backup or restore was running".to_string()),
         ),
-        Some(_job) => match state.jobs.reserve_key(&key) {
-            None => (
-                RunStatus::Failed,
-                None,
-                Some("a backup with this name is being written".to_string()),
-            ),
-            Some(_reserved) => {
-                match crate::backup::create(state, state.store().as_ref(), &key).await {
-                    Ok(size) => (RunStatus::Ok, Some(size), None),
-                    Err(e) => (
-                        RunStatus::Failed,
-                        None,
-                        Some(crate::error::ErrorChain(&e).to_string()),
-                    ),
+        Some(job) => {
+            let result = match state.jobs.reserve_key(&key) {
+                None => Err("a backup with this name is being written".to_string()),
+                Some(_reserved) => {
+                    crate::backup::create(state, state.store().as_ref(), &key, job.progress())
+                        .await
+                        .map_err(|e| crate::error::ErrorChain(&e).to_string())
                 }
+            };
+            let finished = Finished {
+                operation: Operation::Create,
+                trigger: Trigger::Schedule,
+                key: &key,
+                started,
+                size: result.as_ref().ok().map(|c| c.size),
+                entries: result.as_ref().ok().map(|c| c.entries),
+                error: result.as_ref().err().map(String::as_str),
+            };
+            crate::outcomes::finished(&state.metrics, &finished);
+            match result {
+                Ok(created) => (RunStatus::Ok, Some(created.size), None),
+                Err(e) => (RunStatus::Failed, None, Some(e)),
             }
-        },
+        }
     };
     let keep = state.settings.current().backups.cron_max_keep;
     let pruned = prune(state, keep).await;

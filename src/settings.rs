@@ -120,86 +120,106 @@ pub struct Pins {
     pub trusted_proxy_use_leftmost_ip: Option<bool>,
 }
 
-/// A pinned value, where it sits in the settings and the flag that pins it.
+/// A pinned value: where it sits in the settings' JSON, and the flag that pins it.
 struct Pin {
     path: &'static [&'static str],
     flag: &'static str,
-    /// Whether `settings` holds another value than the pin.
-    differs: Box<dyn Fn(&Settings) -> bool>,
-    apply: Box<dyn Fn(&mut Settings)>,
+    value: Value,
+}
+
+impl Pin {
+    /// The value at the pin's path in `doc`, the settings as JSON.
+    fn slot<'a>(&self, doc: &'a mut Value) -> Option<&'a mut Value> {
+        self.path.iter().try_fold(doc, |v, key| v.get_mut(*key))
+    }
+}
+
+/// The part of a value that a pin fixes: the pinned S3 section takes its credentials from
+/// the AWS chain, so a PATCH that repeats the section with or without a secret is no change.
+fn pinned_part(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(section) = v.as_object_mut() {
+        section.remove("secret");
+    }
+    v
 }
 
 impl Pins {
     fn list(&self) -> Vec<Pin> {
-        let mut out = Vec::new();
-        if let Some(v) = self.app_name.clone() {
-            let w = v.clone();
-            out.push(Pin {
-                path: &["meta", "appName"],
-                flag: "--app-name (GATEWAY_APP_NAME)",
-                differs: Box::new(move |s| s.meta.app_name.as_deref() != Some(&v)),
-                apply: Box::new(move |s| s.meta.app_name = Some(w.clone())),
-            });
+        fn pin(
+            path: &'static [&'static str],
+            flag: &'static str,
+            value: Option<Value>,
+        ) -> Option<Pin> {
+            value.map(|value| Pin { path, flag, value })
         }
-        if let Some(v) = self.cron.clone() {
-            let w = v.clone();
-            out.push(Pin {
-                path: &["backups", "cron"],
-                flag: "--backups-cron (GATEWAY_BACKUPS_CRON)",
-                differs: Box::new(move |s| s.backups.cron != v),
-                apply: Box::new(move |s| s.backups.cron = w.clone()),
-            });
+        fn json<T: Serialize>(v: &Option<T>) -> Option<Value> {
+            v.as_ref().and_then(|v| serde_json::to_value(v).ok())
         }
-        if let Some(v) = self.cron_max_keep {
-            out.push(Pin {
-                path: &["backups", "cronMaxKeep"],
-                flag: "--backups-cron-max-keep (GATEWAY_BACKUPS_CRON_MAX_KEEP)",
-                differs: Box::new(move |s| s.backups.cron_max_keep != v),
-                apply: Box::new(move |s| s.backups.cron_max_keep = v),
-            });
+        [
+            pin(
+                &["meta", "appName"],
+                "--app-name (GATEWAY_APP_NAME)",
+                json(&self.app_name),
+            ),
+            pin(
+                &["backups", "cron"],
+                "--backups-cron (GATEWAY_BACKUPS_CRON)",
+                json(&self.cron),
+            ),
+            pin(
+                &["backups", "cronMaxKeep"],
+                "--backups-cron-max-keep (GATEWAY_BACKUPS_CRON_MAX_KEEP)",
+                json(&self.cron_max_keep),
+            ),
+            pin(
+                &["backups", "s3"],
+                "--s3-bucket (GATEWAY_S3_BUCKET)",
+                json(&self.s3),
+            ),
+            pin(
+                &["superuserIPs"],
+                "--superuser-ips (GATEWAY_SUPERUSER_IPS)",
+                json(&self.superuser_ips),
+            ),
+            pin(
+                &["trustedProxy", "headers"],
+                "--trusted-proxy-headers (GATEWAY_TRUSTED_PROXY_HEADERS)",
+                json(&self.trusted_proxy_headers),
+            ),
+            pin(
+                &["trustedProxy", "useLeftmostIP"],
+                "--trusted-proxy-use-leftmost-ip (GATEWAY_TRUSTED_PROXY_USE_LEFTMOST_IP)",
+                json(&self.trusted_proxy_use_leftmost_ip),
+            ),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// `settings` with every pinned value laid over it.
+    fn lay_over(&self, settings: Settings) -> Settings {
+        let Ok(mut doc) = serde_json::to_value(&settings) else {
+            return settings;
+        };
+        for pin in self.list() {
+            if let Some(slot) = pin.slot(&mut doc) {
+                *slot = pin.value;
+            }
         }
-        if let Some(v) = self.s3.clone() {
-            let w = v.clone();
-            out.push(Pin {
-                path: &["backups", "s3"],
-                flag: "--s3-bucket (GATEWAY_S3_BUCKET)",
-                // The credentials come from the AWS chain: a PATCH that only repeats the
-                // section (with an empty or omitted secret) is not a change.
-                differs: Box::new(move |s| {
-                    let mut got = s.backups.s3.clone();
-                    got.secret.clear();
-                    got != v
-                }),
-                apply: Box::new(move |s| s.backups.s3 = w.clone()),
-            });
-        }
-        if let Some(v) = self.superuser_ips.clone() {
-            let w = v.clone();
-            out.push(Pin {
-                path: &["superuserIPs"],
-                flag: "--superuser-ips (GATEWAY_SUPERUSER_IPS)",
-                differs: Box::new(move |s| s.superuser_ips != v),
-                apply: Box::new(move |s| s.superuser_ips = w.clone()),
-            });
-        }
-        if let Some(v) = self.trusted_proxy_headers.clone() {
-            let w = v.clone();
-            out.push(Pin {
-                path: &["trustedProxy", "headers"],
-                flag: "--trusted-proxy-headers (GATEWAY_TRUSTED_PROXY_HEADERS)",
-                differs: Box::new(move |s| s.trusted_proxy.headers != v),
-                apply: Box::new(move |s| s.trusted_proxy.headers = w.clone()),
-            });
-        }
-        if let Some(v) = self.trusted_proxy_use_leftmost_ip {
-            out.push(Pin {
-                path: &["trustedProxy", "useLeftmostIP"],
-                flag: "--trusted-proxy-use-leftmost-ip (GATEWAY_TRUSTED_PROXY_USE_LEFTMOST_IP)",
-                differs: Box::new(move |s| s.trusted_proxy.use_leftmost_ip != v),
-                apply: Box::new(move |s| s.trusted_proxy.use_leftmost_ip = v),
-            });
-        }
-        out
+        serde_json::from_value(doc).unwrap_or(settings)
+    }
+
+    /// The pins that `settings` holds another value for.
+    fn broken_by(&self, settings: &Settings) -> Vec<Pin> {
+        let mut doc = serde_json::to_value(settings).unwrap_or_default();
+        self.list()
+            .into_iter()
+            .filter(|pin| {
+                pin.slot(&mut doc).map(|v| pinned_part(v)) != Some(pinned_part(&pin.value))
+            })
+            .collect()
     }
 }
 
@@ -240,7 +260,7 @@ impl SettingsStore {
     /// settings it cannot understand.
     pub fn open(data_dir: &Path, pins: Pins) -> std::io::Result<Self> {
         let path = data_dir.join(crate::users::STATE_DIR).join(FILE);
-        let mut saved = match std::fs::read(&path) {
+        let saved = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Settings>(&bytes).map_err(|e| {
                 std::io::Error::new(
                     std::io::ErrorKind::InvalidData,
@@ -250,9 +270,7 @@ impl SettingsStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Settings::default(),
             Err(e) => return Err(e),
         };
-        for pin in pins.list() {
-            (pin.apply)(&mut saved);
-        }
+        let saved = pins.lay_over(saved);
         Ok(Self {
             path,
             pins,
@@ -282,17 +300,15 @@ impl SettingsStore {
         merge(&mut doc, patch)?;
         let new: Settings = serde_json::from_value(doc).map_err(|_| PatchError::Load)?;
         let mut errors = validate(&new);
-        for pin in self.pins.list() {
-            if (pin.differs)(&new) {
-                insert_at(
-                    &mut errors,
-                    pin.path,
-                    FieldError::new(
-                        "validation_pinned_by_flag",
-                        format!("Set by {} at start; change it there.", pin.flag),
-                    ),
-                );
-            }
+        for pin in self.pins.broken_by(&new) {
+            insert_at(
+                &mut errors,
+                pin.path,
+                FieldError::new(
+                    "validation_pinned_by_flag",
+                    format!("Set by {} at start; change it there.", pin.flag),
+                ),
+            );
         }
         if !errors.is_empty() {
             return Err(PatchError::Invalid(errors));

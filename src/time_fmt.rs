@@ -12,6 +12,16 @@ pub fn pb(t: OffsetDateTime) -> String {
     .expect("formatting a valid date cannot fail")
 }
 
+/// Parses PocketBase's format back; `None` for anything else.
+pub fn parse_pb(s: &str) -> Option<OffsetDateTime> {
+    let t = time::PrimitiveDateTime::parse(
+        s,
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]Z"),
+    )
+    .ok()?;
+    Some(t.assume_utc())
+}
+
 /// Now, in PocketBase's format.
 pub fn now_pb() -> String {
     pb(OffsetDateTime::now_utc())
@@ -36,5 +46,10 @@ mod tests {
         let t = datetime!(2023-05-19 16:25:57.542_9 UTC);
         assert_eq!(pb(t), "2023-05-19 16:25:57.542Z");
         assert_eq!(compact(t), "20230519162557");
+        assert_eq!(
+            parse_pb(&pb(t)),
+            Some(datetime!(2023-05-19 16:25:57.542 UTC))
+        );
+        assert_eq!(parse_pb("2023-05-19"), None);
     }
 }

@@ -6,6 +6,9 @@ use crate::auth::{SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
 use crate::jobs::JobKind;
 use crate::keys;
+use crate::metrics::Operation;
+use crate::outcomes::Finished;
+use crate::progress::Trigger;
 use crate::restore::StartError;
 use crate::storage::{
     ByteRange, ByteStream, PutOptions, RANGE_CHUNK, StorageError, parallel_reads, read_range,
@@ -91,9 +94,9 @@ pub async fn create(
         keys::check_create_name(&body.name).map_err(|e| ApiError::validation([("name", e)]))?;
         body.name
     };
-    let _job = state
+    let job = state
         .jobs
-        .try_start(JobKind::Create, &name)
+        .try_start(JobKind::Create, Trigger::Api, &name)
         .ok_or_else(|| ApiError::bad_request(MSG_BUSY))?;
     const EXISTS: &str = "The backup file name is invalid or already exists.";
     let _key = state
@@ -101,14 +104,32 @@ pub async fn create(
         .reserve_key(&name)
         .ok_or_else(|| name_exists("name", EXISTS))?;
     let store = state.store();
-    let existing = store
-        .stat(&name)
-        .await
-        .map_err(|e| ApiError::logged(StatusCode::BAD_REQUEST, "Failed to create backup.", &e))?;
-    if existing.is_some() {
-        return Err(name_exists("name", EXISTS));
-    }
-    match crate::backup::create(&state, store.as_ref(), &name).await {
+    let started = std::time::Instant::now();
+    let result = match store.stat(&name).await {
+        Ok(Some(_)) => return Err(name_exists("name", EXISTS)),
+        Ok(None) => crate::backup::create(&state, store.as_ref(), &name, job.progress()).await,
+        Err(e) => Err(crate::backup::CreateError::Storage(e)),
+    };
+    let error = result
+        .as_ref()
+        .err()
+        .map(|e| crate::error::ErrorChain(e).to_string());
+    let finished = Finished {
+        operation: Operation::Create,
+        trigger: Trigger::Api,
+        key: &name,
+        started,
+        size: result.as_ref().ok().map(|c| c.size),
+        entries: result.as_ref().ok().map(|c| c.entries),
+        error: error.as_deref(),
+    };
+    crate::outcomes::finished(&state.metrics, &finished);
+    state
+        .outcomes
+        .create
+        .set(finished.outcome(job.progress().started_at()));
+    drop(job);
+    match result {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(crate::backup::CreateError::Storage(StorageError::AlreadyExists)) => {
             Err(name_exists("name", EXISTS))
@@ -116,7 +137,6 @@ pub async fn create(
         Err(crate::backup::CreateError::Database(e)) => {
             // The application's own file: its relative path and SQLite's reason help the
             // operator and leak nothing of the server.
-            tracing::warn!(key = %name, error = %e, "create refused");
             Err(
                 ApiError::bad_request("Failed to create backup.").with_field(
                     "database",
@@ -190,13 +210,27 @@ async fn receive_upload(
         parts_in_flight: state.config.parts_in_flight,
         budget: state.budget.clone(),
     };
-    match store.put(&key, Box::pin(first.chain(body)), opts).await {
+    let (started, started_at) = (std::time::Instant::now(), crate::time_fmt::now_pb());
+    let put = store.put(&key, Box::pin(first.chain(body)), opts).await;
+    let error = put
+        .as_ref()
+        .err()
+        .map(|e| crate::error::ErrorChain(e).to_string());
+    let finished = Finished {
+        operation: Operation::Upload,
+        trigger: Trigger::Api,
+        key: &key,
+        started,
+        size: put.as_ref().ok().copied(),
+        entries: None,
+        error: error.as_deref(),
+    };
+    crate::outcomes::finished(&state.metrics, &finished);
+    state.outcomes.upload.set(finished.outcome(&started_at));
+    match put {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS_UPLOAD)),
-        Err(StorageError::Body(e)) => {
-            tracing::warn!(error = %e, "upload body failed");
-            Err(ApiError::load_failed())
-        }
+        Err(StorageError::Body(_)) => Err(ApiError::load_failed()),
         Err(e) => Err(ApiError::logged(
             StatusCode::BAD_REQUEST,
             "Failed to upload the backup.",
@@ -305,6 +339,7 @@ pub struct DownloadQuery {
 /// Streams the archive, honouring single `Range` requests (`206`, or `416` when
 /// unsatisfiable). An unknown key is `404` (PocketBase's S3 mode answers 400).
 pub async fn download(
+    method: axum::http::Method,
     State(state): State<AppState>,
     super::KeyPath(key): super::KeyPath,
     super::LenientQuery(q): super::LenientQuery<DownloadQuery>,
@@ -362,7 +397,15 @@ pub async fn download(
             ));
         }
     };
-    let mut res = Response::new(Body::from_stream(body));
+    // A HEAD's body is never sent: no download to count.
+    let mut res = if method == axum::http::Method::HEAD {
+        Response::new(Body::from_stream(body))
+    } else {
+        let expected = range.map_or(info.size, |r| r.size());
+        Response::new(Body::from_stream(Counted::new(
+            body, &state, &key, expected,
+        )))
+    };
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -402,17 +445,86 @@ pub async fn download(
     Ok(res)
 }
 
+/// A download's body that reports, once it ends (sent whole, failed, or dropped because the
+/// client went away), the download's summary line and metrics.
+struct Counted {
+    body: ByteStream<'static>,
+    metrics: Arc<crate::metrics::Metrics>,
+    key: String,
+    started: std::time::Instant,
+    sent: u64,
+    expected: u64,
+    error: Option<String>,
+}
+
+impl Counted {
+    fn new(body: ByteStream<'static>, state: &AppState, key: &str, expected: u64) -> Self {
+        Self {
+            body,
+            metrics: state.metrics.clone(),
+            key: key.to_string(),
+            started: std::time::Instant::now(),
+            sent: 0,
+            expected,
+            error: None,
+        }
+    }
+}
+
+impl futures::Stream for Counted {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        let polled = self.body.as_mut().poll_next(cx);
+        match &polled {
+            std::task::Poll::Ready(Some(Ok(chunk))) => self.sent += chunk.len() as u64,
+            std::task::Poll::Ready(Some(Err(e))) => self.error = Some(e.to_string()),
+            _ => {}
+        }
+        polled
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let short = (self.error.is_none() && self.sent < self.expected).then(|| {
+            format!(
+                "the client went away after {} of {} bytes",
+                self.sent, self.expected
+            )
+        });
+        let error = self.error.take().or(short);
+        crate::outcomes::finished(
+            &self.metrics,
+            &Finished {
+                operation: Operation::Download,
+                trigger: Trigger::Api,
+                key: &self.key,
+                started: self.started,
+                size: Some(self.sent),
+                entries: None,
+                error: error.as_deref(),
+            },
+        );
+    }
+}
+
 /// PocketBase's `Cache-Control` on downloads (`tools/filesystem`'s `Serve`).
 const DOWNLOAD_CACHE_CONTROL: &str = "max-age=2592000, stale-while-revalidate=86400";
 
 /// GET /api/backups/upload: PocketBase serves the key `upload` there like any other.
 pub async fn download_upload_key(
+    method: axum::http::Method,
     state: State<AppState>,
     query: super::LenientQuery<DownloadQuery>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     download(
+        method,
         state,
         super::KeyPath(Some("upload".into())),
         query,

@@ -1,6 +1,6 @@
 //! `GET /api/health`, as PocketBase answers it; superusers also get `canBackup`, `realIP`
-//! and `possibleProxyHeader` (as in PocketBase) and the outcomes of the last restore and
-//! the last scheduled backup (the gateway's additions).
+//! and `possibleProxyHeader` (as in PocketBase), the running job's progress and the
+//! outcomes of the last restore and the last scheduled backup (the gateway's additions).
 
 use crate::AppState;
 use crate::auth::MaybeSuperuser;
@@ -25,6 +25,7 @@ pub async fn health(
             "canBackup": !state.jobs.is_busy(),
             "realIP": super::client_ip::real_ip(&headers, peer, &settings.trusted_proxy),
             "possibleProxyHeader": possible_proxy_header(&settings.trusted_proxy.headers, &headers),
+            "running": state.jobs.running(),
             "lastRestore": state.restores.last(),
             "lastScheduledBackup": state.scheduled_runs.last(),
         })

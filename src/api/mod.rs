@@ -9,6 +9,7 @@
 //! - [`fields`]: PocketBase's `fields` syntax.
 //! - [`settings`]: `/api/settings` and the schedule's status.
 //! - [`client_ip`]: the client's address and the superuser allowlist.
+//! - [`progress`]: the running job's progress and the last outcomes; the metrics route.
 //!
 //! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
 //! method and the matched route only: never the query string, which may hold a file token.
@@ -20,6 +21,7 @@ pub mod client_ip;
 pub mod edge;
 pub mod fields;
 pub mod health;
+pub mod progress;
 pub mod settings;
 
 use crate::AppState;
@@ -73,6 +75,7 @@ fn routes(state: AppState) -> Router {
         .route("/api/backups/{key}/restore", post(backups::restore))
         .route("/api/gateway/restore", get(backups::restore_status))
         .route("/api/gateway/schedule", get(settings::schedule))
+        .route("/api/gateway/progress", get(progress::progress))
         .route("/api/settings", get(settings::get).patch(settings::patch))
         .route("/api/settings/test/s3", post(settings::test_s3))
         .fallback(not_found)

@@ -94,15 +94,9 @@ pub async fn test_s3(
         }
         "storage" => Err(not_enabled()),
         "backups" => {
-            let config = match &state.config.storage {
-                crate::config::StorageConfig::S3(flags) => flags.clone(),
-                crate::config::StorageConfig::Local { .. } => {
-                    let s3 = state.settings.current().backups.s3.clone();
-                    if !s3.enabled {
-                        return Err(not_enabled());
-                    }
-                    state.config.s3_tuning.config_for(&s3)
-                }
+            let settings = state.settings.current();
+            let Some(config) = state.config.s3_for(&settings.backups.s3) else {
+                return Err(not_enabled());
             };
             crate::storage::s3::S3Store::new(&config)
                 .await

@@ -217,7 +217,7 @@ pub fn write_tree<W: Write>(
         // The receiver moves in, so that a writer error closes the channels, and closing
         // the budget wakes a waiting reader: every other thread stops before the scope
         // joins them.
-        let written = write_in_order(&mut zip, item_rx, budget, &pool);
+        let written = write_in_order(&mut zip, item_rx, budget, &pool, opts.progress.as_deref());
         budget.close();
         written
     })?;
@@ -510,7 +510,14 @@ fn write_in_order<W: Write>(
     items: Receiver<(u64, Item)>,
     budget: &Budget,
     pool: &BufPool,
+    progress: Option<&crate::progress::Progress>,
 ) -> io::Result<()> {
+    let entry_done = |bytes: u64| {
+        if let Some(p) = progress {
+            p.add_bytes(bytes);
+            p.add_entry();
+        }
+    };
     let mut waiting = BTreeMap::new();
     let mut next = 0u64;
     let mut open: Option<(super::write::OpenEntry, crc32fast::Hasher, u64)> = None;
@@ -520,12 +527,16 @@ fn write_in_order<W: Write>(
             next += 1;
             match item {
                 Item::Failed(e) => return Err(e),
-                Item::Dir { name, mode, mtime } => zip.add_dir(&name, mode, mtime)?,
+                Item::Dir { name, mode, mtime } => {
+                    zip.add_dir(&name, mode, mtime)?;
+                    entry_done(0);
+                }
                 Item::Batch { files, charge } => {
                     for f in files {
                         let entry = zip.start_file(&f.name, f.mode, f.mtime, f.method)?;
                         zip.write_data(&f.data)?;
                         zip.finish_file(entry, f.crc, f.len)?;
+                        entry_done(f.len);
                     }
                     budget.refund(charge);
                 }
@@ -556,6 +567,9 @@ fn write_in_order<W: Write>(
                     if last {
                         let (entry, hasher, total) = open.take().expect("an open entry");
                         zip.finish_file(entry, hasher.finalize(), total)?;
+                        entry_done(len);
+                    } else if let Some(p) = progress {
+                        p.add_bytes(len);
                     }
                 }
             }
@@ -573,6 +587,7 @@ mod tests {
     use crate::archive::read::{self, DirLookup, Limits};
     use crate::archive::test_data::noise;
     use crate::archive::tree::Exclude;
+    use crate::progress::{Kind, Progress, Trigger};
     use std::collections::BTreeMap;
     use std::io::Read;
 
@@ -580,9 +595,11 @@ mod tests {
     /// code: relative path -> contents, and the archive's entries in order.
     fn round_trip(root: &Path) -> (BTreeMap<String, Vec<u8>>, Vec<String>) {
         let mut bytes = Vec::new();
+        let progress = Progress::new(Kind::Create, Trigger::Api, "t.zip");
         let opts = WriteOptions {
             level: 1,
             exclude: Exclude::default(),
+            progress: Some(progress.clone()),
         };
         write_tree(
             root,
@@ -603,12 +620,28 @@ mod tests {
         let names = entries.iter().map(read::Entry::name_lossy).collect();
         let plan = read::check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        read::extract(&plan, &mut &bytes[..], 0, dest.path(), &mut |_| Ok(())).unwrap();
+        read::extract(
+            &plan,
+            &mut &bytes[..],
+            0,
+            dest.path(),
+            None,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         let mut out = BTreeMap::new();
         for item in plan.items.iter().filter(|i| !i.is_dir) {
             let data = std::fs::read(dest.path().join(&item.path)).unwrap();
             out.insert(item.path.to_string_lossy().into_owned(), data);
         }
+        let counted = progress.view();
+        assert_eq!(
+            counted.entries_done,
+            plan.items.len() as u64,
+            "entries counted"
+        );
+        let bytes_in: u64 = out.values().map(|d| d.len() as u64).sum();
+        assert_eq!(counted.bytes_done, bytes_in, "file bytes counted");
         (out, names)
     }
 
@@ -712,6 +745,7 @@ mod tests {
         let opts = WriteOptions {
             level: 1,
             exclude: Exclude::default(),
+            progress: None,
         };
         let err = write_tree(
             src.path(),

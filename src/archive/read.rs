@@ -525,8 +525,9 @@ fn os_str(b: &[u8]) -> Result<&std::ffi::OsStr, &'static str> {
         .map_err(|_| "name is not UTF-8")
 }
 
-/// Progress callback of [`extract`]: called after each entry with the count so far.
-pub type Progress<'a> = &'a mut dyn FnMut(u64) -> io::Result<()>;
+/// Callback of [`extract`]: called after each entry with the count so far (the crash
+/// tests stop a restore half way through with it).
+pub type OnEntry<'a> = &'a mut dyn FnMut(u64) -> io::Result<()>;
 
 /// Size of the buffers handed to the file writer thread.
 const WRITE_CHUNK: usize = 256 * 1024;
@@ -550,7 +551,11 @@ enum WriteOp {
 /// Writes files for [`extract`], so that the write system calls (a third of a restore's
 /// CPU time) overlap the reading, inflating and checking of the next data.
 /// Large files bypass the page cache ([`OutFile`]).
-fn file_writer(ops: Receiver<WriteOp>, pool: &BufPool) -> io::Result<()> {
+fn file_writer(
+    ops: Receiver<WriteOp>,
+    pool: &BufPool,
+    progress: Option<&crate::progress::Progress>,
+) -> io::Result<()> {
     let mut file: Option<OutFile> = None;
     let mut stage = Stage::new();
     for op in ops {
@@ -561,6 +566,9 @@ fn file_writer(ops: Receiver<WriteOp>, pool: &BufPool) -> io::Result<()> {
                     .as_mut()
                     .ok_or_else(|| io::Error::other("data for no file"))?;
                 f.write(&mut stage, &buf)?;
+                if let Some(p) = progress {
+                    p.add_bytes(buf.len() as u64);
+                }
                 pool.give(buf);
             }
             WriteOp::Close { mode, mtime } => {
@@ -589,16 +597,23 @@ pub fn extract(
     archive: &mut impl Read,
     start: u64,
     dest: &Path,
-    progress: Progress<'_>,
+    progress: Option<&crate::progress::Progress>,
+    on_entry: OnEntry<'_>,
 ) -> Result<(), ArchiveError> {
     let pool = BufPool::new(WRITE_CHUNK, WRITES_QUEUED + 2);
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel(WRITES_QUEUED);
         let writer = std::thread::Builder::new()
             .name("restore-write".into())
-            .spawn_scoped(scope, || file_writer(rx, &pool))
+            .spawn_scoped(scope, || file_writer(rx, &pool, progress))
             .map_err(ArchiveError::Io)?;
-        let read = extract_entries(plan, archive, start, dest, progress, &tx, &pool);
+        let mut counted = |done: u64| {
+            if let Some(p) = progress {
+                p.add_entry();
+            }
+            on_entry(done)
+        };
+        let read = extract_entries(plan, archive, start, dest, &mut counted, &tx, &pool);
         drop(tx);
         let written = writer
             .join()
@@ -624,7 +639,7 @@ fn extract_entries(
     archive: &mut impl Read,
     start: u64,
     dest: &Path,
-    progress: Progress<'_>,
+    on_entry: OnEntry<'_>,
     writes: &SyncSender<WriteOp>,
     pool: &BufPool,
 ) -> Result<(), ArchiveError> {
@@ -729,7 +744,7 @@ fn extract_entries(
             })?;
             pos += e.compressed;
         }
-        progress(i as u64 + 1)?;
+        on_entry(i as u64 + 1)?;
     }
     for (target, item) in dirs.iter().rev() {
         set_mode_and_time(target, &item.entry, true)?;
@@ -922,7 +937,22 @@ mod tests {
         assert_eq!(entries.len(), 4);
         let plan = check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        extract(&plan, &mut &bytes[..], 0, dest.path(), &mut |_| Ok(())).unwrap();
+        let progress = crate::progress::Progress::new(
+            crate::progress::Kind::Restore,
+            crate::progress::Trigger::Api,
+            "t.zip",
+        );
+        extract(
+            &plan,
+            &mut &bytes[..],
+            0,
+            dest.path(),
+            Some(&progress),
+            &mut |_| Ok(()),
+        )
+        .unwrap();
+        let counted = progress.view();
+        assert_eq!((counted.entries_done, counted.bytes_done), (4, 5 + 300_000));
         assert_eq!(std::fs::read(dest.path().join("a.txt")).unwrap(), b"hello");
         assert_eq!(
             std::fs::read(dest.path().join("dir/b.bin")).unwrap(),
@@ -949,7 +979,15 @@ mod tests {
         assert!(entries.iter().filter(|e| e.method != METHOD_STORED).count() >= 5);
         let plan = check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        extract(&plan, &mut &bytes[..], 0, dest.path(), &mut |_| Ok(())).unwrap();
+        extract(
+            &plan,
+            &mut &bytes[..],
+            0,
+            dest.path(),
+            None,
+            &mut |_| Ok(()),
+        )
+        .unwrap();
         for (i, t) in texts.iter().enumerate() {
             let path = dest.path().join(format!("d/t{i}.txt"));
             assert_eq!(std::fs::read(&path).unwrap(), t.as_bytes(), "entry {i}");
@@ -1025,9 +1063,24 @@ mod tests {
         // Flip a bit in the compressed data (just after the 30+5+9 byte header).
         bytes[30 + 5 + 9 + 2] ^= 0x10;
         let dest = tempfile::tempdir().unwrap();
-        assert!(extract(&plan, &mut &bytes[..], 0, dest.path(), &mut |_| Ok(())).is_err());
+        assert!(
+            extract(
+                &plan,
+                &mut &bytes[..],
+                0,
+                dest.path(),
+                None,
+                &mut |_| Ok(())
+            )
+            .is_err()
+        );
         let dest = tempfile::tempdir().unwrap();
-        assert!(extract(&plan, &mut &bytes[..40], 0, dest.path(), &mut |_| Ok(())).is_err());
+        assert!(
+            extract(&plan, &mut &bytes[..40], 0, dest.path(), None, &mut |_| Ok(
+                ()
+            ))
+            .is_err()
+        );
     }
 
     #[test]
@@ -1077,7 +1130,7 @@ mod tests {
             let cd = &bytes[dir.offset as usize..(dir.offset + dir.size) as usize];
             let entries = parse_directory(cd, dir.entries)?;
             let plan = check_entries(entries, dir.offset, &Limits::default(), &[])?;
-            extract(&plan, &mut &bytes[..], 0, dest, &mut |_| Ok(()))?;
+            extract(&plan, &mut &bytes[..], 0, dest, None, &mut |_| Ok(()))?;
             Ok(plan.items.len())
         }
 

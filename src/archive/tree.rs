@@ -163,6 +163,8 @@ fn children(root: &Path, rel: &Path, exclude: &Exclude) -> io::Result<Vec<(OsStr
 pub struct Survey {
     /// Sum of the regular files' sizes (for choosing the part size).
     pub bytes: u64,
+    /// Files and directories: the entries the archive will have (for the progress).
+    pub entries: u64,
     /// Regular files that start with SQLite's header, relative to the root, in walk order.
     pub databases: Vec<PathBuf>,
 }
@@ -176,6 +178,9 @@ pub struct Survey {
 pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
     let mut out = Survey::default();
     traverse(root, exclude, &mut |rel, meta| {
+        if meta.is_file() || meta.is_dir() {
+            out.entries += 1;
+        }
         if meta.is_file() {
             out.bytes += meta.len();
             if meta.len() >= sqlite::MIN_FILE_LEN && sqlite::has_header(&root.join(rel)) {

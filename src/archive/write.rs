@@ -29,6 +29,8 @@ pub struct WriteOptions {
     pub level: u32,
     /// Paths left out (with everything below them).
     pub exclude: Exclude,
+    /// Where the bytes and entries written are counted, if anywhere.
+    pub progress: Option<std::sync::Arc<crate::progress::Progress>>,
 }
 
 /// What went into an archive.

@@ -69,6 +69,15 @@ struct PendingUpload {
 impl S3Store {
     /// Builds the client from `cfg` and the standard AWS configuration chain.
     pub async fn new(cfg: &S3Config) -> Self {
+        Self::build(cfg, None).await
+    }
+
+    /// [`Self::new`], with every request counted in `metrics`.
+    pub async fn metered(cfg: &S3Config, metrics: crate::metrics::StoreMetrics) -> Self {
+        Self::build(cfg, Some(metrics)).await
+    }
+
+    async fn build(cfg: &S3Config, metrics: Option<crate::metrics::StoreMetrics>) -> Self {
         let mut loader = aws_config::defaults(BehaviorVersion::latest());
         // An explicit region, else the standard chain; but with a custom endpoint (MinIO,
         // R2, ...) and no region in the environment, skip the chain's instance-metadata
@@ -114,6 +123,9 @@ impl S3Store {
         }
         if let Some(endpoint) = &cfg.endpoint {
             builder = builder.endpoint_url(endpoint);
+        }
+        if let Some(metrics) = metrics {
+            builder = builder.interceptor(Counted(metrics));
         }
         Self {
             client: Client::from_conf(builder.build()),
@@ -756,6 +768,45 @@ where
         (Some(code), Some(message)) => format!("{code}: {message}"),
         (Some(code), None) => code.to_string(),
         _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+    }
+}
+
+/// Counts every attempt of every S3 operation in the store metrics: requests, failed
+/// attempts (no answer, or a 5xx or 429 status: the store's faults, not answers such as a
+/// 404 of a stat), and retries (attempts after an operation's first).
+#[derive(Debug)]
+struct Counted(crate::metrics::StoreMetrics);
+
+impl aws_sdk_s3::config::Intercept for Counted {
+    fn name(&self) -> &'static str {
+        "backup-gateway-store-metrics"
+    }
+
+    fn read_after_attempt(
+        &self,
+        context: &aws_sdk_s3::config::interceptors::FinalizerInterceptorContextRef<'_>,
+        _components: &aws_sdk_s3::config::RuntimeComponents,
+        cfg: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> std::result::Result<(), aws_sdk_s3::error::BoxError> {
+        let operation = cfg
+            .load::<aws_smithy_runtime_api::client::orchestrator::Metadata>()
+            .map_or("unknown", |m| m.name());
+        let labels = [operation];
+        self.0.requests.with_label_values(&labels).inc();
+        let attempts = cfg
+            .load::<aws_smithy_runtime_api::client::retries::RequestAttempts>()
+            .map_or(1, |a| a.attempts());
+        if attempts > 1 {
+            self.0.retries.with_label_values(&labels).inc();
+        }
+        let failed = match context.response() {
+            None => true,
+            Some(r) => r.status().is_server_error() || r.status().as_u16() == 429,
+        };
+        if failed {
+            self.0.errors.with_label_values(&labels).inc();
+        }
+        Ok(())
     }
 }
 

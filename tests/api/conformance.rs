@@ -9,7 +9,7 @@
 //! `target/conformance/`.
 
 use crate::helpers::*;
-use crate::s3_server::{self, S3Server};
+use crate::s3_server::S3Server;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
@@ -77,11 +77,7 @@ async fn the_gateway_answers_like_pocketbase_in_every_scenario() {
     let res = reqwest::Client::new()
         .patch(format!("{pb_s3}/api/settings"))
         .header("Authorization", token)
-        .json(&serde_json::json!({"backups": {"s3": {
-            "enabled": true, "bucket": "pb-backups", "region": "us-east-1",
-            "endpoint": s3.endpoint(), "accessKey": s3_server::ACCESS_KEY,
-            "secret": s3_server::SECRET_KEY, "forcePathStyle": true,
-        }}}))
+        .json(&s3.settings_patch("pb-backups"))
         .send()
         .await
         .unwrap();
@@ -94,11 +90,7 @@ async fn the_gateway_answers_like_pocketbase_in_every_scenario() {
     std::fs::create_dir_all(tmp.path().join("s3/gw-backups")).unwrap();
     let res = gw_s3
         .request(reqwest::Method::PATCH, "/api/settings")
-        .json(&serde_json::json!({"backups": {"s3": {
-            "enabled": true, "bucket": "gw-backups", "region": "us-east-1",
-            "endpoint": s3.endpoint(), "accessKey": s3_server::ACCESS_KEY,
-            "secret": s3_server::SECRET_KEY, "forcePathStyle": true,
-        }}}))
+        .json(&s3.settings_patch("gw-backups"))
         .send()
         .await
         .unwrap();

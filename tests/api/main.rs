@@ -7,6 +7,7 @@ mod edge;
 mod flaky;
 mod helpers;
 mod load;
+mod observe;
 mod rawzip;
 mod restore;
 mod s3_server;

@@ -42,6 +42,8 @@ pub struct Faults {
     pub completes_released: AtomicU64,
     /// Delay every GetObject by this many milliseconds.
     pub delay_gets_ms: AtomicU64,
+    /// Delay every UploadPart by this many milliseconds.
+    pub delay_parts_ms: AtomicU64,
     /// Cut the body of this many coming GetObject answers after [`Self::cut_after_bytes`]
     /// bytes (the connection closes with the `200` and its full `Content-Length` sent).
     pub cut_gets: AtomicI64,
@@ -140,6 +142,14 @@ impl S3Server {
         format!("http://{}", self.addr)
     }
 
+    /// A `PATCH /api/settings` body that sends a server's backups to `bucket` here.
+    pub fn settings_patch(&self, bucket: &str) -> serde_json::Value {
+        serde_json::json!({"backups": {"s3": {
+            "enabled": true, "bucket": bucket, "region": "us-east-1", "endpoint": self.endpoint(),
+            "accessKey": ACCESS_KEY, "secret": SECRET_KEY, "forcePathStyle": true,
+        }}})
+    }
+
     /// Multipart uploads started but neither completed nor aborted.
     pub fn pending_uploads(&self) -> usize {
         std::fs::read_dir(&self.root)
@@ -221,6 +231,10 @@ async fn handle(
         counter.fetch_add(1, Ordering::SeqCst);
     }
     if is_upload_part {
+        let delay = faults.delay_parts_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
         let n = faults.parts_seen.fetch_add(1, Ordering::SeqCst) as i64;
         let limit = faults.fail_parts_after.load(Ordering::SeqCst);
         if limit >= 0 && n >= limit {

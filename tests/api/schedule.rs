@@ -92,7 +92,11 @@ async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
     let busy = app
         .state
         .jobs
-        .try_start(backup_gateway::jobs::JobKind::Restore, "manual.zip")
+        .try_start(
+            backup_gateway::jobs::JobKind::Restore,
+            backup_gateway::progress::Trigger::Api,
+            "manual.zip",
+        )
         .unwrap();
     let outcome = run_at(&app, &clock, datetime!(2026-12-01 10:08:05 UTC)).await;
     assert_eq!(outcome["status"], "skipped", "{outcome}");

@@ -40,13 +40,6 @@ async fn bucket_keys(server: &S3Server, bucket: &str) -> Vec<String> {
         .collect()
 }
 
-fn s3_settings(server: &S3Server, bucket: &str) -> Value {
-    json!({"backups": {"s3": {
-        "enabled": true, "bucket": bucket, "region": "us-east-1", "endpoint": server.endpoint(),
-        "accessKey": s3_server::ACCESS_KEY, "secret": s3_server::SECRET_KEY, "forcePathStyle": true,
-    }}})
-}
-
 async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
     let server = S3Server::start(dir, "127.0.0.1:0").await;
     let bucket = format!("set-{}", backup_gateway::users::random_lower(10));
@@ -99,7 +92,7 @@ async fn a_create_running_when_the_store_changes_finishes_on_the_store_it_starte
     let s3_dir = tempfile::tempdir().unwrap();
     let (server, bucket) = s3_bucket(s3_dir.path()).await;
     assert_eq!(
-        patch(&app, s3_settings(&server, &bucket)).await.status(),
+        patch(&app, server.settings_patch(&bucket)).await.status(),
         200
     );
     // Over one 5 MiB part, so that the create ends with a CompleteMultipartUpload, which
