@@ -3,7 +3,13 @@
 //!
 //! ```text
 //! bench-tool read DIR                 read every file of DIR (no zip)
-//! bench-tool compress DIR [LEVEL]     zip DIR into a byte counter (no upload)
+//! bench-tool compress DIR [LEVEL] [progress]
+//!                                     zip DIR into a byte counter (no upload); with
+//!                                     `progress`, counting into a live progress as a
+//!                                     create does
+//! bench-tool extract ZIP DEST [progress]
+//!                                     the restore's extract of ZIP (read into memory
+//!                                     first) into DEST, which must not exist
 //! bench-tool upload FILE KEY          upload FILE's bytes to S3 (no zip, no disk reads
 //!                                     beyond FILE) with the gateway's multipart code
 //! bench-tool get KEY                  a direct GetObject of KEY into a byte counter
@@ -38,7 +44,10 @@ fn env(name: &str, default: &str) -> String {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: bench-tool read DIR | compress DIR [LEVEL] | upload FILE KEY | get KEY");
+    eprintln!(
+        "usage: bench-tool read DIR | compress DIR [LEVEL] [progress] | extract ZIP DEST \
+         [progress] | upload FILE KEY | get KEY"
+    );
     std::process::exit(2)
 }
 
@@ -102,6 +111,40 @@ async fn store() -> S3Store {
     .await
 }
 
+/// A progress as the busy lock gives a create or restore, with its log ticker running.
+fn live_progress(key: &str) -> std::sync::Arc<backup_gateway::progress::Progress> {
+    use backup_gateway::progress::{Kind, Progress, Trigger};
+    let p = Progress::new(Kind::Create, Trigger::Api, key);
+    std::mem::forget(p.report_every(std::time::Duration::from_secs(10)));
+    p
+}
+
+/// Indexes, checks and extracts `zip` as a restore does; the bytes of file data.
+fn extract(
+    zip: &[u8],
+    dest: &Path,
+    progress: Option<std::sync::Arc<backup_gateway::progress::Progress>>,
+) -> anyhow::Result<u64> {
+    use backup_gateway::archive::read;
+    let total = zip.len() as u64;
+    let dir = match read::find_directory(zip, total)? {
+        read::DirLookup::Found(d) => d,
+        read::DirLookup::Zip64At(off, end) => read::parse_zip64_end(&zip[off as usize..], end)?,
+    };
+    let cd = &zip[dir.offset as usize..(dir.offset + dir.size) as usize];
+    let entries = read::parse_directory(cd, dir.entries)?;
+    let plan = read::check_entries(entries, dir.offset, &read::Limits::default(), &[])?;
+    read::extract(
+        &plan,
+        &mut &zip[..],
+        0,
+        dest,
+        progress.as_deref(),
+        &mut |_| Ok(()),
+    )?;
+    Ok(plan.total_size)
+}
+
 fn report(bytes: u64, bytes_out: u64, started: Instant) {
     println!(
         "{{\"bytes\": {bytes}, \"bytes_out\": {bytes_out}, \"secs\": {:.4}}}",
@@ -135,7 +178,7 @@ async fn main() -> anyhow::Result<()> {
             let opts = WriteOptions {
                 level,
                 exclude: Exclude::paths(vec![".backup-gateway".into()]),
-                progress: None,
+                progress: (arg(3) == Some("progress")).then(|| live_progress("compress")),
             };
             let dir = dir.to_string();
             // The ceiling reads databases as plain files: what the snapshot adds shows in
@@ -150,6 +193,16 @@ async fn main() -> anyhow::Result<()> {
             })
             .await??;
             report(stats.bytes_in, stats.bytes_out, started);
+        }
+        (Some("extract"), Some(zip)) => {
+            let dest = Path::new(arg(2).unwrap_or_else(|| usage())).to_path_buf();
+            let progress = (arg(3) == Some("progress")).then(|| live_progress("extract"));
+            let bytes = std::fs::read(zip)?;
+            std::fs::create_dir(&dest)?;
+            let started = Instant::now();
+            let total =
+                tokio::task::spawn_blocking(move || extract(&bytes, &dest, progress)).await??;
+            report(total, 0, started);
         }
         (Some("upload"), Some(file)) => {
             let key = arg(2).unwrap_or_else(|| usage()).to_string();

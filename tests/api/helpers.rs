@@ -86,6 +86,8 @@ pub struct Options {
     pub clock: Option<backup_gateway::schedule::ClockHandle>,
     /// Settings given by flags.
     pub pins: backup_gateway::settings::Pins,
+    /// `--on-restore`.
+    pub on_restore: Option<String>,
 }
 
 impl Default for Options {
@@ -106,6 +108,7 @@ impl Default for Options {
             s3_read_timeout: Duration::from_secs(120),
             clock: None,
             pins: backup_gateway::settings::Pins::default(),
+            on_restore: None,
         }
     }
 }
@@ -189,6 +192,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         config.clock = clock;
     }
     config.pins = opts.pins.clone();
+    config.on_restore = opts.on_restore.clone();
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),

@@ -10,31 +10,44 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-async fn progress(app: &TestApp) -> Value {
-    let res = app
-        .request(Method::GET, "/api/gateway/progress")
-        .send()
-        .await
-        .unwrap();
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let res = app.request(Method::GET, path).send().await.unwrap();
     assert_eq!(res.status(), 200);
     res.json().await.unwrap()
 }
 
+async fn progress(app: &TestApp) -> Value {
+    get_json(app, "/api/gateway/progress").await
+}
+
 /// Samples `running` every 20 ms until `done` finishes: the samples of `kind`, and what
-/// `done` gave.
+/// `done` gave. Every other sample is read from the health check, which must agree.
 async fn sample_while<T>(
     app: &TestApp,
     kind: &str,
     mut done: tokio::task::JoinHandle<T>,
 ) -> (Vec<Value>, T) {
     let mut samples = Vec::new();
+    let mut seen_in_health = 0;
     loop {
-        let running = progress(app).await["running"].clone();
+        let in_health = samples.len() % 2 == 1;
+        let running = if in_health {
+            get_json(app, "/api/health").await["data"]["running"].clone()
+        } else {
+            progress(app).await["running"].clone()
+        };
         if running["kind"] == kind {
+            seen_in_health += usize::from(in_health);
             samples.push(running);
         }
         tokio::select! {
-            out = &mut done => return (samples, out.unwrap()),
+            out = &mut done => {
+                assert!(
+                    samples.len() < 3 || seen_in_health > 0,
+                    "the health check never showed the job"
+                );
+                return (samples, out.unwrap());
+            }
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
         }
     }
@@ -50,6 +63,13 @@ fn assert_moves_forward(samples: &[Value]) {
         done.windows(2).all(|w| w[0] <= w[1]),
         "bytesDone went back: {done:?}"
     );
+    for s in samples {
+        let total = s["bytesTotal"].as_u64().unwrap();
+        assert!(
+            s["bytesDone"].as_u64().unwrap() <= total,
+            "past the total: {s}"
+        );
+    }
     let mut distinct = done.clone();
     distinct.dedup();
     assert!(distinct.len() >= 3, "progress did not move: {done:?}");
@@ -95,15 +115,8 @@ async fn a_create_shows_its_progress_and_its_outcome_survives_a_restart() {
         "the total was never reached: {:?}",
         samples.last()
     );
-    // The health check shows the same to superusers while it runs; nothing runs now.
-    let health: Value = app
-        .request(Method::GET, "/api/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // Nothing runs now, and the health check says so to superusers.
+    let health = get_json(&app, "/api/health").await;
     assert!(health["data"]["running"].is_null(), "{health}");
 
     let last = progress(&app).await["last"]["create"].clone();
@@ -137,7 +150,14 @@ async fn a_create_shows_its_progress_and_its_outcome_survives_a_restart() {
 
 #[tokio::test]
 async fn a_restore_shows_its_progress_up_to_the_exact_total() {
-    let (app, s3) = spawn_app_with_faults().await;
+    // A hook that takes its time: the finished extract's counts can be read in its phase.
+    let app = spawn_app_with(Options {
+        in_process_s3: true,
+        on_restore: Some("sleep 0.5".into()),
+        ..Options::default()
+    })
+    .await;
+    let s3 = app.s3.clone().unwrap();
     let size = 40usize << 20;
     write_file(&app.data_dir, "data.db.bin", &pseudo_random(size, 5));
     write_file(&app.data_dir, "notes.txt", b"hello");
@@ -166,6 +186,12 @@ async fn a_restore_shows_its_progress_up_to_the_exact_total() {
         samples.iter().any(|s| s["phase"] == "extract"),
         "{samples:?}"
     );
+    let in_hook: Vec<&Value> = samples.iter().filter(|s| s["phase"] == "hook").collect();
+    assert!(!in_hook.is_empty(), "the hook's phase was never seen");
+    for s in in_hook {
+        assert_eq!(s["bytesDone"], s["bytesTotal"], "{s}");
+        assert_eq!(s["entriesDone"], 2, "{s}");
+    }
     let status = app.wait_restore_done().await;
     assert_eq!(status["status"], "ok", "{status}");
     let last = progress(&app).await["last"]["restore"].clone();
@@ -310,6 +336,7 @@ async fn json_logs_hold_one_object_per_line_and_no_secret_at_any_level() {
         .arg(&dir)
         .args(["--http", &format!("127.0.0.1:{port}")])
         .args(["--metrics-http", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--progress-log-secs", "1"])
         .env("RUST_LOG", "trace")
         .env("GATEWAY_SUPERUSER_EMAIL", "ops@example.com")
         .env("GATEWAY_SUPERUSER_PASSWORD", password)
@@ -424,12 +451,16 @@ async fn json_logs_hold_one_object_per_line_and_no_secret_at_any_level() {
         .await
         .unwrap())
     .await;
+    // A create slow enough for progress lines (every second): two parts, 2.5 s each.
+    write_file(&dir, "more.bin", &pseudo_random(12 << 20, 10));
+    s3.faults.delay_parts_ms.store(2500, Ordering::SeqCst);
     ok(call(Method::POST, "/api/backups")
         .json(&serde_json::json!({"name": "three.zip"}))
         .send()
         .await
         .unwrap())
     .await;
+    s3.faults.delay_parts_ms.store(0, Ordering::SeqCst);
     ok(call(Method::DELETE, "/api/backups/three.zip")
         .send()
         .await
@@ -496,6 +527,20 @@ async fn json_logs_hold_one_object_per_line_and_no_secret_at_any_level() {
         .iter()
         .find(|l| l["operation"] == "create" && l["key"] == "one.zip")
         .unwrap();
+    let ticks: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "progress" && l["key"] == "three.zip")
+        .collect();
+    assert!(!ticks.is_empty(), "no progress line during the slow create");
+    for field in [
+        "phase",
+        "bytes_done",
+        "bytes_total",
+        "entries_done",
+        "entries_total",
+    ] {
+        assert!(!ticks[0][field].is_null(), "{field} in {}", ticks[0]);
+    }
     for field in ["size", "entries", "duration_seconds", "mib_per_second"] {
         assert!(!created[field].is_null(), "{field} in {created}");
     }
