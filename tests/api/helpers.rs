@@ -414,16 +414,19 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn restore_status(&self) -> Value {
+    /// A superuser's `GET path`, which must answer `200`, as JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
         let res = self
-            .client
-            .get(self.url("/api/gateway/restore"))
-            .header("Authorization", &self.token)
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap();
-        assert_eq!(res.status(), 200);
+        assert_eq!(res.status(), 200, "GET {path}");
         res.json().await.unwrap()
+    }
+
+    pub async fn restore_status(&self) -> Value {
+        self.get_json("/api/gateway/restore").await
     }
 
     /// Waits for the running restore to end and returns its status.

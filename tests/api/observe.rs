@@ -10,14 +10,8 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-async fn get_json(app: &TestApp, path: &str) -> Value {
-    let res = app.request(Method::GET, path).send().await.unwrap();
-    assert_eq!(res.status(), 200);
-    res.json().await.unwrap()
-}
-
 async fn progress(app: &TestApp) -> Value {
-    get_json(app, "/api/gateway/progress").await
+    app.get_json("/api/gateway/progress").await
 }
 
 /// Samples `running` every 20 ms until `done` finishes: the samples of `kind`, and what
@@ -32,7 +26,7 @@ async fn sample_while<T>(
     loop {
         let in_health = samples.len() % 2 == 1;
         let running = if in_health {
-            get_json(app, "/api/health").await["data"]["running"].clone()
+            app.get_json("/api/health").await["data"]["running"].clone()
         } else {
             progress(app).await["running"].clone()
         };
@@ -116,7 +110,7 @@ async fn a_create_shows_its_progress_and_its_outcome_survives_a_restart() {
         samples.last()
     );
     // Nothing runs now, and the health check says so to superusers.
-    let health = get_json(&app, "/api/health").await;
+    let health = app.get_json("/api/health").await;
     assert!(health["data"]["running"].is_null(), "{health}");
 
     let last = progress(&app).await["last"]["create"].clone();

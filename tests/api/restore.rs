@@ -309,14 +309,7 @@ async fn the_busy_lock_holds_while_a_restore_runs() {
         "The backup is currently being used and cannot be deleted.",
     )
     .await;
-    let health: serde_json::Value = app
-        .request(reqwest::Method::GET, "/api/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health = app.get_json("/api/health").await;
     assert_eq!(health["data"]["canBackup"], false);
     assert_eq!(health["data"]["lastRestore"]["status"], "running");
     s3.faults.delay_gets_ms.store(0, Ordering::SeqCst);

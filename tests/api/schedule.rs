@@ -104,14 +104,7 @@ async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
     assert_eq!(app.keys().await.len(), 4);
 
     // The outcome and the next runs over HTTP.
-    let status: Value = app
-        .request(Method::GET, "/api/gateway/schedule")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = app.get_json("/api/gateway/schedule").await;
     assert_eq!(status["cron"], "*/2 * * * *");
     assert_eq!(
         status["next"],
@@ -122,14 +115,7 @@ async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
         ])
     );
     assert_eq!(status["last"]["status"], "skipped");
-    let health: Value = app
-        .request(Method::GET, "/api/health")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = app.get_json("/api/health").await;
     assert_eq!(health["data"]["lastScheduledBackup"]["status"], "skipped");
 
     // The last outcome survives a restart.
