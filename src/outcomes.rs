@@ -67,6 +67,26 @@ pub struct Finished<'a> {
     pub error: Option<&'a str>,
 }
 
+impl<'a> Finished<'a> {
+    /// A create (API or scheduled) that ran under `job`'s progress: `created` when it
+    /// stored the archive, else `error`.
+    pub fn create(
+        progress: &'a crate::progress::Progress,
+        created: Option<crate::backup::Created>,
+        error: Option<&'a str>,
+    ) -> Self {
+        Self {
+            operation: Operation::Create,
+            trigger: progress.trigger(),
+            key: progress.key(),
+            started: progress.started(),
+            size: created.map(|c| c.size),
+            entries: created.map(|c| c.entries),
+            error,
+        }
+    }
+}
+
 impl Finished<'_> {
     /// The outcome to keep, started at `started_at` (PocketBase's format).
     pub fn outcome(&self, started_at: &str) -> Outcome {

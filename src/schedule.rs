@@ -18,7 +18,6 @@
 use crate::AppState;
 use crate::cron::{Schedule, minute_start};
 use crate::jobs::JobKind;
-use crate::metrics::Operation;
 use crate::outcomes::Finished;
 use crate::progress::Trigger;
 use serde::{Deserialize, Serialize};
@@ -231,7 +230,6 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
 pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
     let started_at = crate::time_fmt::now_pb();
     let key = crate::keys::scheduled_name(&state.app_name().await, at);
-    let started = std::time::Instant::now();
     let (status, size, error) = match state
         .jobs
         .try_start(JobKind::Create, Trigger::Schedule, &key)
@@ -250,15 +248,11 @@ pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
                         .map_err(|e| crate::error::ErrorChain(&e).to_string())
                 }
             };
-            let finished = Finished {
-                operation: Operation::Create,
-                trigger: Trigger::Schedule,
-                key: &key,
-                started,
-                size: result.as_ref().ok().map(|c| c.size),
-                entries: result.as_ref().ok().map(|c| c.entries),
-                error: result.as_ref().err().map(String::as_str),
-            };
+            let finished = Finished::create(
+                job.progress(),
+                result.as_ref().ok().copied(),
+                result.as_ref().err().map(String::as_str),
+            );
             crate::outcomes::finished(&state.metrics, &finished);
             match result {
                 Ok(created) => (RunStatus::Ok, Some(created.size), None),

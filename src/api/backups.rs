@@ -104,7 +104,6 @@ pub async fn create(
         .reserve_key(&name)
         .ok_or_else(|| name_exists("name", EXISTS))?;
     let store = state.store();
-    let started = std::time::Instant::now();
     let result = match store.stat(&name).await {
         Ok(Some(_)) => return Err(name_exists("name", EXISTS)),
         Ok(None) => crate::backup::create(&state, store.as_ref(), &name, job.progress()).await,
@@ -114,15 +113,11 @@ pub async fn create(
         .as_ref()
         .err()
         .map(|e| crate::error::ErrorChain(e).to_string());
-    let finished = Finished {
-        operation: Operation::Create,
-        trigger: Trigger::Api,
-        key: &name,
-        started,
-        size: result.as_ref().ok().map(|c| c.size),
-        entries: result.as_ref().ok().map(|c| c.entries),
-        error: error.as_deref(),
-    };
+    let finished = Finished::create(
+        job.progress(),
+        result.as_ref().ok().copied(),
+        error.as_deref(),
+    );
     crate::outcomes::finished(&state.metrics, &finished);
     state
         .outcomes

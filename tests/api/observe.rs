@@ -78,12 +78,14 @@ fn assert_moves_forward(samples: &[Value]) {
 #[tokio::test]
 async fn a_create_shows_its_progress_and_its_outcome_survives_a_restart() {
     let (app, s3) = spawn_app_with_faults().await;
-    let size = 24usize << 20;
+    // Well past what the pipeline buffers ahead of the store (about 16 MiB), so that the
+    // counts move with every part the slowed store takes.
+    let size = 64usize << 20;
     write_file(&app.data_dir, "big.bin", &pseudo_random(size, 3));
     for i in 0..20 {
         write_file(&app.data_dir, &format!("small/{i}.txt"), b"x");
     }
-    s3.faults.delay_parts_ms.store(150, Ordering::SeqCst);
+    s3.faults.delay_parts_ms.store(200, Ordering::SeqCst);
     let create = start_create(&app, "slow.zip");
     let (samples, status) = sample_while(&app, "create", create).await;
     assert_eq!(status.unwrap(), 204);
