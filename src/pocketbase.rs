@@ -34,7 +34,7 @@ fn read_app_name(db: &Path) -> Option<String> {
         return None;
     }
     use rusqlite::OpenFlags;
-    let conn = rusqlite::Connection::open_with_flags(
+    let conn = crate::archive::sqlite::connect(
         db,
         OpenFlags::SQLITE_OPEN_READ_ONLY
             | OpenFlags::SQLITE_OPEN_NO_MUTEX

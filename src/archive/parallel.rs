@@ -22,7 +22,7 @@
 
 use super::spec::{METHOD_DEFLATE, METHOD_STORED};
 use super::sqlite::{self, Snapshot, Snapshots};
-use super::tree::{Found, walk};
+use super::tree::{self, Found, walk};
 use super::write::{WriteOptions, WriteStats, ZipWriter, compresses, looks_random};
 use crate::bufpool::BufPool;
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -295,22 +295,30 @@ impl Reader<'_> {
                 name,
                 mode,
                 mtime,
-                mut file,
+                path,
             } => {
+                // Databases and their sidecars are decided by name before anything is opened
+                // (see `tree::walk`).
                 if self.databases.is_sidecar(&name) {
                     return Ok(());
                 }
                 if let Some(snapshot) = self.databases.take(&name) {
                     return self.database(name, mode, mtime, snapshot);
                 }
+                let Some(mut file) = tree::open_file(&path, &name)? else {
+                    return Ok(());
+                };
                 let first = self.read_chunk(&mut file)?;
                 if first.len() as u64 >= sqlite::MIN_FILE_LEN
                     && sqlite::starts_with_header(&first)
-                    && let Some(snapshot) = self.databases.late(&name)
+                    && self.databases.enabled()
                 {
-                    // A database created after the create started.
+                    // A database created after the create started: its descriptor closes
+                    // before its snapshot opens.
+                    drop(file);
                     self.pool.give(first);
-                    return self.database(name, mode, mtime, snapshot?);
+                    let snapshot = self.databases.late(&name)?;
+                    return self.database(name, mode, mtime, snapshot);
                 }
                 self.file(name, mode, mtime, first, &mut file)
             }

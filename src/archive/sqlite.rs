@@ -24,6 +24,10 @@
 //! holds off every commit, so such a database is only checked at the start and its read
 //! transaction runs just while it is streamed.
 //!
+//! POSIX locks belong to the process and die with any descriptor of the file that closes:
+//! the gateway opens a database or its sidecars as a plain file only through
+//! [`has_header`], while none of its connections ([`connect`]) is open on it.
+//!
 //! The connection changes nothing: it is opened without `CREATE`, `query_only`, and with
 //! the checkpoint on close turned off, so that even as the last connection it leaves the
 //! application's files as they were.
@@ -60,11 +64,104 @@ pub fn starts_with_header(data: &[u8]) -> bool {
 
 /// True when the file at `path` starts with SQLite's header (an unreadable file is not
 /// taken for a database here; reading it fails later, with its own error).
+///
+/// Its plain descriptor is opened and closed while no connection of this process is open
+/// on the same file ([`connect`]): closing it would drop that connection's POSIX locks. A
+/// file that keeps a connection open past [`LOCK_WAIT`] is taken for the database it is.
 pub fn has_header(path: &Path) -> bool {
+    let Some(id) = file_id(path) else {
+        return false;
+    };
+    let open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+    let (_open, wait) = CLOSED
+        .wait_timeout_while(open, LOCK_WAIT, |open| open.contains_key(&id))
+        .unwrap_or_else(|e| e.into_inner());
+    if wait.timed_out() {
+        return true;
+    }
     let mut head = [0u8; 16];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut head))
         .is_ok_and(|()| &head == HEADER)
+}
+
+/// How long [`has_header`] waits for the gateway's own connections on a file to close.
+const LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// A file by identity (device and inode): SQLite's locks belong to the inode.
+type FileId = (u64, u64);
+
+fn file_id(path: &Path) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// The files on which this process has connections open, with their count.
+static OPEN: std::sync::Mutex<std::collections::BTreeMap<FileId, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// Signalled whenever a connection closes.
+static CLOSED: std::sync::Condvar = std::sync::Condvar::new();
+
+/// A connection of the gateway's, known to [`has_header`] while it is open.
+pub struct Db {
+    conn: Option<Connection>,
+    id: Option<FileId>,
+}
+
+/// Opens a connection to the database at `path`: the only way the gateway opens one, so
+/// that no plain descriptor of the file closes while it is open (see [`has_header`]).
+///
+/// # Errors
+/// SQLite's.
+pub fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Db> {
+    let id = file_id(path);
+    if let Some(id) = id {
+        *OPEN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default() += 1;
+    }
+    // Registered first: a failed open unregisters in the drop.
+    let mut db = Db { conn: None, id };
+    db.conn = Some(Connection::open_with_flags(path, flags)?);
+    Ok(db)
+}
+
+impl std::ops::Deref for Db {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn.as_ref().expect("an open connection")
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        // Closed first (SQLite releases its locks), then unregistered.
+        drop(self.conn.take());
+        if let Some(id) = self.id {
+            let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = open.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(&id);
+                }
+            }
+            drop(open);
+            CLOSED.notify_all();
+        }
+    }
+}
+
+/// True for `<db>-wal`, `<db>-shm` and `<db>-journal` of a database among `databases` (zip
+/// names).
+pub(crate) fn is_sidecar(name: &[u8], databases: &HashSet<Vec<u8>>) -> bool {
+    SIDECARS.iter().any(|suffix| {
+        name.strip_suffix(*suffix)
+            .is_some_and(|db| databases.contains(db))
+    })
 }
 
 /// Checks that this build's SQLite can take snapshots (has the `sqlite_dbpage` table).
@@ -163,7 +260,7 @@ pub struct Snapshot {
 }
 
 struct Open {
-    conn: Connection,
+    conn: Db,
     /// Pages in the snapshot and their size.
     pages: u64,
     page_size: u64,
@@ -203,7 +300,7 @@ impl Snapshot {
 
     fn begin(&self) -> Result<Open, SnapshotError> {
         let err = |e: rusqlite::Error| SnapshotError::new(&self.rel, &e);
-        let conn = Connection::open_with_flags(
+        let conn = connect(
             &self.path,
             // NOFOLLOW: the walk never follows links, and neither does a file swapped for
             // one since.
@@ -394,22 +491,32 @@ impl Snapshots {
         self.pending.remove(name)
     }
 
+    /// False when databases are read as plain files ([`Snapshots::disabled`]).
+    pub(crate) fn enabled(&self) -> bool {
+        self.opts.is_some()
+    }
+
     /// For a file that was not a database when the create started but starts with SQLite's
-    /// header now: its snapshot, taken now. `None` when snapshots are disabled.
-    pub(crate) fn late(&mut self, name: &[u8]) -> Option<Result<Snapshot, SnapshotError>> {
-        let opts = self.opts?;
+    /// header now: its snapshot, taken now (only when [`Snapshots::enabled`]).
+    ///
+    /// # Errors
+    /// As [`Snapshot::open`], or snapshots are disabled.
+    pub(crate) fn late(&mut self, name: &[u8]) -> Result<Snapshot, SnapshotError> {
         let rel = super::tree::rel_path(name);
+        let Some(opts) = self.opts else {
+            return Err(SnapshotError::because(
+                &rel,
+                "snapshots are disabled".into(),
+            ));
+        };
         self.databases.insert(name.to_vec());
-        Some(Snapshot::open(&self.root, &rel, opts, true))
+        Snapshot::open(&self.root, &rel, opts, true)
     }
 
     /// True for `<db>-wal`, `<db>-shm` and `<db>-journal` of a database met so far (the
     /// walk reaches a database before its sidecars: they sort after its name).
     pub(crate) fn is_sidecar(&self, name: &[u8]) -> bool {
-        SIDECARS.iter().any(|suffix| {
-            name.strip_suffix(*suffix)
-                .is_some_and(|db| self.databases.contains(db))
-        })
+        is_sidecar(name, &self.databases)
     }
 }
 
@@ -454,6 +561,26 @@ mod tests {
         assert_eq!(ok, "ok");
         c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap()
+    }
+
+    #[test]
+    fn the_header_of_a_database_is_read_only_once_the_gateways_connections_to_it_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, other) = (dir.path().join("a.db"), dir.path().join("b.db"));
+        drop(wal_db(&db));
+        drop(wal_db(&other));
+        let conn = connect(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        // Another file is not held up.
+        assert!(has_header(&other));
+        let reader = {
+            let db = db.clone();
+            std::thread::spawn(move || has_header(&db))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!reader.is_finished(), "read while a connection was open");
+        drop(conn);
+        assert!(reader.join().unwrap());
+        assert!(!OPEN.lock().unwrap().contains_key(&file_id(&db).unwrap()));
     }
 
     #[test]

@@ -67,20 +67,25 @@ pub(crate) enum Found {
         mode: u32,
         mtime: i64,
     },
+    /// A regular file, not opened: see [`walk`].
     File {
         name: Vec<u8>,
         mode: u32,
         mtime: i64,
-        file: File,
+        path: PathBuf,
     },
 }
 
 /// Walks the tree: each directory's entries in name order, then its subdirectories the same
-/// way, depth first; skipping excluded paths, links and special files, and files that
-/// vanish before they are opened.
+/// way, depth first; skipping excluded paths, links and special files.
+///
+/// Files are found, not opened: closing any descriptor of a file drops every POSIX lock
+/// the process holds on it, SQLite's included, so a database or its `-wal`, `-shm` or
+/// `-journal` must never be opened as a plain file while one of the create's snapshots
+/// may hold it. The consumer decides first ([`open_file`] for the plain files).
 ///
 /// # Errors
-/// Unreadable directories or files, or an error of `visit`.
+/// Unreadable directories, or an error of `visit`.
 pub(crate) fn walk(
     root: &Path,
     exclude: &Exclude,
@@ -95,24 +100,33 @@ pub(crate) fn walk(
                 mtime: mtime(meta),
             })
         } else if ft.is_file() {
-            match File::open(root.join(rel)) {
-                Ok(file) => visit(Found::File {
-                    name: zip_name(rel),
-                    mode: mode(meta),
-                    mtime: mtime(meta),
-                    file,
-                }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(io::Error::new(
-                    e.kind(),
-                    format!("cannot read {}: {e}", rel.display()),
-                )),
-            }
+            visit(Found::File {
+                name: zip_name(rel),
+                mode: mode(meta),
+                mtime: mtime(meta),
+                path: root.join(rel),
+            })
         } else {
             tracing::warn!(path = %rel.display(), "skipping a link or special file");
             Ok(())
         }
     })
+}
+
+/// Opens a plain file found by [`walk`] (never a database or a sidecar of one: see there).
+/// `None` when it vanished since it was found.
+///
+/// # Errors
+/// Any other failure to open it, naming the file by `name`.
+pub(crate) fn open_file(path: &Path, name: &[u8]) -> io::Result<Option<File>> {
+    match File::open(path) {
+        Ok(file) => Ok(Some(file)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot read {}: {e}", String::from_utf8_lossy(name)),
+        )),
+    }
 }
 
 /// The one traversal behind [`walk`] and [`survey`]: `visit` gets every path that is not
@@ -171,20 +185,27 @@ pub struct Survey {
 
 /// Walks the tree once: the size estimate, and every SQLite database recognised by its
 /// header whatever its name (a file of at least one page that starts with
-/// `SQLite format 3\0`).
+/// `SQLite format 3\0`). The sidecars of a database found (which sort after it) are not
+/// opened: they are never databases, and they hold SQLite's locks (see [`walk`]).
 ///
 /// # Errors
 /// When a directory cannot be read.
 pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
     let mut out = Survey::default();
+    let mut databases = std::collections::HashSet::new();
     traverse(root, exclude, &mut |rel, meta| {
         if meta.is_file() || meta.is_dir() {
             out.entries += 1;
         }
         if meta.is_file() {
             out.bytes += meta.len();
-            if meta.len() >= sqlite::MIN_FILE_LEN && sqlite::has_header(&root.join(rel)) {
+            let name = zip_name(rel);
+            if meta.len() >= sqlite::MIN_FILE_LEN
+                && !sqlite::is_sidecar(&name, &databases)
+                && sqlite::has_header(&root.join(rel))
+            {
                 out.databases.push(rel.to_path_buf());
+                databases.insert(name);
             }
         }
         Ok(())

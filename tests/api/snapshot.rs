@@ -11,7 +11,7 @@ use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const ACCOUNTS: i64 = 500;
 const START_BALANCE: i64 = 1_000;
@@ -55,91 +55,57 @@ fn make_bank(path: &Path, journal: Journal, pad_mib: usize) {
     .unwrap();
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// The application: a thread committing transfers, and (for WAL) another running passive
-/// checkpoints in a loop, beside SQLite's autocheckpoint.
+/// The application, in a process of its own as a real one is (`tests/fixtures/bank_writer.py`:
+/// SQLite's locks belong to a process, and a writer inside the gateway's process would not
+/// see a lock the gateway loses): it commits transfers and, for WAL, runs passive
+/// checkpoints in a loop, beside SQLite's autocheckpoint. Its stdout says after each commit
+/// how far it is and how long the commit took.
 struct Writer {
-    stop: Arc<AtomicBool>,
+    child: std::process::Child,
     /// The ledger's last committed sequence number.
     committed: Arc<AtomicI64>,
     /// The slowest commit so far, in microseconds.
     worst_us: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    lines: std::thread::JoinHandle<()>,
 }
 
 impl Writer {
     fn start(path: &Path, journal: Journal) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
+        use std::io::BufRead;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bank_writer.py");
+        let mode = if journal == Journal::Wal {
+            "wal"
+        } else {
+            "delete"
+        };
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(path)
+            .arg(mode)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 runs the writer");
         let committed = Arc::new(AtomicI64::new(0));
         let worst_us = Arc::new(AtomicU64::new(0));
-        let mut threads = Vec::new();
-        {
-            let (path, stop, committed, worst_us) = (
-                path.to_path_buf(),
-                stop.clone(),
-                committed.clone(),
-                worst_us.clone(),
-            );
-            threads.push(std::thread::spawn(move || {
-                let c = Connection::open(&path).unwrap();
-                c.busy_timeout(Duration::from_secs(60)).unwrap();
-                c.pragma_update(None, "synchronous", "NORMAL").unwrap();
-                let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-                let mut seq = 0i64;
-                while !stop.load(Ordering::Relaxed) {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    let from = (x % ACCOUNTS as u64) as i64 + 1;
-                    let to = ((x >> 20) % ACCOUNTS as u64) as i64 + 1;
-                    let amount = ((x >> 40) % 50) as i64 + 1;
-                    let started = Instant::now();
-                    c.execute_batch("BEGIN IMMEDIATE").unwrap();
-                    c.execute(
-                        "UPDATE accounts SET balance = balance - ?1 WHERE id = ?2",
-                        (amount, from),
-                    )
-                    .unwrap();
-                    c.execute(
-                        "UPDATE accounts SET balance = balance + ?1 WHERE id = ?2",
-                        (amount, to),
-                    )
-                    .unwrap();
-                    c.execute(
-                        "INSERT INTO ledger(seq, at_ms, note) VALUES (?1, ?2, randomblob(64))",
-                        (seq + 1, now_ms()),
-                    )
-                    .unwrap();
-                    c.execute_batch("COMMIT").unwrap();
-                    seq += 1;
-                    committed.store(seq, Ordering::SeqCst);
-                    worst_us.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let lines = {
+            let (committed, worst_us) = (committed.clone(), worst_us.clone());
+            std::thread::spawn(move || {
+                for line in stdout.lines() {
+                    let line = line.unwrap();
+                    let (seq, us) = line.split_once(' ').expect("SEQ MICROSECONDS");
+                    worst_us.fetch_max(us.parse().unwrap(), Ordering::Relaxed);
+                    committed.store(seq.parse().unwrap(), Ordering::SeqCst);
                 }
-            }));
-        }
-        if journal == Journal::Wal {
-            let (path, stop) = (path.to_path_buf(), stop.clone());
-            threads.push(std::thread::spawn(move || {
-                let c = Connection::open(&path).unwrap();
-                c.busy_timeout(Duration::from_secs(60)).unwrap();
-                while !stop.load(Ordering::Relaxed) {
-                    c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-                        .unwrap();
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }));
-        }
+            })
+        };
         Self {
-            stop,
+            child,
             committed,
             worst_us,
-            threads,
+            lines,
         }
     }
 
@@ -155,15 +121,29 @@ impl Writer {
         Duration::from_micros(self.worst_us.load(Ordering::Relaxed))
     }
 
-    async fn wait_for(&self, n: i64) {
-        wait_until(30, || async { self.committed() >= n }).await;
+    /// Waits until the writer has committed `n` transfers; fails at once if it died.
+    async fn wait_for(&mut self, n: i64) {
+        wait_until(30, || {
+            let alive = self.child.try_wait().unwrap().is_none();
+            let done = self.committed() >= n;
+            async move {
+                assert!(alive || done, "the writer ended before {n} commits");
+                done
+            }
+        })
+        .await;
     }
 
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        for t in self.threads {
-            t.join().unwrap();
-        }
+    /// Stops the writer (its stdin closes) and checks that every commit succeeded.
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let out = self.child.wait_with_output().unwrap();
+        self.lines.join().unwrap();
+        assert!(
+            out.status.success(),
+            "the writer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -202,7 +182,7 @@ async fn live_database_is_archived_consistently(backend: Backend, journal: Journ
     let db = app.data_dir.join("data.db");
     make_bank(&db, journal, 24);
     write_file(&app.data_dir, "storage/a.txt", b"beside the database");
-    let writer = Writer::start(&db, journal);
+    let mut writer = Writer::start(&db, journal);
     writer.wait_for(20).await;
 
     let mut worst = Vec::new();
@@ -329,7 +309,7 @@ async fn databases_are_found_by_their_header_and_excluded_paths_are_left_out() {
     // A database under a name that says nothing.
     std::fs::create_dir_all(app.data_dir.join("storage")).unwrap();
     make_bank(&app.data_dir.join("storage/blob.bin"), Journal::Wal, 1);
-    let writer = Writer::start(&app.data_dir.join("storage/blob.bin"), Journal::Wal);
+    let mut writer = Writer::start(&app.data_dir.join("storage/blob.bin"), Journal::Wal);
     writer.wait_for(5).await;
     write_file(&app.data_dir, "logs/app.log", b"left out");
     write_file(&app.data_dir, "logs/keep.txt", b"kept");
@@ -365,7 +345,7 @@ async fn a_restore_leaves_no_stale_sidecar_beside_the_restored_database() {
     let app = spawn_local_app().await;
     let db = app.data_dir.join("data.db");
     make_bank(&db, Journal::Wal, 1);
-    let writer = Writer::start(&db, Journal::Wal);
+    let mut writer = Writer::start(&db, Journal::Wal);
     writer.wait_for(50).await;
     assert_eq!(app.create(Some("then.zip")).await.status(), 204);
     writer.stop();
