@@ -7,6 +7,11 @@
 //! once. Nothing touches the disk but the data being read. If anything fails, or the
 //! request is dropped, both sides stop: the writer sees the channel closed, the store
 //! aborts its multipart upload.
+//!
+//! Memory: the parts reserve their share of the process's budget ([`crate::bufpool`]) as the
+//! store fills them, and the create reserves the rest of what it holds (the compression
+//! window, the channel, the page cache of the database being streamed) once, for its whole
+//! run ([`window_share`]), so that the budget bounds every buffer of backup bytes.
 
 use crate::AppState;
 use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
@@ -87,6 +92,12 @@ pub async fn create(
         budget: state.budget.clone(),
     };
 
+    // The compression window and the channel to the store hold backup bytes too: they take
+    // their share of the memory budget for the whole create.
+    let _window = match window_share(state.budget.total_bytes(), opts.part_size) {
+        0 => None,
+        bytes => Some(state.budget.reserve(bytes).await),
+    };
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let counted = Arc::clone(progress);
     let writer = tokio::task::spawn_blocking(move || {
@@ -138,6 +149,18 @@ pub async fn create(
         // The store failed (the writer then only saw the channel close).
         (_, Err(e)) => Err(CreateError::Storage(e)),
     }
+}
+
+/// What a create reserves of a budget of `total` bytes besides its parts: the compression
+/// window ([`archive::parallel::memory_bound`]), the chunks of the channel to the store and
+/// the page cache of the database being streamed, but never so much that one part of
+/// `part_size` would not fit beside it (the create would wait for itself); 0 when even
+/// that leaves nothing.
+fn window_share(total: u64, part_size: u64) -> u64 {
+    let wanted = archive::parallel::memory_bound()
+        + ((CHANNEL_DEPTH + 2) * CHUNK) as u64
+        + archive::sqlite::CACHE_BYTES;
+    wanted.min(total.saturating_sub(part_size))
 }
 
 /// `Write` into a bounded channel, in chunks of [`CHUNK`] bytes (recycled buffers).
@@ -201,5 +224,23 @@ mod tokio_stream_shim {
         fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
             self.0.poll_recv(cx)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_creates_window_share_always_leaves_room_for_one_part() {
+        const MIB: u64 = 1 << 20;
+        let wanted = window_share(u64::MAX, 8 * MIB);
+        assert!(wanted > archive::parallel::memory_bound(), "{wanted}");
+        // The default budget takes the whole window beside one part.
+        assert_eq!(window_share(64 * MIB, 8 * MIB), wanted);
+        // A small budget gives what is left beside one part, or nothing.
+        assert_eq!(window_share(16 * MIB, 8 * MIB), 8 * MIB);
+        assert_eq!(window_share(8 * MIB, 8 * MIB), 0);
+        assert_eq!(window_share(8 * MIB, 100 * MIB), 0);
     }
 }

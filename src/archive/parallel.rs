@@ -158,6 +158,21 @@ const BATCH_BYTES: usize = CHUNK;
 /// ... or this many files.
 const BATCH_FILES: usize = 256;
 
+/// Compression workers: one per core, up to 8.
+fn workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+}
+
+/// The most memory [`write_tree`] holds at once, whatever the data: the pool of chunk
+/// buffers, the small files of the window (their data and its compressed form), and the
+/// batch being gathered (under twice its threshold).
+pub fn memory_bound() -> u64 {
+    ((MAX_CHUNKS_IN_FLIGHT + 2 + workers()) * BUF_LEN + 2 * MAX_BYTES_IN_FLIGHT + 2 * BATCH_BYTES)
+        as u64
+}
+
 /// Zips the tree into `zip` (see the module docs).
 ///
 /// # Errors
@@ -168,9 +183,7 @@ pub fn write_tree<W: Write>(
     databases: &mut Snapshots,
     mut zip: ZipWriter<W>,
 ) -> io::Result<WriteStats> {
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 8);
+    let workers = workers();
     let level = zip.level();
     let (task_tx, task_rx) = sync_channel::<Task>(workers * 2);
     let task_rx = Arc::new(Mutex::new(task_rx));

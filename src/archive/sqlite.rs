@@ -52,6 +52,8 @@ const SIDECARS: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
 pub const MAX_HELD: usize = 64;
 /// Page cache of a snapshot connection, in KiB: pages are read once, in order.
 const CACHE_KIB: i64 = 1024;
+/// The same, in bytes: what the database being streamed holds beside its pages in flight.
+pub const CACHE_BYTES: u64 = CACHE_KIB as u64 * 1024;
 
 /// Default wait, in milliseconds, for a lock held by the application (a rollback-journal
 /// commit, a WAL recovery) before the create fails (and of `--sqlite-busy-timeout-ms`).

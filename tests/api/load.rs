@@ -5,6 +5,7 @@
 
 use crate::helpers::*;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test]
@@ -88,4 +89,66 @@ async fn a_create_with_many_lists_and_downloads_at_once() {
         "every share was given back"
     );
     assert_eq!(app.pending_uploads().await, 0);
+}
+
+/// The budget's bytes in use, sampled every 10 ms until `until` ends; the highest seen.
+async fn peak_in_use<F: std::future::Future>(app: &TestApp, until: F) -> (u64, F::Output) {
+    tokio::pin!(until);
+    let mut peak = 0;
+    loop {
+        tokio::select! {
+            out = &mut until => return (peak, out),
+            () = tokio::time::sleep(Duration::from_millis(10)) => {
+                peak = peak.max(app.state.budget.in_use_bytes());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_create_counts_its_compression_window_against_the_budget_and_fits_in_a_small_one() {
+    let (app, s3) = spawn_app_with_faults().await;
+    write_file(&app.data_dir, "big.bin", &pseudo_random(40 << 20, 5));
+    for i in 0..50 {
+        write_file(
+            &app.data_dir,
+            &format!("small/{i}.txt"),
+            &pseudo_random(9000, i),
+        );
+    }
+    // Slowed parts keep the pipeline full while the budget is sampled.
+    s3.faults.delay_parts_ms.store(150, Ordering::SeqCst);
+    let (peak, res) = peak_in_use(&app, app.create(Some("counted.zip"))).await;
+    assert_eq!(res.status(), 204);
+    let window = backup_gateway::archive::parallel::memory_bound();
+    assert!(
+        peak >= window,
+        "the create's window ({window} bytes) was not counted: peak in use {peak}"
+    );
+    assert!(peak <= app.state.budget.total_bytes());
+    assert_eq!(
+        app.state.budget.in_use_bytes(),
+        0,
+        "every share was given back"
+    );
+
+    // The smallest budget allowed holds one part and nothing beside it: the create still
+    // completes, its window left out rather than waiting for itself.
+    s3.faults.delay_parts_ms.store(0, Ordering::SeqCst);
+    for mib in [8, 16] {
+        let small = spawn_app_with(Options {
+            in_process_s3: true,
+            memory_budget_mib: mib,
+            ..Options::default()
+        })
+        .await;
+        write_file(&small.data_dir, "big.bin", &pseudo_random(20 << 20, 6));
+        let key = format!("budget-{mib}.zip");
+        let res = tokio::time::timeout(Duration::from_secs(60), small.create(Some(&key)))
+            .await
+            .expect("a create under a small budget completes");
+        assert_eq!(res.status(), 204, "{mib} MiB");
+        assert_eq!(small.state.budget.in_use_bytes(), 0);
+        assert_eq!(small.pending_uploads().await, 0);
+    }
 }
