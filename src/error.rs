@@ -137,6 +137,12 @@ impl ApiError {
         Self::new(status, message)
     }
 
+    /// `400` with PocketBase's text for a failed operation (`Failed to create backup.`, ...),
+    /// for a failure of the store or the archive: its cause is logged, never sent.
+    pub fn failed(message: &'static str, cause: &(dyn std::error::Error + 'static)) -> Self {
+        Self::logged(StatusCode::BAD_REQUEST, message, cause)
+    }
+
     /// 500 with PocketBase's generic text; the cause goes to the log only.
     pub fn internal(cause: &(dyn std::error::Error + 'static)) -> Self {
         Self::logged(StatusCode::INTERNAL_SERVER_ERROR, MSG_INTERNAL, cause)

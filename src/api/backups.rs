@@ -42,13 +42,11 @@ pub async fn list(
     State(state): State<AppState>,
     _auth: SuperuserAuth,
 ) -> Result<Json<Vec<BackupItem>>, ApiError> {
-    let items = state.store().list().await.map_err(|e| {
-        ApiError::logged(
-            StatusCode::BAD_REQUEST,
-            "Failed to retrieve backup items.",
-            &e,
-        )
-    })?;
+    let items = state
+        .store()
+        .list()
+        .await
+        .map_err(|e| ApiError::failed("Failed to retrieve backup items.", &e))?;
     Ok(Json(
         items
             .into_iter()
@@ -139,11 +137,7 @@ pub async fn create(
                 ),
             )
         }
-        Err(e) => Err(ApiError::logged(
-            StatusCode::BAD_REQUEST,
-            "Failed to create backup.",
-            &e,
-        )),
+        Err(e) => Err(ApiError::failed("Failed to create backup.", &e)),
     }
 }
 
@@ -226,11 +220,7 @@ async fn receive_upload(
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS_UPLOAD)),
         Err(StorageError::Body(_)) => Err(ApiError::load_failed()),
-        Err(e) => Err(ApiError::logged(
-            StatusCode::BAD_REQUEST,
-            "Failed to upload the backup.",
-            &e,
-        )),
+        Err(e) => Err(ApiError::failed("Failed to upload the backup.", &e)),
     }
 }
 
@@ -314,9 +304,10 @@ async fn check_upload(
         .jobs
         .reserve_key(key)
         .ok_or_else(|| name_exists("file", EXISTS_UPLOAD))?;
-    let existing = store.stat(key).await.map_err(|e| {
-        ApiError::logged(StatusCode::BAD_REQUEST, "Failed to upload the backup.", &e)
-    })?;
+    let existing = store
+        .stat(key)
+        .await
+        .map_err(|e| ApiError::failed("Failed to upload the backup.", &e))?;
     if existing.is_some() {
         return Err(name_exists("file", EXISTS_UPLOAD));
     }
@@ -354,13 +345,7 @@ pub async fn download(
     let info = store
         .stat(&key)
         .await
-        .map_err(|e| {
-            ApiError::logged(
-                StatusCode::BAD_REQUEST,
-                "Failed to download the backup.",
-                &e,
-            )
-        })?
+        .map_err(|e| ApiError::failed("Failed to download the backup.", &e))?
         .ok_or_else(ApiError::not_found)?;
     let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
         None => None,
@@ -385,11 +370,7 @@ pub async fn download(
         Ok(b) => b,
         Err(StorageError::NotFound) => return Err(ApiError::not_found()),
         Err(e) => {
-            return Err(ApiError::logged(
-                StatusCode::BAD_REQUEST,
-                "Failed to download the backup.",
-                &e,
-            ));
+            return Err(ApiError::failed("Failed to download the backup.", &e));
         }
     };
     // A HEAD's body is never sent: no download to count.
@@ -645,11 +626,7 @@ pub async fn delete(
     match state.store().delete(&key).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
         Err(StorageError::NotFound) => Err(ApiError::bad_request(MSG_DELETE_MISSING)),
-        Err(e) => Err(ApiError::logged(
-            StatusCode::BAD_REQUEST,
-            "Failed to delete the backup.",
-            &e,
-        )),
+        Err(e) => Err(ApiError::failed("Failed to delete the backup.", &e)),
     }
 }
 
@@ -728,11 +705,9 @@ pub async fn restore(
                 FieldError::new("validation_invalid_backup", reason),
             ))
         }
-        Err(e @ StartError::Storage(_)) => Err(ApiError::logged(
-            StatusCode::BAD_REQUEST,
-            "Failed to read the backup file.",
-            &e,
-        )),
+        Err(e @ StartError::Storage(_)) => {
+            Err(ApiError::failed("Failed to read the backup file.", &e))
+        }
     }
 }
 

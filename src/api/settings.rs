@@ -53,7 +53,7 @@ pub async fn patch(
             return Err(ApiError::bad_request(MSG_SAVE).with_data(fields));
         }
         Err(PatchError::Save(e)) => {
-            return Err(ApiError::logged(StatusCode::BAD_REQUEST, MSG_SAVE, &e));
+            return Err(ApiError::failed(MSG_SAVE, &e));
         }
     };
     state
