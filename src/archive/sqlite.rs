@@ -70,10 +70,8 @@ pub fn starts_with_header(data: &[u8]) -> bool {
 /// Its plain descriptor is opened and closed while no connection of this process is open
 /// on the same file ([`connect`]): closing it would drop that connection's POSIX locks. A
 /// file that keeps a connection open past [`LOCK_WAIT`] is taken for the database it is.
-pub fn has_header(path: &Path) -> bool {
-    let Some(id) = file_id(path) else {
-        return false;
-    };
+pub fn has_header(path: &Path, meta: &std::fs::Metadata) -> bool {
+    let id = file_id(meta);
     let open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
     let (_open, wait) = CLOSED
         .wait_timeout_while(open, LOCK_WAIT, |open| open.contains_key(&id))
@@ -93,11 +91,9 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 /// A file by identity (device and inode): SQLite's locks belong to the inode.
 type FileId = (u64, u64);
 
-fn file_id(path: &Path) -> Option<FileId> {
+fn file_id(meta: &std::fs::Metadata) -> FileId {
     use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+    (meta.dev(), meta.ino())
 }
 
 /// The files on which this process has connections open, with their count.
@@ -118,7 +114,7 @@ pub struct Db {
 /// # Errors
 /// SQLite's.
 pub fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Db> {
-    let id = file_id(path);
+    let id = std::fs::symlink_metadata(path).ok().map(|m| file_id(&m));
     if let Some(id) = id {
         *OPEN
             .lock()
@@ -572,17 +568,18 @@ mod tests {
         drop(wal_db(&db));
         drop(wal_db(&other));
         let conn = connect(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let meta = |p: &Path| std::fs::symlink_metadata(p).unwrap();
         // Another file is not held up.
-        assert!(has_header(&other));
+        assert!(has_header(&other, &meta(&other)));
         let reader = {
-            let db = db.clone();
-            std::thread::spawn(move || has_header(&db))
+            let (db, m) = (db.clone(), meta(&db));
+            std::thread::spawn(move || has_header(&db, &m))
         };
         std::thread::sleep(Duration::from_millis(200));
         assert!(!reader.is_finished(), "read while a connection was open");
         drop(conn);
         assert!(reader.join().unwrap());
-        assert!(!OPEN.lock().unwrap().contains_key(&file_id(&db).unwrap()));
+        assert!(!OPEN.lock().unwrap().contains_key(&file_id(&meta(&db))));
     }
 
     #[test]

@@ -202,7 +202,7 @@ pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
             let name = zip_name(rel);
             if meta.len() >= sqlite::MIN_FILE_LEN
                 && !sqlite::is_sidecar(&name, &databases)
-                && sqlite::has_header(&root.join(rel))
+                && sqlite::has_header(&root.join(rel), meta)
             {
                 out.databases.push(rel.to_path_buf());
                 databases.insert(name);
