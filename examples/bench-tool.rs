@@ -125,16 +125,10 @@ fn extract(
     dest: &Path,
     progress: Option<std::sync::Arc<backup_gateway::progress::Progress>>,
 ) -> anyhow::Result<u64> {
-    use backup_gateway::archive::read;
-    let total = zip.len() as u64;
-    let dir = match read::find_directory(zip, total)? {
-        read::DirLookup::Found(d) => d,
-        read::DirLookup::Zip64At(off, end) => read::parse_zip64_end(&zip[off as usize..], end)?,
-    };
-    let cd = &zip[dir.offset as usize..(dir.offset + dir.size) as usize];
-    let entries = read::parse_directory(cd, dir.entries)?;
-    let plan = read::check_entries(entries, dir.offset, &read::Limits::default(), &[])?;
-    read::extract(
+    use backup_gateway::archive::{Limits, check, extract, zip::reader};
+    let (dir, entries) = reader::index(zip)?;
+    let plan = check::check_entries(entries, dir.offset, &Limits::default(), &[])?;
+    extract::extract(
         &plan,
         &mut &zip[..],
         0,

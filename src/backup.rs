@@ -152,12 +152,12 @@ pub async fn create(
 }
 
 /// What a create reserves of a budget of `total` bytes besides its parts: the compression
-/// window ([`archive::parallel::memory_bound`]), the chunks of the channel to the store and
+/// window ([`archive::create::memory_bound`]), the chunks of the channel to the store and
 /// the page cache of the database being streamed, but never so much that one part of
 /// `part_size` would not fit beside it (the create would wait for itself); 0 when even
 /// that leaves nothing.
 fn window_share(total: u64, part_size: u64) -> u64 {
-    let wanted = archive::parallel::memory_bound()
+    let wanted = archive::create::memory_bound()
         + ((CHANNEL_DEPTH + 2) * CHUNK) as u64
         + archive::sqlite::CACHE_BYTES;
     wanted.min(total.saturating_sub(part_size))
@@ -235,7 +235,7 @@ mod tests {
     fn a_creates_window_share_always_leaves_room_for_one_part() {
         const MIB: u64 = 1 << 20;
         let wanted = window_share(u64::MAX, 8 * MIB);
-        assert!(wanted > archive::parallel::memory_bound(), "{wanted}");
+        assert!(wanted > archive::create::memory_bound(), "{wanted}");
         // The default budget takes the whole window beside one part.
         assert_eq!(window_share(64 * MIB, 8 * MIB), wanted);
         // A small budget gives what is left beside one part, or nothing.

@@ -4,6 +4,7 @@
 //! [`Cli`] is what the binary parses; [`Config`] is what the library runs on, checked once by
 //! [`ServeArgs::into_config`]. Tests build a [`Config`] directly.
 
+use crate::archive::Limits;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -109,29 +110,29 @@ pub struct ServeArgs {
     pub compression_level: u32,
 
     /// Restore refuses archives with more entries than this.
-    #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = 1_000_000)]
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = Limits::DEFAULT.max_entries)]
     pub restore_max_entries: u64,
 
     /// Restore refuses archives larger than this uncompressed, in GiB (free disk space is
     /// checked as well).
-    #[arg(long, env = "GATEWAY_RESTORE_MAX_SIZE_GIB", default_value_t = 1024)]
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_SIZE_GIB", default_value_t = Limits::DEFAULT.max_total_size >> 30)]
     pub restore_max_size_gib: u64,
 
     /// Restore refuses entries over 1 MiB that expand more than this many times (zip bombs).
-    #[arg(long, env = "GATEWAY_RESTORE_MAX_RATIO", default_value_t = 200)]
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_RATIO", default_value_t = Limits::DEFAULT.max_ratio)]
     pub restore_max_ratio: u64,
 
     /// Restore refuses entries with more path components than this.
-    #[arg(long, env = "GATEWAY_RESTORE_MAX_DEPTH", default_value_t = crate::archive::read::DEFAULT_MAX_DEPTH)]
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_DEPTH", default_value_t = Limits::DEFAULT.max_depth)]
     pub restore_max_depth: usize,
 
     /// Restore refuses entries with a path component (a file or directory name) longer than
     /// this many bytes.
-    #[arg(long, env = "GATEWAY_RESTORE_MAX_NAME_BYTES", default_value_t = crate::archive::read::DEFAULT_MAX_COMPONENT_BYTES)]
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_NAME_BYTES", default_value_t = Limits::DEFAULT.max_component_bytes)]
     pub restore_max_name_bytes: usize,
 
     /// Restore refuses entries whose path is longer than this many bytes.
-    #[arg(long, env = "GATEWAY_RESTORE_MAX_PATH_BYTES", default_value_t = crate::archive::read::DEFAULT_MAX_PATH_BYTES)]
+    #[arg(long, env = "GATEWAY_RESTORE_MAX_PATH_BYTES", default_value_t = Limits::DEFAULT.max_path_bytes)]
     pub restore_max_path_bytes: usize,
 
     /// Shell command run after a successful restore (for example to restart the
@@ -306,7 +307,7 @@ pub struct Config {
     pub parts_in_flight: usize,
     pub compression_level: u32,
     pub on_restore: Option<String>,
-    pub restore_limits: crate::archive::read::Limits,
+    pub restore_limits: Limits,
     /// `--restore-require` paths; empty: `data.db` when the data directory holds one.
     pub restore_require: Vec<PathBuf>,
     /// `--exclude` globs (checked by [`ServeArgs::into_config`]).
@@ -584,14 +585,14 @@ impl ServeArgs {
             parts_in_flight: self.parts_in_flight,
             compression_level: self.compression_level,
             on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
-            restore_limits: crate::archive::read::Limits {
+            restore_limits: Limits {
                 max_entries: self.restore_max_entries,
                 max_total_size: self.restore_max_size_gib.saturating_mul(1 << 30),
                 max_ratio: self.restore_max_ratio.max(1),
                 max_depth: self.restore_max_depth.max(1),
                 max_component_bytes: self.restore_max_name_bytes.max(1),
                 max_path_bytes: self.restore_max_path_bytes.max(1),
-                ..crate::archive::read::Limits::default()
+                ..Limits::default()
             },
             restore_require,
             exclude,
@@ -626,7 +627,7 @@ impl Config {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             compression_level: 1,
             on_restore: None,
-            restore_limits: crate::archive::read::Limits::default(),
+            restore_limits: Limits::default(),
             restore_require: Vec::new(),
             exclude: Vec::new(),
             app_name: crate::pocketbase::DEFAULT_APP_NAME.into(),

@@ -1,7 +1,7 @@
 //! Restore: a backup from the store replaces the data directory's content, atomically.
 //!
 //! 1. Before answering: the key exists, the archive's central directory parses (ranged
-//!    reads), every entry passes [`archive::read::check_entries`], and the disk has room for
+//!    reads), every entry passes [`archive::check::check_entries`], and the disk has room for
 //!    the uncompressed data. Otherwise the request fails and nothing happens.
 //! 2. In the background, holding the busy lock: the archive is streamed from the store in
 //!    ranged chunks (no local copy of the zip) and extracted into a staging directory under
@@ -21,7 +21,8 @@
 //!    served at `GET /api/gateway/restore`.
 
 use crate::AppState;
-use crate::archive::read::{self, ArchiveError, DirLookup, Limits, Plan};
+use crate::archive::zip::{DirLookup, reader};
+use crate::archive::{ArchiveError, Limits, Plan, check, extract};
 use crate::jobs::{JobGuard, JobKind};
 use crate::progress::{Phase, Progress, Trigger};
 use crate::storage::{BackupStore, ByteRange, StorageError, parallel_reads, read_range};
@@ -274,7 +275,7 @@ async fn extract_and_swap(
             Ok(())
         };
         let started = std::time::Instant::now();
-        read::extract(
+        extract::extract(
             &plan,
             &mut reader,
             start,
@@ -338,7 +339,7 @@ async fn read_plan(
     let tail_len = size.min(TAIL_LEN);
     let tail_start = size - tail_len;
     let tail = get(store, key, tail_start, size).await?;
-    let dir = match read::find_directory(&tail, size)? {
+    let dir = match reader::find_directory(&tail, size)? {
         DirLookup::Found(d) => d,
         DirLookup::Zip64At(off, end) => {
             let rec = if off >= tail_start {
@@ -346,7 +347,7 @@ async fn read_plan(
             } else {
                 get(store, key, off, (off + 56).min(size)).await?
             };
-            read::parse_zip64_end(&rec, end)?
+            reader::parse_zip64_end(&rec, end)?
         }
     };
     if dir.size > limits.max_index_bytes {
@@ -363,11 +364,11 @@ async fn read_plan(
         get(store, key, dir.offset, dir.offset + dir.size).await?
     };
     drop(tail);
-    let entries = read::parse_directory(&cd, dir.entries)?;
+    let entries = reader::parse_directory(&cd, dir.entries)?;
     // The raw directory is not needed past parsing; freeing it before the checks lets
     // them reuse the memory (10 MB for 100,000 entries).
     drop(cd);
-    let plan = read::check_entries(entries, dir.offset, limits, exclude)?;
+    let plan = check::check_entries(entries, dir.offset, limits, exclude)?;
     Ok((plan, dir.offset))
 }
 

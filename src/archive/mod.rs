@@ -1,8 +1,16 @@
-//! Zip archives of a data directory: [`tree`] walks and surveys the directory, [`sqlite`]
-//! gives each SQLite database's consistent image, [`write`] and [`parallel`] make the archive
-//! (streaming, Deflate or Stored per entry, data descriptors, Zip64), [`read`] checks and
-//! extracts it for a restore, [`outfile`] writes the restored files, and [`spec`] holds the
-//! format constants that writer and reader share.
+//! Zip archives of a data directory, in one-way layers (each uses only those above it in
+//! this list):
+//! - [`bytes`]: little-endian integers and MS-DOS times, both directions;
+//! - [`meta`]: an entry's name, mode and time ([`meta::EntryMeta`]), and zip names of paths;
+//! - [`zip`]: the format: its constants, the writer, the end records and central directory;
+//! - [`error`]: [`ArchiveError`], why an archive is refused;
+//! - [`sqlite`]: consistent snapshots of the SQLite databases of a live data directory;
+//! - [`tree`]: the one walk of the data directory in archive order, the survey, exclusions;
+//! - [`compress`]: which data is worth Deflating, and the Deflate of one chunk;
+//! - [`create`]: a data directory into a zip, compressed on all cores;
+//! - [`check`]: the limits and checks every entry passes before a restore, the [`Plan`];
+//! - [`outfile`]: the restored files, written with direct I/O when large;
+//! - [`extract`]: a checked plan out of a zip streamed from the store.
 //!
 //! Why not async_zip's writer: in 0.0.19 its streaming entry writer ignores the requested
 //! Deflate level, writes 32-bit data descriptors with saturated sizes for every entry, and
@@ -11,21 +19,33 @@
 //! reads and writes) and the tests read every archive back with independent readers
 //! (async_zip's central-directory reader, Python's `zipfile`, Info-ZIP `unzip -t`).
 
+pub mod bytes;
+pub mod check;
+pub mod compress;
+pub mod create;
+pub mod error;
+pub mod extract;
+pub mod meta;
 pub mod outfile;
-pub mod parallel;
-pub mod read;
-pub mod spec;
 pub mod sqlite;
 pub mod tree;
-pub mod write;
+pub mod zip;
 
+pub use check::{Limits, Plan};
+pub use create::{WriteOptions, write_dir};
+pub use error::ArchiveError;
 pub use sqlite::{SnapshotError, SnapshotOptions, Snapshots};
 pub use tree::{Exclude, Survey, survey};
-pub use write::{WriteOptions, write_dir};
+
+#[cfg(test)]
+mod tests;
 
 /// Helpers shared by the archive modules' unit tests.
 #[cfg(test)]
 pub(crate) mod test_data {
+    use super::meta::EntryMeta;
+    use super::zip::ZipWriter;
+
     /// Xorshift bytes: incompressible, reproducible, different per seed.
     pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
@@ -37,5 +57,31 @@ pub(crate) mod test_data {
                 x as u8
             })
             .collect()
+    }
+
+    /// A zip of `files` (name, data; a name ending in `/` is a directory), each file
+    /// Deflated at level 6 when that makes it smaller, with mode 0640 (directories 0755)
+    /// and the time 2023-11-14.
+    pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut w = ZipWriter::new(Vec::new());
+        let mut deflate = flate2::Compress::new(flate2::Compression::new(6), false);
+        let meta = |name: &str, mode| EntryMeta {
+            name: name.as_bytes().to_vec(),
+            mode,
+            mtime: 1_700_000_000,
+        };
+        for (name, data) in files {
+            if let Some(dir) = name.strip_suffix('/') {
+                w.add_dir(&meta(dir, 0o755)).unwrap();
+            } else {
+                let (method, stored) =
+                    super::compress::smaller(&mut deflate, 6, data.to_vec()).unwrap();
+                let entry = w.start_file(meta(name, 0o640), method).unwrap();
+                w.write_data(&stored).unwrap();
+                w.finish_file(entry, crc32fast::hash(data), data.len() as u64)
+                    .unwrap();
+            }
+        }
+        w.finish().unwrap().0
     }
 }

@@ -472,7 +472,7 @@ impl Snapshots {
         for rel in databases {
             let snap = Snapshot::open(root, rel, opts, held < MAX_HELD)?;
             held += usize::from(snap.is_held());
-            let name = super::tree::zip_name(rel);
+            let name = super::meta::zip_name(rel);
             out.databases.insert(name.clone());
             out.pending.insert(name, snap);
         }
@@ -500,7 +500,7 @@ impl Snapshots {
     /// # Errors
     /// As [`Snapshot::open`], or snapshots are disabled.
     pub(crate) fn late(&mut self, name: &[u8]) -> Result<Snapshot, SnapshotError> {
-        let rel = super::tree::rel_path(name);
+        let rel = super::meta::rel_path(name);
         let Some(opts) = self.opts else {
             return Err(SnapshotError::because(
                 &rel,

@@ -5,12 +5,12 @@
 //! It owns no zip format and no SQLite access: the writer and [`super::sqlite`] consume
 //! what it finds.
 
+use super::meta::EntryMeta;
 use super::sqlite;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 /// Paths left out of an archive (with everything below them): exact paths relative to the
 /// root (the gateway's own state, a local backups directory, PocketBase's scratch
@@ -62,16 +62,10 @@ impl Exclude {
 
 /// One thing found by [`walk`], in archive order.
 pub(crate) enum Found {
-    Dir {
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-    },
-    /// A regular file, not opened: see [`walk`].
+    Dir(EntryMeta),
+    /// A regular file, not opened (see [`walk`]), and where it is.
     File {
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
+        meta: EntryMeta,
         path: PathBuf,
     },
 }
@@ -94,16 +88,10 @@ pub(crate) fn walk(
     traverse(root, exclude, &mut |rel, meta| {
         let ft = meta.file_type();
         if ft.is_dir() {
-            visit(Found::Dir {
-                name: zip_name(rel),
-                mode: mode(meta),
-                mtime: mtime(meta),
-            })
+            visit(Found::Dir(EntryMeta::of(rel, meta)))
         } else if ft.is_file() {
             visit(Found::File {
-                name: zip_name(rel),
-                mode: mode(meta),
-                mtime: mtime(meta),
+                meta: EntryMeta::of(rel, meta),
                 path: root.join(rel),
             })
         } else {
@@ -199,7 +187,7 @@ pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
         }
         if meta.is_file() {
             out.bytes += meta.len();
-            let name = zip_name(rel);
+            let name = super::meta::zip_name(rel);
             if meta.len() >= sqlite::MIN_FILE_LEN
                 && !sqlite::is_sidecar(&name, &databases)
                 && sqlite::has_header(&root.join(rel), meta)
@@ -213,65 +201,6 @@ pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
     Ok(out)
 }
 
-/// The zip name of a relative path: its components joined by `/`.
-#[cfg(unix)]
-pub(crate) fn zip_name(rel: &Path) -> Vec<u8> {
-    use std::os::unix::ffi::OsStrExt;
-    let mut out = Vec::new();
-    for (i, c) in rel.components().enumerate() {
-        if i > 0 {
-            out.push(b'/');
-        }
-        out.extend_from_slice(c.as_os_str().as_bytes());
-    }
-    out
-}
-
-/// The zip name of a relative path: its components joined by `/`.
-#[cfg(not(unix))]
-pub(crate) fn zip_name(rel: &Path) -> Vec<u8> {
-    let parts: Vec<String> = rel
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    parts.join("/").into_bytes()
-}
-
-/// The relative path of a zip name made by [`zip_name`] (its inverse).
-#[cfg(unix)]
-pub(crate) fn rel_path(name: &[u8]) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    PathBuf::from(std::ffi::OsStr::from_bytes(name))
-}
-
-/// The relative path of a zip name made by [`zip_name`] (its inverse).
-#[cfg(not(unix))]
-pub(crate) fn rel_path(name: &[u8]) -> PathBuf {
-    PathBuf::from(String::from_utf8_lossy(name).into_owned())
-}
-
-#[cfg(unix)]
-fn mode(meta: &Metadata) -> u32 {
-    std::os::unix::fs::PermissionsExt::mode(&meta.permissions())
-}
-
-#[cfg(not(unix))]
-fn mode(meta: &Metadata) -> u32 {
-    use super::spec::{S_IFDIR, S_IFREG};
-    if meta.is_dir() {
-        S_IFDIR | 0o755
-    } else {
-        S_IFREG | 0o644
-    }
-}
-
-fn mtime(meta: &Metadata) -> i64 {
-    meta.modified()
-        .ok()
-        .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -280,8 +209,8 @@ mod tests {
         let mut out = Vec::new();
         walk(root, exclude, &mut |found| {
             out.push(match found {
-                Found::Dir { name, .. } => format!("{}/", String::from_utf8(name).unwrap()),
-                Found::File { name, .. } => String::from_utf8(name).unwrap(),
+                Found::Dir(meta) => format!("{}/", meta.name_lossy()),
+                Found::File { meta, .. } => meta.name_lossy(),
             });
             Ok(())
         })

@@ -120,7 +120,7 @@ async fn a_create_counts_its_compression_window_against_the_budget_and_fits_in_a
     s3.faults.delay_parts_ms.store(150, Ordering::SeqCst);
     let (peak, res) = peak_in_use(&app, app.create(Some("counted.zip"))).await;
     assert_eq!(res.status(), 204);
-    let window = backup_gateway::archive::parallel::memory_bound();
+    let window = backup_gateway::archive::create::memory_bound();
     assert!(
         peak >= window,
         "the create's window ({window} bytes) was not counted: peak in use {peak}"

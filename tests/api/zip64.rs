@@ -1,54 +1,59 @@
-//! An entry over 4 GiB: the writer's Zip64 sizes (data descriptor and central directory)
-//! read back with Python's zipfile and with the gateway's own reader.
+//! An entry over 4 GiB, zipped by the create's pipeline: the writer's Zip64 sizes (data
+//! descriptor and central directory) read back with Python's zipfile and with the
+//! gateway's own reader.
 
-use backup_gateway::archive::read::{self, DirLookup, Limits};
-use backup_gateway::archive::write::ZipWriter;
-use std::io::Read;
+use backup_gateway::archive::check::{Limits, check_entries};
+use backup_gateway::archive::zip::reader::{self, DirLookup};
+use backup_gateway::archive::{Exclude, Snapshots, WriteOptions, write_dir};
 
 #[test]
 fn an_entry_over_4_gib_is_written_with_zip64_and_reads_back() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("big.zip");
+    let src = dir.path().join("data");
+    std::fs::create_dir(&src).unwrap();
     let big: u64 = (4 << 30) + 12_345;
+    // Sparse: 4 GiB of zeros that take no disk.
+    std::fs::File::create(src.join("zeros.bin"))
+        .unwrap()
+        .set_len(big)
+        .unwrap();
+    std::fs::write(src.join("after.txt"), b"after").unwrap();
+    let path = dir.path().join("big.zip");
     {
         let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
-        let mut w = ZipWriter::new(file, 1);
-        let mut scratch = Vec::new();
-        w.add_file(
-            b"zeros.bin",
-            0o644,
-            1_700_000_000,
-            &mut std::io::repeat(0).take(big),
-            &mut scratch,
-        )
-        .unwrap();
-        w.add_file(
-            b"after.txt",
-            0o644,
-            1_700_000_000,
-            &mut &b"after"[..],
-            &mut scratch,
-        )
-        .unwrap();
-        w.finish().unwrap();
+        let opts = WriteOptions {
+            level: 1,
+            exclude: Exclude::default(),
+            progress: None,
+        };
+        write_dir(&src, &opts, &mut Snapshots::disabled(), file).unwrap();
     }
     let bytes = std::fs::read(&path).unwrap();
 
-    // The gateway's reader: sizes come from the Zip64 extra field.
+    // The gateway's reader, from the last 64 KiB as a restore reads them: sizes come from
+    // the Zip64 extra field.
     let tail = &bytes[bytes.len().saturating_sub(65_536)..];
-    let d = match read::find_directory(tail, bytes.len() as u64).unwrap() {
+    let d = match reader::find_directory(tail, bytes.len() as u64).unwrap() {
         DirLookup::Found(d) => d,
-        DirLookup::Zip64At(off, end) => read::parse_zip64_end(&bytes[off as usize..], end).unwrap(),
+        DirLookup::Zip64At(off, end) => {
+            reader::parse_zip64_end(&bytes[off as usize..], end).unwrap()
+        }
     };
     let cd = &bytes[d.offset as usize..(d.offset + d.size) as usize];
-    let entries = read::parse_directory(cd, d.entries).unwrap();
-    assert_eq!(entries[0].uncompressed, big);
-    assert_eq!(entries[1].uncompressed, 5);
+    let entries = reader::parse_directory(cd, d.entries).unwrap();
+    let size_of = |name: &[u8]| {
+        entries
+            .iter()
+            .find(|e| e.raw_name == name)
+            .map(|e| e.uncompressed)
+    };
+    assert_eq!(size_of(b"zeros.bin"), Some(big));
+    assert_eq!(size_of(b"after.txt"), Some(5));
     let limits = Limits {
         max_ratio: u64::MAX,
         ..Limits::default()
     };
-    let plan = read::check_entries(entries, d.offset, &limits, &[]).unwrap();
+    let plan = check_entries(entries, d.offset, &limits, &[]).unwrap();
     assert_eq!(plan.total_size, big + 5);
 
     // Python's zipfile checks every CRC (and so every size) of the archive.

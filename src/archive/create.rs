@@ -1,31 +1,37 @@
-//! Compressing a tree on all cores while keeping the archive sequential.
+//! Create: the data directory zipped into any `Write` (in production the channel that
+//! feeds the store's multipart upload), compressed on all cores while the archive stays
+//! sequential. No temporary file; memory bounded by [`memory_bound`], whatever the data.
 //!
 //! Three kinds of threads, all bounded:
-//! - one reader (`zip-read`) walks the tree, cuts files of 1 MiB or more into 1 MiB chunks
-//!   and gathers smaller ones into batches (task queue of 2 x workers);
-//! - workers (`zip-compress`) compress chunks independently (pigz's method: every chunk but
-//!   a file's last ends with a Deflate sync flush, so the concatenation is one valid Deflate
-//!   stream) and batches file by file, computing the CRC-32s;
+//! - one reader (`zip-read`) walks the tree ([`tree::walk`]), takes each SQLite database
+//!   from its snapshot ([`Snapshots`]), cuts files of 1 MiB or more into 1 MiB chunks and
+//!   gathers smaller ones into batches (task queue of 2 x workers);
+//! - workers (`zip-compress`, at background priority) compress chunks independently
+//!   (pigz's method: every chunk but a file's last ends with a Deflate sync flush, so the
+//!   concatenation is one valid Deflate stream) and batches file by file, computing the
+//!   CRC-32s;
 //! - the calling thread writes the results in order into the [`ZipWriter`], combining CRCs.
 //!
 //! At most [`MAX_BYTES_IN_FLIGHT`] bytes of file data exist between reading and writing
 //! (charged when sent to a worker, refunded once written; every file or chunk counts at
-//! least 4 KiB). Memory stays under that window twice (data and compressed form), the batch
-//! being gathered (under 2 MiB) and the pool of 1 MiB chunk buffers, whatever the data. The
-//! window is counted in bytes,
-//! not in items: with a window of 8 items, 100,000 files of 2-64 KiB kept the workers
-//! waiting on the in-order writer most of the time. A file under one chunk is read into a
-//! buffer of its own size and compressed by a worker which keeps the smaller of Deflate
-//! and Stored; a larger file is Stored when its first 64 KiB do not compress. If the
-//! writer fails (the upload stopped), the channels and the budget close and every thread
-//! stops.
+//! least 4 KiB). The window is counted in bytes, not items, so that many small files keep
+//! every worker busy. A file under one chunk is read into a buffer of its own size and
+//! stored as the smaller of Deflate and Stored; a larger file is Stored when its first
+//! 64 KiB do not compress. If the writer fails (the upload stopped), the channels and the
+//! budget close and every thread stops.
+//!
+//! Symbolic links, sockets and other special files are skipped (a restore would refuse
+//! them); a file that disappears while the archive is made is skipped too (applications
+//! delete their temporary files at any time). Any other read error fails the archive.
 
-use super::spec::{METHOD_DEFLATE, METHOD_STORED};
+use super::compress::{PROBE_LEN, compresses, deflate_chunk, smaller};
+use super::meta::EntryMeta;
 use super::sqlite::{self, Snapshot, Snapshots};
-use super::tree::{self, Found, walk};
-use super::write::{WriteOptions, WriteStats, ZipWriter, compresses, looks_random};
+use super::tree::{self, Exclude, Found, walk};
+use super::zip::spec::{METHOD_DEFLATE, METHOD_STORED};
+use super::zip::{WriteStats, ZipWriter};
 use crate::bufpool::BufPool;
-use flate2::{Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
@@ -36,7 +42,6 @@ const CHUNK: usize = 1 << 20;
 /// Chunk buffers hold a chunk or its Deflate output (at level 1 on random data, a few
 /// bytes per 16 KiB more than the input).
 const BUF_LEN: usize = CHUNK + 64 * 1024;
-const PROBE_LEN: usize = 64 * 1024;
 /// Bytes of file data read but not yet written.
 pub const MAX_BYTES_IN_FLIGHT: usize = 8 * CHUNK;
 /// What an item counts against the budget at the least (bounds the number of empty files
@@ -88,17 +93,13 @@ impl Budget {
 
 /// A file under one chunk, read whole into a buffer of its own size.
 struct Small {
-    name: Vec<u8>,
-    mode: u32,
-    mtime: i64,
+    meta: EntryMeta,
     data: Vec<u8>,
 }
 
 /// A small file as the writer gets it: its bytes as stored (compressed or not).
 struct Packed {
-    name: Vec<u8>,
-    mode: u32,
-    mtime: i64,
+    meta: EntryMeta,
     method: u16,
     data: Vec<u8>,
     crc: u32,
@@ -128,19 +129,13 @@ enum TaskKind {
 
 /// What the writer receives, by sequence number.
 enum Item {
-    Dir {
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-    },
+    Dir(EntryMeta),
     Batch {
         files: Vec<Packed>,
         charge: usize,
     },
     FileStart {
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
+        meta: EntryMeta,
         method: u16,
     },
     Chunk {
@@ -165,7 +160,7 @@ fn workers() -> usize {
         .clamp(1, 8)
 }
 
-/// The most memory [`write_tree`] holds at once, whatever the data: the pool of chunk
+/// The most memory [`write_dir`] holds at once, whatever the data: the pool of chunk
 /// buffers, the small files of the window (their data and its compressed form), and the
 /// batch being gathered (under twice its threshold).
 pub fn memory_bound() -> u64 {
@@ -173,18 +168,32 @@ pub fn memory_bound() -> u64 {
         as u64
 }
 
-/// Zips the tree into `zip` (see the module docs).
+/// Options of [`write_dir`].
+#[derive(Debug, Clone)]
+pub struct WriteOptions {
+    /// Deflate level 0-9 (0 stores everything).
+    pub level: u32,
+    /// Paths left out (with everything below them).
+    pub exclude: Exclude,
+    /// Where the bytes and entries written are counted, if anywhere.
+    pub progress: Option<Arc<crate::progress::Progress>>,
+}
+
+/// Zips the tree under `root` into `out` (see the module docs) and returns what it wrote.
+/// SQLite databases are archived from their snapshots in `databases` (one consistent
+/// image each, see [`super::sqlite`]), without their `-wal`, `-shm` and `-journal` files.
 ///
 /// # Errors
-/// Read errors of the tree, write errors of the zip.
-pub fn write_tree<W: Write>(
+/// Unreadable files or directories, and write errors of `out`.
+pub fn write_dir<W: Write>(
     root: &Path,
     opts: &WriteOptions,
     databases: &mut Snapshots,
-    mut zip: ZipWriter<W>,
+    out: W,
 ) -> io::Result<WriteStats> {
+    let mut zip = ZipWriter::new(out);
     let workers = workers();
-    let level = zip.level();
+    let level = opts.level.min(9);
     let (task_tx, task_rx) = sync_channel::<Task>(workers * 2);
     let task_rx = Arc::new(Mutex::new(task_rx));
     let (item_tx, item_rx) = sync_channel::<(u64, Item)>(64);
@@ -302,77 +311,53 @@ impl Reader<'_> {
     }
 
     fn found(&mut self, found: Found) -> io::Result<()> {
-        match found {
-            Found::Dir { name, mode, mtime } => self.item(Item::Dir { name, mode, mtime }),
-            Found::File {
-                name,
-                mode,
-                mtime,
-                path,
-            } => {
-                // Databases and their sidecars are decided by name before anything is opened
-                // (see `tree::walk`).
-                if self.databases.is_sidecar(&name) {
-                    return Ok(());
-                }
-                if let Some(snapshot) = self.databases.take(&name) {
-                    return self.database(name, mode, mtime, snapshot);
-                }
-                let Some(mut file) = tree::open_file(&path, &name)? else {
-                    return Ok(());
-                };
-                let first = self.read_chunk(&mut file)?;
-                if first.len() as u64 >= sqlite::MIN_FILE_LEN
-                    && sqlite::starts_with_header(&first)
-                    && self.databases.enabled()
-                {
-                    // A database created after the create started: its descriptor closes
-                    // before its snapshot opens.
-                    drop(file);
-                    self.pool.give(first);
-                    let snapshot = self.databases.late(&name)?;
-                    return self.database(name, mode, mtime, snapshot);
-                }
-                self.file(name, mode, mtime, first, &mut file)
-            }
+        let (meta, path) = match found {
+            Found::Dir(meta) => return self.item(Item::Dir(meta)),
+            Found::File { meta, path } => (meta, path),
+        };
+        // Databases and their sidecars are decided by name before anything is opened (see
+        // `tree::walk`).
+        if self.databases.is_sidecar(&meta.name) {
+            return Ok(());
         }
+        if let Some(snapshot) = self.databases.take(&meta.name) {
+            return self.database(meta, snapshot);
+        }
+        let Some(mut file) = tree::open_file(&path, &meta.name)? else {
+            return Ok(());
+        };
+        let first = self.read_chunk(&mut file)?;
+        if first.len() as u64 >= sqlite::MIN_FILE_LEN
+            && sqlite::starts_with_header(&first)
+            && self.databases.enabled()
+        {
+            // A database created after the create started: its descriptor closes before
+            // its snapshot opens.
+            drop(file);
+            self.pool.give(first);
+            let snapshot = self.databases.late(&meta.name)?;
+            return self.database(meta, snapshot);
+        }
+        self.file(meta, first, &mut file)
     }
 
     /// A database, from its snapshot's page images.
-    fn database(
-        &mut self,
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-        snapshot: Snapshot,
-    ) -> io::Result<()> {
+    fn database(&mut self, meta: EntryMeta, snapshot: Snapshot) -> io::Result<()> {
         snapshot.read(|pages| {
             let first = self.read_chunk(pages)?;
-            self.file(name, mode, mtime, first, pages)
+            self.file(meta, first, pages)
         })
     }
 
     /// A file whose first chunk has been read from `src`: a small one joins the batch, a
     /// larger one goes in chunks.
-    fn file(
-        &mut self,
-        name: Vec<u8>,
-        mode: u32,
-        mtime: i64,
-        mut chunk: Vec<u8>,
-        src: &mut dyn Read,
-    ) -> io::Result<()> {
+    fn file(&mut self, meta: EntryMeta, mut chunk: Vec<u8>, src: &mut dyn Read) -> io::Result<()> {
         if chunk.len() < CHUNK {
             // A buffer of its own size, so that the window can hold many.
             let data = chunk.as_slice().to_vec();
             self.pool.give(chunk);
             self.batch_charge += data.len().max(MIN_CHARGE);
-            self.batch.push(Small {
-                name,
-                mode,
-                mtime,
-                data,
-            });
+            self.batch.push(Small { meta, data });
             if self.batch_charge >= BATCH_BYTES || self.batch.len() >= BATCH_FILES {
                 self.flush_batch()?;
             }
@@ -383,12 +368,7 @@ impl Reader<'_> {
         } else {
             METHOD_STORED
         };
-        self.item(Item::FileStart {
-            name,
-            mode,
-            mtime,
-            method,
-        })?;
+        self.item(Item::FileStart { meta, method })?;
         // Hold one chunk back to know which one is the last.
         loop {
             let next = self.read_chunk(src)?;
@@ -427,7 +407,18 @@ fn compress_worker(
         let item = match kind {
             TaskKind::Batch(files) => files
                 .into_iter()
-                .map(|f| pack(&mut deflate, level, f))
+                .map(|Small { meta, data }| {
+                    let crc = crc32fast::hash(&data);
+                    let len = data.len() as u64;
+                    let (method, data) = smaller(&mut deflate, level, data)?;
+                    Ok(Packed {
+                        meta,
+                        method,
+                        data,
+                        crc,
+                        len,
+                    })
+                })
                 .collect::<io::Result<Vec<_>>>()
                 .map_or_else(Item::Failed, |files| Item::Batch { files, charge }),
             TaskKind::Chunk { data, method, last } => {
@@ -458,73 +449,6 @@ fn compress_worker(
     }
 }
 
-/// A small file, Deflated when that makes it smaller, else Stored.
-fn pack(deflate: &mut Compress, level: u32, f: Small) -> io::Result<Packed> {
-    let Small {
-        name,
-        mode,
-        mtime,
-        data,
-    } = f;
-    let crc = crc32fast::hash(&data);
-    let len = data.len() as u64;
-    let packed = if level > 0 && !looks_random(&data) {
-        Some(deflate_chunk(deflate, &data, true, Vec::new())?)
-    } else {
-        None
-    };
-    let (method, data) = match packed {
-        Some(packed) if packed.len() < data.len() => (METHOD_DEFLATE, packed),
-        _ => (METHOD_STORED, data),
-    };
-    Ok(Packed {
-        name,
-        mode,
-        mtime,
-        method,
-        data,
-        crc,
-        len,
-    })
-}
-
-/// Raw Deflate of one chunk: ends with a sync flush (byte-aligned, not final) unless it is
-/// the last chunk of its file, which finishes the stream. The output goes into `out`.
-fn deflate_chunk(
-    c: &mut Compress,
-    data: &[u8],
-    last: bool,
-    mut out: Vec<u8>,
-) -> io::Result<Vec<u8>> {
-    c.reset();
-    out.clear();
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
-    out.reserve(data.len() / 2 + 1024);
-    loop {
-        if out.capacity() - out.len() < 1024 {
-            out.reserve(out.capacity().max(64 * 1024));
-        }
-        let consumed = usize::try_from(c.total_in()).unwrap_or(usize::MAX);
-        let status = c
-            .compress_vec(&data[consumed..], &mut out, flush)
-            .map_err(io::Error::other)?;
-        let all_in = c.total_in() as usize == data.len();
-        match status {
-            Status::StreamEnd => return Ok(out),
-            // A sync flush is complete when all input is in and the call left room in the
-            // output (zlib fills the output while it has anything pending).
-            Status::Ok | Status::BufError if !last && all_in && out.len() < out.capacity() => {
-                return Ok(out);
-            }
-            Status::Ok | Status::BufError => {}
-        }
-    }
-}
-
 /// Writes items in sequence order, refunding each one's charge once written.
 fn write_in_order<W: Write>(
     zip: &mut ZipWriter<W>,
@@ -541,33 +465,28 @@ fn write_in_order<W: Write>(
     };
     let mut waiting = BTreeMap::new();
     let mut next = 0u64;
-    let mut open: Option<(super::write::OpenEntry, crc32fast::Hasher, u64)> = None;
+    let mut open: Option<(super::zip::writer::OpenEntry, crc32fast::Hasher, u64)> = None;
     while let Ok((seq, item)) = items.recv() {
         waiting.insert(seq, item);
         while let Some(item) = waiting.remove(&next) {
             next += 1;
             match item {
                 Item::Failed(e) => return Err(e),
-                Item::Dir { name, mode, mtime } => {
-                    zip.add_dir(&name, mode, mtime)?;
+                Item::Dir(meta) => {
+                    zip.add_dir(&meta)?;
                     entry_done(0);
                 }
                 Item::Batch { files, charge } => {
                     for f in files {
-                        let entry = zip.start_file(&f.name, f.mode, f.mtime, f.method)?;
+                        let entry = zip.start_file(f.meta, f.method)?;
                         zip.write_data(&f.data)?;
                         zip.finish_file(entry, f.crc, f.len)?;
                         entry_done(f.len);
                     }
                     budget.refund(charge);
                 }
-                Item::FileStart {
-                    name,
-                    mode,
-                    mtime,
-                    method,
-                } => {
-                    let entry = zip.start_file(&name, mode, mtime, method)?;
+                Item::FileStart { meta, method } => {
+                    let entry = zip.start_file(meta, method)?;
                     open = Some((entry, crc32fast::Hasher::new(), 0));
                 }
                 Item::Chunk {
@@ -605,12 +524,11 @@ fn write_in_order<W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::read::{self, DirLookup, Limits};
+    use crate::archive::check::{Limits, check_entries};
+    use crate::archive::extract::extract;
     use crate::archive::test_data::noise;
-    use crate::archive::tree::Exclude;
+    use crate::archive::zip::{self, Entry};
     use crate::progress::{Kind, Progress, Trigger};
-    use std::collections::BTreeMap;
-    use std::io::Read;
 
     /// Zips `root` with the parallel writer, then reads the archive back with the restore
     /// code: relative path -> contents, and the archive's entries in order.
@@ -622,26 +540,12 @@ mod tests {
             exclude: Exclude::default(),
             progress: Some(progress.clone()),
         };
-        write_tree(
-            root,
-            &opts,
-            &mut Snapshots::disabled(),
-            ZipWriter::new(&mut bytes, 1),
-        )
-        .unwrap();
-        let total = bytes.len() as u64;
-        let dir = match read::find_directory(&bytes, total).unwrap() {
-            DirLookup::Found(d) => d,
-            DirLookup::Zip64At(off, end) => {
-                read::parse_zip64_end(&bytes[off as usize..], end).unwrap()
-            }
-        };
-        let cd = &bytes[dir.offset as usize..(dir.offset + dir.size) as usize];
-        let entries = read::parse_directory(cd, dir.entries).unwrap();
-        let names = entries.iter().map(read::Entry::name_lossy).collect();
-        let plan = read::check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
+        write_dir(root, &opts, &mut Snapshots::disabled(), &mut bytes).unwrap();
+        let (dir, entries) = zip::reader::index(&bytes).unwrap();
+        let names = entries.iter().map(Entry::name_lossy).collect();
+        let plan = check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        read::extract(
+        extract(
             &plan,
             &mut &bytes[..],
             0,
@@ -705,8 +609,8 @@ mod tests {
         walk(src.path(), &Exclude::default(), &mut |found| {
             // The zip names a directory with a trailing slash.
             walked.push(match found {
-                Found::Dir { name, .. } => format!("{}/", String::from_utf8(name).unwrap()),
-                Found::File { name, .. } => String::from_utf8(name).unwrap(),
+                Found::Dir(meta) => format!("{}/", meta.name_lossy()),
+                Found::File { meta, .. } => meta.name_lossy(),
             });
             Ok(())
         })
@@ -768,44 +672,13 @@ mod tests {
             exclude: Exclude::default(),
             progress: None,
         };
-        let err = write_tree(
+        let err = write_dir(
             src.path(),
             &opts,
             &mut Snapshots::disabled(),
-            ZipWriter::new(FailAfter { left: 2 << 20 }, 1),
+            FailAfter { left: 2 << 20 },
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "the store went away");
-    }
-
-    #[test]
-    fn chunks_concatenate_into_one_valid_deflate_stream() {
-        let text: Vec<u8> = (0..3_000_000u32)
-            .map(|i| b"abcdefghij"[(i % 7 + i / 1000 % 3) as usize])
-            .collect();
-        let mut c = Compress::new(Compression::new(1), false);
-        let mut stream = Vec::new();
-        let chunks: Vec<&[u8]> = text.chunks(CHUNK).collect();
-        for (i, chunk) in chunks.iter().enumerate() {
-            stream.extend(deflate_chunk(&mut c, chunk, i + 1 == chunks.len(), Vec::new()).unwrap());
-        }
-        let mut out = Vec::new();
-        flate2::read::DeflateDecoder::new(&stream[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert!(out == text);
-        assert!(stream.len() < text.len() / 4);
-    }
-
-    #[test]
-    fn an_empty_last_chunk_finishes_the_stream() {
-        let mut c = Compress::new(Compression::new(6), false);
-        let mut stream = deflate_chunk(&mut c, b"hello", false, Vec::new()).unwrap();
-        stream.extend(deflate_chunk(&mut c, b"", true, Vec::new()).unwrap());
-        let mut out = Vec::new();
-        flate2::read::DeflateDecoder::new(&stream[..])
-            .read_to_end(&mut out)
-            .unwrap();
-        assert_eq!(out, b"hello");
     }
 }
