@@ -1,5 +1,6 @@
-//! Small filesystem helpers shared by the local store, the state files, restore and the
-//! schedule.
+//! Filesystem helpers shared by the local store, the state files, restore and the schedule:
+//! directory fsync, atomic file writes, the last value of a kind kept in a file, and the
+//! random names of temporary files, work directories and secrets.
 
 use std::io;
 use std::path::Path;
@@ -31,7 +32,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.tmp", crate::users::random_string(8)));
+    let tmp = dir.join(format!(".{name}.{}.tmp", random_string(8)));
     let result = (|| {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
@@ -86,4 +87,14 @@ impl<T: Clone + serde::Serialize + serde::de::DeserializeOwned> Kept<T> {
         }
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
     }
+}
+
+/// A random string of `[a-zA-Z0-9]` from the thread's CSPRNG (names, token secrets).
+pub fn random_string(len: usize) -> String {
+    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .collect()
 }

@@ -41,6 +41,7 @@ pub mod restore;
 pub mod schedule;
 pub mod serve;
 pub mod settings;
+pub mod state_dir;
 pub mod storage;
 pub mod time_fmt;
 pub mod users;
@@ -219,7 +220,7 @@ async fn open_store(
         (Some(c), _) => Arc::new(
             storage::s3::S3Store::metered(&c, metrics.store.clone())
                 .await
-                .with_pending_dir(config.data_dir.join(users::STATE_DIR).join("uploads"))
+                .with_pending_dir(state_dir::pending_uploads(&config.data_dir))
                 .await,
         ),
         (None, config::StorageConfig::Local { dir }) => Arc::new(
@@ -254,7 +255,7 @@ fn last_successes(
     }
     if let Some(t) = restores
         .last()
-        .filter(|r| r.status == "ok")
+        .filter(|r| r.status == restore::Outcome::Ok)
         .and_then(|r| r.finished_at)
         .and_then(|t| parse(&t))
     {
@@ -264,7 +265,7 @@ fn last_successes(
 
 /// See [`AppState::excluded_paths`].
 pub fn excluded_paths(config: &Config) -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from(users::STATE_DIR)];
+    let mut out = vec![PathBuf::from(state_dir::NAME)];
     out.extend(pocketbase::EXCLUDED.iter().map(PathBuf::from));
     if let config::StorageConfig::Local { dir } = &config.storage {
         let data = std::path::absolute(&config.data_dir).unwrap_or(config.data_dir.clone());

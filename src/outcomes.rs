@@ -45,10 +45,9 @@ pub struct Outcomes {
 
 impl Outcomes {
     pub fn open(data_dir: &Path) -> Self {
-        let state = data_dir.join(crate::users::STATE_DIR);
         Self {
-            create: Kept::open(state.join("last-create.json")),
-            upload: Kept::open(state.join("last-upload.json")),
+            create: Kept::open(crate::state_dir::last_create(data_dir)),
+            upload: Kept::open(crate::state_dir::last_upload(data_dir)),
         }
     }
 }

@@ -30,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 
 /// PocketBase's prefix of scheduled backups: the only keys retention deletes.
 pub const AUTO_PREFIX: &str = "@auto_pb_backup_";
-const OUTCOME_FILE: &str = "last-scheduled-backup.json";
 
 /// Where the schedule gets the time from: the system clock, or one a test moves.
 pub trait Clock: Send + Sync {
@@ -142,7 +141,7 @@ pub struct Runs(crate::fsutil::Kept<RunOutcome>);
 impl Runs {
     pub fn open(data_dir: &Path) -> Self {
         Self(crate::fsutil::Kept::open(
-            data_dir.join(crate::users::STATE_DIR).join(OUTCOME_FILE),
+            crate::state_dir::last_scheduled_backup(data_dir),
         ))
     }
 

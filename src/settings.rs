@@ -28,7 +28,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 /// PocketBase's default `cronMaxKeep`.
 pub const DEFAULT_CRON_MAX_KEEP: i64 = 3;
-const FILE: &str = "settings.json";
 
 /// The settings the gateway acts on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,7 +258,7 @@ impl SettingsStore {
     /// When the file exists but cannot be read or parsed: the gateway does not start on
     /// settings it cannot understand.
     pub fn open(data_dir: &Path, pins: Pins) -> std::io::Result<Self> {
-        let path = data_dir.join(crate::users::STATE_DIR).join(FILE);
+        let path = crate::state_dir::settings(data_dir);
         let saved = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Settings>(&bytes).map_err(|e| {
                 std::io::Error::new(

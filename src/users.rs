@@ -15,10 +15,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-/// Name of the gateway's directory inside the data directory.
-pub const STATE_DIR: &str = ".backup-gateway";
-const STATE_FILE: &str = "state.json";
-
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
     #[error("cannot read or write the gateway state {path}")]
@@ -67,8 +63,8 @@ pub struct State {
 impl State {
     fn new() -> Self {
         Self {
-            auth_secret: random_string(50),
-            file_secret: random_string(50),
+            auth_secret: crate::fsutil::random_string(50),
+            file_secret: crate::fsutil::random_string(50),
             superusers: Vec::new(),
         }
     }
@@ -103,7 +99,7 @@ impl Users {
     /// # Errors
     /// When the state file cannot be read, written or parsed.
     pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
-        let path = data_dir.join(STATE_DIR).join(STATE_FILE);
+        let path = crate::state_dir::users(data_dir);
         let users = Self {
             path,
             cache: Mutex::new(Cached {
@@ -166,7 +162,7 @@ impl Users {
         {
             Some(u) => {
                 u.password_hash = hash;
-                u.token_key = random_string(50);
+                u.token_key = crate::fsutil::random_string(50);
                 u.updated = now;
                 u.clone()
             }
@@ -175,7 +171,7 @@ impl Users {
                     id: random_id(),
                     email: email.to_string(),
                     password_hash: hash,
-                    token_key: random_string(50),
+                    token_key: crate::fsutil::random_string(50),
                     created: now.clone(),
                     updated: now,
                 };
@@ -279,15 +275,6 @@ fn is_plausible_email(email: &str) -> bool {
         && !domain.ends_with('.')
         && email.len() <= 255
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-}
-
-/// A random string of `[a-zA-Z0-9]`.
-pub fn random_string(len: usize) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
 }
 
 /// A PocketBase-style record id: 15 characters of `[a-z0-9]`.

@@ -91,7 +91,7 @@ fn dummy_user() -> &'static Superuser {
     DUMMY.get_or_init(|| Superuser {
         id: String::new(),
         email: String::new(),
-        password_hash: crate::users::hash_password(&crate::users::random_string(20))
+        password_hash: crate::users::hash_password(&crate::fsutil::random_string(20))
             .unwrap_or_default(),
         token_key: String::new(),
         created: String::new(),

@@ -124,7 +124,7 @@ impl BackupStore for LocalStore {
         }
         let tmp = self.dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
-            crate::users::random_string(12),
+            crate::fsutil::random_string(12),
             key
         ));
         let _guard = TempGuard(tmp.clone());

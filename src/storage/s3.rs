@@ -199,15 +199,14 @@ impl S3Store {
 
     fn record_pending(&self, key: &str, upload_id: &str) -> Option<PathBuf> {
         let dir = self.pending_dir.as_ref()?;
-        let path = dir.join(format!("{}.json", crate::users::random_string(16)));
+        let path = dir.join(format!("{}.json", crate::fsutil::random_string(16)));
         let rec = PendingUpload {
             key: key.to_string(),
             upload_id: upload_id.to_string(),
             bucket: self.bucket.clone(),
         };
-        let write = std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, serde_json::to_vec(&rec).unwrap_or_default()));
-        match write {
+        let bytes = serde_json::to_vec(&rec).unwrap_or_default();
+        match crate::fsutil::write_atomic(&path, &bytes, 0o600) {
             Ok(()) => Some(path),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot record a pending multipart upload");
@@ -226,7 +225,7 @@ impl S3Store {
         let dir = format!(
             "{}pb_settings_test_{}",
             self.prefix,
-            crate::users::random_string(5)
+            crate::fsutil::random_string(5)
         );
         self.client
             .put_object()

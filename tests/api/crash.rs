@@ -4,6 +4,7 @@
 
 use crate::helpers::*;
 use crate::tree::{Node, snapshot};
+use backup_gateway::restore::crash::CrashPoint;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ struct Gateway {
 }
 
 impl Gateway {
-    async fn start(data_dir: &Path, pause_at: Option<&str>) -> Self {
+    async fn start(data_dir: &Path, pause_at: Option<CrashPoint>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-gateway"));
         cmd.args(["serve", "--http", "127.0.0.1:0", "--dir"])
             .arg(data_dir)
@@ -33,7 +34,7 @@ impl Gateway {
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         if let Some(p) = pause_at {
-            cmd.env("GATEWAY_TEST_PAUSE_AT", p);
+            cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
         }
         let mut child = cmd.spawn().expect("start the gateway binary");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
@@ -146,14 +147,27 @@ async fn prepare() -> (
     (tmp, data_dir, a, b)
 }
 
+/// Whether a restore killed at `point` must be complete after the restart (exhaustive: a
+/// new crash point needs its expectation here, and its test below).
+fn completes(point: CrashPoint) -> bool {
+    match point {
+        CrashPoint::Extract => false,
+        CrashPoint::SwapFirstMovedOut
+        | CrashPoint::SwapMovedOut
+        | CrashPoint::AfterSwap
+        | CrashPoint::Cleanup => true,
+    }
+}
+
 /// Kills the gateway at `point` of a restore from tree B to tree A, restarts it, and
-/// checks the outcome: `new` is true when the restore must have completed.
-async fn crash_at(point: &str, new: bool) {
+/// checks the outcome ([`completes`]).
+async fn crash_at(point: CrashPoint) {
+    let new = completes(point);
     let (_tmp, data_dir, a, b) = prepare().await;
     let gw = Gateway::start(&data_dir, Some(point)).await;
     let res = gw.post("/api/backups/a.zip/restore", Value::Null).await;
     assert_eq!(res.status(), 204);
-    let marker = data_dir.join(format!(".backup-gateway/paused-at-{point}"));
+    let marker = backup_gateway::state_dir::paused_at(&data_dir, point.name());
     wait_until(60, || {
         let m = marker.clone();
         async move { m.exists() }
@@ -161,7 +175,7 @@ async fn crash_at(point: &str, new: bool) {
     .await;
     gw.kill().await;
     std::fs::remove_file(&marker).unwrap();
-    if point == "extract" {
+    if point == CrashPoint::Extract {
         assert!(
             snapshot(&data_dir, EXCLUDED) == b,
             "killed during extraction: old data intact"
@@ -172,15 +186,15 @@ async fn crash_at(point: &str, new: bool) {
     let after = snapshot(&data_dir, EXCLUDED);
     let status = gw.restore_status().await;
     if new {
-        assert!(after == a, "{point}: the restore was finished at restart");
-        assert_eq!(status["status"], "ok", "{point}: {status}");
+        assert!(after == a, "{point:?}: the restore was finished at restart");
+        assert_eq!(status["status"], "ok", "{point:?}: {status}");
     } else {
-        assert!(after == b, "{point}: the old data was kept");
-        assert_eq!(status["status"], "failed", "{point}: {status}");
+        assert!(after == b, "{point:?}: the old data was kept");
+        assert_eq!(status["status"], "failed", "{point:?}: {status}");
     }
     assert!(
         scratch_is_clean(&data_dir),
-        "{point}: scratch space cleaned"
+        "{point:?}: scratch space cleaned"
     );
     // The gateway works normally afterwards: a new restore completes.
     let res = gw.post("/api/backups/a.zip/restore", Value::Null).await;
@@ -192,25 +206,32 @@ async fn crash_at(point: &str, new: bool) {
 
 #[tokio::test]
 async fn killed_during_extraction_keeps_the_old_data() {
-    crash_at("extract", false).await;
+    crash_at(CrashPoint::Extract).await;
 }
 
 #[tokio::test]
 async fn killed_after_the_first_item_moved_out_finishes_the_restore_at_restart() {
-    crash_at("swap-first-moved-out", true).await;
+    crash_at(CrashPoint::SwapFirstMovedOut).await;
 }
 
 #[tokio::test]
 async fn killed_between_the_two_moves_finishes_the_restore_at_restart() {
-    crash_at("swap-moved-out", true).await;
+    crash_at(CrashPoint::SwapMovedOut).await;
 }
 
 #[tokio::test]
 async fn killed_after_the_swap_keeps_the_new_data_and_cleans_up() {
-    crash_at("after-swap", true).await;
+    crash_at(CrashPoint::AfterSwap).await;
 }
 
 #[tokio::test]
 async fn killed_while_deleting_the_previous_data_cleans_up_at_restart() {
-    crash_at("cleanup", true).await;
+    crash_at(CrashPoint::Cleanup).await;
+}
+
+#[test]
+fn every_crash_point_has_a_test_above() {
+    // The five tests above, one per point; this fails when a point is added to the list.
+    assert_eq!(CrashPoint::ALL.len(), 5);
+    assert_eq!(CrashPoint::ALL.iter().filter(|p| completes(**p)).count(), 4);
 }

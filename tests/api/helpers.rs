@@ -198,7 +198,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         Some((_, b)) => b.clone(),
         None => format!(
             "test-{}",
-            backup_gateway::users::random_string(12).to_lowercase()
+            backup_gateway::fsutil::random_string(12).to_lowercase()
         ),
     };
     let (mut s3, mut s3_client) = (None, None);

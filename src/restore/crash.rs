@@ -1,0 +1,56 @@
+//! The points where a crash test can stop a restore for good, so that it kills the process
+//! at a known moment: with `GATEWAY_TEST_PAUSE_AT=<point>`, the restore writes the marker
+//! [`crate::state_dir::paused_at`] and sleeps there. Without the variable nothing happens.
+//! `tests/api/crash.rs` kills the gateway at each of [`CrashPoint::ALL`].
+
+use std::path::Path;
+
+/// A moment of a restore, in the order a restore passes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Half of the entries are extracted into the staging directory.
+    Extract,
+    /// The journal says `moving-out` and the first item has moved out.
+    SwapFirstMovedOut,
+    /// Everything has moved out; the journal still says `moving-out`.
+    SwapMovedOut,
+    /// The new data is in; the journal still says `moving-in`.
+    AfterSwap,
+    /// The clean-up of the old data is about to start.
+    Cleanup,
+}
+
+impl CrashPoint {
+    pub const ALL: [Self; 5] = [
+        Self::Extract,
+        Self::SwapFirstMovedOut,
+        Self::SwapMovedOut,
+        Self::AfterSwap,
+        Self::Cleanup,
+    ];
+
+    /// The value of `GATEWAY_TEST_PAUSE_AT` that stops here.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Extract => "extract",
+            Self::SwapFirstMovedOut => "swap-first-moved-out",
+            Self::SwapMovedOut => "swap-moved-out",
+            Self::AfterSwap => "after-swap",
+            Self::Cleanup => "cleanup",
+        }
+    }
+}
+
+/// Stops here for good when `GATEWAY_TEST_PAUSE_AT` names `point`.
+pub(super) fn pause_at(data_dir: &Path, point: CrashPoint) {
+    let Ok(want) = std::env::var("GATEWAY_TEST_PAUSE_AT") else {
+        return;
+    };
+    if want != point.name() {
+        return;
+    }
+    let _ = std::fs::write(crate::state_dir::paused_at(data_dir, point.name()), b"");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}

@@ -1,0 +1,101 @@
+//! The last restore's status: what `GET /api/gateway/restore` serves, kept in memory and
+//! on disk so that it survives restarts.
+
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Where a restore is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Running,
+    Ok,
+    Failed,
+}
+
+/// What the last restore did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreStatus {
+    pub key: String,
+    pub status: Outcome,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    /// The `--on-restore` command's exit code (`null`: not configured or killed).
+    pub hook_exit_code: Option<i32>,
+}
+
+impl RestoreStatus {
+    /// A restore of `key` that starts now.
+    pub fn running(key: &str) -> Self {
+        Self {
+            key: key.to_string(),
+            status: Outcome::Running,
+            started_at: crate::time_fmt::now_pb(),
+            finished_at: None,
+            error: None,
+            hook_exit_code: None,
+        }
+    }
+
+    /// Ends it now, with `error` when it failed.
+    pub fn finish(&mut self, error: Option<String>) {
+        self.status = if error.is_some() {
+            Outcome::Failed
+        } else {
+            Outcome::Ok
+        };
+        self.finished_at = Some(crate::time_fmt::now_pb());
+        self.error = error;
+    }
+}
+
+/// The last restore's status, in memory and on disk.
+#[derive(Debug)]
+pub struct Restores(crate::fsutil::Kept<RestoreStatus>);
+
+impl Restores {
+    pub fn open(data_dir: &Path) -> Self {
+        Self(crate::fsutil::Kept::open(crate::state_dir::last_restore(
+            data_dir,
+        )))
+    }
+
+    pub fn last(&self) -> Option<RestoreStatus> {
+        self.0.last()
+    }
+
+    /// Records `status`, and logs it.
+    pub fn set(&self, status: RestoreStatus) {
+        match status.status {
+            Outcome::Failed => {
+                tracing::error!(key = %status.key, error = ?status.error, "restore failed");
+            }
+            Outcome::Ok => {
+                tracing::info!(key = %status.key, hook_exit_code = ?status.hook_exit_code, "restore finished");
+            }
+            Outcome::Running => tracing::info!(key = %status.key, "restore started"),
+        }
+        self.0.set(status);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_are_served_as_lowercase_strings() {
+        let mut s = RestoreStatus::running("a.zip");
+        assert_eq!(serde_json::to_value(&s).unwrap()["status"], "running");
+        s.finish(Some("no".into()));
+        assert_eq!(serde_json::to_value(&s).unwrap()["status"], "failed");
+        s.finish(None);
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (v["status"].as_str(), v["error"].is_null()),
+            (Some("ok"), true)
+        );
+    }
+}

@@ -1,0 +1,68 @@
+//! The gateway's own state: every path under `<dir>/.backup-gateway/`. The directory is
+//! excluded from every backup and never replaced by a restore; nothing else in the crate
+//! names a path inside it.
+
+use std::path::{Path, PathBuf};
+
+/// The state directory's name inside the data directory.
+pub const NAME: &str = ".backup-gateway";
+
+/// `<dir>/.backup-gateway`.
+pub fn root(data_dir: &Path) -> PathBuf {
+    data_dir.join(NAME)
+}
+
+/// Superusers, token keys and the signing secrets ([`crate::users`]).
+pub fn users(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("state.json")
+}
+
+/// The settings saved over the API ([`crate::settings`]).
+pub fn settings(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("settings.json")
+}
+
+/// The last API create's outcome ([`crate::outcomes`]).
+pub fn last_create(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("last-create.json")
+}
+
+/// The last upload's outcome ([`crate::outcomes`]).
+pub fn last_upload(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("last-upload.json")
+}
+
+/// The last scheduled backup's outcome ([`crate::schedule`]).
+pub fn last_scheduled_backup(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("last-scheduled-backup.json")
+}
+
+/// The last restore's status ([`crate::restore`]).
+pub fn last_restore(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("last-restore.json")
+}
+
+/// Records of multipart uploads not yet completed or aborted ([`crate::storage::s3`]).
+pub fn pending_uploads(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("uploads")
+}
+
+/// The restores' scratch space: one work directory per restore, and the journal.
+pub fn restore_root(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("restore")
+}
+
+/// The swap's journal ([`crate::restore`]).
+pub fn restore_journal(data_dir: &Path) -> PathBuf {
+    restore_root(data_dir).join("journal.json")
+}
+
+/// The work directory of the restore `id` (its `new` and `old` trees).
+pub fn restore_work(data_dir: &Path, id: &str) -> PathBuf {
+    restore_root(data_dir).join(id)
+}
+
+/// The marker a crash test waits for: the restore stopped at `point`.
+pub fn paused_at(data_dir: &Path, point: &str) -> PathBuf {
+    root(data_dir).join(format!("paused-at-{point}"))
+}
