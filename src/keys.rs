@@ -46,6 +46,39 @@ pub fn check_key(key: &str) -> Result<(), KeyError> {
     Ok(())
 }
 
+/// A key that passed [`check_key`]: a safe, plain file name. Only [`BackupKey::parse`]
+/// makes one, so whatever holds a `BackupKey` need not check it again.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BackupKey(String);
+
+impl BackupKey {
+    /// # Errors
+    /// A [`KeyError`] saying why `key` is not a safe, plain file name.
+    pub fn parse(key: impl Into<String>) -> Result<Self, KeyError> {
+        let key = key.into();
+        check_key(&key)?;
+        Ok(Self(key))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for BackupKey {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BackupKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// PocketBase's validation of a name given to `POST /api/backups` (the empty name is handled
 /// by the caller: it means "make one up").
 ///

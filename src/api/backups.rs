@@ -46,7 +46,7 @@ pub async fn list(
         .store()
         .list()
         .await
-        .map_err(|e| ApiError::failed("Failed to retrieve backup items.", &e))?;
+        .map_err(|e| store_failure(Op::List, &e))?;
     Ok(Json(
         items
             .into_iter()
@@ -70,6 +70,45 @@ fn name_exists(field: &'static str, message: &'static str) -> ApiError {
         field,
         FieldError::new("validation_backup_name_exists", message),
     )])
+}
+
+/// What a handler was doing with the store, for [`store_failure`].
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    List,
+    Create,
+    Upload,
+    Download,
+    Delete,
+    Restore,
+}
+
+impl Op {
+    /// PocketBase's message for a failure of the store during `self`.
+    fn message(self) -> &'static str {
+        match self {
+            Op::List => "Failed to retrieve backup items.",
+            Op::Create => "Failed to create backup.",
+            Op::Upload => "Failed to upload the backup.",
+            Op::Download => "Failed to download the backup.",
+            Op::Delete => "Failed to delete the backup.",
+            Op::Restore => "Failed to read the backup file.",
+        }
+    }
+}
+
+const EXISTS: &str = "The backup file name is invalid or already exists.";
+/// PocketBase's answer to a store failure during `op` (the cause is logged, never sent).
+fn store_failure(op: Op, e: &StorageError) -> ApiError {
+    match (op, e) {
+        (Op::Download, StorageError::NotFound) => ApiError::not_found(),
+        (Op::Delete, StorageError::NotFound) => ApiError::bad_request(MSG_DELETE_MISSING),
+        (Op::Restore, StorageError::NotFound) => ApiError::bad_request(MSG_RESTORE_INVALID),
+        (Op::Create, StorageError::AlreadyExists) => name_exists("name", EXISTS),
+        (Op::Upload, StorageError::AlreadyExists) => name_exists("file", EXISTS_UPLOAD),
+        (Op::Upload, StorageError::Body(_)) => ApiError::load_failed(),
+        _ => ApiError::failed(op.message(), e),
+    }
 }
 
 /// POST /api/backups
@@ -96,7 +135,6 @@ pub async fn create(
         .jobs
         .try_start(JobKind::Create, Trigger::Api, &name)
         .ok_or_else(|| ApiError::bad_request(MSG_BUSY))?;
-    const EXISTS: &str = "The backup file name is invalid or already exists.";
     let _key = state
         .jobs
         .reserve_key(&name)
@@ -124,9 +162,7 @@ pub async fn create(
     drop(job);
     match result {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(crate::backup::CreateError::Storage(StorageError::AlreadyExists)) => {
-            Err(name_exists("name", EXISTS))
-        }
+        Err(crate::backup::CreateError::Storage(e)) => Err(store_failure(Op::Create, &e)),
         Err(crate::backup::CreateError::Database(e)) => {
             // The application's own file: its relative path and SQLite's reason help the
             // operator and leak nothing of the server.
@@ -179,7 +215,8 @@ async fn receive_upload(
             Err(_) => return Err(ApiError::load_failed()),
         }
     };
-    let key = keys::upload_key(&file_name).to_string();
+    // Refused (in PocketBase's order, after the type check) by `check_upload`.
+    let key = keys::BackupKey::parse(keys::upload_key(&file_name));
     let mut body: ByteStream<'_> = Box::pin(field.map_err(std::io::Error::other));
 
     // The first bytes, for the mime check.
@@ -192,7 +229,7 @@ async fn receive_upload(
         }
     }
     let store = state.store();
-    let _reserved = check_upload(state, store.as_ref(), &file_name, &key, &head).await?;
+    let (key, _reserved) = check_upload(state, store.as_ref(), &file_name, key, &head).await?;
     let first = futures::stream::once(async move { Ok(Bytes::from(head)) });
     let opts = PutOptions {
         part_size: state.config.part_size,
@@ -218,9 +255,7 @@ async fn receive_upload(
     state.outcomes.upload.set(finished.outcome(&started_at));
     match put {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
-        Err(StorageError::AlreadyExists) => Err(name_exists("file", EXISTS_UPLOAD)),
-        Err(StorageError::Body(_)) => Err(ApiError::load_failed()),
-        Err(e) => Err(ApiError::failed("Failed to upload the backup.", &e)),
+        Err(e) => Err(store_failure(Op::Upload, &e)),
     }
 }
 
@@ -271,14 +306,15 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 /// PocketBase's checks, in its order: a zip (detected from the first bytes: a local file
-/// header, or the end record of an empty zip), then the name. Returns the key reservation.
+/// header, or the end record of an empty zip), then the name. Returns the key and its
+/// reservation.
 async fn check_upload(
     state: &AppState,
     store: &dyn crate::storage::BackupStore,
     file_name: &str,
-    key: &str,
+    key: Result<keys::BackupKey, keys::KeyError>,
     head: &[u8],
-) -> Result<crate::jobs::KeyGuard, ApiError> {
+) -> Result<(keys::BackupKey, crate::jobs::KeyGuard), ApiError> {
     if !(head.starts_with(b"PK\x03\x04") || head.starts_with(b"PK\x05\x06")) {
         return Err(ApiError::validation([(
             "file",
@@ -291,7 +327,7 @@ async fn check_upload(
             ),
         )]));
     }
-    if keys::check_key(key).is_err() {
+    let Ok(key) = key else {
         return Err(ApiError::validation([(
             "file",
             FieldError::new(
@@ -299,19 +335,19 @@ async fn check_upload(
                 "The backup file name is invalid.",
             ),
         )]));
-    }
+    };
     let guard = state
         .jobs
-        .reserve_key(key)
+        .reserve_key(&key)
         .ok_or_else(|| name_exists("file", EXISTS_UPLOAD))?;
     let existing = store
-        .stat(key)
+        .stat(&key)
         .await
-        .map_err(|e| ApiError::failed("Failed to upload the backup.", &e))?;
+        .map_err(|e| store_failure(Op::Upload, &e))?;
     if existing.is_some() {
         return Err(name_exists("file", EXISTS_UPLOAD));
     }
-    Ok(guard)
+    Ok((key, guard))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -338,50 +374,65 @@ pub async fn download(
     {
         return Err(ApiError::forbidden(MSG_FORBIDDEN));
     }
-    let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
+    let Some(key) = key else {
         return Err(ApiError::not_found());
     };
     let store = state.store();
     let info = store
         .stat(&key)
         .await
-        .map_err(|e| ApiError::failed("Failed to download the backup.", &e))?
+        .map_err(|e| store_failure(Op::Download, &e))?
         .ok_or_else(ApiError::not_found)?;
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        None => None,
-        Some(raw) => match parse_range(raw, info.size) {
-            RangeSpec::Ignore => None,
-            RangeSpec::Range(r) => Some(r),
-            RangeSpec::Unsatisfiable => {
-                let mut res = ApiError::new(
-                    StatusCode::RANGE_NOT_SATISFIABLE,
-                    "The requested range is not satisfiable.",
-                )
-                .into_response();
-                res.headers_mut().insert(
-                    header::CONTENT_RANGE,
-                    HeaderValue::from_str(&format!("bytes */{}", info.size)).expect("valid header"),
-                );
-                return Ok(res);
-            }
-        },
+    let range = match requested_range(&headers, info.size) {
+        RangeSpec::Ignore => None,
+        RangeSpec::Range(r) => Some(r),
+        RangeSpec::Unsatisfiable => return Ok(unsatisfiable(info.size)),
     };
-    let body = match read_body(&state, store, &key, range, info.size).await {
-        Ok(b) => b,
-        Err(StorageError::NotFound) => return Err(ApiError::not_found()),
-        Err(e) => {
-            return Err(ApiError::failed("Failed to download the backup.", &e));
-        }
-    };
+    let body = read_body(&state, store, &key, range, info.size)
+        .await
+        .map_err(|e| store_failure(Op::Download, &e))?;
     // A HEAD's body is never sent: no download to count.
-    let mut res = if method == axum::http::Method::HEAD {
-        Response::new(Body::from_stream(body))
+    let body = if method == axum::http::Method::HEAD {
+        Body::from_stream(body)
     } else {
         let expected = range.map_or(info.size, |r| r.size());
-        Response::new(Body::from_stream(Counted::new(
-            body, &state, &key, expected,
-        )))
+        Body::from_stream(Counted::new(body, &state, &key, expected))
     };
+    Ok(download_response(body, &key, &info, range))
+}
+
+/// The single range a download's `Range` header asks for ([`RangeSpec::Ignore`] when
+/// there is none).
+fn requested_range(headers: &HeaderMap, size: u64) -> RangeSpec {
+    headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map_or(RangeSpec::Ignore, |raw| parse_range(raw, size))
+}
+
+/// `416` for a range outside an archive of `size` bytes.
+fn unsatisfiable(size: u64) -> Response {
+    let mut res = ApiError::new(
+        StatusCode::RANGE_NOT_SATISFIABLE,
+        "The requested range is not satisfiable.",
+    )
+    .into_response();
+    res.headers_mut().insert(
+        header::CONTENT_RANGE,
+        HeaderValue::from_str(&format!("bytes */{size}")).expect("valid header"),
+    );
+    res
+}
+
+/// A download's answer: `200` or `206` with PocketBase's headers (type, disposition,
+/// caching, CSP) and the length and range of what `body` carries.
+fn download_response(
+    body: Body,
+    key: &str,
+    info: &crate::storage::BackupInfo,
+    range: Option<ByteRange>,
+) -> Response {
+    let mut res = Response::new(body);
     let h = res.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -392,7 +443,7 @@ pub async fn download(
         header::CACHE_CONTROL,
         HeaderValue::from_static(DOWNLOAD_CACHE_CONTROL),
     );
-    h.insert(header::CONTENT_DISPOSITION, content_disposition(&key));
+    h.insert(header::CONTENT_DISPOSITION, content_disposition(key));
     if let Ok(v) = HeaderValue::from_str(&httpdate(info.modified)) {
         h.insert(header::LAST_MODIFIED, v);
     }
@@ -418,7 +469,7 @@ pub async fn download(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(info.size));
         }
     }
-    Ok(res)
+    res
 }
 
 /// A download's body that reports, once it ends (sent whole, failed, or dropped because the
@@ -502,7 +553,7 @@ pub async fn download_upload_key(
     download(
         method,
         state,
-        super::KeyPath(Some("upload".into())),
+        super::KeyPath(keys::BackupKey::parse("upload").ok()),
         query,
         peer,
         headers,
@@ -515,7 +566,12 @@ pub async fn delete_upload_key(
     state: State<AppState>,
     auth: SuperuserAuth,
 ) -> Result<StatusCode, ApiError> {
-    delete(state, auth, super::KeyPath(Some("upload".into()))).await
+    delete(
+        state,
+        auth,
+        super::KeyPath(keys::BackupKey::parse("upload").ok()),
+    )
+    .await
 }
 
 /// `attachment; filename="KEY"`, plus an RFC 5987 `filename*` for non-ASCII keys.
@@ -617,7 +673,7 @@ pub async fn delete(
     _auth: SuperuserAuth,
     super::KeyPath(key): super::KeyPath,
 ) -> Result<StatusCode, ApiError> {
-    let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
+    let Some(key) = key else {
         return Err(ApiError::bad_request(MSG_DELETE_MISSING));
     };
     if state.jobs.in_use(&key) {
@@ -625,8 +681,7 @@ pub async fn delete(
     }
     match state.store().delete(&key).await {
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(StorageError::NotFound) => Err(ApiError::bad_request(MSG_DELETE_MISSING)),
-        Err(e) => Err(ApiError::failed("Failed to delete the backup.", &e)),
+        Err(e) => Err(store_failure(Op::Delete, &e)),
     }
 }
 
@@ -691,7 +746,7 @@ pub async fn restore(
     if state.jobs.is_busy() {
         return Err(ApiError::bad_request(MSG_BUSY));
     }
-    let Some(key) = key.filter(|k| keys::check_key(k).is_ok()) else {
+    let Some(key) = key else {
         return Err(ApiError::bad_request(MSG_RESTORE_INVALID));
     };
     match crate::restore::start(&state, &key).await {
@@ -705,9 +760,7 @@ pub async fn restore(
                 FieldError::new("validation_invalid_backup", reason),
             ))
         }
-        Err(e @ StartError::Storage(_)) => {
-            Err(ApiError::failed("Failed to read the backup file.", &e))
-        }
+        Err(StartError::Storage(e)) => Err(store_failure(Op::Restore, &e)),
     }
 }
 

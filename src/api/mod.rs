@@ -26,6 +26,7 @@ pub mod settings;
 
 use crate::AppState;
 use crate::error::ApiError;
+use crate::keys::BackupKey;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request};
 use axum::http::request::Parts;
@@ -108,10 +109,12 @@ async fn not_found(method: axum::http::Method) -> ApiError {
     }
 }
 
-/// The `{key}` path segment, `None` when it cannot be decoded (bad percent-encoding or
-/// UTF-8): handlers answer that like an unknown key, never with axum's plain-text 400.
+/// The `{key}` path segment parsed once into a [`BackupKey`]; `None` when it cannot be
+/// decoded (bad percent-encoding or UTF-8) or is not a valid key. Handlers answer that
+/// like an unknown key, each with PocketBase's message and in PocketBase's order of
+/// checks, never with axum's plain-text 400.
 #[derive(Debug, Clone)]
-pub struct KeyPath(pub Option<String>);
+pub struct KeyPath(pub Option<BackupKey>);
 
 impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
     type Rejection = std::convert::Infallible;
@@ -121,7 +124,7 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyPath {
             Path::<String>::from_request_parts(parts, state)
                 .await
                 .ok()
-                .map(|Path(k)| k),
+                .and_then(|Path(k)| BackupKey::parse(k).ok()),
         ))
     }
 }

@@ -88,7 +88,7 @@ impl From<ArchiveError> for RestoreError {
 /// [`StartError`]: busy, missing, an archive that fails a check (with the reason), or a
 /// store failure.
 #[tracing::instrument(skip(state), fields(key = %key))]
-pub async fn start(state: &AppState, key: &str) -> Result<(), StartError> {
+pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(), StartError> {
     let job = state
         .jobs
         .try_start(JobKind::Restore, Trigger::Api, key)
