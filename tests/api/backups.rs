@@ -3,7 +3,6 @@
 use crate::helpers::*;
 use crate::on_both_backends;
 use serde_json::Value;
-use std::sync::atomic::Ordering;
 
 const MSG_VALIDATION: &str = "An error occurred while validating the submitted data.";
 
@@ -320,8 +319,8 @@ async fn a_store_failing_mid_download_breaks_the_response_instead_of_truncating_
     let data = pseudo_random(30 << 20, 8);
     app.put_raw("big.zip", data.clone()).await;
     // The HEAD and the first ranged reads succeed, then every read fails.
-    let seen = s3.faults.gets_seen.load(Ordering::SeqCst) as i64;
-    s3.faults.fail_gets_after.store(seen + 3, Ordering::SeqCst);
+    let seen = s3.gets_seen() as i64;
+    s3.fail_gets_after(seen + 3);
     let res = app.download("big.zip").await;
     assert_eq!(res.status(), 200);
     assert_eq!(
@@ -333,7 +332,7 @@ async fn a_store_failing_mid_download_breaks_the_response_instead_of_truncating_
         .await
         .expect_err("a failed read must break the body, not end it early");
     assert!(err.is_body() || err.is_decode(), "a broken body: {err:?}");
-    s3.faults.fail_gets_after.store(-1, Ordering::SeqCst);
+    s3.fail_gets_after(-1);
     assert_eq!(app.download_bytes("big.zip").await, data);
 }
 
@@ -344,14 +343,11 @@ async fn a_download_cut_short_by_the_store_is_resumed_from_its_offset() {
     for (key, size) in [("small.zip", 3 << 20), ("large.zip", 21 << 20)] {
         let data = pseudo_random(size, 9);
         app.put_raw(key, data.clone()).await;
-        s3.faults.cut_after_bytes.store(100 << 10, Ordering::SeqCst);
-        s3.faults.cut_gets.store(3, Ordering::SeqCst);
+        s3.cut_after_bytes(100 << 10);
+        s3.cut_gets(3);
         assert!(app.download_bytes(key).await == data, "{key}");
-        assert!(
-            s3.faults.cut_gets.load(Ordering::SeqCst) <= 0,
-            "{key}: cut 3 times"
-        );
-        s3.faults.cut_gets.store(2, Ordering::SeqCst);
+        assert!(s3.cut_gets_left() <= 0, "{key}: cut 3 times");
+        s3.cut_gets(2);
         let token = app.file_token().await;
         let res = app
             .client
@@ -369,14 +365,14 @@ async fn a_download_cut_short_by_the_store_is_resumed_from_its_offset() {
     // A store that cuts every read: the resumes of the first range are spent before the
     // answer starts, so the client gets an error (a failure after the `200` breaks the
     // body instead: see the next test).
-    s3.faults.cut_gets.store(1_000, Ordering::SeqCst);
+    s3.cut_gets(1_000);
     assert_error(
         app.download("large.zip").await,
         400,
         "Failed to download the backup.",
     )
     .await;
-    s3.faults.cut_gets.store(0, Ordering::SeqCst);
+    s3.cut_gets(0);
 }
 
 async fn delete_unknown_and_invalid_keys_are_400(backend: Backend) {

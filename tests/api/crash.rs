@@ -3,92 +3,14 @@
 //! restarted, and the data directory must be wholly the old or wholly the new tree.
 
 use crate::helpers::*;
+use crate::process::{GatewayProcess as Gateway, Launch, add_superuser};
 use crate::tree::{Node, snapshot};
 use backup_gateway::restore::crash::CrashPoint;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
 const EXCLUDED: &[&str] = &["backups", ".backup-gateway"];
-
-struct Gateway {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-}
-
-impl Gateway {
-    async fn start(data_dir: &Path, pause_at: Option<CrashPoint>) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-gateway"));
-        cmd.args(["serve", "--http", "127.0.0.1:0", "--dir"])
-            .arg(data_dir)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .env_remove("GATEWAY_S3_BUCKET")
-            .env_remove("GATEWAY_TEST_PAUSE_AT")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if let Some(p) = pause_at {
-            cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
-        }
-        let mut child = cmd.spawn().expect("start the gateway binary");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if let Some(rest) = line.split("address=").nth(1) {
-                    return rest.split_whitespace().next().unwrap().to_string();
-                }
-            }
-            panic!("the gateway exited before listening");
-        })
-        .await
-        .expect("the gateway listens within 30 s");
-        // Keep draining the output so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self {
-            child,
-            base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
-        }
-    }
-
-    async fn token(&self) -> String {
-        login(&self.client, &self.base).await
-    }
-
-    async fn post(&self, path: &str, body: Value) -> reqwest::Response {
-        let token = self.token().await;
-        self.client
-            .post(format!("{}{path}", self.base))
-            .header("Authorization", token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn restore_status(&self) -> Value {
-        let token = self.token().await;
-        self.client
-            .get(format!("{}/api/gateway/restore", self.base))
-            .header("Authorization", token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.expect("SIGKILL");
-    }
-}
 
 fn tree_a(root: &Path) {
     write_file(root, "data.db", &pseudo_random(300_000, 11));
@@ -126,16 +48,10 @@ async fn prepare() -> (
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("pb_data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_backup-gateway"))
-        .args(["superuser", "upsert", EMAIL, PASSWORD, "--dir"])
-        .arg(&data_dir)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    assert!(status.status.success(), "{status:?}");
+    add_superuser(&data_dir);
     tree_a(&data_dir);
     let a = snapshot(&data_dir, EXCLUDED);
-    let gw = Gateway::start(&data_dir, None).await;
+    let gw = Gateway::start(&data_dir, Launch::default()).await;
     let res = gw
         .post("/api/backups", serde_json::json!({"name": "a.zip"}))
         .await;
@@ -164,7 +80,14 @@ fn completes(point: CrashPoint) -> bool {
 async fn crash_at(point: CrashPoint) {
     let new = completes(point);
     let (_tmp, data_dir, a, b) = prepare().await;
-    let gw = Gateway::start(&data_dir, Some(point)).await;
+    let gw = Gateway::start(
+        &data_dir,
+        Launch {
+            pause_at: Some(point),
+            ..Launch::default()
+        },
+    )
+    .await;
     let res = gw.post("/api/backups/a.zip/restore", Value::Null).await;
     assert_eq!(res.status(), 204);
     let marker = backup_gateway::state_dir::paused_at(&data_dir, point.name());
@@ -182,7 +105,7 @@ async fn crash_at(point: CrashPoint) {
         );
     }
 
-    let gw = Gateway::start(&data_dir, None).await;
+    let gw = Gateway::start(&data_dir, Launch::default()).await;
     let after = snapshot(&data_dir, EXCLUDED);
     let status = gw.restore_status().await;
     if new {

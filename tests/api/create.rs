@@ -4,7 +4,6 @@
 use crate::helpers::*;
 use crate::tree::{assert_zip_matches_tree, read_zip, snapshot};
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn fill_varied_tree(root: &std::path::Path) {
@@ -123,13 +122,27 @@ async fn data_over_64_mib_streams_in_several_parts_and_downloads_byte_identical(
     write_file(&app.data_dir, "data.db", &b"row,".repeat(1 << 18));
     assert_eq!(app.create(Some("big.zip")).await.status(), 204);
 
-    let parts_before = app
-        .s3
+    // A multipart object's ETag ends in its part count (AWS, MinIO and s3s-fs alike).
+    let head = app
+        .s3_client
         .as_ref()
-        .map(|s| s.faults.parts_seen.load(Ordering::SeqCst));
-    if let Some(parts) = parts_before {
-        assert!(parts >= 3, "uploaded in {parts} parts");
-    }
+        .expect("an S3 app")
+        .head_object()
+        .bucket(&app.bucket)
+        .key("backups/big.zip")
+        .send()
+        .await
+        .unwrap();
+    let etag = head
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_string();
+    let parts: u32 = etag
+        .rsplit_once('-')
+        .and_then(|(_, n)| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a multipart ETag: {etag}"));
+    assert!(parts >= 3, "uploaded in {parts} parts");
     let bytes = app.download_bytes("big.zip").await;
     assert!(bytes.len() > 64 << 20);
     let tree = snapshot(&app.data_dir, &["backups", ".backup-gateway"]);
@@ -154,8 +167,8 @@ async fn part_bodies_are_signed_over_plain_http_by_default() {
     let (app, s3) = spawn_app_with_faults().await;
     fill_media(&app.data_dir, 16);
     assert_eq!(app.create(Some("signed.zip")).await.status(), 204);
-    assert!(s3.faults.signed_puts.load(Ordering::SeqCst) >= 4);
-    assert_eq!(s3.faults.unsigned_puts.load(Ordering::SeqCst), 0);
+    assert!(s3.signed_puts() >= 4);
+    assert_eq!(s3.unsigned_puts(), 0);
 }
 
 #[tokio::test]
@@ -170,9 +183,9 @@ async fn unsigned_part_bodies_as_over_https_store_a_whole_backup() {
     fill_media(&app.data_dir, 16);
     write_file(&app.data_dir, "data.db", &b"row,".repeat(1 << 18));
     assert_eq!(app.create(Some("unsigned.zip")).await.status(), 204);
-    assert!(s3.faults.unsigned_puts.load(Ordering::SeqCst) >= 4);
+    assert!(s3.unsigned_puts() >= 4);
     // The bucket's creation is the only signed PUT.
-    assert!(s3.faults.signed_puts.load(Ordering::SeqCst) <= 1);
+    assert!(s3.signed_puts() <= 1);
     let bytes = app.download_bytes("unsigned.zip").await;
     let tree = snapshot(&app.data_dir, &["backups", ".backup-gateway"]);
     assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
@@ -183,14 +196,14 @@ async fn unsigned_part_bodies_as_over_https_store_a_whole_backup() {
 async fn s3_failing_mid_upload_leaves_nothing_and_releases_the_lock() {
     let (app, s3) = spawn_app_with_faults().await;
     write_file(&app.data_dir, "a.bin", &pseudo_random(16 << 20, 3));
-    s3.faults.fail_parts_after.store(1, Ordering::SeqCst);
+    s3.fail_parts_after(1);
     let res = app.create(Some("broken.zip")).await;
     let body = assert_error(res, 400, "Failed to create backup.").await;
     assert!(!body.to_string().contains("InternalError"), "{body}");
     assert!(app.keys().await.is_empty());
     assert_eq!(app.pending_uploads().await, 0);
 
-    s3.faults.fail_parts_after.store(-1, Ordering::SeqCst);
+    s3.fail_parts_after(-1);
     assert_eq!(app.create(Some("broken.zip")).await.status(), 204);
     assert_eq!(app.keys().await, vec!["broken.zip"]);
 }
@@ -202,16 +215,16 @@ async fn s3_going_down_mid_upload_fails_cleanly_and_the_next_create_succeeds() {
     let watcher = {
         let s3 = s3.clone();
         tokio::spawn(async move {
-            while s3.faults.parts_seen.load(Ordering::SeqCst) < 1 {
+            while s3.parts_seen() < 1 {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            s3.faults.down.store(true, Ordering::SeqCst);
+            s3.set_down(true);
         })
     };
     let res = app.create(Some("down.zip")).await;
     assert_error(res, 400, "Failed to create backup.").await;
     watcher.await.unwrap();
-    s3.faults.down.store(false, Ordering::SeqCst);
+    s3.set_down(false);
     assert!(app.keys().await.is_empty());
     // The abort could not reach the store; the upload is recorded and aborted at the next
     // start of the gateway.
@@ -226,33 +239,55 @@ async fn s3_going_down_mid_upload_fails_cleanly_and_the_next_create_succeeds() {
     assert_eq!(app.keys().await, vec!["after.zip"]);
 }
 
+/// Runs the gateway binary as a user that permissions apply to (`nobody` when the tests
+/// run as root), so that the directory below is unreadable to it whoever runs the tests.
 #[tokio::test]
-async fn an_unreadable_file_fails_the_create_and_stores_nothing() {
-    let app = spawn_app().await;
-    write_file(&app.data_dir, "ok.txt", b"fine");
-    // A directory we cannot read (root ignores permissions, so use a file that errors on
-    // read instead: a directory named like a file cannot be opened for reading as one).
-    write_file(&app.data_dir, "locked/inner.txt", b"x");
+async fn an_unreadable_directory_fails_the_create_and_stores_nothing() {
+    use crate::process::{GatewayProcess, Launch, add_superuser, give_to_nobody, running_as_root};
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    add_superuser(&data_dir);
+    write_file(&data_dir, "ok.txt", b"fine");
+    write_file(&data_dir, "locked/inner.txt", b"x");
+    if running_as_root() {
+        give_to_nobody(tmp.path());
+    }
     std::fs::set_permissions(
-        app.data_dir.join("locked"),
+        data_dir.join("locked"),
         std::fs::Permissions::from_mode(0o000),
     )
     .unwrap();
-    let readable = std::fs::read_dir(app.data_dir.join("locked")).is_ok();
-    let res = app.create(Some("u.zip")).await;
+    let gw = GatewayProcess::start(
+        &data_dir,
+        Launch {
+            unprivileged: true,
+            ..Launch::default()
+        },
+    )
+    .await;
+    let res = gw
+        .post("/api/backups", serde_json::json!({"name": "u.zip"}))
+        .await;
+    assert_error(res, 400, "Failed to create backup.").await;
+    let listed = gw.get_json("/api/backups").await;
+    assert_eq!(listed, serde_json::json!([]), "nothing stored");
+    // No temporary file left beside the backups either.
+    let left: Vec<_> = std::fs::read_dir(data_dir.join("backups"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    // The lock is free: once the directory is readable, the create succeeds.
     std::fs::set_permissions(
-        app.data_dir.join("locked"),
+        data_dir.join("locked"),
         std::fs::Permissions::from_mode(0o755),
     )
     .unwrap();
-    if readable {
-        // Running as root: permissions do not apply; the create simply succeeds.
-        assert_eq!(res.status(), 204);
-        return;
-    }
-    assert_error(res, 400, "Failed to create backup.").await;
-    assert!(app.keys().await.is_empty());
-    assert_eq!(app.pending_uploads().await, 0);
+    let res = gw
+        .post("/api/backups", serde_json::json!({"name": "u.zip"}))
+        .await;
+    assert_eq!(res.status(), 204);
+    gw.kill().await;
 }
 
 #[tokio::test]
@@ -266,10 +301,7 @@ async fn a_client_that_disconnects_mid_create_leaves_nothing_and_frees_the_lock(
         .json(&serde_json::json!({"name": "gone.zip"}))
         .send();
     let handle = tokio::spawn(req);
-    wait_until(30, || async {
-        s3.faults.parts_seen.load(Ordering::SeqCst) >= 1
-    })
-    .await;
+    wait_until(30, || async { s3.parts_seen() >= 1 }).await;
     handle.abort();
     drop(client);
     wait_until(30, || async { !app.state.jobs.is_busy() }).await;
@@ -353,7 +385,7 @@ async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
     // Both completions are held until both have arrived (so both creates saw the key
     // absent), then let through one at a time: s3s-fs does not check If-None-Match
     // atomically with a completion running at the same moment (S3 and MinIO do).
-    s3.faults.hold_completes.store(true, Ordering::SeqCst);
+    s3.hold_completes(true);
     let create = |app: &TestApp| {
         let req = app
             .request(reqwest::Method::POST, "/api/backups")
@@ -364,11 +396,8 @@ async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
         })
     };
     let (a, b) = (create(&first), create(&second));
-    wait_until(60, || async {
-        s3.faults.completes_seen.load(Ordering::SeqCst) == 2
-    })
-    .await;
-    s3.faults.completes_released.store(1, Ordering::SeqCst);
+    wait_until(60, || async { s3.completes_seen() == 2 }).await;
+    s3.release_completes(1);
     wait_until(60, || async {
         first
             .state
@@ -379,7 +408,7 @@ async fn two_gateways_on_one_bucket_never_overwrite_each_others_backup() {
             .is_some()
     })
     .await;
-    s3.faults.completes_released.store(2, Ordering::SeqCst);
+    s3.release_completes(2);
     let ((sa, ta), (sb, tb)) = (a.await.unwrap(), b.await.unwrap());
     let (winner, loser_text) = match (sa, sb) {
         (204, 400) => (&first, tb),
@@ -412,7 +441,7 @@ async fn a_store_that_never_answers_cannot_hold_the_busy_lock() {
     .await;
     let s3 = app.s3.clone().expect("in_process_s3");
     write_file(&app.data_dir, "a.txt", b"some data");
-    s3.faults.hang.store(true, Ordering::SeqCst);
+    s3.set_hang(true);
     let started = std::time::Instant::now();
     assert_error(
         app.create(Some("hung.zip")).await,
@@ -427,7 +456,7 @@ async fn a_store_that_never_answers_cannot_hold_the_busy_lock() {
         "Failed to download the backup.",
     )
     .await;
-    s3.faults.hang.store(false, Ordering::SeqCst);
+    s3.set_hang(false);
     assert_eq!(app.create(Some("after.zip")).await.status(), 204);
     assert!(
         started.elapsed() < Duration::from_secs(60),

@@ -5,7 +5,6 @@
 //! released, and a download either whole or an error the client sees.
 
 use crate::helpers::*;
-use std::sync::atomic::Ordering;
 
 /// A data directory worth a multipart create (two 5 MiB parts) and a few small files.
 fn fill(app: &TestApp) -> Vec<(String, Vec<u8>)> {
@@ -25,8 +24,8 @@ async fn at_eight_percent_throttled_and_three_percent_dropped_everything_succeed
     let (app, s3) = spawn_app_with_faults().await;
     let files = fill(&app);
     let zip = zip_of(&[("up.bin", &pseudo_random(6 << 20, 13))]).await;
-    s3.faults.slow_down_per_mille.store(80, Ordering::SeqCst);
-    s3.faults.drop_per_mille.store(30, Ordering::SeqCst);
+    s3.slow_down_per_mille(80);
+    s3.drop_per_mille(30);
 
     for name in ["f1.zip", "f2.zip", "f3.zip"] {
         assert_eq!(app.create(Some(name)).await.status(), 204, "{name}");
@@ -41,11 +40,11 @@ async fn at_eight_percent_throttled_and_three_percent_dropped_everything_succeed
     assert_eq!(app.restore("f2.zip").await.status(), 204);
     assert_eq!(app.wait_restore_done().await["status"], "ok");
     assert_eq!(app.keys().await.len(), 4);
-    let injected = s3.faults.shared_faults.load(Ordering::SeqCst);
+    let injected = s3.shared_faults();
 
     // Without faults: every download was byte-exact, the restore put the data back.
-    s3.faults.slow_down_per_mille.store(0, Ordering::SeqCst);
-    s3.faults.drop_per_mille.store(0, Ordering::SeqCst);
+    s3.slow_down_per_mille(0);
+    s3.drop_per_mille(0);
     assert!(injected >= 3, "the store injected {injected} faults");
     for (key, bytes) in downloads {
         assert_eq!(bytes, app.download_bytes(key).await, "{key}");
@@ -67,8 +66,8 @@ async fn at_thirty_percent_throttled_and_five_percent_dropped_failures_are_clean
     let files = fill(&app);
     assert_eq!(app.create(Some("good.zip")).await.status(), 204);
     let good = app.download_bytes("good.zip").await;
-    s3.faults.slow_down_per_mille.store(300, Ordering::SeqCst);
-    s3.faults.drop_per_mille.store(50, Ordering::SeqCst);
+    s3.slow_down_per_mille(300);
+    s3.drop_per_mille(50);
 
     let mut created = vec!["good.zip".to_string()];
     for name in ["c1.zip", "c2.zip", "c3.zip"] {
@@ -95,8 +94,8 @@ async fn at_thirty_percent_throttled_and_five_percent_dropped_failures_are_clean
     }
     println!("downloads: {whole} whole, {failed} failed; creates stored: {created:?}");
     wait_until(30, || async { !app.state.jobs.is_busy() }).await;
-    s3.faults.slow_down_per_mille.store(0, Ordering::SeqCst);
-    s3.faults.drop_per_mille.store(0, Ordering::SeqCst);
+    s3.slow_down_per_mille(0);
+    s3.drop_per_mille(0);
     // Only whole backups are listed, and each one restores.
     created.sort();
     assert_eq!(app.keys().await, created);

@@ -319,9 +319,7 @@ impl TestApp {
     }
 
     pub async fn list(&self) -> Response {
-        self.client
-            .get(self.url("/api/backups"))
-            .header("Authorization", &self.token)
+        self.request(reqwest::Method::GET, "/api/backups")
             .send()
             .await
             .unwrap()
@@ -344,9 +342,7 @@ impl TestApp {
             Some(n) => serde_json::json!({ "name": n }),
             None => serde_json::json!({}),
         };
-        self.client
-            .post(self.url("/api/backups"))
-            .header("Authorization", &self.token)
+        self.request(reqwest::Method::POST, "/api/backups")
             .json(&body)
             .send()
             .await
@@ -356,9 +352,7 @@ impl TestApp {
     pub async fn upload(&self, file_name: &str, bytes: Vec<u8>) -> Response {
         let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_string());
         let form = reqwest::multipart::Form::new().part("file", part);
-        self.client
-            .post(self.url("/api/backups/upload"))
-            .header("Authorization", &self.token)
+        self.request(reqwest::Method::POST, "/api/backups/upload")
             .multipart(form)
             .send()
             .await
@@ -367,9 +361,7 @@ impl TestApp {
 
     pub async fn file_token(&self) -> String {
         let res = self
-            .client
-            .post(self.url("/api/files/token"))
-            .header("Authorization", &self.token)
+            .request(reqwest::Method::POST, "/api/files/token")
             .send()
             .await
             .unwrap();
@@ -397,21 +389,23 @@ impl TestApp {
     }
 
     pub async fn delete(&self, key: &str) -> Response {
-        self.client
-            .delete(self.url(&format!("/api/backups/{}", encode(key))))
-            .header("Authorization", &self.token)
-            .send()
-            .await
-            .unwrap()
+        self.request(
+            reqwest::Method::DELETE,
+            &format!("/api/backups/{}", encode(key)),
+        )
+        .send()
+        .await
+        .unwrap()
     }
 
     pub async fn restore(&self, key: &str) -> Response {
-        self.client
-            .post(self.url(&format!("/api/backups/{}/restore", encode(key))))
-            .header("Authorization", &self.token)
-            .send()
-            .await
-            .unwrap()
+        self.request(
+            reqwest::Method::POST,
+            &format!("/api/backups/{}/restore", encode(key)),
+        )
+        .send()
+        .await
+        .unwrap()
     }
 
     /// A superuser's `GET path`, which must answer `200`, as JSON.

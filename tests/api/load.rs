@@ -5,7 +5,6 @@
 
 use crate::helpers::*;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[tokio::test]
@@ -117,7 +116,7 @@ async fn a_create_counts_its_compression_window_against_the_budget_and_fits_in_a
         );
     }
     // Slowed parts keep the pipeline full while the budget is sampled.
-    s3.faults.delay_parts_ms.store(150, Ordering::SeqCst);
+    s3.delay_parts_ms(150);
     let (peak, res) = peak_in_use(&app, app.create(Some("counted.zip"))).await;
     assert_eq!(res.status(), 204);
     let window = backup_gateway::archive::create::memory_bound();
@@ -134,7 +133,7 @@ async fn a_create_counts_its_compression_window_against_the_budget_and_fits_in_a
 
     // The smallest budget allowed holds one part and nothing beside it: the create still
     // completes, its window left out rather than waiting for itself.
-    s3.faults.delay_parts_ms.store(0, Ordering::SeqCst);
+    s3.delay_parts_ms(0);
     for mib in [8, 16] {
         let small = spawn_app_with(Options {
             in_process_s3: true,

@@ -8,6 +8,7 @@ mod flaky;
 mod helpers;
 mod load;
 mod observe;
+mod process;
 mod rawzip;
 mod restore;
 mod s3_server;

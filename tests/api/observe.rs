@@ -7,7 +7,6 @@ use crate::s3_server::{self, S3Server};
 use reqwest::Method;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 async fn progress(app: &TestApp) -> Value {
@@ -85,7 +84,7 @@ async fn a_create_shows_its_progress_and_its_outcome_survives_a_restart() {
     for i in 0..20 {
         write_file(&app.data_dir, &format!("small/{i}.txt"), b"x");
     }
-    s3.faults.delay_parts_ms.store(200, Ordering::SeqCst);
+    s3.delay_parts_ms(200);
     let create = start_create(&app, "slow.zip");
     let (samples, status) = sample_while(&app, "create", create).await;
     assert_eq!(status.unwrap(), 204);
@@ -123,10 +122,10 @@ async fn a_create_shows_its_progress_and_its_outcome_survives_a_restart() {
     assert_eq!(last["size"], stored.size);
 
     // A failed create is kept with its reason, and both survive a restart.
-    s3.faults.delay_parts_ms.store(0, Ordering::SeqCst);
-    s3.faults.fail_parts_after.store(0, Ordering::SeqCst);
+    s3.delay_parts_ms(0);
+    s3.fail_parts_after(0);
     assert_eq!(app.create(Some("fails.zip")).await.status(), 400);
-    s3.faults.fail_parts_after.store(-1, Ordering::SeqCst);
+    s3.fail_parts_after(-1);
     let failed = progress(&app).await["last"]["create"].clone();
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
@@ -158,7 +157,7 @@ async fn a_restore_shows_its_progress_up_to_the_exact_total() {
     write_file(&app.data_dir, "data.db.bin", &pseudo_random(size, 5));
     write_file(&app.data_dir, "notes.txt", b"hello");
     assert_eq!(app.create(Some("r.zip")).await.status(), 204);
-    s3.faults.delay_gets_ms.store(250, Ordering::SeqCst);
+    s3.delay_gets_ms(250);
     assert_eq!(app.restore("r.zip").await.status(), 204);
     let done = tokio::spawn({
         let state = app.state.clone();
@@ -169,7 +168,7 @@ async fn a_restore_shows_its_progress_up_to_the_exact_total() {
         }
     });
     let (samples, ()) = sample_while(&app, "restore", done).await;
-    s3.faults.delay_gets_ms.store(0, Ordering::SeqCst);
+    s3.delay_gets_ms(0);
     assert!(!samples.is_empty(), "the restore was never seen running");
     assert_moves_forward(&samples);
     for s in &samples {
@@ -289,9 +288,9 @@ async fn metrics_move_with_successes_failures_and_store_faults() {
     );
 
     // Every request throttled: the create fails after its retries, which are counted.
-    s3.faults.slow_down_per_mille.store(1000, Ordering::SeqCst);
+    s3.slow_down_per_mille(1000);
     assert_eq!(app.create(Some("throttled.zip")).await.status(), 400);
-    s3.faults.slow_down_per_mille.store(0, Ordering::SeqCst);
+    s3.slow_down_per_mille(0);
     let after_fault = metrics(&base).await;
     let failed = "backup_gateway_operations_total{operation=create,outcome=failed,trigger=api}";
     assert_eq!(get(&after_fault, failed), 1.0);
@@ -449,14 +448,14 @@ async fn json_logs_hold_one_object_per_line_and_no_secret_at_any_level() {
     .await;
     // A create slow enough for progress lines (every second): two parts, 2.5 s each.
     write_file(&dir, "more.bin", &pseudo_random(12 << 20, 10));
-    s3.faults.delay_parts_ms.store(2500, Ordering::SeqCst);
+    s3.delay_parts_ms(2500);
     ok(call(Method::POST, "/api/backups")
         .json(&serde_json::json!({"name": "three.zip"}))
         .send()
         .await
         .unwrap())
     .await;
-    s3.faults.delay_parts_ms.store(0, Ordering::SeqCst);
+    s3.delay_parts_ms(0);
     ok(call(Method::DELETE, "/api/backups/three.zip")
         .send()
         .await

@@ -6,7 +6,6 @@ use crate::on_both_backends;
 use crate::rawzip::{RawEntry, raw_zip};
 use crate::tree::snapshot;
 use std::os::unix::fs::PermissionsExt;
-use std::sync::atomic::Ordering;
 
 const EXCLUDED: &[&str] = &["backups", ".backup-gateway"];
 const MSG_INVALID: &str = "Missing or invalid backup file.";
@@ -258,14 +257,14 @@ async fn s3_failing_mid_restore_leaves_the_data_untouched_and_reports_the_error(
     let before = snapshot(&app.data_dir, EXCLUDED);
     assert_eq!(app.create(Some("big.zip")).await.status(), 204);
     // The index reads succeed; the body fails after a couple of ranged reads.
-    let seen = s3.faults.gets_seen.load(Ordering::SeqCst) as i64;
-    s3.faults.fail_gets_after.store(seen + 4, Ordering::SeqCst);
+    let seen = s3.gets_seen() as i64;
+    s3.fail_gets_after(seen + 4);
     assert_eq!(app.restore("big.zip").await.status(), 204);
     let status = app.wait_restore_done().await;
     assert_eq!(status["status"], "failed", "{status}");
     assert!(status["finishedAt"].is_string());
     assert!(snapshot(&app.data_dir, EXCLUDED) == before);
-    s3.faults.fail_gets_after.store(-1, Ordering::SeqCst);
+    s3.fail_gets_after(-1);
     assert_eq!(
         app.create(Some("next.zip")).await.status(),
         204,
@@ -281,15 +280,12 @@ async fn a_restore_whose_reads_are_cut_short_resumes_them_and_succeeds() {
     let before = snapshot(&app.data_dir, EXCLUDED);
     assert_eq!(app.create(Some("cut.zip")).await.status(), 204);
     write_file(&app.data_dir, "media/big.mp4", b"changed after the backup");
-    s3.faults.cut_after_bytes.store(64 << 10, Ordering::SeqCst);
-    s3.faults.cut_gets.store(4, Ordering::SeqCst);
+    s3.cut_after_bytes(64 << 10);
+    s3.cut_gets(4);
     assert_eq!(app.restore("cut.zip").await.status(), 204);
     let status = app.wait_restore_done().await;
     assert_eq!(status["status"], "ok", "{status}");
-    assert!(
-        s3.faults.cut_gets.load(Ordering::SeqCst) <= 0,
-        "cut 4 times"
-    );
+    assert!(s3.cut_gets_left() <= 0, "cut 4 times");
     assert!(snapshot(&app.data_dir, EXCLUDED) == before);
 }
 
@@ -298,7 +294,7 @@ async fn the_busy_lock_holds_while_a_restore_runs() {
     let (app, s3) = spawn_app_with_faults().await;
     write_file(&app.data_dir, "media/big.mp4", &pseudo_random(30 << 20, 7));
     assert_eq!(app.create(Some("r.zip")).await.status(), 204);
-    s3.faults.delay_gets_ms.store(300, Ordering::SeqCst);
+    s3.delay_gets_ms(300);
     assert_eq!(app.restore("r.zip").await.status(), 204);
     let busy = "Try again later - another backup/restore process has already been started.";
     assert_error(app.create(Some("x.zip")).await, 400, busy).await;
@@ -312,7 +308,7 @@ async fn the_busy_lock_holds_while_a_restore_runs() {
     let health = app.get_json("/api/health").await;
     assert_eq!(health["data"]["canBackup"], false);
     assert_eq!(health["data"]["lastRestore"]["status"], "running");
-    s3.faults.delay_gets_ms.store(0, Ordering::SeqCst);
+    s3.delay_gets_ms(0);
     assert_eq!(app.wait_restore_done().await["status"], "ok");
     assert_eq!(app.create(Some("x.zip")).await.status(), 204);
 }

@@ -88,11 +88,108 @@ impl Faults {
 pub struct S3Server {
     pub addr: SocketAddr,
     pub root: PathBuf,
-    pub faults: Arc<Faults>,
+    faults: Arc<Faults>,
     accept: JoinHandle<()>,
 }
 
 impl S3Server {
+    // Fault knobs and counters: every test reaches the faults through these.
+
+    /// Fail every UploadPart after `n` more have succeeded (negative: never).
+    pub fn fail_parts_after(&self, n: i64) {
+        self.faults.fail_parts_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Fail every GetObject after `n` have been answered in all (negative: never).
+    pub fn fail_gets_after(&self, n: i64) {
+        self.faults.fail_gets_after.store(n, Ordering::SeqCst);
+    }
+
+    /// Drop every connection while `on`.
+    pub fn set_down(&self, on: bool) {
+        self.faults.down.store(on, Ordering::SeqCst);
+    }
+
+    /// Accept requests and never answer them while `on`.
+    pub fn set_hang(&self, on: bool) {
+        self.faults.hang.store(on, Ordering::SeqCst);
+    }
+
+    /// Hold CompleteMultipartUpload number N until [`Self::release_completes`] passes N.
+    pub fn hold_completes(&self, on: bool) {
+        self.faults.hold_completes.store(on, Ordering::SeqCst);
+    }
+
+    /// Let the held completions numbered below `n` through.
+    pub fn release_completes(&self, n: u64) {
+        self.faults.completes_released.store(n, Ordering::SeqCst);
+    }
+
+    /// Delay every GetObject by `ms` milliseconds.
+    pub fn delay_gets_ms(&self, ms: u64) {
+        self.faults.delay_gets_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Delay every UploadPart by `ms` milliseconds.
+    pub fn delay_parts_ms(&self, ms: u64) {
+        self.faults.delay_parts_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Cut the body of the next `n` GetObject answers (see [`Self::cut_after_bytes`]).
+    pub fn cut_gets(&self, n: i64) {
+        self.faults.cut_gets.store(n, Ordering::SeqCst);
+    }
+
+    /// Where a cut GetObject body stops.
+    pub fn cut_after_bytes(&self, n: u64) {
+        self.faults.cut_after_bytes.store(n, Ordering::SeqCst);
+    }
+
+    /// Answer this share of requests, in thousandths, with `503 SlowDown`.
+    pub fn slow_down_per_mille(&self, n: u64) {
+        self.faults.slow_down_per_mille.store(n, Ordering::SeqCst);
+    }
+
+    /// Lose the connection of this share of requests, in thousandths.
+    pub fn drop_per_mille(&self, n: u64) {
+        self.faults.drop_per_mille.store(n, Ordering::SeqCst);
+    }
+
+    /// GetObject requests answered so far.
+    pub fn gets_seen(&self) -> u64 {
+        self.faults.gets_seen.load(Ordering::SeqCst)
+    }
+
+    /// UploadPart requests seen so far.
+    pub fn parts_seen(&self) -> u64 {
+        self.faults.parts_seen.load(Ordering::SeqCst)
+    }
+
+    /// GetObject answers still to be cut.
+    pub fn cut_gets_left(&self) -> i64 {
+        self.faults.cut_gets.load(Ordering::SeqCst)
+    }
+
+    /// CompleteMultipartUpload requests seen so far.
+    pub fn completes_seen(&self) -> u64 {
+        self.faults.completes_seen.load(Ordering::SeqCst)
+    }
+
+    /// PUTs whose body the signature covers.
+    pub fn signed_puts(&self) -> u64 {
+        self.faults.signed_puts.load(Ordering::SeqCst)
+    }
+
+    /// PUTs sent as `UNSIGNED-PAYLOAD`.
+    pub fn unsigned_puts(&self) -> u64 {
+        self.faults.unsigned_puts.load(Ordering::SeqCst)
+    }
+
+    /// Faults injected by the two shares so far.
+    pub fn shared_faults(&self) -> u64 {
+        self.faults.shared_faults.load(Ordering::SeqCst)
+    }
+
     /// Starts a server storing its buckets under `root`.
     ///
     /// # Panics

@@ -8,7 +8,6 @@ use crate::s3_server::{self, S3Server};
 use backup_gateway::settings::Pins;
 use reqwest::Method;
 use serde_json::{Value, json};
-use std::sync::atomic::Ordering;
 
 fn s3_config(server: &S3Server, bucket: &str) -> backup_gateway::config::S3Config {
     backup_gateway::config::S3Config {
@@ -98,17 +97,14 @@ async fn a_create_running_when_the_store_changes_finishes_on_the_store_it_starte
     // Over one 5 MiB part, so that the create ends with a CompleteMultipartUpload, which
     // the server holds until the test lets it through.
     write_file(&app.data_dir, "big.bin", &pseudo_random(7 << 20, 7));
-    server.faults.hold_completes.store(true, Ordering::SeqCst);
+    server.hold_completes(true);
     let create = start_create(&app, "moving.zip");
-    wait_until(60, || async {
-        server.faults.completes_seen.load(Ordering::SeqCst) == 1
-    })
-    .await;
+    wait_until(60, || async { server.completes_seen() == 1 }).await;
     // Back to local storage while the create waits for its completion.
     let res = patch(&app, json!({"backups": {"s3": {"enabled": false}}})).await;
     assert_eq!(res.status(), 200);
     assert!(app.keys().await.is_empty(), "the local store is empty");
-    server.faults.hold_completes.store(false, Ordering::SeqCst);
+    server.hold_completes(false);
     assert_eq!(create.await.unwrap().unwrap(), 204);
     // The archive is whole in the bucket it started in, and nothing went to local storage.
     assert_eq!(bucket_keys(&server, &bucket).await, ["moving.zip"]);

@@ -3,7 +3,6 @@
 //! multipart upload aborted before the process would exit, and nothing is left pending.
 
 use crate::helpers::*;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 async fn app_with_grace(grace: Duration) -> (TestApp, std::sync::Arc<crate::s3_server::S3Server>) {
@@ -30,10 +29,7 @@ async fn server_ends(app: &TestApp) {
 async fn a_create_running_at_shutdown_finishes_within_the_grace_period() {
     let (app, s3) = app_with_grace(Duration::from_secs(60)).await;
     let create = start_create(&app, "at_shutdown.zip");
-    wait_until(30, || async {
-        s3.faults.parts_seen.load(Ordering::SeqCst) > 0
-    })
-    .await;
+    wait_until(30, || async { s3.parts_seen() > 0 }).await;
     app.shut_down();
     assert_eq!(create.await.unwrap().expect("an answer"), 204);
     server_ends(&app).await;
@@ -54,10 +50,7 @@ async fn a_create_running_at_shutdown_finishes_within_the_grace_period() {
 async fn past_the_grace_period_a_create_is_cancelled_and_its_upload_aborted() {
     let (app, s3) = app_with_grace(Duration::ZERO).await;
     let create = start_create(&app, "cancelled.zip");
-    wait_until(30, || async {
-        s3.faults.parts_seen.load(Ordering::SeqCst) > 0
-    })
-    .await;
+    wait_until(30, || async { s3.parts_seen() > 0 }).await;
     assert!(s3.pending_uploads() > 0, "the multipart upload has started");
     app.shut_down();
     server_ends(&app).await;

@@ -1,0 +1,140 @@
+//! The gateway binary as its own process (local storage), for tests that kill it, restart
+//! it, or run it as a user without root's powers.
+
+use crate::helpers::*;
+use backup_gateway::restore::crash::CrashPoint;
+use serde_json::Value;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The uid and gid of `nobody`, which an unprivileged gateway runs as when the tests run
+/// as root.
+const NOBODY: u32 = 65_534;
+
+/// How to start a [`GatewayProcess`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Launch {
+    /// Where the restore stops for good (`GATEWAY_TEST_PAUSE_AT`).
+    pub pause_at: Option<CrashPoint>,
+    /// Run as a user that file permissions apply to: as `nobody` (through `setpriv`) when
+    /// the tests run as root, as the tests' own user otherwise.
+    pub unprivileged: bool,
+}
+
+pub struct GatewayProcess {
+    child: Child,
+    pub base: String,
+    pub client: reqwest::Client,
+}
+
+/// True when this process runs as root (permissions do not apply to it).
+pub fn running_as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Adds the test superuser to `data_dir` with the binary's own command.
+pub fn add_superuser(data_dir: &Path) {
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_backup-gateway"))
+        .args(["superuser", "upsert", EMAIL, PASSWORD, "--dir"])
+        .arg(data_dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(status.status.success(), "{status:?}");
+}
+
+/// Gives `root` and everything below it to `nobody`, for an unprivileged gateway.
+pub fn give_to_nobody(root: &Path) {
+    std::os::unix::fs::chown(root, Some(NOBODY), Some(NOBODY)).unwrap();
+    if root.is_dir() && !root.is_symlink() {
+        for entry in std::fs::read_dir(root).unwrap() {
+            give_to_nobody(&entry.unwrap().path());
+        }
+    }
+}
+
+impl GatewayProcess {
+    pub async fn start(data_dir: &Path, launch: Launch) -> Self {
+        let bin = env!("CARGO_BIN_EXE_backup-gateway");
+        let mut cmd = if launch.unprivileged && running_as_root() {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={NOBODY}"))
+                .arg(format!("--regid={NOBODY}"))
+                .arg("--clear-groups")
+                .arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        };
+        cmd.args(["serve", "--http", "127.0.0.1:0", "--dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .env_remove("GATEWAY_S3_BUCKET")
+            .env_remove("GATEWAY_TEST_PAUSE_AT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(p) = launch.pause_at {
+            cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
+        }
+        let mut child = cmd.spawn().expect("start the gateway binary");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(rest) = line.split("address=").nth(1) {
+                    return rest.split_whitespace().next().unwrap().to_string();
+                }
+            }
+            panic!("the gateway exited before listening");
+        })
+        .await
+        .expect("the gateway listens within 30 s");
+        // Keep draining the output so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// An authorised request (a fresh superuser token each time).
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let token = login(&self.client, &self.base).await;
+        self.client
+            .request(method, format!("{}{path}", self.base))
+            .header("Authorization", token)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, path)
+            .await
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        let res = self
+            .request(reqwest::Method::GET, path)
+            .await
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.json().await.unwrap()
+    }
+
+    pub async fn restore_status(&self) -> Value {
+        self.get_json("/api/gateway/restore").await
+    }
+
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("SIGKILL");
+    }
+}
