@@ -29,7 +29,7 @@
 
 use backup_gateway::archive::{Exclude, Snapshots, WriteOptions, write_dir};
 use backup_gateway::config::{
-    DEFAULT_PART_SIZE_MIB, DEFAULT_PARTS_IN_FLIGHT, PayloadSigning, S3Config, part_size_for,
+    DEFAULT_PART_SIZE_MIB, DEFAULT_PARTS_IN_FLIGHT, PayloadSigning, S3Config,
 };
 use backup_gateway::storage::s3::S3Store;
 use backup_gateway::storage::{BackupStore, ByteStream, PutOptions};
@@ -202,7 +202,7 @@ async fn main() -> anyhow::Result<()> {
             let key = arg(2).unwrap_or_else(|| usage()).to_string();
             let size = std::fs::metadata(file)?.len();
             let opts = PutOptions {
-                part_size: part_size_for(
+                part_size: backup_gateway::storage::parts::part_size_for(
                     env("GATEWAY_PART_SIZE_MIB", &DEFAULT_PART_SIZE_MIB.to_string())
                         .parse::<u64>()?
                         << 20,

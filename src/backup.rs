@@ -16,8 +16,8 @@
 use crate::AppState;
 use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
 use crate::bufpool::BufPool;
-use crate::config::part_size_for;
 use crate::progress::{Phase, Progress};
+use crate::storage::parts::part_size_for;
 use crate::storage::{PutOptions, StorageError};
 use bytes::Bytes;
 use std::io::{self, Write};

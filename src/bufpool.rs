@@ -10,10 +10,10 @@
 //! compression chunks, 256 KiB channel chunks, part-size upload parts). Allocating each
 //! one afresh makes the process's RSS depend on the allocator: glibc raises its mmap
 //! threshold after the first large free, then serves the big buffers from per-thread
-//! arenas, where freed memory stays resident and fragments (measured: 187 MiB peak RSS for
-//! a create whose live buffers never exceed 90 MiB), and every fresh buffer costs page
-//! faults and zeroing. A pool hands the same buffers round instead, so the peak RSS is the
-//! buffers in flight, which the pipelines bound.
+//! arenas, where freed memory stays resident and fragments (docs/design.md,
+//! "Performance"), and every fresh buffer costs page faults and zeroing. A pool hands the
+//! same buffers round instead, so the peak RSS is the buffers in flight, which the
+//! pipelines bound.
 //!
 //! A reserved buffer that comes back to its pool keeps its share of the budget while it is
 //! idle, so that the budget bounds every buffer of backup bytes, in use or idle, whatever

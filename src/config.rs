@@ -9,14 +9,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-/// S3's minimum size for every part of a multipart upload but the last.
-pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 /// Default part size in MiB: the AWS CLI's default.
 pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
-/// Default parts uploaded at once. On the benchmark's S3 server (2 cores shared with the
-/// gateway), 2-4 parts in flight upload equally fast; 3 gave a list p99 of 36-59 ms during a
-/// create of 100,000 files where 2 gave 38-42 ms, and 2 hold 8 MiB less. Raise it for stores
-/// far away (each connection's throughput is bounded by its round-trip time).
+/// Default parts uploaded at once: the fewest that keep a nearby store's upload at full
+/// speed, so the least memory (docs/design.md, "Performance"). Raise it for stores far away
+/// (each connection's throughput is bounded by its round-trip time).
 pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
 /// `--memory-budget-mib`.
 pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 64;
@@ -24,8 +21,6 @@ pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 64;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 /// `--s3-read-timeout-secs`.
 pub const DEFAULT_S3_READ_TIMEOUT_SECS: u64 = 120;
-/// S3's maximum number of parts in one multipart upload.
-pub const MAX_PARTS: u64 = 10_000;
 const MIB: u64 = 1024 * 1024;
 
 /// The PocketBase Backups API over an S3 bucket or a local directory.
@@ -302,7 +297,7 @@ pub struct Config {
     /// The data directory that is backed up and restored.
     pub data_dir: PathBuf,
     pub storage: StorageConfig,
-    /// Minimum multipart part size in bytes (see [`part_size_for`]).
+    /// Minimum multipart part size in bytes (see [`crate::storage::parts::part_size_for`]).
     pub part_size: u64,
     pub parts_in_flight: usize,
     pub compression_level: u32,
@@ -450,10 +445,10 @@ impl ServeArgs {
     /// # Errors
     /// When a value is out of range (part size under 5 MiB, no parts in flight, ...).
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.part_size_mib * MIB < MIN_PART_SIZE {
+        if self.part_size_mib * MIB < crate::storage::parts::MIN_PART_SIZE {
             return Err(ConfigError("--part-size-mib must be at least 5".into()));
         }
-        if self.part_size_mib > 5 * 1024 {
+        if self.part_size_mib * MIB > crate::storage::parts::MAX_PART_SIZE {
             return Err(ConfigError("--part-size-mib must be at most 5120".into()));
         }
         if !(1..=64).contains(&self.parts_in_flight) {
@@ -665,17 +660,6 @@ pub fn normalize_prefix(p: &str) -> String {
     }
 }
 
-/// The part size for an archive of at most `expected_size` bytes: the configured minimum,
-/// grown (in whole MiB) so that 10,000 parts hold the archive with room to spare. Every part
-/// but the last has this size (Cloudflare R2 requires equal parts).
-pub fn part_size_for(min_part_size: u64, expected_size: u64) -> u64 {
-    // 10% headroom for zip overhead on incompressible data, and for files that grow while
-    // the archive is being made.
-    let needed = (expected_size + expected_size / 10).div_ceil(MAX_PARTS);
-    let needed = needed.div_ceil(MIB) * MIB;
-    needed.max(min_part_size).max(MIN_PART_SIZE)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -698,16 +682,6 @@ mod tests {
         assert!(!auto.signs(None), "AWS itself, over HTTPS");
         assert!(PayloadSigning::Always.signs(Some("https://s3.example.com")));
         assert!(!PayloadSigning::Never.signs(Some("http://127.0.0.1:9000")));
-    }
-
-    #[test]
-    fn part_size_grows_so_ten_thousand_parts_suffice() {
-        assert_eq!(part_size_for(16 * MIB, 0), 16 * MIB);
-        assert_eq!(part_size_for(5 * MIB, 1024 * MIB), 5 * MIB);
-        let tib = 1024 * 1024 * MIB;
-        let p = part_size_for(16 * MIB, tib);
-        assert!(p * MAX_PARTS >= tib + tib / 10);
-        assert_eq!(p % MIB, 0);
     }
 
     #[test]

@@ -1,26 +1,32 @@
 //! backup-gateway: the PocketBase Backups API for a data directory, with the archives in an
 //! S3-compatible bucket or a local directory.
 //!
-//! Crate map:
-//! - [`config`]: command line and [`Config`].
+//! Crate map (data flows from the HTTP edge down to the stores and the data directory):
+//! - [`config`]: the command line and [`Config`].
 //! - [`api`]: the HTTP routes (PocketBase's paths, status codes and messages).
-//! - [`auth`], [`users`]: superuser tokens and the gateway's own state.
+//! - [`serve`]: connections (the accept loop, graceful shutdown, lingering close).
 //! - [`error`]: [`error::ApiError`], the one error type of the HTTP edge.
-//! - [`storage`]: the [`storage::BackupStore`] trait, S3 and local backends.
-//! - [`archive`]: the streaming zip writer and reader, the tree walk and survey, and the
-//!   consistent snapshots of SQLite databases.
+//! - [`auth`]: superuser tokens and file tokens.
+//! - [`users`]: the superusers and the token secrets.
+//! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
+//! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
+//! - [`jobs`]: the one-create-or-restore-at-a-time lock and the keys being written.
 //! - [`backup`]: create (data directory -> zip -> store).
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
-//! - [`serve`]: connections (the accept loop, graceful shutdown, lingering close).
-//! - [`jobs`]: the one-create-or-restore-at-a-time lock.
-//! - [`keys`]: backup name rules.
-//! - [`pocketbase`]: what is read of a PocketBase data directory (its app name).
-//! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
-//! - [`cron`]: PocketBase's cron expressions.
-//! - [`schedule`]: scheduled backups and their retention.
+//! - [`schedule`]: scheduled backups and their retention; [`cron`]: PocketBase's cron
+//!   expressions.
+//! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
+//!   SQLite databases, the create's pipeline, the restore's checks and extraction.
+//! - [`storage`]: the [`storage::BackupStore`] trait, S3 and local backends, S3's multipart
+//!   rules.
+//! - [`bufpool`]: the one memory budget of backup bytes and its buffer pools.
 //! - [`progress`]: the live progress of the running create or restore.
 //! - [`outcomes`]: how operations ended: summary log lines, metrics, the last outcomes.
 //! - [`metrics`]: the Prometheus families and their exposition (`--metrics-http`).
+//! - [`pocketbase`]: what is read of a PocketBase data directory (its app name).
+//! - [`state_dir`]: every path under `<dir>/.backup-gateway/`.
+//! - [`fsutil`]: atomic writes, kept values, random names.
+//! - [`time_fmt`]: PocketBase's date format.
 
 pub mod api;
 pub mod archive;

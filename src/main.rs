@@ -6,8 +6,8 @@ use clap::Parser;
 use std::process::ExitCode;
 
 /// With `--features jemalloc` (the Dockerfile's build), jemalloc rather than glibc's malloc:
-/// under many clients at once glibc keeps freed buffers resident in its arenas (measured in
-/// docs/design.md, "Reads from the store, and the memory budget").
+/// under many clients at once glibc keeps freed buffers resident in its arenas
+/// (docs/design.md, "Reads from the store, and the memory budget").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

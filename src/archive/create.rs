@@ -116,8 +116,8 @@ struct Task {
 
 enum TaskKind {
     /// Small files: the worker picks each one's method. Batched (up to [`BATCH_BYTES`] or
-    /// [`BATCH_FILES`]) because a hand-off between threads per file cost a fifth of the
-    /// CPU time of zipping 100,000 small files (futex wake-ups and context switches).
+    /// [`BATCH_FILES`]) because a hand-off between threads (futex wake-ups and context
+    /// switches) costs more than compressing a small file.
     Batch(Vec<Small>),
     /// A chunk of a larger file, with its file's method.
     Chunk {

@@ -34,15 +34,15 @@ enum WriteOp {
     Data(Vec<u8>),
     /// The file is complete: set its mode and time through the open handle, then close it.
     /// Plain values, no allocation: a heap allocation per file freed on the other thread
-    /// made the restore's RSS grow with the number of files.
+    /// makes the restore's RSS grow with the number of files.
     Close {
         mode: u32,
         mtime: Option<i64>,
     },
 }
 
-/// Writes files for [`extract`], so that the write system calls (a third of a restore's
-/// CPU time) overlap the reading, inflating and checking of the next data.
+/// Writes files for [`extract`], so that the write system calls overlap the reading,
+/// inflating and checking of the next data.
 /// Large files bypass the page cache ([`OutFile`]).
 fn file_writer(
     ops: Receiver<WriteOp>,
@@ -69,8 +69,7 @@ fn file_writer(
                     .take()
                     .ok_or_else(|| io::Error::other("close of no file"))?
                     .finish(&mut stage)?;
-                // Through the handle: no second lookup of the path, no second open (for
-                // 100,000 small files this was a sixth of a restore's system calls).
+                // Through the handle: no second lookup of the path, no second open.
                 apply_mode_and_time(&f, mode, mtime)?;
             }
         }

@@ -221,6 +221,34 @@ impl From<SnapshotError> for io::Error {
     }
 }
 
+/// How often a snapshot tries again for a lock the application holds.
+const LOCK_POLL: Duration = Duration::from_millis(1);
+
+/// Runs `f` until it is not refused for a lock the application holds, or `deadline`
+/// passes. Tries every [`LOCK_POLL`]: a rollback-journal application that commits
+/// back to back leaves its database unlocked only between two commits, and SQLite's own
+/// busy handler, whose waits grow to 100 ms, tries about 60 times in 5 s and can miss
+/// every one of those gaps; polling every millisecond tries thousands of times.
+fn until_unlocked<T>(
+    deadline: std::time::Instant,
+    mut f: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    use rusqlite::ffi::ErrorCode;
+    loop {
+        match f() {
+            Err(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(LOCK_POLL);
+            }
+            other => return other,
+        }
+    }
+}
+
 /// SQLite's message, with what it means for a backup where it is not obvious.
 fn describe(e: &rusqlite::Error) -> String {
     use rusqlite::ffi::ErrorCode;
@@ -307,20 +335,24 @@ impl Snapshot {
                 | OpenFlags::SQLITE_OPEN_NOFOLLOW,
         )
         .map_err(err)?;
-        conn.busy_timeout(self.opts.busy_timeout).map_err(err)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)
-            .map_err(err)?;
-        conn.pragma_update(None, "query_only", true).map_err(err)?;
-        conn.pragma_update(None, "cache_size", -CACHE_KIB)
-            .map_err(err)?;
-        let mode: String = conn
-            .pragma_query_value(None, "journal_mode", |r| r.get(0))
-            .map_err(err)?;
+        // Locks are waited for by `until_unlocked`, not by SQLite's busy handler.
+        conn.busy_timeout(Duration::ZERO).map_err(err)?;
+        let deadline = std::time::Instant::now() + self.opts.busy_timeout;
+        // Pragmas that read the schema take the lock for a moment.
+        let mode: String = until_unlocked(deadline, || {
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, true)?;
+            conn.pragma_update(None, "query_only", true)?;
+            conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+            conn.pragma_query_value(None, "journal_mode", |r| r.get(0))
+        })
+        .map_err(err)?;
         conn.execute_batch("BEGIN").map_err(err)?;
         // Reading the schema starts the read transaction (the snapshot is fixed here) and
         // checks that the file really is a database.
-        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
-            r.get::<_, i64>(0)
+        until_unlocked(deadline, || {
+            conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
         })
         .map_err(err)?;
         let pages: i64 = conn

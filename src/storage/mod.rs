@@ -6,6 +6,7 @@
 //! nothing: a failure or a dropped future leaves no object and no pending upload behind.
 
 pub mod local;
+pub mod parts;
 pub mod s3;
 
 use crate::bufpool::BufPool;

@@ -388,7 +388,7 @@ impl S3Store {
                 completed.push(join_part(in_flight.join_next().await)?);
             }
             number += 1;
-            if number > crate::config::MAX_PARTS as i32 {
+            if number > super::parts::MAX_PARTS as i32 {
                 return Err(StorageError::Backend(
                     "the backup needs more than 10,000 parts; raise --part-size-mib".into(),
                     None,
