@@ -3,8 +3,8 @@
 //! First the tree is surveyed (size estimate, SQLite databases) and every database's
 //! snapshot is opened ([`archive::sqlite`]): a database that cannot be read consistently
 //! fails the create here, before anything is uploaded. The zip writer runs on a blocking
-//! thread and hands 256 KiB chunks through a channel of four to the store's `put`, which cuts them into parts and uploads a bounded number at
-//! once. Nothing touches the disk but the data being read. If anything fails, or the
+//! thread and hands 256 KiB chunks through a channel of four to the store's `put`, which
+//! cuts them into parts and uploads a bounded number at once. Nothing touches the disk but the data being read. If anything fails, or the
 //! request is dropped, both sides stop: the writer sees the channel closed, the store
 //! aborts its multipart upload.
 //!

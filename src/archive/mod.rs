@@ -46,6 +46,23 @@ pub(crate) mod test_data {
     use super::meta::EntryMeta;
     use super::zip::ZipWriter;
 
+    /// What a restore does with a whole archive held in memory: index, check (default
+    /// limits), extract into `dest`, with progress counted in `progress`. Returns the plan.
+    pub fn restore_into(
+        bytes: &[u8],
+        dest: &std::path::Path,
+        progress: Option<&crate::progress::Progress>,
+    ) -> Result<super::Plan, super::ArchiveError> {
+        if bytes.len() < 22 {
+            return Err(super::ArchiveError::NotZip("too short".into()));
+        }
+        let (dir, entries) = super::zip::reader::index(bytes)?;
+        let plan =
+            super::check::check_entries(entries, dir.offset, &super::Limits::default(), &[])?;
+        super::extract::extract(&plan, &mut &bytes[..], 0, dest, progress, &mut |_| Ok(()))?;
+        Ok(plan)
+    }
+
     /// Xorshift bytes: incompressible, reproducible, different per seed.
     pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;

@@ -4,7 +4,7 @@
 use crate::archive::check::{Limits, check_entries};
 use crate::archive::error::ArchiveError;
 use crate::archive::extract::extract;
-use crate::archive::test_data::zip;
+use crate::archive::test_data::{restore_into, zip};
 use crate::archive::zip::reader::find_directory;
 use crate::archive::zip::spec::METHOD_STORED;
 use std::path::{Path, PathBuf};
@@ -27,24 +27,15 @@ fn round_trip_through_writer_index_and_extract() {
         ("dir/b.bin", big.as_bytes()),
         ("ünï/c", b""),
     ]);
-    let (dir, entries) = index(&bytes);
+    let (_, entries) = index(&bytes);
     assert_eq!(entries.len(), 4);
-    let plan = check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
     let dest = tempfile::tempdir().unwrap();
     let progress = crate::progress::Progress::new(
         crate::progress::Kind::Restore,
         crate::progress::Trigger::Api,
         "t.zip",
     );
-    extract(
-        &plan,
-        &mut &bytes[..],
-        0,
-        dest.path(),
-        Some(&progress),
-        &mut |_| Ok(()),
-    )
-    .unwrap();
+    restore_into(&bytes, dest.path(), Some(&progress)).unwrap();
     let counted = progress.view();
     assert_eq!((counted.entries_done, counted.bytes_done), (4, 5 + 300_000));
     assert_eq!(std::fs::read(dest.path().join("a.txt")).unwrap(), b"hello");
@@ -69,19 +60,10 @@ fn every_entry_gets_its_data_mode_and_time_with_one_inflater_for_all() {
     }
     let named: Vec<(&str, &[u8])> = files.iter().map(|(n, d)| (n.as_str(), *d)).collect();
     let bytes = zip(&named);
-    let (dir, entries) = index(&bytes);
+    let (_, entries) = index(&bytes);
     assert!(entries.iter().filter(|e| e.method != METHOD_STORED).count() >= 5);
-    let plan = check_entries(entries, dir.offset, &Limits::default(), &[]).unwrap();
     let dest = tempfile::tempdir().unwrap();
-    extract(
-        &plan,
-        &mut &bytes[..],
-        0,
-        dest.path(),
-        None,
-        &mut |_| Ok(()),
-    )
-    .unwrap();
+    restore_into(&bytes, dest.path(), None).unwrap();
     for (i, t) in texts.iter().enumerate() {
         let path = dest.path().join(format!("d/t{i}.txt"));
         assert_eq!(std::fs::read(&path).unwrap(), t.as_bytes(), "entry {i}");
@@ -197,12 +179,7 @@ mod props {
 
     /// What a restore does with an archive, all of it in memory.
     fn restore_all(bytes: &[u8], dest: &Path) -> Result<usize, ArchiveError> {
-        if bytes.len() < 22 {
-            return Err(ArchiveError::NotZip("too short".into()));
-        }
-        let (dir, entries) = crate::archive::zip::reader::index(bytes)?;
-        let plan = check_entries(entries, dir.offset, &Limits::default(), &[])?;
-        extract(&plan, &mut &bytes[..], 0, dest, None, &mut |_| Ok(()))?;
+        let plan = restore_into(bytes, dest, None)?;
         Ok(plan.items.len())
     }
 
