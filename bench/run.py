@@ -21,6 +21,7 @@ import platform
 import re
 import resource
 import shutil
+import sqlite3
 import socket
 import subprocess
 import sys
@@ -526,7 +527,7 @@ def wait_gateway_restore(gw, timeout=3600):
     raise RuntimeError("the gateway restore did not finish")
 
 
-OPS = ("ceilings", "create", "writer", "download", "load", "upload", "restore", "pocketbase")
+OPS = ("ceilings", "create", "incremental", "writer", "download", "load", "upload", "restore", "pocketbase")
 WRITER = os.path.join(REPO, "bench", "writer.py")
 
 
@@ -552,7 +553,7 @@ class Writer:
 def check_archived_db(archive, name, tag):
     """The database `name` in the zip `archive` passes quick_check and its writer's ledger
     has no gap: the create's snapshot was consistent."""
-    import sqlite3
+
     import tempfile
     import zipfile
     with tempfile.TemporaryDirectory(dir=os.path.dirname(archive)) as tmp:
@@ -705,6 +706,8 @@ def run_dataset(env, name, src, run_no, ops):
         ft = file_token(g.base, g.token)
         return curl_get(f"{g.base}/api/backups/{key}?token={ft}")
 
+    if "incremental" in ops:
+        incremental_step(env, gw, res, tag, gw_dir, create_as)
     if "writer" in ops and os.path.exists(os.path.join(src, "app.db")):
         writer_step(env, gw, res, tag, src, gw_dir, archive, create_as)
     if "download" in ops:
@@ -724,6 +727,64 @@ def run_dataset(env, name, src, run_no, ops):
     env.drop_object(GW_BUCKET, key)
     shutil.rmtree(root, ignore_errors=True)
     return res
+
+
+def change_one_percent(gw_dir):
+    """Changes every 100th file of the tree (1%), and the database if there is one: each is
+    written anew beside itself and renamed over it, so that the hard-linked dataset stays as
+    it is. Returns the number of files changed."""
+    files = []
+    for d, dirs, names in os.walk(gw_dir):
+        dirs[:] = sorted(x for x in dirs if x not in ("backups", ".backup-gateway"))
+        files.extend(os.path.join(d, n) for n in sorted(names))
+    changed = 0
+    for path in files[::100]:
+        if path.endswith(("-wal", "-shm", "-journal")) or os.path.basename(path) == "app.db":
+            continue
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        if data:
+            data[0] ^= 0xFF
+        tmp = path + ".bench-tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        changed += 1
+    db = os.path.join(gw_dir, "app.db")
+    if os.path.exists(db):
+        tmp = db + ".bench-tmp"
+        shutil.copyfile(db, tmp)
+        c = sqlite3.connect(tmp)
+        c.execute("CREATE TABLE IF NOT EXISTS bench_changes(at REAL)")
+        c.execute("INSERT INTO bench_changes VALUES (?)", (time.time(),))
+        c.commit()
+        c.close()
+        os.replace(tmp, db)
+        changed += 1
+    return changed
+
+
+def incremental_step(env, gw, res, tag, gw_dir, create_as):
+    """A create after the full one (still in the store), with 1% of the files and the
+    database changed: its time, and the bytes it uploaded and had the store copy."""
+    changed = change_one_percent(gw_dir)
+    key = f"gw-{tag}-incremental.zip"
+    env.tool("read", gw_dir)
+    secs, _, stats, _ = gateway_op(gw, create_as(key))
+    copied = 0
+    for _, line in gw.proc.lines:
+        m = re.search(r"incremental create.*copied_bytes=(\d+)", line)
+        if m:
+            copied = int(m.group(1))
+    size = env.s3api.size(GW_BUCKET, key)
+    res["gw_incr_create"], res["gw_incr_cpu"], res["gw_incr_s3_cpu"] = secs, stats["cpu"], stats["s3_cpu"]
+    res["gw_incr_copied"], res["gw_incr_uploaded"], res["gw_incr_archive"] = copied, size - copied, size
+    res["gw_incr_complete"] = complete_secs(line for _, line in gw.proc.lines)
+    res["gw_incr_changed"] = changed
+    env.drop_object(GW_BUCKET, key)
+    log(f"{tag}: incremental create ({changed} files changed) {secs:.2f} s (CPU {stats['cpu']:.1f} s, "
+        f"S3 server CPU {fmt_cpu(stats['s3_cpu'])}, its CompleteMultipartUpload {res['gw_incr_complete'] or 0:.1f} s), "
+        f"uploaded {(size - copied) / MIB:.1f} MiB, copied in the store {copied / MIB:.1f} MiB")
 
 
 def download_step(env, gw, res, key, tag, download):
@@ -953,6 +1014,12 @@ def ratios(r):
     put("pb_restore_over_gw", "pb_restore", "gw_restore")
     put("pb_download_vs_direct", "direct_get", "pb_download")
     put("create_vs_baseline", "gw_create", "gw_create_baseline")
+    put("incr_speedup", "gw_create", "gw_incr_create")
+    put("pb_over_incr", "pb_create", "gw_incr_create")
+    put("incr_uploaded_share", "gw_incr_uploaded", "gw_incr_archive")
+    lat = r.get("list_latency", {})
+    if lat.get("p99_ms") is not None and lat.get("store", {}).get("p99_ms") is not None:
+        out["list_p99_over_store_ms"] = lat["p99_ms"] - lat["store"]["p99_ms"]
     if "writer_create" in r and "writer_upload" in r:
         out["writer_worst_over_upload_ms"] = r["writer_create"]["worst_ms"] - r["writer_upload"]["worst_ms"]
     if "writer_create" in r and "writer_pb_create" in r:
@@ -962,6 +1029,15 @@ def ratios(r):
 
 TARGETS = [
     # (dataset, ratio key, comparison, bound, description)
+    ("A", "create_vs_floor", "<=", 1.05, "create A within 1.05x of `create_floor`"),
+    ("B", "create_vs_floor", "<=", 1.05, "create B within 1.05x of `create_floor`"),
+    ("A", "list_p99_over_store_ms", "<=", 10.0,
+     "`GET /api/backups` p99 during create A at most 10 ms above the store's own list p99"),
+    ("B", "list_p99_over_store_ms", "<=", 10.0,
+     "`GET /api/backups` p99 during create B at most 10 ms above the store's own list p99"),
+    ("A", "incr_speedup", ">=", 1.8, "incremental create A (database and 1% of files changed) at least 1.8x faster than a full create"),
+    ("B", "incr_speedup", ">=", 10.0, "incremental create B (1% of files changed) at least 10x faster than a full create"),
+    ("B", "pb_over_incr", ">=", 20.0, "incremental create B at least 20x faster than PocketBase's create"),
     ("A", "create_vs_upload_alone", "<=", 1.10, "create A within 1.1x of uploading the finished archive alone"),
     ("A", "pb_create_over_gw", ">=", 1.35, "create A at least 1.35x faster than PocketBase"),
     ("B", "create_vs_ceiling", "<=", 1.20, "create B within 1.2x of its slowest stage alone"),
@@ -1099,6 +1175,30 @@ def report(results, meta, path):
             + "; ".join(f"{spread([x['create_vs_floor'] for x in rs], lambda v: f'{v:.2f}x')} the floor on {ds}"
                         for ds, rs in floors.items())
             + ".")
+        add("")
+
+    incr_rows = [(ds, r) for ds, rs in by.items() for r in rs if "gw_incr_create" in r]
+    if incr_rows:
+        add("## Incremental creates")
+        add("")
+        add("A create right after the full one, with 1% of the files (and the database, on A)")
+        add("changed: the unchanged entries are copied inside the store (`UploadPartCopy`), the")
+        add("rest is zipped and uploaded. What each copy costs the store is its S3 server CPU and")
+        add("its `CompleteMultipartUpload` (s3s-fs writes the whole object again on completion).")
+        add("")
+        add("| dataset | files changed | full create | incremental create | PocketBase create | uploaded / copied "
+            "| S3 server CPU (incremental / full) | CompleteMultipartUpload (incremental / full) |")
+        add("|---|---|---|---|---|---|---|---|")
+        for ds in by:
+            rs = [r for d, r in incr_rows if d == ds]
+            if not rs:
+                continue
+            add(f"| {ds} | {spread([r['gw_incr_changed'] for r in rs], str)} | "
+                f"{spread([r['gw_create'] for r in rs], fmt_s)} | {spread([r['gw_incr_create'] for r in rs], fmt_s)} | "
+                f"{spread([r.get('pb_create') for r in rs], fmt_s)} | "
+                f"{spread([r['gw_incr_uploaded'] for r in rs], fmt_mib)} / {spread([r['gw_incr_copied'] for r in rs], fmt_mib)} | "
+                f"{spread([r.get('gw_incr_s3_cpu') for r in rs], fmt_s)} / {spread([r.get('gw_create_s3_cpu') for r in rs], fmt_s)} | "
+                f"{spread([r.get('gw_incr_complete') for r in rs], fmt_s)} / {spread([r.get('gw_create_complete') for r in rs], fmt_s)} |")
         add("")
 
     writer_rows = [(ds, r) for ds, rs in by.items() for r in rs if "writer_create" in r]

@@ -216,6 +216,7 @@ async fn main() -> anyhow::Result<()> {
                 budget: backup_gateway::bufpool::Budget::new(
                     backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB << 20,
                 ),
+                copy: None,
             };
             let store = store().await;
             let started = Instant::now();

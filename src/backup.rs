@@ -14,11 +14,13 @@
 //! run ([`window_share`]), so that the budget bounds every buffer of backup bytes.
 
 use crate::AppState;
+use crate::archive::reuse::{Manifest, Reuse};
 use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
 use crate::bufpool::BufPool;
+use crate::config::Incremental;
 use crate::progress::{Phase, Progress};
-use crate::storage::parts::part_size_for;
-use crate::storage::{PutOptions, StorageError};
+use crate::storage::parts::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, part_size_for};
+use crate::storage::{ByteRange, CopyFrom, PutOptions, StorageError};
 use bytes::Bytes;
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -48,7 +50,11 @@ pub struct Created {
     pub entries: u64,
 }
 
-/// Zips the data directory into the store under `key`, counting into `progress`.
+/// Zips the data directory into the store under `key`, counting into `progress`. Where
+/// the store can copy ranges of an existing backup and `--incremental` allows it, the
+/// unchanged files' entries are copied from the newest backup the gateway wrote
+/// ([`archive::reuse`]); if that backup vanishes or changes meanwhile, the create starts
+/// over as a full one.
 ///
 /// # Errors
 /// An unreadable data directory ([`CreateError::Archive`]) or a store failure
@@ -60,6 +66,70 @@ pub async fn create(
     key: &str,
     progress: &Arc<Progress>,
 ) -> Result<Created, CreateError> {
+    let previous = if state.config.incremental == Incremental::Auto && store.copies() {
+        previous_archive(state, store, key).await.map(Arc::new)
+    } else {
+        None
+    };
+    match create_from(state, store, key, progress, previous.clone()).await {
+        Err(CreateError::Storage(StorageError::CopySource(why))) if previous.is_some() => {
+            tracing::warn!(reason = %why, "the previous backup changed during an incremental create; making a full one");
+            progress.restart();
+            create_from(state, store, key, progress, None).await
+        }
+        other => other,
+    }
+}
+
+/// The newest backup the gateway wrote, of the few newest in the store, with its manifest.
+struct Previous {
+    key: String,
+    etag: Option<String>,
+    manifest: Manifest,
+}
+
+/// How many of the newest backups are looked at for one the gateway wrote (an uploaded or
+/// PocketBase-made archive has no manifest).
+const PREVIOUS_CANDIDATES: usize = 3;
+
+async fn previous_archive(
+    state: &AppState,
+    store: &dyn crate::storage::BackupStore,
+    key: &str,
+) -> Option<Previous> {
+    let mut listed = match store.list().await {
+        Ok(listed) => listed,
+        Err(e) => {
+            tracing::debug!(error = %e, "no incremental create: listing failed");
+            return None;
+        }
+    };
+    listed.retain(|b| b.key != key && !state.jobs.is_being_written(&b.key));
+    listed.sort_by_key(|b| std::cmp::Reverse(b.modified));
+    let max_index = state.config.restore_limits.max_index_bytes;
+    for b in listed.into_iter().take(PREVIOUS_CANDIDATES) {
+        let Ok((dir, entries)) = crate::index::read_index(store, &b.key, b.size, max_index).await
+        else {
+            continue;
+        };
+        if let Some(manifest) = Manifest::new(entries, dir.offset) {
+            return Some(Previous {
+                key: b.key,
+                etag: b.etag,
+                manifest,
+            });
+        }
+    }
+    None
+}
+
+async fn create_from(
+    state: &AppState,
+    store: &dyn crate::storage::BackupStore,
+    key: &str,
+    progress: &Arc<Progress>,
+    previous: Option<Arc<Previous>>,
+) -> Result<Created, CreateError> {
     let root = state.config.data_dir.clone();
     let exclude = state.backup_exclude();
     let level = state.config.compression_level;
@@ -67,9 +137,11 @@ pub async fn create(
 
     let started = std::time::Instant::now();
     let (survey, mut databases) = {
-        let (root, exclude) = (root.clone(), exclude.clone());
+        let (root, exclude, previous) = (root.clone(), exclude.clone(), previous.clone());
         tokio::task::spawn_blocking(move || {
-            let survey = archive::survey(&root, &exclude).map_err(CreateError::Archive)?;
+            let manifest = previous.as_deref().map(|p| &p.manifest);
+            let survey =
+                archive::survey(&root, &exclude, manifest).map_err(CreateError::Archive)?;
             let databases = Snapshots::open(&root, &survey.databases, snapshot_opts)
                 .map_err(CreateError::Database)?;
             Ok::<_, CreateError>((survey, databases))
@@ -86,10 +158,40 @@ pub async fn create(
     progress.set_totals(survey.bytes, survey.entries);
     progress.set_phase(Phase::Archive);
     let estimate = survey.bytes;
+    let part_size = part_size_for(state.config.part_size, estimate);
+    let reuse = match &previous {
+        Some(p) => reuse_of(p, &survey, part_size),
+        None => Reuse::default(),
+    };
+    let copy = (!reuse.copies.is_empty()).then(|| {
+        let p = previous
+            .as_deref()
+            .expect("reuse comes from a previous archive");
+        tracing::info!(
+            from = %p.key,
+            entries = reuse.entries.len(),
+            copied_bytes = reuse.bytes,
+            parts = reuse.copies.len(),
+            "incremental create: unchanged entries are copied in the store"
+        );
+        CopyFrom {
+            key: p.key.clone(),
+            etag: p.etag.clone(),
+            ranges: reuse
+                .copies
+                .iter()
+                .map(|r| ByteRange {
+                    start: r.start,
+                    end: r.end - 1,
+                })
+                .collect(),
+        }
+    });
     let opts = PutOptions {
-        part_size: part_size_for(state.config.part_size, estimate),
+        part_size,
         parts_in_flight: state.config.parts_in_flight,
         budget: state.budget.clone(),
+        copy,
     };
 
     // The compression window and the channel to the store hold backup bytes too: they take
@@ -107,8 +209,9 @@ pub async fn create(
             exclude,
             progress: Some(Arc::clone(&counted)),
         };
-        let result = archive::write_dir(&root, &opts, &mut databases, &mut out)
-            .and_then(|stats| out.finish().map(|()| stats));
+        let result =
+            archive::create::write_dir_reusing(&root, &opts, &mut databases, &reuse, &mut out)
+                .and_then(|stats| out.finish().map(|()| stats));
         // The store now writes the last parts and assembles the archive.
         counted.set_phase(Phase::Complete);
         if let Err(e) = &result {
@@ -149,6 +252,20 @@ pub async fn create(
         // The store failed (the writer then only saw the channel close).
         (_, Err(e)) => Err(CreateError::Storage(e)),
     }
+}
+
+/// What to take from `previous`: the runs of its unchanged entries, or nothing when the
+/// parts of the copies and of the rest together would pass S3's 10,000.
+fn reuse_of(previous: &Previous, survey: &archive::Survey, part_size: u64) -> Reuse {
+    let reuse = previous
+        .manifest
+        .plan(&survey.unchanged, MIN_PART_SIZE, MAX_PART_SIZE);
+    let fresh = survey.bytes.saturating_sub(reuse.file_bytes);
+    let fresh_parts = (fresh + fresh / 10).div_ceil(part_size.max(1)) + 1;
+    if reuse.copies.len() as u64 + fresh_parts > MAX_PARTS {
+        return Reuse::default();
+    }
+    reuse
 }
 
 /// What a create reserves of a budget of `total` bytes besides its parts: the compression

@@ -23,6 +23,15 @@ pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
 pub const DEFAULT_S3_READ_TIMEOUT_SECS: u64 = 120;
 const MIB: u64 = 1024 * 1024;
 
+/// `--incremental`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Incremental {
+    /// Copy unchanged entries from the newest backup where the store can.
+    Auto,
+    /// Always upload the whole archive.
+    Off,
+}
+
 /// The PocketBase Backups API over an S3 bucket or a local directory.
 #[derive(Debug, Parser)]
 #[command(name = "backup-gateway", version, about, long_about = None)]
@@ -103,6 +112,13 @@ pub struct ServeArgs {
     /// Deflate level for created archives (0-9); files that do not compress are stored.
     #[arg(long, env = "GATEWAY_COMPRESSION_LEVEL", default_value_t = 1)]
     pub compression_level: u32,
+
+    /// Incremental creates: `auto` copies the entries of unchanged files from the newest
+    /// backup inside the store (S3's UploadPartCopy) where the store can, so that only
+    /// what changed is uploaded; every backup is still a whole, standalone zip. `off`
+    /// always uploads everything. Local storage and Cloudflare R2 always do full creates.
+    #[arg(long, env = "GATEWAY_INCREMENTAL", value_enum, default_value_t = Incremental::Auto)]
+    pub incremental: Incremental,
 
     /// Restore refuses archives with more entries than this.
     #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = Limits::DEFAULT.max_entries)]
@@ -301,6 +317,7 @@ pub struct Config {
     pub part_size: u64,
     pub parts_in_flight: usize,
     pub compression_level: u32,
+    pub incremental: Incremental,
     pub on_restore: Option<String>,
     pub restore_limits: Limits,
     /// `--restore-require` paths; empty: `data.db` when the data directory holds one.
@@ -579,6 +596,7 @@ impl ServeArgs {
             part_size: self.part_size_mib * MIB,
             parts_in_flight: self.parts_in_flight,
             compression_level: self.compression_level,
+            incremental: self.incremental,
             on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
             restore_limits: Limits {
                 max_entries: self.restore_max_entries,
@@ -621,6 +639,7 @@ impl Config {
             part_size: DEFAULT_PART_SIZE_MIB * MIB,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             compression_level: 1,
+            incremental: Incremental::Auto,
             on_restore: None,
             restore_limits: Limits::default(),
             restore_require: Vec::new(),

@@ -37,6 +37,7 @@ pub mod config;
 pub mod cron;
 pub mod error;
 pub mod fsutil;
+pub mod index;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;

@@ -158,6 +158,12 @@ impl Progress {
         self.entries_total.store(entries, Ordering::Relaxed);
     }
 
+    /// Back to nothing done (a create that starts over).
+    pub fn restart(&self) {
+        self.bytes_done.store(0, Ordering::Relaxed);
+        self.entries_done.store(0, Ordering::Relaxed);
+    }
+
     /// `bytes` more of file data done.
     pub fn add_bytes(&self, bytes: u64) {
         self.bytes_done.fetch_add(bytes, Ordering::Relaxed);

@@ -235,6 +235,7 @@ async fn receive_upload(
         part_size: state.config.part_size,
         parts_in_flight: state.config.parts_in_flight,
         budget: state.budget.clone(),
+        copy: None,
     };
     let (started, started_at) = (std::time::Instant::now(), crate::time_fmt::now_pb());
     let put = store.put(&key, Box::pin(first.chain(body)), opts).await;

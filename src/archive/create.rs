@@ -26,6 +26,7 @@
 
 use super::compress::{PROBE_LEN, compresses, deflate_chunk, smaller};
 use super::meta::EntryMeta;
+use super::reuse::Reuse;
 use super::sqlite::{self, Snapshot, Snapshots};
 use super::tree::{self, Exclude, Found, walk};
 use super::zip::spec::{METHOD_DEFLATE, METHOD_STORED};
@@ -191,7 +192,29 @@ pub fn write_dir<W: Write>(
     databases: &mut Snapshots,
     out: W,
 ) -> io::Result<WriteStats> {
-    let mut zip = ZipWriter::new(out);
+    write_dir_reusing(root, opts, databases, &Reuse::default(), out)
+}
+
+/// [`write_dir`] for an incremental create: the archive's first `reuse.bytes` bytes are
+/// the entries `reuse` takes from the previous archive (the store copies them), so `out`
+/// gets what follows them, and the walk leaves those files out.
+///
+/// # Errors
+/// As [`write_dir`].
+pub fn write_dir_reusing<W: Write>(
+    root: &Path,
+    opts: &WriteOptions,
+    databases: &mut Snapshots,
+    reuse: &Reuse,
+    out: W,
+) -> io::Result<WriteStats> {
+    let mut zip = ZipWriter::continuing(out, reuse.bytes, reuse.entries.clone());
+    if let Some(p) = &opts.progress {
+        p.add_bytes(reuse.file_bytes);
+        for _ in 0..reuse.entries.len() {
+            p.add_entry();
+        }
+    }
     let workers = workers();
     let level = opts.level.min(9);
     let (task_tx, task_rx) = sync_channel::<Task>(workers * 2);
@@ -228,6 +251,7 @@ pub fn write_dir<W: Write>(
                 batch: Vec::new(),
                 batch_charge: 0,
                 databases,
+                reused: &reuse.names,
             };
             let result = walk(root, &opts.exclude, &mut |found| reader.found(found))
                 .and_then(|()| reader.flush_batch());
@@ -266,6 +290,8 @@ struct Reader<'b> {
     batch_charge: usize,
     /// SQLite databases: archived from their snapshots, their sidecars left out.
     databases: &'b mut Snapshots,
+    /// Files whose entries the previous archive provides.
+    reused: &'b std::collections::HashSet<Vec<u8>>,
 }
 
 fn stopped() -> io::Error {
@@ -315,6 +341,9 @@ impl Reader<'_> {
             Found::Dir(meta) => return self.item(Item::Dir(meta)),
             Found::File { meta, path } => (meta, path),
         };
+        if self.reused.contains(&meta.name) {
+            return Ok(());
+        }
         // Databases and their sidecars are decided by name before anything is opened (see
         // `tree::walk`).
         if self.databases.is_sidecar(&meta.name) {

@@ -37,7 +37,8 @@ enum WriteOp {
     /// makes the restore's RSS grow with the number of files.
     Close {
         mode: u32,
-        mtime: Option<i64>,
+        /// Nanoseconds since the epoch.
+        mtime_ns: Option<i64>,
     },
 }
 
@@ -64,13 +65,13 @@ fn file_writer(
                 }
                 pool.give(buf);
             }
-            WriteOp::Close { mode, mtime } => {
+            WriteOp::Close { mode, mtime_ns } => {
                 let f = file
                     .take()
                     .ok_or_else(|| io::Error::other("close of no file"))?
                     .finish(&mut stage)?;
                 // Through the handle: no second lookup of the path, no second open.
-                apply_mode_and_time(&f, mode, mtime)?;
+                apply_mode_and_time(&f, mode, mtime_ns)?;
             }
         }
     }
@@ -279,7 +280,7 @@ impl Extractor<'_> {
         }
         self.send(WriteOp::Close {
             mode: entry_mode(e, false),
-            mtime: e.mtime,
+            mtime_ns: mtime_ns(e),
         })?;
         Ok(())
     }
@@ -353,8 +354,17 @@ fn entry_mode(e: &Entry, is_dir: bool) -> u32 {
     if is_dir { mode | 0o700 } else { mode | 0o600 }
 }
 
-/// Sets a mode (from [`entry_mode`]) and a modification time on an open file or directory.
-fn apply_mode_and_time(f: &std::fs::File, mode: u32, mtime: Option<i64>) -> io::Result<()> {
+/// An entry's modification time in nanoseconds: the gateway's own field (so that a file
+/// restored from a gateway archive keeps its exact time, and a later create sees it
+/// unchanged), else the zip's seconds.
+fn mtime_ns(e: &Entry) -> Option<i64> {
+    e.mtime_ns
+        .or_else(|| e.mtime.map(|s| s.saturating_mul(1_000_000_000)))
+}
+
+/// Sets a mode (from [`entry_mode`]) and a modification time (nanoseconds) on an open file
+/// or directory.
+fn apply_mode_and_time(f: &std::fs::File, mode: u32, mtime_ns: Option<i64>) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -362,11 +372,11 @@ fn apply_mode_and_time(f: &std::fs::File, mode: u32, mtime: Option<i64>) -> io::
     }
     #[cfg(not(unix))]
     let _ = mode;
-    if let Some(t) = mtime
-        && let Ok(secs) = u64::try_from(t)
+    if let Some(t) = mtime_ns
+        && let Ok(nanos) = u64::try_from(t)
     {
         // A time the file system cannot hold is not worth failing a restore for.
-        let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs));
+        let _ = f.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_nanos(nanos));
     }
     Ok(())
 }
@@ -374,5 +384,9 @@ fn apply_mode_and_time(f: &std::fs::File, mode: u32, mtime: Option<i64>) -> io::
 /// Directories get their mode last (a read-only directory must still be filled).
 fn set_mode_and_time(path: &Path, dir: &Planned) -> io::Result<()> {
     let e = &dir.entry;
-    apply_mode_and_time(&std::fs::File::open(path)?, entry_mode(e, true), e.mtime)
+    apply_mode_and_time(
+        &std::fs::File::open(path)?,
+        entry_mode(e, true),
+        mtime_ns(e),
+    )
 }

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// The name (relative, `/`-separated, without a directory's trailing `/`), the Unix mode
-/// (type and permission bits) and the modification time (Unix seconds) of one entry.
+/// (type and permission bits) and the modification time (Unix nanoseconds) of one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryMeta {
     pub name: Vec<u8>,
     pub mode: u32,
-    pub mtime: i64,
+    pub mtime_ns: i64,
 }
 
 impl EntryMeta {
@@ -20,8 +20,13 @@ impl EntryMeta {
         Self {
             name: zip_name(rel),
             mode: mode(meta),
-            mtime: mtime(meta),
+            mtime_ns: mtime_ns(meta),
         }
+    }
+
+    /// The modification time in whole seconds (what the zip's time fields hold).
+    pub fn mtime(&self) -> i64 {
+        self.mtime_ns.div_euclid(1_000_000_000)
     }
 
     /// The name for messages.
@@ -82,11 +87,11 @@ fn mode(meta: &Metadata) -> u32 {
     }
 }
 
-fn mtime(meta: &Metadata) -> i64 {
+fn mtime_ns(meta: &Metadata) -> i64 {
     meta.modified()
         .ok()
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
 #[cfg(test)]

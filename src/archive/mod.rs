@@ -27,6 +27,7 @@ pub mod error;
 pub mod extract;
 pub mod meta;
 pub mod outfile;
+pub mod reuse;
 pub mod sqlite;
 pub mod tree;
 pub mod zip;
@@ -85,7 +86,7 @@ pub(crate) mod test_data {
         let meta = |name: &str, mode| EntryMeta {
             name: name.as_bytes().to_vec(),
             mode,
-            mtime: 1_700_000_000,
+            mtime_ns: 1_700_000_000_000_000_000,
         };
         for (name, data) in files {
             if let Some(dir) = name.strip_suffix('/') {

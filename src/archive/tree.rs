@@ -6,6 +6,7 @@
 //! what it finds.
 
 use super::meta::EntryMeta;
+use super::reuse::Manifest;
 use super::sqlite;
 use std::ffi::OsString;
 use std::fs::{File, Metadata};
@@ -169,16 +170,20 @@ pub struct Survey {
     pub entries: u64,
     /// Regular files that start with SQLite's header, relative to the root, in walk order.
     pub databases: Vec<PathBuf>,
+    /// Files (zip names) that the previous archive holds as they are now (see
+    /// [`super::reuse`]); never a database or a sidecar of one.
+    pub unchanged: std::collections::HashSet<Vec<u8>>,
 }
 
 /// Walks the tree once: the size estimate, and every SQLite database recognised by its
 /// header whatever its name (a file of at least one page that starts with
 /// `SQLite format 3\0`). The sidecars of a database found (which sort after it) are not
-/// opened: they are never databases, and they hold SQLite's locks (see [`walk`]).
+/// opened: they are never databases, and they hold SQLite's locks (see [`walk`]). With the
+/// previous archive's `manifest`, the files it holds unchanged too.
 ///
 /// # Errors
 /// When a directory cannot be read.
-pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
+pub fn survey(root: &Path, exclude: &Exclude, manifest: Option<&Manifest>) -> io::Result<Survey> {
     let mut out = Survey::default();
     let mut databases = std::collections::HashSet::new();
     traverse(root, exclude, &mut |rel, meta| {
@@ -188,12 +193,18 @@ pub fn survey(root: &Path, exclude: &Exclude) -> io::Result<Survey> {
         if meta.is_file() {
             out.bytes += meta.len();
             let name = super::meta::zip_name(rel);
+            let sidecar = sqlite::is_sidecar(&name, &databases);
             if meta.len() >= sqlite::MIN_FILE_LEN
-                && !sqlite::is_sidecar(&name, &databases)
+                && !sidecar
                 && sqlite::has_header(&root.join(rel), meta)
             {
                 out.databases.push(rel.to_path_buf());
                 databases.insert(name);
+            } else if !sidecar && let Some(m) = manifest {
+                let entry = EntryMeta::of(rel, meta);
+                if m.unchanged(&entry, meta.len()) {
+                    out.unchanged.insert(entry.name);
+                }
             }
         }
         Ok(())

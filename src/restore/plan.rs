@@ -4,13 +4,11 @@
 //! for the uncompressed data. What passes is the [`Plan`] the extraction follows.
 
 use super::StartError;
-use crate::archive::zip::{DirLookup, reader};
-use crate::archive::{ArchiveError, Limits, Plan, check};
-use crate::storage::{BackupStore, ByteRange, StorageError, read_range};
+use crate::archive::{Limits, Plan, check};
+use crate::index::IndexError;
+use crate::storage::{BackupStore, StorageError};
 use std::path::{Path, PathBuf};
 
-/// How much of the archive's end is read first (end records and, usually, the directory).
-const TAIL_LEN: u64 = 256 * 1024;
 /// Free space kept on top of the uncompressed size.
 const DISK_MARGIN: u64 = 64 << 20;
 
@@ -45,9 +43,9 @@ pub(super) async fn prepare(
     let (plan, cd_offset) = read_plan(store, key, size, rules.limits, rules.excluded)
         .await
         .map_err(|e| match e {
-            PlanError::Archive(a) => StartError::Invalid(a.to_string()),
-            PlanError::Storage(StorageError::NotFound) => StartError::Missing,
-            PlanError::Storage(s) => StartError::Storage(s),
+            IndexError::Archive(a) => StartError::Invalid(a.to_string()),
+            IndexError::Storage(StorageError::NotFound) => StartError::Missing,
+            IndexError::Storage(s) => StartError::Storage(s),
         })?;
     if let Some(missing) = rules
         .required
@@ -89,75 +87,16 @@ fn free_space(dir: &Path) -> Option<u64> {
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-#[derive(Debug, thiserror::Error)]
-enum PlanError {
-    #[error(transparent)]
-    Archive(#[from] ArchiveError),
-    #[error(transparent)]
-    Storage(StorageError),
-}
-
-/// Reads the end records and the central directory with ranged reads and checks every
-/// entry. Returns the plan and the central directory's offset.
+/// Reads the archive's index ([`crate::index`]) and checks every entry. Returns the plan
+/// and the central directory's offset.
 async fn read_plan(
     store: &dyn BackupStore,
     key: &str,
     size: u64,
     limits: &Limits,
     exclude: &[PathBuf],
-) -> Result<(Plan, u64), PlanError> {
-    if size < 22 {
-        return Err(ArchiveError::NotZip("too short".into()).into());
-    }
-    let tail_len = size.min(TAIL_LEN);
-    let tail_start = size - tail_len;
-    let tail = get(store, key, tail_start, size).await?;
-    let dir = match reader::find_directory(&tail, size)? {
-        DirLookup::Found(d) => d,
-        DirLookup::Zip64At(off, end) => {
-            let rec = if off >= tail_start {
-                tail[(off - tail_start) as usize..].to_vec()
-            } else {
-                get(store, key, off, (off + 56).min(size)).await?
-            };
-            reader::parse_zip64_end(&rec, end)?
-        }
-    };
-    if dir.size > limits.max_index_bytes {
-        return Err(ArchiveError::Limit(format!(
-            "central directory of {} bytes, at most {} allowed",
-            dir.size, limits.max_index_bytes
-        ))
-        .into());
-    }
-    let cd = if dir.offset >= tail_start {
-        let from = (dir.offset - tail_start) as usize;
-        tail[from..from + dir.size as usize].to_vec()
-    } else {
-        get(store, key, dir.offset, dir.offset + dir.size).await?
-    };
-    drop(tail);
-    let entries = reader::parse_directory(&cd, dir.entries)?;
-    // The raw directory is not needed past parsing; freeing it before the checks lets
-    // them reuse the memory (about 100 bytes per entry).
-    drop(cd);
+) -> Result<(Plan, u64), IndexError> {
+    let (dir, entries) = crate::index::read_index(store, key, size, limits.max_index_bytes).await?;
     let plan = check::check_entries(entries, dir.offset, limits, exclude)?;
     Ok((plan, dir.offset))
-}
-
-/// Bytes `from..to` of `key` (empty when `from == to`).
-async fn get(store: &dyn BackupStore, key: &str, from: u64, to: u64) -> Result<Vec<u8>, PlanError> {
-    if from >= to {
-        return Ok(Vec::new());
-    }
-    read_range(
-        store,
-        key,
-        ByteRange {
-            start: from,
-            end: to - 1,
-        },
-    )
-    .await
-    .map_err(PlanError::Storage)
 }

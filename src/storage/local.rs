@@ -64,6 +64,7 @@ fn info(key: String, meta: &std::fs::Metadata) -> BackupInfo {
         key,
         size: meta.len(),
         modified,
+        etag: None,
     }
 }
 
@@ -116,8 +117,14 @@ impl BackupStore for LocalStore {
         }
     }
 
-    #[tracing::instrument(skip(self, body, _opts), fields(key = %key))]
-    async fn put(&self, key: &str, mut body: ByteStream<'_>, _opts: PutOptions) -> Result<u64> {
+    #[tracing::instrument(skip(self, body, opts), fields(key = %key))]
+    async fn put(&self, key: &str, mut body: ByteStream<'_>, opts: PutOptions) -> Result<u64> {
+        if opts.copy.is_some() {
+            return Err(StorageError::Backend(
+                "the local store copies no ranges (full creates only)".into(),
+                None,
+            ));
+        }
         let final_path = self.path(key);
         if tokio::fs::symlink_metadata(&final_path).await.is_ok() {
             return Err(StorageError::AlreadyExists);

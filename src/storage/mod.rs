@@ -27,6 +27,9 @@ pub struct BackupInfo {
     pub key: String,
     pub size: u64,
     pub modified: OffsetDateTime,
+    /// The store's version tag of the object, where it has one (S3's ETag): a copy from it
+    /// is pinned to it.
+    pub etag: Option<String>,
 }
 
 /// An inclusive byte range `start..=end`, already resolved against the object's size.
@@ -53,6 +56,9 @@ pub enum StorageError {
     /// store's fault.
     #[error("reading the backup body failed")]
     Body(#[source] io::Error),
+    /// A range to copy ([`PutOptions::copy`]) could not be: its source vanished or changed.
+    #[error("the previous backup to copy from vanished or changed: {0}")]
+    CopySource(String),
     #[error("storage backend error: {0}")]
     Backend(
         String,
@@ -80,6 +86,19 @@ pub struct PutOptions {
     pub parts_in_flight: usize,
     /// Where part buffers are reserved.
     pub budget: Arc<crate::bufpool::Budget>,
+    /// Ranges of an existing backup that the new one starts with, copied by the store
+    /// itself; the body follows them. Only for a store whose [`BackupStore::copies`] is true.
+    pub copy: Option<CopyFrom>,
+}
+
+/// The ranges a `put` copies from an existing backup, in order: every range is a part of
+/// its own, so each is between [`parts::MIN_PART_SIZE`] and [`parts::MAX_PART_SIZE`].
+#[derive(Debug, Clone)]
+pub struct CopyFrom {
+    pub key: String,
+    /// The source's version tag when it was read: the copy fails if it changed since.
+    pub etag: Option<String>,
+    pub ranges: Vec<ByteRange>,
 }
 
 #[async_trait::async_trait]
@@ -99,6 +118,11 @@ pub trait BackupStore: Send + Sync + 'static {
 
     /// Deletes `key`; [`StorageError::NotFound`] if it does not exist.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// True when `put` can copy ranges of an existing backup ([`PutOptions::copy`]).
+    fn copies(&self) -> bool {
+        false
+    }
 
     /// Where the backups are, for logs (no secrets).
     fn describe(&self) -> String;

@@ -53,6 +53,14 @@ pub struct S3Store {
     /// Whether writes carry `If-None-Match: *` (cleared for good when the store answers
     /// `501 Not Implemented` to it).
     conditional: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether parts may be copied from another object (`UploadPartCopy`): not on
+    /// Cloudflare R2, which requires every part but the last to have the same size.
+    copies: bool,
+}
+
+/// True for an endpoint of Cloudflare R2.
+fn is_r2(endpoint: Option<&str>) -> bool {
+    endpoint.is_some_and(|e| e.to_ascii_lowercase().contains(".r2.cloudflarestorage.com"))
 }
 
 /// A started multipart upload, as recorded in the pending directory.
@@ -134,6 +142,7 @@ impl S3Store {
             sign_payload: cfg.payload_signing.signs(cfg.endpoint.as_deref()),
             pending_dir: None,
             conditional: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            copies: !is_r2(cfg.endpoint.as_deref()),
         }
     }
 
@@ -267,7 +276,10 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
-    async fn head(&self, object_key: &str) -> Result<Option<(u64, time::OffsetDateTime)>> {
+    async fn head(
+        &self,
+        object_key: &str,
+    ) -> Result<Option<(u64, time::OffsetDateTime, Option<String>)>> {
         match self
             .client
             .head_object()
@@ -279,6 +291,7 @@ impl S3Store {
             Ok(out) => Ok(Some((
                 out.content_length().unwrap_or(0).max(0) as u64,
                 to_time(out.last_modified()),
+                out.e_tag().map(str::to_string),
             ))),
             Err(e) => match map_sdk("reading a backup's metadata", e) {
                 StorageError::NotFound => Ok(None),
@@ -316,9 +329,25 @@ impl S3Store {
         };
         let mut in_flight = JoinSet::new();
         let started = std::time::Instant::now();
-        let result = self
-            .upload_parts(object_key, &upload_id, first, parts, opts, &mut in_flight)
-            .await;
+        let result = match &opts.copy {
+            Some(copy) => self.copy_parts(object_key, &upload_id, copy, &opts).await,
+            None => Ok(Vec::new()),
+        };
+        let result = match result {
+            Ok(copied) => {
+                self.upload_parts(
+                    object_key,
+                    &upload_id,
+                    first,
+                    parts,
+                    copied,
+                    opts,
+                    &mut in_flight,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
         match result {
             Ok((size, completed)) => {
                 let uploaded = started.elapsed();
@@ -370,19 +399,92 @@ impl S3Store {
         }
     }
 
+    /// The ranges of `copy` as the upload's first parts (`UploadPartCopy`, pinned to the
+    /// source's ETag), a few at a time. Returns them with their sizes.
+    async fn copy_parts(
+        &self,
+        object_key: &str,
+        upload_id: &str,
+        copy: &super::CopyFrom,
+        opts: &PutOptions,
+    ) -> Result<Vec<(CompletedPart, u64)>> {
+        // `x-amz-copy-source` is the URL-encoded `bucket/key`.
+        const KEEP: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~')
+            .remove(b'/');
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(&self.object_key(&copy.key), KEEP)
+        );
+        let mut in_flight = JoinSet::new();
+        let mut done = Vec::new();
+        for (i, range) in copy.ranges.iter().enumerate() {
+            while in_flight.len() >= opts.parts_in_flight.max(1) {
+                done.push(join_copy(in_flight.join_next().await)?);
+            }
+            let number = i32::try_from(i + 1).unwrap_or(i32::MAX);
+            let mut req = self
+                .client
+                .upload_part_copy()
+                .bucket(&self.bucket)
+                .key(object_key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .copy_source(&source)
+                .copy_source_range(format!("bytes={}-{}", range.start, range.end));
+            if let Some(etag) = &copy.etag {
+                req = req.copy_source_if_match(etag);
+            }
+            let size = range.size();
+            in_flight.spawn(async move {
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| match map_sdk("copying a part", e) {
+                        // The source is gone, or not the archive the manifest was read from.
+                        StorageError::NotFound | StorageError::AlreadyExists => {
+                            StorageError::CopySource(format!("part {number}"))
+                        }
+                        other => other,
+                    })?;
+                let etag = out
+                    .copy_part_result()
+                    .and_then(|r| r.e_tag())
+                    .map(str::to_string);
+                Ok((
+                    CompletedPart::builder()
+                        .part_number(number)
+                        .set_e_tag(etag)
+                        .build(),
+                    size,
+                ))
+            });
+        }
+        while let Some(joined) = in_flight.join_next().await {
+            done.push(join_copy(Some(joined))?);
+        }
+        Ok(done)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn upload_parts(
         &self,
         object_key: &str,
         upload_id: &str,
         first: Bytes,
         parts: &mut PartReader<'_>,
+        copied: Vec<(CompletedPart, u64)>,
         opts: PutOptions,
         in_flight: &mut JoinSet<Result<CompletedPart>>,
     ) -> Result<(u64, Vec<CompletedPart>)> {
-        let mut completed = Vec::new();
-        let mut size = 0u64;
+        let mut number = copied.len() as i32;
+        let mut size: u64 = copied.iter().map(|(_, n)| n).sum();
+        let mut completed: Vec<CompletedPart> = copied.into_iter().map(|(p, _)| p).collect();
         let mut next = Some(first);
-        let mut number = 0i32;
         while let Some(part) = next.take() {
             while in_flight.len() >= opts.parts_in_flight.max(1) {
                 completed.push(join_part(in_flight.join_next().await)?);
@@ -425,6 +527,16 @@ impl S3Store {
         }
         completed.sort_by_key(|p| p.part_number());
         Ok((size, completed))
+    }
+}
+
+fn join_copy(
+    joined: Option<std::result::Result<Result<(CompletedPart, u64)>, tokio::task::JoinError>>,
+) -> Result<(CompletedPart, u64)> {
+    match joined {
+        Some(Ok(part)) => part,
+        Some(Err(e)) => Err(StorageError::backend("a part copy task failed", e)),
+        None => Err(StorageError::Backend("no part copy in flight".into(), None)),
     }
 }
 
@@ -655,6 +767,7 @@ impl BackupStore for S3Store {
                     key: key.to_string(),
                     size: obj.size().unwrap_or(0).max(0) as u64,
                     modified: to_time(obj.last_modified()),
+                    etag: obj.e_tag().map(str::to_string),
                 });
             }
         }
@@ -666,10 +779,11 @@ impl BackupStore for S3Store {
         Ok(self
             .head(&self.object_key(key))
             .await?
-            .map(|(size, modified)| BackupInfo {
+            .map(|(size, modified, etag)| BackupInfo {
                 key: key.to_string(),
                 size,
                 modified,
+                etag,
             }))
     }
 
@@ -681,7 +795,7 @@ impl BackupStore for S3Store {
         }
         let mut parts = PartReader::new(body, &opts);
         let first = parts.next_part().await?.unwrap_or_default();
-        if parts.eof && parts.pending.is_empty() {
+        if opts.copy.is_none() && parts.eof && parts.pending.is_empty() {
             let size = first.len() as u64;
             let put = |conditional: bool| {
                 let req = self
@@ -754,6 +868,10 @@ impl BackupStore for S3Store {
     fn describe(&self) -> String {
         format!("s3 bucket {} prefix {:?}", self.bucket, self.prefix)
     }
+
+    fn copies(&self) -> bool {
+        self.copies
+    }
 }
 
 /// A store error in a few words: the store's code and message, else the client's reason
@@ -818,6 +936,7 @@ mod tests {
             part_size,
             parts_in_flight: 2,
             budget: crate::bufpool::Budget::new(1 << 20),
+            copy: None,
         }
     }
 

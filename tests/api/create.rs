@@ -54,42 +54,6 @@ async fn archive_holds_the_tree_byte_for_byte_and_excludes_gateway_state_and_bac
     assert!(!entries.keys().any(|k| k.starts_with(".backup-gateway")));
 }
 
-/// Checks an archive with Python's zipfile and, when installed, Info-ZIP's `unzip -t`.
-fn check_with_external_tools(bytes: &[u8]) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("a.zip");
-    std::fs::write(&path, bytes).unwrap();
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nbad = z.testzip()\nassert bad is None, bad\nprint(len(z.infolist()))",
-        ])
-        .arg(&path)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "python zipfile: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    match std::process::Command::new("unzip")
-        .arg("-tq")
-        .arg(&path)
-        .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "unzip -t: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => assert!(
-            std::env::var_os("CI").is_none(),
-            "unzip must be installed in CI: {e}"
-        ),
-    }
-}
-
 #[tokio::test]
 async fn archives_open_with_python_zipfile_and_unzip() {
     let app = spawn_local_app().await;

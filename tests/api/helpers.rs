@@ -88,6 +88,8 @@ pub struct Options {
     pub pins: backup_gateway::settings::Pins,
     /// `--on-restore`.
     pub on_restore: Option<String>,
+    /// `--incremental`.
+    pub incremental: backup_gateway::config::Incremental,
 }
 
 impl Default for Options {
@@ -109,6 +111,7 @@ impl Default for Options {
             clock: None,
             pins: backup_gateway::settings::Pins::default(),
             on_restore: None,
+            incremental: backup_gateway::config::Incremental::Auto,
         }
     }
 }
@@ -193,6 +196,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     }
     config.pins = opts.pins.clone();
     config.on_restore = opts.on_restore.clone();
+    config.incremental = opts.incremental;
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),
@@ -447,6 +451,7 @@ impl TestApp {
                     part_size: 5 << 20,
                     parts_in_flight: 2,
                     budget: self.state.budget.clone(),
+                    copy: None,
                 },
             )
             .await
@@ -652,4 +657,78 @@ pub async fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
         w.write_entry_whole(e, data).await.unwrap();
     }
     w.close().await.unwrap()
+}
+
+/// Checks an archive with Python's zipfile and, when installed, Info-ZIP's `unzip -t`.
+pub fn check_with_external_tools(bytes: &[u8]) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.zip");
+    std::fs::write(&path, bytes).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\nz = zipfile.ZipFile(sys.argv[1])\nbad = z.testzip()\nassert bad is None, bad\nprint(len(z.infolist()))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "python zipfile: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match std::process::Command::new("unzip")
+        .arg("-tq")
+        .arg(&path)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "unzip -t: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => assert!(
+            std::env::var_os("CI").is_none(),
+            "unzip must be installed in CI: {e}"
+        ),
+    }
+}
+
+/// A fresh PocketBase (its own data directory under `tmp`) that restores `bytes` through its
+/// own API (upload, then restore, as its dashboard does) and restarts on them. Waits until
+/// `restored(data_dir)` holds and PocketBase answers again.
+pub async fn restore_with_pocketbase(
+    tmp: &Path,
+    bytes: Vec<u8>,
+    name: &str,
+    restored: impl Fn(&Path) -> bool,
+) -> (tokio::process::Child, String, PathBuf) {
+    let client = reqwest::Client::new();
+    let dir = tmp.join("pb_data");
+    let (child, base) = start_pocketbase(&dir).await;
+    let token = login(&client, &base).await;
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+    let res = client
+        .post(format!("{base}/api/backups/upload"))
+        .header("Authorization", &token)
+        .multipart(reqwest::multipart::Form::new().part("file", part))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    let res = client
+        .post(format!("{base}/api/backups/{name}/restore"))
+        .header("Authorization", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    let health = format!("{base}/api/health");
+    wait_until(120, || {
+        let (c, u, ready) = (client.clone(), health.clone(), restored(&dir));
+        async move { ready && c.get(u).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    (child, base, dir)
 }

@@ -6,6 +6,7 @@ mod create;
 mod edge;
 mod flaky;
 mod helpers;
+mod incremental;
 mod load;
 mod observe;
 mod process;

@@ -30,6 +30,14 @@ pub struct Faults {
     /// Fail every GetObject after this many have been answered (negative: never).
     pub fail_gets_after: AtomicI64,
     pub parts_seen: AtomicU64,
+    /// Bytes of the bodies of UploadPart requests (what a create uploads).
+    pub part_bytes: AtomicU64,
+    /// UploadPartCopy requests, and the bytes their ranges name.
+    pub copies_seen: AtomicU64,
+    pub copied_bytes: AtomicU64,
+    /// While set, every UploadPartCopy answers `412 PreconditionFailed` (the source
+    /// changed since it was read).
+    pub fail_copies: AtomicBool,
     pub gets_seen: AtomicU64,
     /// Drop every connection while set.
     pub down: AtomicBool,
@@ -138,6 +146,24 @@ impl S3Server {
     /// Cut the body of the next `n` GetObject answers (see [`Self::cut_after_bytes`]).
     pub fn cut_gets(&self, n: i64) {
         self.faults.cut_gets.store(n, Ordering::SeqCst);
+    }
+
+    /// Answer every UploadPartCopy with `412 PreconditionFailed` while `on`.
+    pub fn fail_copies(&self, on: bool) {
+        self.faults.fail_copies.store(on, Ordering::SeqCst);
+    }
+
+    /// UploadPartCopy requests so far, and the bytes their ranges named.
+    pub fn copies(&self) -> (u64, u64) {
+        (
+            self.faults.copies_seen.load(Ordering::SeqCst),
+            self.faults.copied_bytes.load(Ordering::SeqCst),
+        )
+    }
+
+    /// Bytes uploaded in UploadPart bodies so far.
+    pub fn part_bytes(&self) -> u64 {
+        self.faults.part_bytes.load(Ordering::SeqCst)
     }
 
     /// Where a cut GetObject body stops.
@@ -277,7 +303,11 @@ async fn handle(
     req: hyper::Request<Incoming>,
 ) -> Result<Resp, std::io::Error> {
     let query = req.uri().query().unwrap_or("");
-    let is_upload_part = req.method() == hyper::Method::PUT && query.contains("partNumber=");
+    let is_copy_part = req.method() == hyper::Method::PUT
+        && query.contains("partNumber=")
+        && req.headers().contains_key("x-amz-copy-source");
+    let is_upload_part =
+        req.method() == hyper::Method::PUT && query.contains("partNumber=") && !is_copy_part;
     let is_get = req.method() == hyper::Method::GET
         && !query.contains("list-type")
         && req.uri().path().matches('/').count() >= 2;
@@ -327,7 +357,30 @@ async fn handle(
         };
         counter.fetch_add(1, Ordering::SeqCst);
     }
+    if is_copy_part {
+        faults.copies_seen.fetch_add(1, Ordering::SeqCst);
+        let range = req
+            .headers()
+            .get("x-amz-copy-source-range")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("bytes="))
+            .and_then(|v| v.split_once('-'))
+            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+        if let Some((a, b)) = range {
+            faults.copied_bytes.fetch_add(b + 1 - a, Ordering::SeqCst);
+        }
+        if faults.fail_copies.load(Ordering::SeqCst) {
+            return Ok(error_response(412, "PreconditionFailed"));
+        }
+    }
     if is_upload_part {
+        let length = req
+            .headers()
+            .get(hyper::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        faults.part_bytes.fetch_add(length, Ordering::SeqCst);
         let delay = faults.delay_parts_ms.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(std::time::Duration::from_millis(delay)).await;

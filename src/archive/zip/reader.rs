@@ -23,6 +23,9 @@ pub struct Entry {
     pub unix_mode: Option<u32>,
     pub dos_dir: bool,
     pub mtime: Option<i64>,
+    /// The modification time in nanoseconds, from the gateway's own extra field (only
+    /// archives the gateway wrote have it).
+    pub mtime_ns: Option<i64>,
 }
 
 impl Entry {
@@ -163,6 +166,7 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
         let raw_name = cd[name_start..extra_start].to_vec();
         let extra = &cd[extra_start..extra_start + extra_len];
         let mut mtime = None;
+        let mut mtime_ns = None;
         let mut e = 0;
         while e + 4 <= extra.len() {
             let id = le16(extra, e);
@@ -183,6 +187,8 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
                 take(&mut offset);
             } else if id == EXTENDED_TIMESTAMP_ID && len >= 5 && body[0] & 1 == 1 {
                 mtime = Some(i64::from(le32(body, 1) as i32));
+            } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_LEN - 4 {
+                mtime_ns = Some(le64(body, 0) as i64);
             }
             e += 4 + len;
         }
@@ -198,6 +204,7 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
             unix_mode,
             dos_dir: external & DOS_DIR != 0 && made_by >> 8 == 0,
             mtime: mtime.or_else(|| dos_to_unix(dos_time, dos_date)),
+            mtime_ns,
         });
         p = next;
     }

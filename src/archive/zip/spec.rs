@@ -9,6 +9,15 @@ pub const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 
 pub const ZIP64_EXTRA_ID: u16 = 0x0001;
 pub const EXTENDED_TIMESTAMP_ID: u16 = 0x5455;
+/// The gateway's own extra field, in the central directory only: the modification time in
+/// nanoseconds (8 bytes, little-endian), so that a later create can tell that a file is
+/// unchanged and reuse its entry ([`crate::archive::reuse`]). Other readers skip extra
+/// fields they do not know (APPNOTE 4.6).
+pub const GATEWAY_EXTRA_ID: u16 = 0x4247;
+/// Its length, the header's 4 bytes included.
+pub const GATEWAY_EXTRA_LEN: usize = 12;
+/// The extra field of every local header the gateway writes (the extended timestamp).
+pub const LOCAL_EXTRA_LEN: u64 = 9;
 
 pub const METHOD_STORED: u16 = 0;
 pub const METHOD_DEFLATE: u16 = 8;

@@ -30,12 +30,27 @@ struct CdEntry {
     name: Vec<u8>,
     flags: u16,
     method: u16,
-    mtime: i64,
+    mtime_ns: i64,
     crc: u32,
     compressed: u64,
     uncompressed: u64,
     offset: u64,
     external: u32,
+}
+
+/// A file entry of an earlier archive whose bytes (local header, data, data descriptor)
+/// stand at `offset` of the new one, copied there by the store; the writer only records it
+/// in the central directory.
+#[derive(Debug, Clone)]
+pub struct ReusedEntry {
+    pub meta: EntryMeta,
+    pub flags: u16,
+    pub method: u16,
+    pub crc: u32,
+    pub compressed: u64,
+    pub uncompressed: u64,
+    /// Where its local header is in the new archive.
+    pub offset: u64,
 }
 
 /// A file entry between [`ZipWriter::start_file`] and [`ZipWriter::finish_file`].
@@ -81,10 +96,38 @@ pub struct ZipWriter<W: Write> {
 
 impl<W: Write> ZipWriter<W> {
     pub fn new(out: W) -> Self {
+        Self::continuing(out, 0, Vec::new())
+    }
+
+    /// A writer whose output starts at offset `start` of the archive, after `start` bytes
+    /// that hold the `reused` entries (an incremental create's copied ranges).
+    pub fn continuing(out: W, start: u64, reused: Vec<ReusedEntry>) -> Self {
+        let mut stats = WriteStats::default();
+        let entries = reused
+            .into_iter()
+            .map(|r| {
+                stats.files += 1;
+                stats.bytes_in += r.uncompressed;
+                CdEntry {
+                    external: (S_IFREG | (r.meta.mode & 0o7777)) << 16,
+                    name: r.meta.name,
+                    flags: r.flags,
+                    method: r.method,
+                    mtime_ns: r.meta.mtime_ns,
+                    crc: r.crc,
+                    compressed: r.compressed,
+                    uncompressed: r.uncompressed,
+                    offset: r.offset,
+                }
+            })
+            .collect();
         Self {
-            out: Counting::new(out),
-            entries: Vec::new(),
-            stats: WriteStats::default(),
+            out: Counting {
+                inner: out,
+                count: start,
+            },
+            entries,
+            stats,
         }
     }
 
@@ -112,7 +155,7 @@ impl<W: Write> ZipWriter<W> {
             &mut h,
             u16::try_from(name.len()).map_err(|_| name_too_long())?,
         );
-        put_u16(&mut h, 9);
+        put_u16(&mut h, LOCAL_EXTRA_LEN as u16);
         h.extend_from_slice(name);
         timestamp_extra(&mut h, mtime);
         self.out.write_all(&h)
@@ -127,12 +170,12 @@ impl<W: Write> ZipWriter<W> {
         name.push(b'/');
         let offset = self.out.count;
         let flags = Self::flags_for(&name);
-        self.local_header(&name, flags, METHOD_STORED, meta.mtime)?;
+        self.local_header(&name, flags, METHOD_STORED, meta.mtime())?;
         self.entries.push(CdEntry {
             name,
             flags,
             method: METHOD_STORED,
-            mtime: meta.mtime,
+            mtime_ns: meta.mtime_ns,
             crc: 0,
             compressed: 0,
             uncompressed: 0,
@@ -151,7 +194,7 @@ impl<W: Write> ZipWriter<W> {
     pub fn start_file(&mut self, meta: EntryMeta, method: u16) -> io::Result<OpenEntry> {
         let offset = self.out.count;
         let flags = Self::flags_for(&meta.name) | FLAG_DATA_DESCRIPTOR;
-        self.local_header(&meta.name, flags, method, meta.mtime)?;
+        self.local_header(&meta.name, flags, method, meta.mtime())?;
         Ok(OpenEntry {
             meta,
             flags,
@@ -191,7 +234,7 @@ impl<W: Write> ZipWriter<W> {
             name: e.meta.name,
             flags: e.flags,
             method: e.method,
-            mtime: e.meta.mtime,
+            mtime_ns: e.meta.mtime_ns,
             crc,
             compressed,
             uncompressed,
@@ -249,8 +292,11 @@ fn central_record(e: &CdEntry, buf: &mut Vec<u8>) {
     let usize32 = field32(e.uncompressed, &mut zip64);
     let csize32 = field32(e.compressed, &mut zip64);
     let offset32 = field32(e.offset, &mut zip64);
-    let extra_len = 9 + if zip64.is_empty() { 0 } else { 4 + zip64.len() };
-    let (dos_time, dos_date) = dos_datetime(e.mtime);
+    let extra_len = LOCAL_EXTRA_LEN as usize
+        + GATEWAY_EXTRA_LEN
+        + if zip64.is_empty() { 0 } else { 4 + zip64.len() };
+    let mtime = e.mtime_ns.div_euclid(1_000_000_000);
+    let (dos_time, dos_date) = dos_datetime(mtime);
     put_u32(buf, CENTRAL_HEADER_SIG);
     put_u16(buf, VERSION_MADE_BY);
     put_u16(
@@ -281,7 +327,10 @@ fn central_record(e: &CdEntry, buf: &mut Vec<u8>) {
         put_u16(buf, zip64.len() as u16);
         buf.extend_from_slice(&zip64);
     }
-    timestamp_extra(buf, e.mtime);
+    timestamp_extra(buf, mtime);
+    put_u16(buf, GATEWAY_EXTRA_ID);
+    put_u16(buf, (GATEWAY_EXTRA_LEN - 4) as u16);
+    put_u64(buf, e.mtime_ns as u64);
 }
 
 /// Appends the end records of a central directory of `count` entries at

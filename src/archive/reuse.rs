@@ -1,0 +1,255 @@
+//! Incremental create: which entries of the previous archive a new one takes as they are.
+//!
+//! A zip entry's bytes (local header, data, data descriptor) do not depend on where the
+//! entry stands in the archive, so a new archive can begin with ranges of the previous one,
+//! copied by the store itself, and go on with the entries that changed. The [`Manifest`] is
+//! the previous archive's central directory, usable when the gateway wrote it (every entry
+//! has the gateway's nanosecond time, and the entries follow each other with no gap). A
+//! file is unchanged when its size, its modification time in nanoseconds and its
+//! permission bits are those of its entry; SQLite databases are never reused (their
+//! snapshots change). [`Manifest::plan`] coalesces the unchanged entries into runs, in the
+//! previous archive's order, and keeps the runs long enough to be parts of their own.
+
+use super::meta::EntryMeta;
+use super::zip::Entry;
+use super::zip::spec::*;
+use super::zip::writer::ReusedEntry;
+use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+/// The previous archive's file entries by name, with where their bytes are.
+#[derive(Debug, Default)]
+pub struct Manifest {
+    /// Every entry, in offset order, with the length of its bytes.
+    entries: Vec<(Entry, u64)>,
+    /// Index into `entries` of each file entry, by name.
+    files: HashMap<Vec<u8>, usize>,
+}
+
+/// What a create takes from the previous archive.
+#[derive(Debug, Default)]
+pub struct Reuse {
+    /// Ranges of the previous archive, in the order they are copied (each a part).
+    pub copies: Vec<Range<u64>>,
+    /// The entries those ranges hold, at their offsets in the new archive.
+    pub entries: Vec<ReusedEntry>,
+    /// Their names, which the walk leaves to the copies.
+    pub names: HashSet<Vec<u8>>,
+    /// Bytes copied: where the new archive's own bytes begin.
+    pub bytes: u64,
+    /// Their files' size.
+    pub file_bytes: u64,
+}
+
+impl Manifest {
+    /// The manifest of an archive with these central directory `entries`, whose directory
+    /// starts at `cd_offset`. `None` when the gateway did not write it, or its layout is
+    /// not the gateway's (an entry's bytes are not exactly where the next one starts).
+    pub fn new(mut entries: Vec<Entry>, cd_offset: u64) -> Option<Self> {
+        entries.sort_by_key(|e| e.offset);
+        let mut out = Self::default();
+        let mut expected = 0u64;
+        for e in entries {
+            if e.offset != expected || e.mtime_ns.is_none() {
+                return None;
+            }
+            let len = entry_len(&e)?;
+            expected = e.offset.checked_add(len)?;
+            if !e.is_dir() {
+                out.files.insert(e.raw_name.clone(), out.entries.len());
+            }
+            out.entries.push((e, len));
+        }
+        (expected == cd_offset).then_some(out)
+    }
+
+    /// True when the file `meta` (its current state, `size` bytes) is what its entry in the
+    /// previous archive holds.
+    pub fn unchanged(&self, meta: &EntryMeta, size: u64) -> bool {
+        let Some(&i) = self.files.get(&meta.name) else {
+            return false;
+        };
+        let e = &self.entries[i].0;
+        e.uncompressed == size
+            && e.mtime_ns == Some(meta.mtime_ns)
+            && e.unix_mode.map(|m| m & 0o7777) == Some(meta.mode & 0o7777)
+            && e.flags & FLAG_DATA_DESCRIPTOR != 0
+            && e.flags & FLAG_ENCRYPTED == 0
+            && (e.method == METHOD_STORED || e.method == METHOD_DEFLATE)
+    }
+
+    /// The runs of `unchanged` entries (names) that are worth copying: consecutive in the
+    /// previous archive, `min_part` bytes at least, cut in pieces of at most `max_part`.
+    /// A shorter run is left to the walk, which writes its files afresh.
+    pub fn plan(&self, unchanged: &HashSet<Vec<u8>>, min_part: u64, max_part: u64) -> Reuse {
+        let mut reuse = Reuse::default();
+        let mut run: Vec<usize> = Vec::new();
+        let flush = |run: &mut Vec<usize>, reuse: &mut Reuse| {
+            let (Some(&first), Some(&last)) = (run.first(), run.last()) else {
+                return;
+            };
+            let start = self.entries[first].0.offset;
+            let end = self.entries[last].0.offset + self.entries[last].1;
+            if end - start >= min_part {
+                for &i in run.iter() {
+                    let (e, _) = &self.entries[i];
+                    reuse
+                        .entries
+                        .push(reused(e, reuse.bytes + (e.offset - start)));
+                    reuse.names.insert(e.raw_name.clone());
+                    reuse.file_bytes += e.uncompressed;
+                }
+                reuse.copies.extend(split(start..end, max_part));
+                reuse.bytes += end - start;
+            }
+            run.clear();
+        };
+        for (i, (e, _)) in self.entries.iter().enumerate() {
+            if !e.is_dir() && unchanged.contains(&e.raw_name) {
+                run.push(i);
+            } else {
+                flush(&mut run, &mut reuse);
+            }
+        }
+        flush(&mut run, &mut reuse);
+        reuse
+    }
+}
+
+/// The length of an entry's bytes as the gateway writes them: the local header with its
+/// name and extended timestamp, the data, and (for a file) the data descriptor, 64-bit
+/// when a size needs it.
+fn entry_len(e: &Entry) -> Option<u64> {
+    let header = LOCAL_HEADER_LEN + e.raw_name.len() as u64 + LOCAL_EXTRA_LEN;
+    if e.is_dir() {
+        return Some(header);
+    }
+    let descriptor = if e.compressed >= U32_MAX || e.uncompressed >= U32_MAX {
+        24
+    } else {
+        16
+    };
+    header.checked_add(e.compressed)?.checked_add(descriptor)
+}
+
+fn reused(e: &Entry, offset: u64) -> ReusedEntry {
+    ReusedEntry {
+        meta: EntryMeta {
+            name: e.raw_name.clone(),
+            mode: e.unix_mode.unwrap_or(S_IFREG | 0o644),
+            mtime_ns: e.mtime_ns.unwrap_or(0),
+        },
+        flags: e.flags,
+        method: e.method,
+        crc: e.crc,
+        compressed: e.compressed,
+        uncompressed: e.uncompressed,
+        offset,
+    }
+}
+
+/// `range` in pieces of at most `max` bytes, of nearly equal sizes.
+fn split(range: Range<u64>, max: u64) -> Vec<Range<u64>> {
+    let len = range.end - range.start;
+    let pieces = len.div_ceil(max.max(1)).max(1);
+    let size = len.div_ceil(pieces);
+    (0..pieces)
+        .map(|i| {
+            let s = range.start + i * size;
+            s..(s + size).min(range.end)
+        })
+        .filter(|r| !r.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::test_data::zip;
+
+    fn manifest(bytes: &[u8]) -> Manifest {
+        let (dir, entries) = crate::archive::zip::reader::index(bytes).unwrap();
+        Manifest::new(entries, dir.offset).expect("a gateway archive")
+    }
+
+    fn names(list: &[&str]) -> HashSet<Vec<u8>> {
+        list.iter().map(|n| n.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn runs_of_unchanged_entries_are_coalesced_and_short_ones_left_out() {
+        let noise = |seed| crate::archive::test_data::noise(3000, seed);
+        let (a, b, c, d) = (noise(1), noise(2), noise(3), noise(4));
+        let bytes = zip(&[("a", &a), ("b", &b), ("dir/", b""), ("c", &c), ("d", &d)]);
+        let m = manifest(&bytes);
+        // a and b run together; c and d run together (the directory between is not a file
+        // and breaks the run); with a minimum of 6,000 bytes both runs are kept.
+        let r = m.plan(&names(&["a", "b", "c", "d"]), 6000, u64::MAX);
+        assert_eq!(r.copies.len(), 2, "{:?}", r.copies);
+        assert_eq!(r.names, names(&["a", "b", "c", "d"]));
+        assert_eq!(
+            r.bytes,
+            r.copies.iter().map(|c| c.end - c.start).sum::<u64>()
+        );
+        // The copied bytes are exactly the entries' bytes, back to back.
+        let mut copied = Vec::new();
+        for c in &r.copies {
+            copied.extend_from_slice(&bytes[c.start as usize..c.end as usize]);
+        }
+        for e in &r.entries {
+            let at = e.offset as usize;
+            assert_eq!(&copied[at..at + 4], b"PK\x03\x04", "{:?}", e.meta.name);
+        }
+        // b changed: a alone is too short, c and d still run.
+        let r = m.plan(&names(&["a", "c", "d"]), 6000, u64::MAX);
+        assert_eq!(r.names, names(&["c", "d"]));
+        assert_eq!(
+            r.entries[0].offset, 0,
+            "the first copied entry starts the archive"
+        );
+        // A run over the maximum is cut into pieces that cover it.
+        let r = m.plan(&names(&["a", "b"]), 1, 2500);
+        assert!(r.copies.len() >= 3);
+        assert!(r.copies.windows(2).all(|w| w[0].end == w[1].start));
+        assert!(r.copies.iter().all(|c| c.end - c.start <= 2500));
+    }
+
+    #[test]
+    fn a_file_is_unchanged_only_with_the_same_size_time_and_mode() {
+        let bytes = zip(&[("a", b"hello")]);
+        let m = manifest(&bytes);
+        let meta = EntryMeta {
+            name: b"a".to_vec(),
+            mode: S_IFREG | 0o640,
+            mtime_ns: 1_700_000_000_000_000_000,
+        };
+        assert!(m.unchanged(&meta, 5));
+        assert!(!m.unchanged(&meta, 6), "size");
+        let later = EntryMeta {
+            mtime_ns: meta.mtime_ns + 1,
+            ..meta.clone()
+        };
+        assert!(!m.unchanged(&later, 5), "one nanosecond later");
+        let other_mode = EntryMeta {
+            mode: S_IFREG | 0o600,
+            ..meta.clone()
+        };
+        assert!(!m.unchanged(&other_mode, 5), "mode");
+        let missing = EntryMeta {
+            name: b"b".to_vec(),
+            ..meta
+        };
+        assert!(!m.unchanged(&missing, 5), "not in the archive");
+    }
+
+    #[test]
+    fn archives_the_gateway_did_not_write_give_no_manifest() {
+        let pocketbase = include_bytes!("../../tests/fixtures/pocketbase-0.40.6.zip");
+        let (dir, entries) = crate::archive::zip::reader::index(pocketbase).unwrap();
+        assert!(Manifest::new(entries, dir.offset).is_none());
+        // A gateway archive with a gap before its directory is not the gateway's layout.
+        let bytes = zip(&[("a", b"hello")]);
+        let (dir, entries) = crate::archive::zip::reader::index(&bytes).unwrap();
+        assert!(Manifest::new(entries, dir.offset + 1).is_none());
+    }
+}

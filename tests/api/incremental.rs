@@ -1,0 +1,236 @@
+//! Incremental creates: a create after a backup copies the unchanged files' entries from it
+//! inside the store (UploadPartCopy on the in-process S3 server) and uploads only the rest,
+//! and the archive is still a whole zip: Python's zipfile, `unzip -t`, the gateway's own
+//! restore and the real PocketBase read it, also once the backup it copied from is deleted.
+
+use crate::helpers::*;
+use crate::tree::{Node, assert_zip_matches_tree, read_zip, snapshot};
+use backup_gateway::config::Incremental;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+const EXCLUDED: &[&str] = &["backups", ".backup-gateway"];
+const MIB: usize = 1 << 20;
+
+/// 24 files of 1 MiB that do not compress (so entries of 1 MiB), small text files, a
+/// directory, and a SQLite database.
+fn fill(root: &Path) {
+    for i in 0..24u64 {
+        write_file(
+            root,
+            &format!("storage/col/{i:02}.bin"),
+            &pseudo_random(MIB, i),
+        );
+    }
+    for i in 0..20 {
+        write_file(
+            root,
+            &format!("storage/notes/{i:02}.txt"),
+            format!("note {i} ").repeat(50).as_bytes(),
+        );
+    }
+    std::fs::create_dir_all(root.join("empty")).unwrap();
+    let db = rusqlite::Connection::open(root.join("data.db")).unwrap();
+    db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+        .unwrap();
+}
+
+/// What changes between two backups: one large file rewritten, one deleted, one added, a
+/// note rewritten, a row in the database.
+fn change(root: &Path) {
+    write_file(root, "storage/col/10.bin", &pseudo_random(MIB, 1010));
+    std::fs::remove_file(root.join("storage/col/20.bin")).unwrap();
+    write_file(root, "storage/col/new.bin", &pseudo_random(MIB / 2, 99));
+    write_file(root, "storage/notes/03.txt", b"rewritten");
+    let db = rusqlite::Connection::open(root.join("data.db")).unwrap();
+    db.execute_batch("INSERT INTO t VALUES (2);").unwrap();
+}
+
+fn rows(db: &Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_incremental_create_copies_unchanged_files_and_restores_like_a_full_one() {
+    let (app, s3) = spawn_app_with_faults().await;
+    fill(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    assert_eq!(s3.copies(), (0, 0), "nothing to copy from yet");
+    let full = app.download_bytes("a.zip").await;
+
+    change(&app.data_dir);
+    let tree: BTreeMap<String, Node> = snapshot(&app.data_dir, EXCLUDED);
+    let uploaded_before = s3.part_bytes();
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    let uploaded = s3.part_bytes() - uploaded_before;
+    let (copies, copied) = s3.copies();
+
+    // Files 00-09 and 11-19 run unchanged (10 and 9 MiB); 21-23 (3 MiB) are too short to be
+    // a part of their own and are uploaded again.
+    assert_eq!(copies, 2, "{copied} bytes copied");
+    assert!(copied >= 19 * MIB as u64, "{copied} bytes copied");
+    let bytes = app.download_bytes("b.zip").await;
+    assert_eq!(
+        copied + uploaded,
+        bytes.len() as u64,
+        "copied and uploaded make the archive"
+    );
+    assert!(uploaded < 6 * MIB as u64, "{uploaded} bytes uploaded");
+    assert!(
+        bytes.len() > 23 * MIB && full.len() > 24 * MIB,
+        "whole archives, not deltas"
+    );
+
+    check_with_external_tools(&bytes);
+    assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
+
+    // The copy is a copy: with the backup it came from deleted, it still reads whole, and
+    // a restore puts back exactly the tree.
+    assert_eq!(app.delete("a.zip").await.status(), 204);
+    assert_eq!(app.download_bytes("b.zip").await, bytes);
+    write_file(
+        &app.data_dir,
+        "storage/col/00.bin",
+        b"changed after the backup",
+    );
+    assert_eq!(app.restore("b.zip").await.status(), 204);
+    wait_until(60, || async {
+        app.get_json("/api/gateway/restore").await["status"] == "ok"
+    })
+    .await;
+    assert!(
+        snapshot(&app.data_dir, EXCLUDED) == tree,
+        "the restored tree"
+    );
+    assert_eq!(rows(&app.data_dir.join("data.db")), 2);
+    assert_eq!(app.pending_uploads().await, 0);
+
+    // An incremental archive is a manifest too: the next create copies from it.
+    wait_until(60, || async {
+        app.get_json("/api/gateway/progress").await["running"].is_null()
+    })
+    .await;
+    let (copies_before, _) = s3.copies();
+    assert_eq!(app.create(Some("c.zip")).await.status(), 204);
+    assert!(s3.copies().0 > copies_before, "c.zip copies from b.zip");
+    assert_zip_matches_tree(&read_zip(&app.download_bytes("c.zip").await).await, &tree);
+}
+
+#[tokio::test]
+async fn a_restored_tree_keeps_exact_times_so_the_next_create_copies_again() {
+    let (app, s3) = spawn_app_with_faults().await;
+    fill(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    change(&app.data_dir);
+    assert_eq!(app.restore("a.zip").await.status(), 204);
+    // Done, clean-up included (the busy lock is free).
+    wait_until(60, || async {
+        let p = app.get_json("/api/gateway/progress").await;
+        p["running"].is_null() && p["last"]["restore"]["status"] == "ok"
+    })
+    .await;
+    // Every file of a.zip is back with its nanosecond time: all 24 MiB run unchanged.
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    let (copies, copied) = s3.copies();
+    assert!(
+        copies >= 1 && copied >= 24 * MIB as u64,
+        "{copies} copies, {copied} bytes"
+    );
+    let tree = snapshot(&app.data_dir, EXCLUDED);
+    assert_zip_matches_tree(&read_zip(&app.download_bytes("b.zip").await).await, &tree);
+}
+
+#[tokio::test]
+async fn a_previous_backup_that_changed_makes_the_create_a_full_one_and_leaves_nothing_behind() {
+    let (app, s3) = spawn_app_with_faults().await;
+    fill(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    change(&app.data_dir);
+    let tree = snapshot(&app.data_dir, EXCLUDED);
+    // The store refuses every copy as if a.zip had been replaced since it was read.
+    s3.fail_copies(true);
+    let uploaded_before = s3.part_bytes();
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    s3.fail_copies(false);
+    let (copies, _) = s3.copies();
+    assert!(copies >= 1, "a copy was tried");
+    let bytes = app.download_bytes("b.zip").await;
+    assert_eq!(
+        s3.part_bytes() - uploaded_before,
+        bytes.len() as u64,
+        "the full create uploaded everything"
+    );
+    check_with_external_tools(&bytes);
+    assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
+    assert_eq!(app.keys().await, vec!["a.zip", "b.zip"]);
+    assert_eq!(
+        app.pending_uploads().await,
+        0,
+        "the first attempt was aborted"
+    );
+    let progress = app.get_json("/api/gateway/progress").await;
+    assert_eq!(progress["last"]["create"]["status"], "ok", "{progress}");
+}
+
+#[tokio::test]
+async fn with_incremental_off_every_create_uploads_everything() {
+    let app = spawn_app_with(Options {
+        in_process_s3: true,
+        incremental: Incremental::Off,
+        ..Options::default()
+    })
+    .await;
+    let s3 = app
+        .s3
+        .clone()
+        .expect("in_process_s3 starts the in-process server");
+    fill(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    assert_eq!(s3.copies(), (0, 0));
+}
+
+#[tokio::test]
+async fn the_real_pocketbase_restores_an_incremental_archive() {
+    let (app, s3) = spawn_app_with_faults().await;
+    // A PocketBase data directory: PocketBase makes its databases, then stops.
+    {
+        let (mut pb, _) = start_pocketbase(&app.data_dir).await;
+        pb.kill().await.unwrap();
+    }
+    fill_storage_only(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    write_file(
+        &app.data_dir,
+        "storage/col/05.bin",
+        &pseudo_random(MIB, 505),
+    );
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    assert!(s3.copies().0 >= 1, "b.zip is incremental");
+    let bytes = app.download_bytes("b.zip").await;
+    let tree = snapshot(&app.data_dir.join("storage"), &[]);
+
+    let fresh = tempfile::tempdir().unwrap();
+    let (_pb, _base, dir) = restore_with_pocketbase(fresh.path(), bytes, "b.zip", |dir| {
+        dir.join("storage/col/23.bin").exists()
+    })
+    .await;
+    assert!(
+        snapshot(&dir.join("storage"), &[]) == tree,
+        "PocketBase restored every file"
+    );
+}
+
+/// The large files of [`fill`], beside PocketBase's own databases.
+fn fill_storage_only(root: &Path) {
+    for i in 0..24u64 {
+        write_file(
+            root,
+            &format!("storage/col/{i:02}.bin"),
+            &pseudo_random(MIB, i),
+        );
+    }
+}
