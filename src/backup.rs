@@ -81,22 +81,41 @@ pub async fn create(
     }
 }
 
-/// The newest backup the gateway wrote, of the few newest in the store, with its manifest.
+/// The newest backup this gateway wrote, with its manifest.
 struct Previous {
     key: String,
     etag: Option<String>,
     manifest: Manifest,
 }
 
-/// How many of the newest backups are looked at for one the gateway wrote (an uploaded or
-/// PocketBase-made archive has no manifest).
-const PREVIOUS_CANDIDATES: usize = 3;
-
+/// The newest of the backups this gateway last created (its last API create and its last
+/// scheduled one, as recorded in its state), if it is still in the store with the size it
+/// was created with and holds a manifest. An archive that was only uploaded is never
+/// copied from, even one with the gateway's layout.
 async fn previous_archive(
     state: &AppState,
     store: &dyn crate::storage::BackupStore,
     key: &str,
 ) -> Option<Previous> {
+    let created: Vec<(String, Option<u64>)> = [
+        state
+            .outcomes
+            .create
+            .last()
+            .filter(|o| o.status == crate::outcomes::Status::Ok)
+            .map(|o| (o.key, o.size)),
+        state
+            .scheduled_runs
+            .last()
+            .filter(|r| r.status == crate::schedule::RunStatus::Ok)
+            .map(|r| (r.key, r.size)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if created.is_empty() {
+        return None;
+    }
     let mut listed = match store.list().await {
         Ok(listed) => listed,
         Err(e) => {
@@ -104,10 +123,16 @@ async fn previous_archive(
             return None;
         }
     };
-    listed.retain(|b| b.key != key && !state.jobs.is_being_written(&b.key));
+    listed.retain(|b| {
+        b.key != key
+            && !state.jobs.is_being_written(&b.key)
+            && created
+                .iter()
+                .any(|(k, size)| *k == b.key && size.is_none_or(|s| s == b.size))
+    });
     listed.sort_by_key(|b| std::cmp::Reverse(b.modified));
     let max_index = state.config.restore_limits.max_index_bytes;
-    for b in listed.into_iter().take(PREVIOUS_CANDIDATES) {
+    for b in listed {
         let Ok((dir, entries)) = crate::index::read_index(store, &b.key, b.size, max_index).await
         else {
             continue;

@@ -234,3 +234,18 @@ fn fill_storage_only(root: &Path) {
         );
     }
 }
+
+#[tokio::test]
+async fn an_uploaded_archive_is_never_copied_from_even_with_the_gateways_layout() {
+    let (app, s3) = spawn_app_with_faults().await;
+    fill(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    let bytes = app.download_bytes("a.zip").await;
+    // The same bytes come back as an upload, and the backup the gateway made is deleted.
+    assert_eq!(app.upload("up.zip", bytes).await.status(), 204);
+    assert_eq!(app.delete("a.zip").await.status(), 204);
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    assert_eq!(s3.copies(), (0, 0), "nothing copied from an upload");
+    let tree = snapshot(&app.data_dir, EXCLUDED);
+    assert_zip_matches_tree(&read_zip(&app.download_bytes("b.zip").await).await, &tree);
+}
