@@ -338,6 +338,7 @@ impl Reader<'_> {
 
     fn found(&mut self, found: Found) -> io::Result<()> {
         let (meta, path) = match found {
+            Found::Dir(meta) if self.reused.contains(&meta.name) => return Ok(()),
             Found::Dir(meta) => return self.item(Item::Dir(meta)),
             Found::File { meta, path } => (meta, path),
         };

@@ -7,8 +7,11 @@
 //! has the gateway's nanosecond time, and the entries follow each other with no gap). A
 //! file is unchanged when its size, its modification time in nanoseconds and its
 //! permission bits are those of its entry; SQLite databases are never reused (their
-//! snapshots change). [`Manifest::plan`] coalesces the unchanged entries into runs, in the
-//! previous archive's order, and keeps the runs long enough to be parts of their own.
+//! snapshots change). A directory is unchanged when its time and permission bits are (its
+//! time changes when an entry is added, removed or renamed in it), so that the directories
+//! between unchanged files do not cut their runs. [`Manifest::plan`] coalesces the
+//! unchanged entries into runs, in the previous archive's order, and keeps the runs long
+//! enough to be parts of their own.
 
 use super::meta::EntryMeta;
 use super::zip::Entry;
@@ -22,8 +25,8 @@ use std::ops::Range;
 pub struct Manifest {
     /// Every entry, in offset order, with the length of its bytes.
     entries: Vec<(Entry, u64)>,
-    /// Index into `entries` of each file entry, by name.
-    files: HashMap<Vec<u8>, usize>,
+    /// Index into `entries` of each entry, by name (a directory's without its `/`).
+    by_name: HashMap<Vec<u8>, usize>,
 }
 
 /// What a create takes from the previous archive.
@@ -55,9 +58,7 @@ impl Manifest {
             }
             let len = entry_len(&e)?;
             expected = e.offset.checked_add(len)?;
-            if !e.is_dir() {
-                out.files.insert(e.raw_name.clone(), out.entries.len());
-            }
+            out.by_name.insert(key(&e).to_vec(), out.entries.len());
             out.entries.push((e, len));
         }
         (expected == cd_offset).then_some(out)
@@ -66,16 +67,31 @@ impl Manifest {
     /// True when the file `meta` (its current state, `size` bytes) is what its entry in the
     /// previous archive holds.
     pub fn unchanged(&self, meta: &EntryMeta, size: u64) -> bool {
-        let Some(&i) = self.files.get(&meta.name) else {
+        let Some(&i) = self.by_name.get(&meta.name) else {
             return false;
         };
         let e = &self.entries[i].0;
-        e.uncompressed == size
+        !e.is_dir()
+            && e.uncompressed == size
             && e.mtime_ns == Some(meta.mtime_ns)
             && e.unix_mode.map(|m| m & 0o7777) == Some(meta.mode & 0o7777)
             && e.flags & FLAG_DATA_DESCRIPTOR != 0
             && e.flags & FLAG_ENCRYPTED == 0
             && (e.method == METHOD_STORED || e.method == METHOD_DEFLATE)
+    }
+
+    /// True when the directory `meta` has the time and permission bits of its entry in the
+    /// previous archive.
+    pub fn unchanged_dir(&self, meta: &EntryMeta) -> bool {
+        let Some(&i) = self.by_name.get(&meta.name) else {
+            return false;
+        };
+        let e = &self.entries[i].0;
+        e.is_dir()
+            && e.raw_name.ends_with(b"/")
+            && e.uncompressed == 0
+            && e.mtime_ns == Some(meta.mtime_ns)
+            && e.unix_mode.map(|m| m & 0o7777) == Some(meta.mode & 0o7777)
     }
 
     /// The runs of `unchanged` entries (names) that are worth copying: consecutive in the
@@ -96,7 +112,7 @@ impl Manifest {
                     reuse
                         .entries
                         .push(reused(e, reuse.bytes + (e.offset - start)));
-                    reuse.names.insert(e.raw_name.clone());
+                    reuse.names.insert(key(e).to_vec());
                     reuse.file_bytes += e.uncompressed;
                 }
                 reuse.copies.extend(split(start..end, max_part));
@@ -105,7 +121,7 @@ impl Manifest {
             run.clear();
         };
         for (i, (e, _)) in self.entries.iter().enumerate() {
-            if !e.is_dir() && unchanged.contains(&e.raw_name) {
+            if unchanged.contains(key(e)) {
                 run.push(i);
             } else {
                 flush(&mut run, &mut reuse);
@@ -114,6 +130,11 @@ impl Manifest {
         flush(&mut run, &mut reuse);
         reuse
     }
+}
+
+/// An entry's name as the walk gives it: a directory's without its `/`.
+fn key(e: &Entry) -> &[u8] {
+    e.raw_name.strip_suffix(b"/").unwrap_or(&e.raw_name)
 }
 
 /// The length of an entry's bytes as the gateway writes them: the local header with its
@@ -134,6 +155,7 @@ fn entry_len(e: &Entry) -> Option<u64> {
 
 fn reused(e: &Entry, offset: u64) -> ReusedEntry {
     ReusedEntry {
+        is_dir: e.is_dir(),
         meta: EntryMeta {
             name: e.raw_name.clone(),
             mode: e.unix_mode.unwrap_or(S_IFREG | 0o644),
@@ -200,6 +222,11 @@ mod tests {
             let at = e.offset as usize;
             assert_eq!(&copied[at..at + 4], b"PK\x03\x04", "{:?}", e.meta.name);
         }
+        // An unchanged directory joins the runs on either side of it.
+        let r = m.plan(&names(&["a", "b", "dir", "c", "d"]), 6000, u64::MAX);
+        assert_eq!(r.copies.len(), 1, "{:?}", r.copies);
+        assert!(r.names.contains(b"dir".as_slice()));
+        assert!(r.entries.iter().any(|e| e.is_dir && e.meta.name == b"dir/"));
         // b changed: a alone is too short, c and d still run.
         let r = m.plan(&names(&["a", "c", "d"]), 6000, u64::MAX);
         assert_eq!(r.names, names(&["c", "d"]));

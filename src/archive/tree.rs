@@ -170,8 +170,9 @@ pub struct Survey {
     pub entries: u64,
     /// Regular files that start with SQLite's header, relative to the root, in walk order.
     pub databases: Vec<PathBuf>,
-    /// Files (zip names) that the previous archive holds as they are now (see
-    /// [`super::reuse`]); never a database or a sidecar of one.
+    /// Files and directories (zip names, a directory's without its `/`) that the previous
+    /// archive holds as they are now (see [`super::reuse`]); never a database or a sidecar
+    /// of one.
     pub unchanged: std::collections::HashSet<Vec<u8>>,
 }
 
@@ -189,6 +190,14 @@ pub fn survey(root: &Path, exclude: &Exclude, manifest: Option<&Manifest>) -> io
     traverse(root, exclude, &mut |rel, meta| {
         if meta.is_file() || meta.is_dir() {
             out.entries += 1;
+        }
+        if meta.is_dir()
+            && let Some(m) = manifest
+        {
+            let entry = EntryMeta::of(rel, meta);
+            if m.unchanged_dir(&entry) {
+                out.unchanged.insert(entry.name);
+            }
         }
         if meta.is_file() {
             out.bytes += meta.len();

@@ -43,7 +43,9 @@ struct CdEntry {
 /// in the central directory.
 #[derive(Debug, Clone)]
 pub struct ReusedEntry {
+    /// Its name as stored (a directory's with its `/`).
     pub meta: EntryMeta,
+    pub is_dir: bool,
     pub flags: u16,
     pub method: u16,
     pub crc: u32,
@@ -106,10 +108,16 @@ impl<W: Write> ZipWriter<W> {
         let entries = reused
             .into_iter()
             .map(|r| {
-                stats.files += 1;
-                stats.bytes_in += r.uncompressed;
+                let external = if r.is_dir {
+                    stats.dirs += 1;
+                    ((S_IFDIR | (r.meta.mode & 0o7777)) << 16) | DOS_DIR
+                } else {
+                    stats.files += 1;
+                    stats.bytes_in += r.uncompressed;
+                    (S_IFREG | (r.meta.mode & 0o7777)) << 16
+                };
                 CdEntry {
-                    external: (S_IFREG | (r.meta.mode & 0o7777)) << 16,
+                    external,
                     name: r.meta.name,
                     flags: r.flags,
                     method: r.method,
