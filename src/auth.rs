@@ -243,8 +243,14 @@ mod tests {
         let file = t.issue(&user, TokenType::File).unwrap();
         assert_eq!(t.verify(&auth, TokenType::Auth).unwrap().id, user.id);
         assert_eq!(t.verify(&file, TokenType::File).unwrap().id, user.id);
-        assert!(t.verify(&auth, TokenType::File).is_err());
-        assert!(t.verify(&file, TokenType::Auth).is_err());
+        assert!(matches!(
+            t.verify(&auth, TokenType::File),
+            Err(TokenError::Invalid)
+        ));
+        assert!(matches!(
+            t.verify(&file, TokenType::Auth),
+            Err(TokenError::Invalid)
+        ));
     }
 
     #[test]
@@ -255,11 +261,20 @@ mod tests {
             user.id
         );
         let none = forge(r#"{"alg":"none","typ":"JWT"}"#, &payload, "");
-        assert!(t.verify(&none, TokenType::Auth).is_err());
+        assert!(matches!(
+            t.verify(&none, TokenType::Auth),
+            Err(TokenError::Invalid)
+        ));
         let forged = forge(r#"{"alg":"HS256","typ":"JWT"}"#, &payload, "AAAA");
-        assert!(t.verify(&forged, TokenType::Auth).is_err());
+        assert!(matches!(
+            t.verify(&forged, TokenType::Auth),
+            Err(TokenError::Invalid)
+        ));
         for garbage in ["", "x", "a.b.c", "a.b.c.d", "...."] {
-            assert!(t.verify(garbage, TokenType::Auth).is_err(), "{garbage}");
+            assert!(
+                matches!(t.verify(garbage, TokenType::Auth), Err(TokenError::Invalid)),
+                "{garbage}"
+            );
         }
     }
 
@@ -280,7 +295,10 @@ mod tests {
             &EncodingKey::from_secret(&t.key(&state, &user, TokenType::Auth)),
         )
         .unwrap();
-        assert!(t.verify(&token, TokenType::Auth).is_err());
+        assert!(matches!(
+            t.verify(&token, TokenType::Auth),
+            Err(TokenError::Invalid)
+        ));
     }
 
     #[test]
@@ -288,11 +306,17 @@ mod tests {
         let (_d, t, user) = tokens();
         let before = t.issue(&user, TokenType::Auth).unwrap();
         t.users.upsert("a@b.c", "a-new-password").unwrap();
-        assert!(t.verify(&before, TokenType::Auth).is_err());
+        assert!(matches!(
+            t.verify(&before, TokenType::Auth),
+            Err(TokenError::Invalid)
+        ));
         let user = t.users.current().unwrap().superusers[0].clone();
         let after = t.issue(&user, TokenType::Auth).unwrap();
         assert!(t.verify(&after, TokenType::Auth).is_ok());
         t.users.delete("a@b.c").unwrap();
-        assert!(t.verify(&after, TokenType::Auth).is_err());
+        assert!(matches!(
+            t.verify(&after, TokenType::Auth),
+            Err(TokenError::Invalid)
+        ));
     }
 }

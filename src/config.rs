@@ -717,7 +717,10 @@ mod tests {
         let Command::Serve(args) = cli.command else {
             panic!("not serve")
         };
-        assert!(args.into_config().is_err());
+        assert_eq!(
+            args.into_config().unwrap_err().to_string(),
+            "invalid configuration: --part-size-mib must be at least 5"
+        );
     }
 
     #[test]

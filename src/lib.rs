@@ -11,7 +11,8 @@
 //! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
 //! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock and the keys being written.
-//! - [`backup`]: create (data directory -> zip -> store).
+//! - [`backup`]: create (data directory -> zip -> store), full or incremental.
+//! - [`index`]: a stored archive's central directory, read with ranged reads.
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
 //! - [`schedule`]: scheduled backups and their retention; [`cron`]: PocketBase's cron
 //!   expressions.

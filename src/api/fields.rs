@@ -378,17 +378,17 @@ mod tests {
 
     #[test]
     fn bad_expressions_are_refused() {
-        for bad in [
-            "key:excerpt(x)",
-            "key:foo(1)",
-            "key:excerpt(0,true)",
-            "key:excerpt()",
-            "key:excerpt(3,true,1)",
-            "key:excerpt(3",
-            "key:",
-            "key:excerpt(\"3\")",
+        for (bad, why) in [
+            ("key:excerpt(x)", FieldsError::ExcerptArgs),
+            ("key:foo(1)", FieldsError::UnknownModifier("foo".into())),
+            ("key:excerpt(0,true)", FieldsError::ExcerptArgs),
+            ("key:excerpt()", FieldsError::ExcerptArgs),
+            ("key:excerpt(3,true,1)", FieldsError::ExcerptArgs),
+            ("key:excerpt(3", FieldsError::Unbalanced),
+            ("key:", FieldsError::UnknownModifier(String::new())),
+            ("key:excerpt(\"3\")", FieldsError::ExcerptArgs),
         ] {
-            assert!(pick(list(), bad).is_err(), "{bad}");
+            assert_eq!(pick(list(), bad).unwrap_err(), why, "{bad}");
         }
         assert_eq!(
             pick(list(), "key:foo(1)").unwrap_err(),
