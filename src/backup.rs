@@ -19,7 +19,7 @@ use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
 use crate::bufpool::BufPool;
 use crate::config::Incremental;
 use crate::progress::{Phase, Progress};
-use crate::storage::parts::{MAX_PART_SIZE, MAX_PARTS, MIN_PART_SIZE, part_size_for};
+use crate::storage::parts::{MAX_PARTS, MIN_PART_SIZE, part_size_for};
 use crate::storage::{ByteRange, CopyFrom, PutOptions, StorageError};
 use bytes::Bytes;
 use std::io::{self, Write};
@@ -279,12 +279,16 @@ async fn create_from(
     }
 }
 
+/// The largest range one `UploadPartCopy` copies (S3 allows 5 GiB): a request that the
+/// store answers in seconds, well within the client's read timeout.
+const COPY_PIECE: u64 = 1 << 30;
+
 /// What to take from `previous`: the runs of its unchanged entries, or nothing when the
 /// parts of the copies and of the rest together would pass S3's 10,000.
 fn reuse_of(previous: &Previous, survey: &archive::Survey, part_size: u64) -> Reuse {
     let reuse = previous
         .manifest
-        .plan(&survey.unchanged, MIN_PART_SIZE, MAX_PART_SIZE);
+        .plan(&survey.unchanged, MIN_PART_SIZE, COPY_PIECE);
     let fresh = survey.bytes.saturating_sub(reuse.file_bytes);
     let fresh_parts = (fresh + fresh / 10).div_ceil(part_size.max(1)) + 1;
     if reuse.copies.len() as u64 + fresh_parts > MAX_PARTS {
