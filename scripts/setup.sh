@@ -9,6 +9,7 @@ need_apt=()
 command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the benchmark's HTTP client
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the page's browser tests
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"

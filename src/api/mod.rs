@@ -10,6 +10,7 @@
 //! - [`settings`]: `/api/settings` and the schedule's status.
 //! - [`client_ip`]: the client's address and the superuser allowlist.
 //! - [`progress`]: the running job's progress and the last outcomes; the metrics route.
+//! - [`ui`]: the backups page at `/_/` and `/` (embedded HTML, script and style sheet).
 //!
 //! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
 //! method and the matched route only: never the query string, which may hold a file token.
@@ -23,6 +24,7 @@ pub mod fields;
 pub mod health;
 pub mod progress;
 pub mod settings;
+pub mod ui;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -50,6 +52,10 @@ pub fn router(state: AppState) -> Router {
 
 fn routes(state: AppState) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/_/", get(ui::index))
+        .route("/_/app.js", get(ui::script))
+        .route("/_/app.css", get(ui::style))
         .route("/api/health", get(health::health).head(health::health))
         .route(
             "/api/collections/_superusers/auth-with-password",

@@ -221,7 +221,7 @@ async fn health_is_public_and_unknown_routes_are_json_404s() {
     // As PocketBase: unknown GET paths hit its static file handler, the rest its router.
     for (method, path, message) in [
         ("GET", "/api/nothing", "File not found."),
-        ("GET", "/", "File not found."),
+        ("GET", "/nothing", "File not found."),
         (
             "PUT",
             "/api/backups",

@@ -19,4 +19,5 @@ mod settings;
 mod shutdown;
 mod snapshot;
 mod tree;
+mod ui;
 mod zip64;

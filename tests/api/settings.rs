@@ -39,7 +39,7 @@ async fn bucket_keys(server: &S3Server, bucket: &str) -> Vec<String> {
         .collect()
 }
 
-async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
+pub async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
     let server = S3Server::start(dir, "127.0.0.1:0").await;
     let bucket = format!("set-{}", backup_gateway::users::random_lower(10));
     let config = s3_config(&server, &bucket);
