@@ -118,9 +118,14 @@ impl Default for Options {
 
 /// The gateway on the in-process S3 server, whose fault knobs the test turns.
 pub async fn spawn_app_with_faults() -> (TestApp, Arc<S3Server>) {
+    spawn_app_with_faults_and(Options::default()).await
+}
+
+/// [`spawn_app_with_faults`] with other options.
+pub async fn spawn_app_with_faults_and(opts: Options) -> (TestApp, Arc<S3Server>) {
     let app = spawn_app_with(Options {
         in_process_s3: true,
-        ..Options::default()
+        ..opts
     })
     .await;
     let s3 = app

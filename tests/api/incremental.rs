@@ -177,16 +177,11 @@ async fn a_previous_backup_that_changed_makes_the_create_a_full_one_and_leaves_n
 
 #[tokio::test]
 async fn with_incremental_off_every_create_uploads_everything() {
-    let app = spawn_app_with(Options {
-        in_process_s3: true,
+    let (app, s3) = spawn_app_with_faults_and(Options {
         incremental: Incremental::Off,
         ..Options::default()
     })
     .await;
-    let s3 = app
-        .s3
-        .clone()
-        .expect("in_process_s3 starts the in-process server");
     fill(&app.data_dir);
     assert_eq!(app.create(Some("a.zip")).await.status(), 204);
     assert_eq!(app.create(Some("b.zip")).await.status(), 204);
