@@ -1245,8 +1245,9 @@ def report(results, meta, path):
         add("its CPU and its `CompleteMultipartUpload` (s3s-fs writes the whole object again then).")
         add("")
         add("| dataset | changes | full create | incremental create | PocketBase create | uploaded / copied "
-            "| S3 server CPU (incremental / full) | CompleteMultipartUpload (incremental / full) |")
-        add("|---|---|---|---|---|---|---|---|")
+            "| gateway CPU (incremental / full) | S3 server CPU (incremental / full) "
+            "| CompleteMultipartUpload (incremental / full) |")
+        add("|---|---|---|---|---|---|---|---|---|")
         for ds in by:
             for p in ("spread", "clustered"):
                 rs = [r for d, q, r in incr_rows if d == ds and q == p]
@@ -1257,6 +1258,7 @@ def report(results, meta, path):
                     f"{spread([r['gw_create'] for r in rs], fmt_s)} | {spread([i['secs'] for i in inc], fmt_s)} | "
                     f"{spread([r.get('pb_create') for r in rs], fmt_s)} | "
                     f"{spread([i['uploaded'] for i in inc], fmt_mib)} / {spread([i['copied'] for i in inc], fmt_mib)} | "
+                    f"{spread([i.get('cpu') for i in inc], fmt_s)} / {spread([r.get('gw_create_cpu') for r in rs], fmt_s)} | "
                     f"{spread([i.get('s3_cpu') for i in inc], fmt_s)} / {spread([r.get('gw_create_s3_cpu') for r in rs], fmt_s)} | "
                     f"{spread([i.get('complete') for i in inc], fmt_s)} / {spread([r.get('gw_create_complete') for r in rs], fmt_s)} |")
         add("")

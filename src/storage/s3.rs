@@ -329,25 +329,30 @@ impl S3Store {
         };
         let mut in_flight = JoinSet::new();
         let started = std::time::Instant::now();
-        let result = match &opts.copy {
-            Some(copy) => self.copy_parts(object_key, &upload_id, copy, &opts).await,
-            None => Ok(Vec::new()),
-        };
-        let result = match result {
-            Ok(copied) => {
-                self.upload_parts(
-                    object_key,
-                    &upload_id,
-                    first,
-                    parts,
-                    copied,
-                    opts,
-                    &mut in_flight,
-                )
-                .await
+        // The copies run beside the upload of the rest: the store copies while the gateway
+        // zips and uploads, and a failed copy stops both.
+        let copies = opts.copy.as_ref().map_or(0, |c| c.ranges.len());
+        let copying = async {
+            match &opts.copy {
+                Some(copy) => self.copy_parts(object_key, &upload_id, copy, &opts).await,
+                None => Ok(Vec::new()),
             }
-            Err(e) => Err(e),
         };
+        let uploading = self.upload_parts(
+            object_key,
+            &upload_id,
+            first,
+            parts,
+            copies as i32,
+            opts.clone(),
+            &mut in_flight,
+        );
+        let result = tokio::try_join!(copying, uploading).map(|(copied, (size, mut completed))| {
+            let size = size + copied.iter().map(|(_, n)| n).sum::<u64>();
+            completed.extend(copied.into_iter().map(|(p, _)| p));
+            completed.sort_by_key(|p| p.part_number());
+            (size, completed)
+        });
         match result {
             Ok((size, completed)) => {
                 let uploaded = started.elapsed();
@@ -477,13 +482,14 @@ impl S3Store {
         upload_id: &str,
         first: Bytes,
         parts: &mut PartReader<'_>,
-        copied: Vec<(CompletedPart, u64)>,
+        // Part numbers before this upload's (the copies').
+        first_number: i32,
         opts: PutOptions,
         in_flight: &mut JoinSet<Result<CompletedPart>>,
     ) -> Result<(u64, Vec<CompletedPart>)> {
-        let mut number = copied.len() as i32;
-        let mut size: u64 = copied.iter().map(|(_, n)| n).sum();
-        let mut completed: Vec<CompletedPart> = copied.into_iter().map(|(p, _)| p).collect();
+        let mut number = first_number;
+        let mut size = 0u64;
+        let mut completed = Vec::new();
         let mut next = Some(first);
         while let Some(part) = next.take() {
             while in_flight.len() >= opts.parts_in_flight.max(1) {
