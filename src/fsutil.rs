@@ -91,10 +91,17 @@ impl<T: Clone + serde::Serialize + serde::de::DeserializeOwned> Kept<T> {
 
 /// A random string of `[a-zA-Z0-9]` from the thread's CSPRNG (names, token secrets).
 pub fn random_string(len: usize) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+    random_from(
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        len,
+    )
+}
+
+/// `len` characters drawn from the ASCII alphabet `chars` by the thread's CSPRNG.
+pub fn random_from(chars: &[u8], len: usize) -> String {
     use rand::Rng;
     let mut rng = rand::rng();
     (0..len)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
+        .map(|_| chars[rng.random_range(0..chars.len())] as char)
         .collect()
 }

@@ -171,7 +171,12 @@ impl Progress {
 
     /// One more entry (file or directory) done.
     pub fn add_entry(&self) {
-        self.entries_done.fetch_add(1, Ordering::Relaxed);
+        self.add_entries(1);
+    }
+
+    /// `n` more entries done.
+    pub fn add_entries(&self, n: u64) {
+        self.entries_done.fetch_add(n, Ordering::Relaxed);
     }
 
     pub fn view(&self) -> View {

@@ -284,11 +284,7 @@ fn random_id() -> String {
 
 /// `n` random characters of `[a-z0-9]` (PocketBase's alphabet for ids and file names).
 pub fn random_lower(n: usize) -> String {
-    const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| CHARS[rng.random_range(0..CHARS.len())] as char)
-        .collect()
+    crate::fsutil::random_from(b"abcdefghijklmnopqrstuvwxyz0123456789", n)
 }
 
 #[cfg(test)]

@@ -211,9 +211,7 @@ pub fn write_dir_reusing<W: Write>(
     let mut zip = ZipWriter::continuing(out, reuse.bytes, reuse.entries.clone());
     if let Some(p) = &opts.progress {
         p.add_bytes(reuse.file_bytes);
-        for _ in 0..reuse.entries.len() {
-            p.add_entry();
-        }
+        p.add_entries(reuse.entries.len() as u64);
     }
     let workers = workers();
     let level = opts.level.min(9);

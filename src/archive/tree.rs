@@ -188,33 +188,26 @@ pub fn survey(root: &Path, exclude: &Exclude, manifest: Option<&Manifest>) -> io
     let mut out = Survey::default();
     let mut databases = std::collections::HashSet::new();
     traverse(root, exclude, &mut |rel, meta| {
-        if meta.is_file() || meta.is_dir() {
-            out.entries += 1;
+        if !meta.is_file() && !meta.is_dir() {
+            return Ok(());
         }
-        if meta.is_dir()
-            && let Some(m) = manifest
-        {
-            let entry = EntryMeta::of(rel, meta);
-            if m.unchanged_dir(&entry) {
+        out.entries += 1;
+        let entry = EntryMeta::of(rel, meta);
+        if meta.is_dir() {
+            if manifest.is_some_and(|m| m.unchanged_dir(&entry)) {
                 out.unchanged.insert(entry.name);
             }
+            return Ok(());
         }
-        if meta.is_file() {
-            out.bytes += meta.len();
-            let name = super::meta::zip_name(rel);
-            let sidecar = sqlite::is_sidecar(&name, &databases);
-            if meta.len() >= sqlite::MIN_FILE_LEN
-                && !sidecar
-                && sqlite::has_header(&root.join(rel), meta)
-            {
-                out.databases.push(rel.to_path_buf());
-                databases.insert(name);
-            } else if !sidecar && let Some(m) = manifest {
-                let entry = EntryMeta::of(rel, meta);
-                if m.unchanged(&entry, meta.len()) {
-                    out.unchanged.insert(entry.name);
-                }
-            }
+        out.bytes += meta.len();
+        if sqlite::is_sidecar(&entry.name, &databases) {
+            return Ok(());
+        }
+        if meta.len() >= sqlite::MIN_FILE_LEN && sqlite::has_header(&root.join(rel), meta) {
+            out.databases.push(rel.to_path_buf());
+            databases.insert(entry.name);
+        } else if manifest.is_some_and(|m| m.unchanged(&entry, meta.len())) {
+            out.unchanged.insert(entry.name);
         }
         Ok(())
     })?;

@@ -419,13 +419,17 @@ impl TestApp {
 
     /// A superuser's `GET path`, which must answer `200`, as JSON.
     pub async fn get_json(&self, path: &str) -> Value {
-        let res = self
-            .request(reqwest::Method::GET, path)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "GET {path}");
-        res.json().await.unwrap()
+        json_200(self.request(reqwest::Method::GET, path), path).await
+    }
+
+    /// Waits until the last restore is `ok` and nothing runs (its clean-up included, so
+    /// that the busy lock is free).
+    pub async fn wait_restored(&self) {
+        wait_until(60, || async {
+            let p = self.get_json("/api/gateway/progress").await;
+            p["running"].is_null() && p["last"]["restore"]["status"] == "ok"
+        })
+        .await;
     }
 
     pub async fn restore_status(&self) -> Value {
@@ -548,6 +552,13 @@ pub async fn start_pocketbase(dir: &Path) -> (tokio::process::Child, String) {
     })
     .await;
     (child, base)
+}
+
+/// Sends `req`, which must answer `200` (`what` names it in the failure), and reads JSON.
+pub async fn json_200(req: reqwest::RequestBuilder, what: &str) -> Value {
+    let res = req.send().await.unwrap();
+    assert_eq!(res.status(), 200, "GET {what}");
+    res.json().await.unwrap()
 }
 
 /// Runs `tests/js/SCRIPT BASE EMAIL PASSWORD` (the official JS SDK's scripts) against

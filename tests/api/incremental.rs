@@ -97,10 +97,7 @@ async fn an_incremental_create_copies_unchanged_files_and_restores_like_a_full_o
         b"changed after the backup",
     );
     assert_eq!(app.restore("b.zip").await.status(), 204);
-    wait_until(60, || async {
-        app.get_json("/api/gateway/restore").await["status"] == "ok"
-    })
-    .await;
+    app.wait_restored().await;
     assert!(
         snapshot(&app.data_dir, EXCLUDED) == tree,
         "the restored tree"
@@ -109,10 +106,6 @@ async fn an_incremental_create_copies_unchanged_files_and_restores_like_a_full_o
     assert_eq!(app.pending_uploads().await, 0);
 
     // An incremental archive is a manifest too: the next create copies from it.
-    wait_until(60, || async {
-        app.get_json("/api/gateway/progress").await["running"].is_null()
-    })
-    .await;
     let (copies_before, _) = s3.copies();
     assert_eq!(app.create(Some("c.zip")).await.status(), 204);
     assert!(s3.copies().0 > copies_before, "c.zip copies from b.zip");
@@ -126,12 +119,7 @@ async fn a_restored_tree_keeps_exact_times_so_the_next_create_copies_again() {
     assert_eq!(app.create(Some("a.zip")).await.status(), 204);
     change(&app.data_dir);
     assert_eq!(app.restore("a.zip").await.status(), 204);
-    // Done, clean-up included (the busy lock is free).
-    wait_until(60, || async {
-        let p = app.get_json("/api/gateway/progress").await;
-        p["running"].is_null() && p["last"]["restore"]["status"] == "ok"
-    })
-    .await;
+    app.wait_restored().await;
     // Every file of a.zip is back with its nanosecond time: all 24 MiB run unchanged.
     assert_eq!(app.create(Some("b.zip")).await.status(), 204);
     let (copies, copied) = s3.copies();

@@ -120,14 +120,7 @@ impl GatewayProcess {
     }
 
     pub async fn get_json(&self, path: &str) -> Value {
-        let res = self
-            .request(reqwest::Method::GET, path)
-            .await
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "GET {path}");
-        res.json().await.unwrap()
+        json_200(self.request(reqwest::Method::GET, path).await, path).await
     }
 
     pub async fn restore_status(&self) -> Value {
