@@ -81,6 +81,16 @@ pub async fn create(
     }
 }
 
+/// The file system's time before the create looks at any file, which its archive records
+/// with every entry ([`archive::reuse`] says why). 0 when it cannot be had: the entries of
+/// this create will then never be copied by a later one.
+fn reading_starts(root: &std::path::Path) -> i64 {
+    crate::fsutil::file_system_now(&crate::state_dir::root(root)).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot read the file system's time: the next create will be a full one");
+        0
+    })
+}
+
 /// The newest backup this gateway wrote, with its manifest.
 struct Previous {
     key: String,
@@ -161,15 +171,16 @@ async fn create_from(
     let snapshot_opts = state.config.snapshot;
 
     let started = std::time::Instant::now();
-    let (survey, mut databases) = {
+    let (read_from_ns, survey, mut databases) = {
         let (root, exclude, previous) = (root.clone(), exclude.clone(), previous.clone());
         tokio::task::spawn_blocking(move || {
+            let read_from_ns = reading_starts(&root);
             let manifest = previous.as_deref().map(|p| &p.manifest);
             let survey =
                 archive::survey(&root, &exclude, manifest).map_err(CreateError::Archive)?;
             let databases = Snapshots::open(&root, &survey.databases, snapshot_opts)
                 .map_err(CreateError::Database)?;
-            Ok::<_, CreateError>((survey, databases))
+            Ok::<_, CreateError>((read_from_ns, survey, databases))
         })
         .await
         .map_err(|e| CreateError::Archive(io::Error::other(e)))??
@@ -233,6 +244,7 @@ async fn create_from(
             level,
             exclude,
             progress: Some(Arc::clone(&counted)),
+            read_from_ns,
         };
         let result =
             archive::create::write_dir_reusing(&root, &opts, &mut databases, &reuse, &mut out)

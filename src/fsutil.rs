@@ -55,6 +55,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     result
 }
 
+/// The file system's own "now" in `dir`: the change time (Unix nanoseconds) of a file
+/// written there and removed at once. It is the time, in the file system's granularity
+/// and from the clock it takes times from (the kernel's coarse clock, or an NFS server's),
+/// that a file changed from now on gets at the least, which the wall clock is not.
+///
+/// # Errors
+/// When the file cannot be written, inspected or removed.
+pub fn file_system_now(dir: &Path) -> io::Result<i64> {
+    use std::io::Write;
+    std::fs::create_dir_all(dir)?;
+    let path = dir.join(format!(".clock.{}.tmp", random_string(8)));
+    let result = (|| -> io::Result<i64> {
+        let mut f = std::fs::File::create_new(&path)?;
+        f.write_all(b"t")?;
+        Ok(ctime_ns(&f.metadata()?))
+    })();
+    let removed = std::fs::remove_file(&path);
+    let ns = result?;
+    removed?;
+    Ok(ns)
+}
+
+/// The change time of `meta` in Unix nanoseconds (the modification time where the
+/// platform has no change time).
+#[cfg(unix)]
+pub fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt;
+    meta.ctime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(meta.ctime_nsec())
+}
+
+/// The change time of `meta` in Unix nanoseconds (the modification time where the
+/// platform has no change time).
+#[cfg(not(unix))]
+pub fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
+    meta.modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// The last value of a kind (an operation's outcome), in memory and in a JSON file beside
 /// the gateway's state, so that it survives restarts. A file that cannot be read or parsed
 /// counts as none; a failed write is logged, and the value is kept in memory anyway.
@@ -80,12 +122,30 @@ impl<T: Clone + serde::Serialize + serde::de::DeserializeOwned> Kept<T> {
     }
 
     pub fn set(&self, value: T) {
-        if let Ok(bytes) = serde_json::to_vec_pretty(&value)
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        self.save(&value);
+        *last = Some(value);
+    }
+
+    /// Changes the value in place (from its default when there is none yet), and saves it;
+    /// two updates never lose each other's change.
+    pub fn update(&self, change: impl FnOnce(&mut T))
+    where
+        T: Default,
+    {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let mut value = last.take().unwrap_or_default();
+        change(&mut value);
+        self.save(&value);
+        *last = Some(value);
+    }
+
+    fn save(&self, value: &T) {
+        if let Ok(bytes) = serde_json::to_vec_pretty(value)
             && let Err(e) = write_atomic(&self.path, &bytes, 0o644)
         {
             tracing::error!(error = %e, path = %self.path.display(), "cannot save the outcome");
         }
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
     }
 }
 

@@ -1,17 +1,53 @@
-//! What an archive records of an entry besides its bytes: its name, Unix mode and
-//! modification time ([`EntryMeta`]), and the mapping between zip names and relative paths.
+//! What an archive records of an entry besides its bytes: its name, Unix mode,
+//! modification time and identity ([`EntryMeta`]), and the mapping between zip names and
+//! relative paths.
 
 use std::fs::Metadata;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// The name (relative, `/`-separated, without a directory's trailing `/`), the Unix mode
-/// (type and permission bits) and the modification time (Unix nanoseconds) of one entry.
+/// (type and permission bits), the modification time (Unix nanoseconds) and the identity
+/// of one entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryMeta {
     pub name: Vec<u8>,
     pub mode: u32,
     pub mtime_ns: i64,
+    pub identity: Identity,
+}
+
+/// What tells a file apart from another of the same name, size, mode and modification
+/// time: its change time, which no user-space call can set (every write, `utimensat`,
+/// `chmod` and rename moves it to the current time), and its device and inode, which a
+/// new file renamed over it does not share. An incremental create takes a file's entry
+/// from the previous archive only when these are the ones recorded there
+/// ([`super::reuse`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The change time, Unix nanoseconds.
+    pub ctime_ns: i64,
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Identity {
+    /// The identity in `meta` (the default where the platform has none).
+    #[cfg(unix)]
+    pub fn of(meta: &Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            ctime_ns: crate::fsutil::ctime_ns(meta),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        }
+    }
+
+    /// The identity in `meta` (the default where the platform has none).
+    #[cfg(not(unix))]
+    pub fn of(_meta: &Metadata) -> Self {
+        Self::default()
+    }
 }
 
 impl EntryMeta {
@@ -21,6 +57,7 @@ impl EntryMeta {
             name: zip_name(rel),
             mode: mode(meta),
             mtime_ns: mtime_ns(meta),
+            identity: Identity::of(meta),
         }
     }
 

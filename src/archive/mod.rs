@@ -30,6 +30,7 @@ pub mod outfile;
 pub mod reuse;
 pub mod sqlite;
 pub mod tree;
+pub mod verify;
 pub mod zip;
 
 pub use check::{Limits, Plan};
@@ -44,8 +45,22 @@ mod tests;
 /// Helpers shared by the archive modules' unit tests.
 #[cfg(test)]
 pub(crate) mod test_data {
-    use super::meta::EntryMeta;
+    use super::meta::{EntryMeta, Identity};
     use super::zip::ZipWriter;
+
+    /// The modification and change time of every entry of [`zip`] (2023-11-14).
+    pub const TIME: i64 = 1_700_000_000_000_000_000;
+    /// When the create that wrote [`zip`] began reading: a second after [`TIME`].
+    pub const READ_FROM: i64 = TIME + 1_000_000_000;
+
+    /// The identity [`zip`] records for its `i`-th entry (0-based): inode `i + 1`.
+    pub fn identity(i: usize) -> Identity {
+        Identity {
+            ctime_ns: TIME,
+            dev: 1,
+            ino: i as u64 + 1,
+        }
+    }
 
     /// What a restore does with a whole archive held in memory: index, check (default
     /// limits), extract into `dest`, with progress counted in `progress`. Returns the plan.
@@ -78,23 +93,24 @@ pub(crate) mod test_data {
     }
 
     /// A zip of `files` (name, data; a name ending in `/` is a directory), each file
-    /// Deflated at level 6 when that makes it smaller, with mode 0640 (directories 0755)
-    /// and the time 2023-11-14.
+    /// Deflated at level 6 when that makes it smaller, with mode 0640 (directories 0755),
+    /// the times [`TIME`], the identities [`identity`] and read from [`READ_FROM`].
     pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut w = ZipWriter::new(Vec::new());
+        let mut w = ZipWriter::new(Vec::new()).reading_from(READ_FROM);
         let mut deflate = flate2::Compress::new(flate2::Compression::new(6), false);
-        let meta = |name: &str, mode| EntryMeta {
+        let meta = |i: usize, name: &str, mode| EntryMeta {
             name: name.as_bytes().to_vec(),
             mode,
-            mtime_ns: 1_700_000_000_000_000_000,
+            mtime_ns: TIME,
+            identity: identity(i),
         };
-        for (name, data) in files {
+        for (i, (name, data)) in files.iter().enumerate() {
             if let Some(dir) = name.strip_suffix('/') {
-                w.add_dir(&meta(dir, 0o755)).unwrap();
+                w.add_dir(&meta(i, dir, 0o755)).unwrap();
             } else {
                 let (method, stored) =
                     super::compress::smaller(&mut deflate, 6, data.to_vec()).unwrap();
-                let entry = w.start_file(meta(name, 0o640), method).unwrap();
+                let entry = w.start_file(meta(i, name, 0o640), method).unwrap();
                 w.write_data(&stored).unwrap();
                 w.finish_file(entry, crc32fast::hash(data), data.len() as u64)
                     .unwrap();

@@ -3,15 +3,45 @@
 //! A zip entry's bytes (local header, data, data descriptor) do not depend on where the
 //! entry stands in the archive, so a new archive can begin with ranges of the previous one,
 //! copied by the store itself, and go on with the entries that changed. The [`Manifest`] is
-//! the previous archive's central directory, usable when the gateway wrote it (every entry
-//! has the gateway's nanosecond time, and the entries follow each other with no gap). A
-//! file is unchanged when its size, its modification time in nanoseconds and its
-//! permission bits are those of its entry; SQLite databases are never reused (their
-//! snapshots change). A directory is unchanged when its time and permission bits are (its
-//! time changes when an entry is added, removed or renamed in it), so that the directories
-//! between unchanged files do not cut their runs. [`Manifest::plan`] coalesces the
-//! unchanged entries into runs, in the previous archive's order, and keeps the runs long
-//! enough to be parts of their own.
+//! the previous archive's central directory, usable when the gateway wrote it in its
+//! current format (every entry records its file's identity and when the create began
+//! reading, and the entries follow each other with no gap). [`Manifest::plan`] coalesces
+//! the unchanged entries into runs, in the previous archive's order, and keeps the runs
+//! long enough to be parts of their own.
+//!
+//! # When a file counts as unchanged
+//!
+//! A copied entry holds the bytes the previous create read, so the rule must never take a
+//! changed file for an unchanged one: a backup that restores without error but holds old
+//! bytes is the worst failure a backup can have. Size, permission bits and modification
+//! time are not enough: `cp -p`, `rsync -t`, `tar x`, `unzip` and many editors rewrite a
+//! file and put its old times back, or rename a new file with the old times over it. So a
+//! file is unchanged only when all of these hold:
+//!
+//! - its size, permission bits and modification time (ns) are those of its entry;
+//! - its change time (ns), device and inode are those recorded when the previous create
+//!   read it ([`super::meta::Identity`]): no user-space call can set the change time (any
+//!   write, `utimensat`, `chmod` or rename moves it to the current time), and a file
+//!   renamed over it is another inode;
+//! - **the racy rule** (git's rule for "racily clean" index entries): its modification
+//!   and change times are strictly earlier than the file system's time when the previous
+//!   create began reading ([`crate::fsutil::file_system_now`], taken before the survey).
+//!   A time stamp is the file system's clock rounded down to its granularity (a tick of
+//!   the kernel's coarse clock, a second on some file systems, two on FAT), so a file
+//!   rewritten at the same size within one tick after it was read keeps all of the
+//!   values above. Its times are then not earlier than that tick; the rule reads it
+//!   again. The reference time is the file system's own stamp of a file written there,
+//!   not the wall clock, so it is in the same granularity and from the same clock as the
+//!   files' times (an NFS server's included): "strictly earlier" leaves out the whole
+//!   tick the create began in, which is the granularity subtracted.
+//!
+//! SQLite databases and their sidecars are never reused (their snapshots change). A
+//! directory is unchanged when its time and permission bits are (its time changes when an
+//! entry is added, removed or renamed in it): its entry holds no data, so these are all
+//! its bytes say, and the directories between unchanged files do not cut their runs.
+//!
+//! A restore sets the files' times back, but not their change times or inodes: the first
+//! create after a restore is a full one.
 
 use super::meta::EntryMeta;
 use super::zip::Entry;
@@ -53,7 +83,7 @@ impl Manifest {
         let mut out = Self::default();
         let mut expected = 0u64;
         for e in entries {
-            if e.offset != expected || e.mtime_ns.is_none() {
+            if e.offset != expected || e.mtime_ns.is_none() || e.recorded.is_none() {
                 return None;
             }
             let len = entry_len(&e)?;
@@ -65,15 +95,21 @@ impl Manifest {
     }
 
     /// True when the file `meta` (its current state, `size` bytes) is what its entry in the
-    /// previous archive holds.
+    /// previous archive holds (the rule is in the module docs).
     pub fn unchanged(&self, meta: &EntryMeta, size: u64) -> bool {
         let Some(&i) = self.by_name.get(&meta.name) else {
             return false;
         };
         let e = &self.entries[i].0;
+        let Some(recorded) = e.recorded else {
+            return false;
+        };
         !e.is_dir()
             && e.uncompressed == size
             && e.mtime_ns == Some(meta.mtime_ns)
+            && recorded.identity == meta.identity
+            && meta.mtime_ns < recorded.read_from_ns
+            && meta.identity.ctime_ns < recorded.read_from_ns
             && e.unix_mode.map(|m| m & 0o7777) == Some(meta.mode & 0o7777)
             && e.flags & FLAG_DATA_DESCRIPTOR != 0
             && e.flags & FLAG_ENCRYPTED == 0
@@ -160,7 +196,9 @@ fn reused(e: &Entry, offset: u64) -> ReusedEntry {
             name: e.raw_name.clone(),
             mode: e.unix_mode.unwrap_or(S_IFREG | 0o644),
             mtime_ns: e.mtime_ns.unwrap_or(0),
+            identity: e.recorded.map(|r| r.identity).unwrap_or_default(),
         },
+        read_from_ns: e.recorded.map_or(0, |r| r.read_from_ns),
         flags: e.flags,
         method: e.method,
         crc: e.crc,
@@ -188,6 +226,7 @@ fn split(range: Range<u64>, max: u64) -> Vec<Range<u64>> {
 mod tests {
     use super::*;
     use crate::archive::test_data::zip;
+    use crate::archive::zip::ZipWriter;
 
     fn manifest(bytes: &[u8]) -> Manifest {
         let (dir, entries) = crate::archive::zip::reader::index(bytes).unwrap();
@@ -242,37 +281,74 @@ mod tests {
     }
 
     #[test]
-    fn a_file_is_unchanged_only_with_the_same_size_time_and_mode() {
+    fn a_file_is_unchanged_only_with_the_same_size_times_mode_and_identity() {
+        use crate::archive::test_data::{TIME, identity};
         let bytes = zip(&[("a", b"hello")]);
         let m = manifest(&bytes);
         let meta = EntryMeta {
             name: b"a".to_vec(),
             mode: S_IFREG | 0o640,
-            mtime_ns: 1_700_000_000_000_000_000,
+            mtime_ns: TIME,
+            identity: identity(0),
         };
         assert!(m.unchanged(&meta, 5));
         assert!(!m.unchanged(&meta, 6), "size");
-        let later = EntryMeta {
-            mtime_ns: meta.mtime_ns + 1,
-            ..meta.clone()
+        let changed = |f: &dyn Fn(&mut EntryMeta)| {
+            let mut other = meta.clone();
+            f(&mut other);
+            m.unchanged(&other, 5)
         };
-        assert!(!m.unchanged(&later, 5), "one nanosecond later");
-        let other_mode = EntryMeta {
-            mode: S_IFREG | 0o600,
-            ..meta.clone()
+        assert!(!changed(&|e| e.mtime_ns += 1), "one nanosecond later");
+        assert!(!changed(&|e| e.mode = S_IFREG | 0o600), "mode");
+        assert!(!changed(&|e| e.name = b"b".to_vec()), "not in the archive");
+        // Rewritten with its old times put back: only the change time tells.
+        assert!(!changed(&|e| e.identity.ctime_ns += 1), "change time");
+        // Another file renamed over it, with the same times: only the inode tells.
+        assert!(!changed(&|e| e.identity.ino += 1), "inode");
+        assert!(!changed(&|e| e.identity.dev += 1), "device");
+    }
+
+    #[test]
+    fn a_file_changed_within_the_tick_the_previous_create_began_reading_is_read_again() {
+        use crate::archive::meta::Identity;
+        // The previous create recorded the file's times equal to the file system's time
+        // when it began reading: the file may have been rewritten in that same tick after
+        // it was read, with every value the same. Strictly earlier is required.
+        let at = |ctime_ns: i64, mtime_ns: i64| {
+            let mut w = ZipWriter::new(Vec::new()).reading_from(1_000);
+            let meta = EntryMeta {
+                name: b"a".to_vec(),
+                mode: S_IFREG | 0o640,
+                mtime_ns,
+                identity: Identity {
+                    ctime_ns,
+                    dev: 1,
+                    ino: 1,
+                },
+            };
+            let entry = w.start_file(meta.clone(), METHOD_STORED).unwrap();
+            w.write_data(b"hello").unwrap();
+            w.finish_file(entry, crc32fast::hash(b"hello"), 5).unwrap();
+            let bytes = w.finish().unwrap().0;
+            manifest(&bytes).unchanged(&meta, 5)
         };
-        assert!(!m.unchanged(&other_mode, 5), "mode");
-        let missing = EntryMeta {
-            name: b"b".to_vec(),
-            ..meta
-        };
-        assert!(!m.unchanged(&missing, 5), "not in the archive");
+        assert!(at(999, 999), "both times before the tick");
+        assert!(!at(1_000, 999), "changed in the tick");
+        assert!(!at(999, 1_000), "modified in the tick");
+        assert!(!at(2_000, 999), "changed after (a clock set back)");
     }
 
     #[test]
     fn archives_the_gateway_did_not_write_give_no_manifest() {
         let pocketbase = include_bytes!("../../tests/fixtures/pocketbase-0.40.6.zip");
         let (dir, entries) = crate::archive::zip::reader::index(pocketbase).unwrap();
+        assert!(Manifest::new(entries, dir.offset).is_none());
+        // An archive of the gateway's first format (the modification time alone) is
+        // restorable but never a source of copies.
+        let bytes = zip(&[("a", b"hello")]);
+        let (dir, mut entries) = crate::archive::zip::reader::index(&bytes).unwrap();
+        assert!(Manifest::new(entries.clone(), dir.offset).is_some());
+        entries[0].recorded = None;
         assert!(Manifest::new(entries, dir.offset).is_none());
         // A gateway archive with a gap before its directory is not the gateway's layout.
         let bytes = zip(&[("a", b"hello")]);

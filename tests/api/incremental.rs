@@ -33,6 +33,7 @@ fn fill(root: &Path) {
     let db = rusqlite::Connection::open(root.join("data.db")).unwrap();
     db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
         .unwrap();
+    settle(root);
 }
 
 /// What changes between two backups: one large file rewritten, one deleted, one added, a
@@ -87,9 +88,16 @@ async fn an_incremental_create_copies_unchanged_files_and_restores_like_a_full_o
     check_with_external_tools(&bytes);
     assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
 
-    // The copy is a copy: with the backup it came from deleted, it still reads whole, and
+    // An incremental archive is a manifest too: the next create copies from it.
+    let (copies_before, _) = s3.copies();
+    assert_eq!(app.create(Some("c.zip")).await.status(), 204);
+    assert!(s3.copies().0 > copies_before, "c.zip copies from b.zip");
+    assert_zip_matches_tree(&read_zip(&app.download_bytes("c.zip").await).await, &tree);
+
+    // The copy is a copy: with the backups it came from deleted, it still reads whole, and
     // a restore puts back exactly the tree.
     assert_eq!(app.delete("a.zip").await.status(), 204);
+    assert_eq!(app.delete("c.zip").await.status(), 204);
     assert_eq!(app.download_bytes("b.zip").await, bytes);
     write_file(
         &app.data_dir,
@@ -104,31 +112,159 @@ async fn an_incremental_create_copies_unchanged_files_and_restores_like_a_full_o
     );
     assert_eq!(rows(&app.data_dir.join("data.db")), 2);
     assert_eq!(app.pending_uploads().await, 0);
-
-    // An incremental archive is a manifest too: the next create copies from it.
-    let (copies_before, _) = s3.copies();
-    assert_eq!(app.create(Some("c.zip")).await.status(), 204);
-    assert!(s3.copies().0 > copies_before, "c.zip copies from b.zip");
-    assert_zip_matches_tree(&read_zip(&app.download_bytes("c.zip").await).await, &tree);
 }
 
 #[tokio::test]
-async fn a_restored_tree_keeps_exact_times_so_the_next_create_copies_again() {
+async fn the_first_create_after_a_restore_is_a_full_one_and_the_next_copies_again() {
     let (app, s3) = spawn_app_with_faults().await;
     fill(&app.data_dir);
     assert_eq!(app.create(Some("a.zip")).await.status(), 204);
     change(&app.data_dir);
     assert_eq!(app.restore("a.zip").await.status(), 204);
     app.wait_restored().await;
-    // Every file of a.zip is back with its nanosecond time: all 24 MiB run unchanged.
+    settle(&app.data_dir);
+    // Every file of a.zip is back with its nanosecond time, but as a new inode with a new
+    // change time: nothing can be taken from a.zip.
     assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+    assert_eq!(s3.copies(), (0, 0), "nothing copied after a restore");
+    let tree = snapshot(&app.data_dir, EXCLUDED);
+    assert_zip_matches_tree(&read_zip(&app.download_bytes("b.zip").await).await, &tree);
+    // b.zip recorded the restored files: the next create copies all 24 MiB again.
+    assert_eq!(app.create(Some("c.zip")).await.status(), 204);
     let (copies, copied) = s3.copies();
     assert!(
         copies >= 1 && copied >= 24 * MIB as u64,
         "{copies} copies, {copied} bytes"
     );
+    assert_zip_matches_tree(&read_zip(&app.download_bytes("c.zip").await).await, &tree);
+}
+
+/// The bytes of the file `rel` in the archive `bytes`, read by an independent zip reader.
+async fn entry_of(bytes: &[u8], rel: &str) -> Vec<u8> {
+    match read_zip(bytes).await.remove(rel) {
+        Some((false, _, data)) => data,
+        other => panic!(
+            "{rel} is not a file in the archive: {:?}",
+            other.map(|e| e.0)
+        ),
+    }
+}
+
+/// Rewrites `data` into `path` at `at` in place (no truncation, same inode), then puts
+/// back its modification and access times, as `cp -p`, `rsync -t --inplace` or an editor
+/// that keeps times would leave it.
+fn overwrite_keeping_times(path: &Path, at: u64, data: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let before = std::fs::metadata(path).unwrap();
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(data).unwrap();
+    f.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(before.modified().unwrap())
+            .set_accessed(before.accessed().unwrap()),
+    )
+    .unwrap();
+    drop(f);
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    assert_eq!(after.len(), before.len());
+}
+
+/// Makes a new file with `data` and the times and mode of `path`, and renames it over
+/// `path` (a new inode), as `rsync -t` and `tar x` do.
+fn replace_keeping_times(path: &Path, data: &[u8]) {
+    let before = std::fs::metadata(path).unwrap();
+    let tmp = path.with_extension("tmp-new");
+    std::fs::write(&tmp, data).unwrap();
+    std::fs::set_permissions(&tmp, before.permissions()).unwrap();
+    let f = std::fs::File::options().write(true).open(&tmp).unwrap();
+    f.set_times(
+        std::fs::FileTimes::new()
+            .set_modified(before.modified().unwrap())
+            .set_accessed(before.accessed().unwrap()),
+    )
+    .unwrap();
+    drop(f);
+    std::fs::rename(&tmp, path).unwrap();
+    let after = std::fs::metadata(path).unwrap();
+    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
+    assert_eq!(after.len(), before.len());
+}
+
+#[tokio::test]
+async fn files_changed_with_their_size_mode_and_times_kept_are_archived_with_their_new_bytes() {
+    let (app, s3) = spawn_app_with_faults().await;
+    fill(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    let col = app.data_dir.join("storage/col");
+    // Rewritten whole in place, a new file renamed over, one 4 KiB block overwritten: each
+    // keeps its size, mode and modification time.
+    overwrite_keeping_times(&col.join("03.bin"), 0, &pseudo_random(MIB, 303));
+    replace_keeping_times(&col.join("07.bin"), &pseudo_random(MIB, 707));
+    overwrite_keeping_times(&col.join("15.bin"), 8192, &[0x5a; 4096]);
     let tree = snapshot(&app.data_dir, EXCLUDED);
-    assert_zip_matches_tree(&read_zip(&app.download_bytes("b.zip").await).await, &tree);
+
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+
+    assert!(s3.copies().0 >= 1, "b.zip copies the files left alone");
+    let bytes = app.download_bytes("b.zip").await;
+    for rel in ["03.bin", "07.bin", "15.bin"] {
+        let now = std::fs::read(col.join(rel)).unwrap();
+        assert!(
+            entry_of(&bytes, &format!("storage/col/{rel}")).await == now,
+            "{rel}: the archive holds its current bytes"
+        );
+    }
+    assert_zip_matches_tree(&read_zip(&bytes).await, &tree);
+}
+
+#[tokio::test]
+async fn a_file_timed_at_or_after_the_moment_the_previous_create_began_is_read_again() {
+    let (app, s3) = spawn_app_with_faults().await;
+    fill(&app.data_dir);
+    // A time the previous create cannot have read the file before: a file changed in the
+    // tick the create began reading in, or one whose clock runs ahead.
+    let path = app.data_dir.join("storage/col/11.bin");
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(ahead)
+        .unwrap();
+    settle(&app.data_dir);
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    let a = app.download_bytes("a.zip").await;
+    let (_, entries) = backup_gateway::archive::zip::reader::index(&a).unwrap();
+    let read_from = entries
+        .iter()
+        .find(|e| e.raw_name == b"storage/col/11.bin")
+        .and_then(|e| e.recorded)
+        .expect("the gateway's record of the file")
+        .read_from_ns;
+    assert!(
+        read_from > 0
+            && read_from
+                < entries
+                    .iter()
+                    .find(|e| e.raw_name == b"storage/col/11.bin")
+                    .unwrap()
+                    .mtime_ns
+                    .unwrap(),
+        "the file's time is not before the create began"
+    );
+    // Rewritten in place with that time kept.
+    overwrite_keeping_times(&path, 0, &pseudo_random(MIB, 1111));
+
+    assert_eq!(app.create(Some("b.zip")).await.status(), 204);
+
+    assert!(s3.copies().0 >= 1, "b.zip copies the files left alone");
+    let bytes = app.download_bytes("b.zip").await;
+    assert!(
+        entry_of(&bytes, "storage/col/11.bin").await == std::fs::read(&path).unwrap(),
+        "the archive holds the current bytes"
+    );
 }
 
 #[tokio::test]
@@ -219,6 +355,7 @@ fn fill_storage_only(root: &Path) {
             &pseudo_random(MIB, i),
         );
     }
+    settle(root);
 }
 
 #[tokio::test]

@@ -26,6 +26,17 @@ pub struct Entry {
     /// The modification time in nanoseconds, from the gateway's own extra field (only
     /// archives the gateway wrote have it).
     pub mtime_ns: Option<i64>,
+    /// What the gateway recorded of the file when it read it (archives of its current
+    /// format only).
+    pub recorded: Option<Recorded>,
+}
+
+/// The file's identity, and the file system's time when the create that read it began
+/// reading, from the gateway's own extra field ([`GATEWAY_EXTRA_ID`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recorded {
+    pub identity: crate::archive::meta::Identity,
+    pub read_from_ns: i64,
 }
 
 impl Entry {
@@ -167,6 +178,7 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
         let extra = &cd[extra_start..extra_start + extra_len];
         let mut mtime = None;
         let mut mtime_ns = None;
+        let mut recorded = None;
         let mut e = 0;
         while e + 4 <= extra.len() {
             let id = le16(extra, e);
@@ -187,8 +199,18 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
                 take(&mut offset);
             } else if id == EXTENDED_TIMESTAMP_ID && len >= 5 && body[0] & 1 == 1 {
                 mtime = Some(i64::from(le32(body, 1) as i32));
+            } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_V1_BODY {
+                mtime_ns = Some(le64(body, 0) as i64);
             } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_LEN - 4 {
                 mtime_ns = Some(le64(body, 0) as i64);
+                recorded = Some(Recorded {
+                    identity: crate::archive::meta::Identity {
+                        ctime_ns: le64(body, 8) as i64,
+                        dev: le64(body, 16),
+                        ino: le64(body, 24),
+                    },
+                    read_from_ns: le64(body, 32) as i64,
+                });
             }
             e += 4 + len;
         }
@@ -205,6 +227,7 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
             dos_dir: external & DOS_DIR != 0 && made_by >> 8 == 0,
             mtime: mtime.or_else(|| dos_to_unix(dos_time, dos_date)),
             mtime_ns,
+            recorded,
         });
         p = next;
     }

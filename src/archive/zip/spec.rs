@@ -9,13 +9,19 @@ pub const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
 
 pub const ZIP64_EXTRA_ID: u16 = 0x0001;
 pub const EXTENDED_TIMESTAMP_ID: u16 = 0x5455;
-/// The gateway's own extra field, in the central directory only: the modification time in
-/// nanoseconds (8 bytes, little-endian), so that a later create can tell that a file is
-/// unchanged and reuse its entry ([`crate::archive::reuse`]). Other readers skip extra
-/// fields they do not know (APPNOTE 4.6).
+/// The gateway's own extra field, in the central directory only, so that a later create
+/// can tell that a file is unchanged and take its entry as it is
+/// ([`crate::archive::reuse`]): five 8-byte little-endian values, the modification time
+/// and the change time in nanoseconds, the device, the inode, and the file system's time
+/// when the create that read the file began reading ([`crate::archive::reuse`] says why).
+/// Archives of earlier versions hold the modification time alone
+/// ([`GATEWAY_EXTRA_V1_BODY`]); their entries are restored with it but never reused. Other
+/// readers skip extra fields they do not know (APPNOTE 4.6).
 pub const GATEWAY_EXTRA_ID: u16 = 0x4247;
 /// Its length, the header's 4 bytes included.
-pub const GATEWAY_EXTRA_LEN: usize = 12;
+pub const GATEWAY_EXTRA_LEN: usize = 44;
+/// The body length of the first version (the modification time only).
+pub const GATEWAY_EXTRA_V1_BODY: usize = 8;
 /// The extra field of every local header the gateway writes (the extended timestamp).
 pub const LOCAL_EXTRA_LEN: u64 = 9;
 

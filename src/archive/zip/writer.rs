@@ -11,7 +11,7 @@
 
 use super::spec::*;
 use crate::archive::bytes::{dos_datetime, put_u16, put_u32, put_u64};
-use crate::archive::meta::EntryMeta;
+use crate::archive::meta::{EntryMeta, Identity};
 use std::io::{self, Write};
 
 /// What went into an archive.
@@ -31,6 +31,8 @@ struct CdEntry {
     flags: u16,
     method: u16,
     mtime_ns: i64,
+    identity: Identity,
+    read_from_ns: i64,
     crc: u32,
     compressed: u64,
     uncompressed: u64,
@@ -53,6 +55,9 @@ pub struct ReusedEntry {
     pub uncompressed: u64,
     /// Where its local header is in the new archive.
     pub offset: u64,
+    /// When the create that read its file began reading (carried from the earlier
+    /// archive: its bytes are the ones read then).
+    pub read_from_ns: i64,
 }
 
 /// A file entry between [`ZipWriter::start_file`] and [`ZipWriter::finish_file`].
@@ -94,6 +99,9 @@ pub struct ZipWriter<W: Write> {
     out: Counting<W>,
     entries: Vec<CdEntry>,
     stats: WriteStats,
+    /// Recorded with every entry this writer writes: the file system's time when the
+    /// create began reading ([`Self::reading_from`]).
+    read_from_ns: i64,
 }
 
 impl<W: Write> ZipWriter<W> {
@@ -122,6 +130,8 @@ impl<W: Write> ZipWriter<W> {
                     flags: r.flags,
                     method: r.method,
                     mtime_ns: r.meta.mtime_ns,
+                    identity: r.meta.identity,
+                    read_from_ns: r.read_from_ns,
                     crc: r.crc,
                     compressed: r.compressed,
                     uncompressed: r.uncompressed,
@@ -136,7 +146,16 @@ impl<W: Write> ZipWriter<W> {
             },
             entries,
             stats,
+            read_from_ns: 0,
         }
+    }
+
+    /// Records `ns` as the file system's time when the create began reading (see
+    /// [`crate::archive::reuse`]); without it, 0, which makes no entry reusable.
+    #[must_use]
+    pub fn reading_from(mut self, ns: i64) -> Self {
+        self.read_from_ns = ns;
+        self
     }
 
     fn flags_for(name: &[u8]) -> u16 {
@@ -184,6 +203,8 @@ impl<W: Write> ZipWriter<W> {
             flags,
             method: METHOD_STORED,
             mtime_ns: meta.mtime_ns,
+            identity: meta.identity,
+            read_from_ns: self.read_from_ns,
             crc: 0,
             compressed: 0,
             uncompressed: 0,
@@ -243,6 +264,8 @@ impl<W: Write> ZipWriter<W> {
             flags: e.flags,
             method: e.method,
             mtime_ns: e.meta.mtime_ns,
+            identity: e.meta.identity,
+            read_from_ns: self.read_from_ns,
             crc,
             compressed,
             uncompressed,
@@ -339,6 +362,10 @@ fn central_record(e: &CdEntry, buf: &mut Vec<u8>) {
     put_u16(buf, GATEWAY_EXTRA_ID);
     put_u16(buf, (GATEWAY_EXTRA_LEN - 4) as u16);
     put_u64(buf, e.mtime_ns as u64);
+    put_u64(buf, e.identity.ctime_ns as u64);
+    put_u64(buf, e.identity.dev);
+    put_u64(buf, e.identity.ino);
+    put_u64(buf, e.read_from_ns as u64);
 }
 
 /// Appends the end records of a central directory of `count` entries at
