@@ -843,6 +843,20 @@ def download_step(env, gw, res, key, tag, download):
     res["gw_download_rss"], res["gw_download_writes"] = stats["peak_rss"], stats["write_bytes"]
     log(f"{tag}: download via gateway {dl_secs:.2f} s, direct GetObject {direct_secs:.2f} s")
 
+    # Verify: the same archive read back and checked (every CRC, integrity_check of the
+    # databases in a scratch file), against the download of the same bytes.
+    def verify(g):
+        status, body = request(g.base, "POST", f"/api/gateway/backups/{key}/verify", token=g.token)
+        expect(status, body, 200, "verify")
+        if not body.get("ok"):
+            raise RuntimeError(f"verify of {key} failed: {body}")
+        return body
+
+    v_secs, v, v_stats, _ = gateway_op(gw, verify)
+    res["gw_verify"], res["gw_verify_rss"] = v_secs, v_stats["peak_rss"]
+    log(f"{tag}: verify {v_secs:.2f} s ({v['entries']} entries, {len(v['databases'])} databases), "
+        f"peak RSS {fmt_mib(v_stats['peak_rss'])}")
+
 
 
 LOAD_LISTERS, LOAD_LISTS_EACH, LOAD_DOWNLOADERS = 200, 20, 20
@@ -1055,6 +1069,7 @@ def ratios(r):
             out["create_vs_floor"] = r["gw_create"] / floor
     put("create_vs_upload_alone", "gw_create", "upload_alone")
     put("download_vs_direct", "direct_get", "gw_download")
+    put("verify_vs_download", "gw_download", "gw_verify")
     put("upload_vs_upload_alone", "gw_upload", "upload_alone")
     put("pb_create_over_gw", "pb_create", "gw_create")
     put("pb_restore_over_gw", "pb_restore", "gw_restore")
@@ -1101,6 +1116,7 @@ TARGETS = [
     ("A", "pb_restore_over_gw", ">=", 2.0, "restore A at least 2x faster than PocketBase"),
     ("B", "pb_restore_over_gw", ">=", 2.0, "restore B at least 2x faster than PocketBase"),
     ("A", "download_vs_direct", ">=", 0.9, "download at least 0.9x a direct GetObject"),
+    ("A", "verify_vs_download", ">=", 0.8, "verify A at least 0.8x the speed of downloading the same archive"),
     ("A", "create_vs_baseline", "<=", 1.10, "create A within 1.1x of the baseline build's create (`--baseline-gateway`)"),
     ("A", "writer_worst_over_upload_ms", "<=", 50.0,
      "a writer's worst commit during create A at most 50 ms above its worst during the upload alone"),
@@ -1187,10 +1203,10 @@ def report(results, meta, path):
         ok = all(check(v, op, bound) for v in vals)
         unit = (lambda v: f"{v:+.1f} ms") if key.endswith("_ms") else (lambda v: f"{v:.2f}x")
         add(f"| {desc} | {spread(vals, unit)} | {'yes' if ok else '**no**'} |")
-    rss_keys = ["gw_create_rss", "gw_restore_rss", "gw_upload_rss", "gw_download_rss"]
+    rss_keys = ["gw_create_rss", "gw_restore_rss", "gw_upload_rss", "gw_download_rss", "gw_verify_rss"]
     all_rss = [r[k] for rs in by.values() for r in rs for k in rss_keys if k in r]
     if all_rss:
-        add(f"| gateway peak RSS at most 96 MiB (create, restore, upload, download) | max {fmt_mib(max(all_rss))} | "
+        add(f"| gateway peak RSS at most 96 MiB (create, restore, upload, download, verify) | max {fmt_mib(max(all_rss))} | "
             f"{'yes' if max(all_rss) <= 96 * MIB else '**no**'} |")
     load_rss = [r["load_rss"] for rs in by.values() for r in rs if "load_rss" in r]
     if load_rss:

@@ -32,6 +32,29 @@ pub enum Incremental {
     Off,
 }
 
+/// `--verify-after-create`: which creates are verified as soon as they are stored
+/// ([`crate::verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VerifyAfterCreate {
+    /// None.
+    Off,
+    /// Scheduled creates only.
+    Scheduled,
+    /// Scheduled creates and the API's.
+    All,
+}
+
+impl VerifyAfterCreate {
+    /// True when a create started by `trigger` is verified.
+    pub fn covers(self, trigger: crate::progress::Trigger) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Scheduled => trigger == crate::progress::Trigger::Schedule,
+            Self::All => true,
+        }
+    }
+}
+
 /// The PocketBase Backups API over an S3 bucket or a local directory.
 #[derive(Debug, Parser)]
 #[command(name = "backup-gateway", version, about, long_about = None)]
@@ -119,6 +142,22 @@ pub struct ServeArgs {
     /// always uploads everything. Local storage and Cloudflare R2 always do full creates.
     #[arg(long, env = "GATEWAY_INCREMENTAL", value_enum, default_value_t = Incremental::Auto)]
     pub incremental: Incremental,
+
+    /// Which creates are verified right after they are stored (the archive read back from
+    /// the store, every CRC and the restore's checks, `integrity_check` of every database
+    /// image): a failed verify of a scheduled create fails its run and notifies.
+    #[arg(
+        long,
+        env = "GATEWAY_VERIFY_AFTER_CREATE",
+        value_enum,
+        default_value_t = VerifyAfterCreate::Scheduled
+    )]
+    pub verify_after_create: VerifyAfterCreate,
+
+    /// A URL that gets a JSON POST on every failed scheduled create, failed verify and
+    /// failed restore (`{"event","key","reason","time"}`), retried a few times.
+    #[arg(long, env = "GATEWAY_NOTIFY_URL")]
+    pub notify_url: Option<String>,
 
     /// Restore refuses archives with more entries than this.
     #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = Limits::DEFAULT.max_entries)]
@@ -318,6 +357,9 @@ pub struct Config {
     pub parts_in_flight: usize,
     pub compression_level: u32,
     pub incremental: Incremental,
+    pub verify_after_create: VerifyAfterCreate,
+    /// Where failures are notified ([`crate::notify`]).
+    pub notify_url: Option<String>,
     pub on_restore: Option<String>,
     pub restore_limits: Limits,
     /// `--restore-require` paths; empty: `data.db` when the data directory holds one.
@@ -597,6 +639,8 @@ impl ServeArgs {
             parts_in_flight: self.parts_in_flight,
             compression_level: self.compression_level,
             incremental: self.incremental,
+            verify_after_create: self.verify_after_create,
+            notify_url: self.notify_url.filter(|u| !u.trim().is_empty()),
             on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
             restore_limits: Limits {
                 max_entries: self.restore_max_entries,
@@ -640,6 +684,8 @@ impl Config {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             compression_level: 1,
             incremental: Incremental::Auto,
+            verify_after_create: VerifyAfterCreate::Scheduled,
+            notify_url: None,
             on_restore: None,
             restore_limits: Limits::default(),
             restore_require: Vec::new(),

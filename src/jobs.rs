@@ -1,6 +1,8 @@
 //! The busy lock: at most one create or restore at a time (as in PocketBase), with the
 //! [`Progress`] of the one running, plus the keys being written right now (a create's or an
-//! upload's), which cannot be deleted, restored or written twice.
+//! upload's), which cannot be deleted, restored or written twice, and the key being
+//! verified (one verify at a time, beside creates and restores: it only reads), which
+//! cannot be deleted.
 //!
 //! Guards release on drop, so every exit path (success, error, panic, a cancelled request)
 //! frees the lock.
@@ -18,11 +20,14 @@ pub const DEFAULT_PROGRESS_LOG_SECS: u64 = 10;
 struct Inner {
     active: Option<Arc<Progress>>,
     writing: HashSet<String>,
+    verifying: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct Jobs {
     inner: Arc<Mutex<Inner>>,
+    /// Signalled when the verify slot is freed.
+    verify_freed: Arc<tokio::sync::Notify>,
     /// Zero: no progress lines in the log.
     log_every: Duration,
 }
@@ -47,6 +52,12 @@ impl JobGuard {
     }
 }
 
+/// Holds the verify slot on a key until dropped.
+#[derive(Debug)]
+pub struct VerifyGuard {
+    jobs: Jobs,
+}
+
 /// Reserves a key being written until dropped.
 #[derive(Debug)]
 pub struct KeyGuard {
@@ -59,6 +70,7 @@ impl Jobs {
     pub fn new(log_every: Duration) -> Self {
         Self {
             inner: Arc::default(),
+            verify_freed: Arc::default(),
             log_every,
         }
     }
@@ -115,21 +127,55 @@ impl Jobs {
         })
     }
 
+    /// Takes the verify slot for `key`, or `None` if a verify runs.
+    pub fn try_verify(&self, key: &str) -> Option<VerifyGuard> {
+        let mut inner = self.lock();
+        if inner.verifying.is_some() {
+            return None;
+        }
+        inner.verifying = Some(key.to_string());
+        Some(VerifyGuard { jobs: self.clone() })
+    }
+
+    /// Takes the verify slot for `key`, waiting for the verify running to end.
+    pub async fn verify_slot(&self, key: &str) -> VerifyGuard {
+        loop {
+            let freed = self.verify_freed.notified();
+            tokio::pin!(freed);
+            // Registered before the check: a slot freed in between still wakes us.
+            freed.as_mut().enable();
+            if let Some(guard) = self.try_verify(key) {
+                return guard;
+            }
+            freed.await;
+        }
+    }
+
     /// True if `key` is being written by a create or an upload right now.
     pub fn is_being_written(&self, key: &str) -> bool {
         self.lock().writing.contains(key)
     }
 
-    /// True if `key` is being written, or is the key of the running create or restore.
+    /// True if `key` is being written or verified, or is the key of the running create or
+    /// restore.
     pub fn in_use(&self, key: &str) -> bool {
         let inner = self.lock();
-        inner.writing.contains(key) || inner.active.as_ref().is_some_and(|p| p.key() == key)
+        inner.writing.contains(key)
+            || inner.verifying.as_deref() == Some(key)
+            || inner.active.as_ref().is_some_and(|p| p.key() == key)
     }
 }
 
 impl Drop for JobGuard {
     fn drop(&mut self) {
         self.jobs.lock().active = None;
+    }
+}
+
+impl Drop for VerifyGuard {
+    fn drop(&mut self) {
+        self.jobs.lock().verifying = None;
+        self.jobs.verify_freed.notify_waiters();
     }
 }
 
@@ -161,6 +207,20 @@ mod tests {
             jobs.try_start(JobKind::Restore, Trigger::Api, "b.zip")
                 .is_some()
         );
+    }
+
+    #[test]
+    fn one_verify_at_a_time_beside_a_create_and_its_key_is_in_use() {
+        let jobs = Jobs::default();
+        let _create = jobs
+            .try_start(JobKind::Create, Trigger::Api, "a.zip")
+            .unwrap();
+        let v = jobs.try_verify("b.zip").expect("a verify beside a create");
+        assert!(jobs.try_verify("c.zip").is_none());
+        assert!(jobs.in_use("b.zip"));
+        drop(v);
+        assert!(!jobs.in_use("b.zip"));
+        assert!(jobs.try_verify("c.zip").is_some());
     }
 
     #[test]

@@ -14,6 +14,8 @@
 //! - [`backup`]: create (data directory -> zip -> store), full or incremental.
 //! - [`index`]: a stored archive's central directory, read with ranged reads.
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
+//! - [`verify`]: a stored backup read and checked without restoring it, and the results.
+//! - [`notify`]: failures POSTed to `--notify-url`.
 //! - [`schedule`]: scheduled backups and their retention; [`cron`]: PocketBase's cron
 //!   expressions.
 //! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
@@ -42,6 +44,7 @@ pub mod index;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
+pub mod notify;
 pub mod outcomes;
 pub mod pocketbase;
 pub mod progress;
@@ -53,6 +56,7 @@ pub mod state_dir;
 pub mod storage;
 pub mod time_fmt;
 pub mod users;
+pub mod verify;
 
 pub use config::Config;
 
@@ -85,6 +89,9 @@ pub struct AppState {
     pub budget: Arc<bufpool::Budget>,
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
     backup_exclude: Arc<archive::Exclude>,
+    /// The last verify result of every key.
+    pub verifications: Arc<verify::Verifications>,
+    pub notifier: notify::Notifier,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +152,14 @@ impl AppState {
         let scheduled_runs = schedule::Runs::open(&config.data_dir);
         let outcomes = outcomes::Outcomes::open(&config.data_dir);
         last_successes(&metrics, &restores, &scheduled_runs, &outcomes);
+        let verifications = verify::Verifications::open(&config.data_dir);
+        if let Some(t) = verifications
+            .last_success()
+            .and_then(|t| time_fmt::parse_pb(&t))
+        {
+            metrics.set_last_success(metrics::Operation::Verify, t);
+        }
+        let notifier = notify::Notifier::new(config.notify_url.clone());
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
             scheduled_runs: Arc::new(scheduled_runs),
@@ -158,6 +173,8 @@ impl AppState {
             tokens: Arc::new(auth::Tokens::new(users)),
             restores: Arc::new(restores),
             backup_exclude: Arc::new(backup_exclude),
+            verifications: Arc::new(verifications),
+            notifier,
         })
     }
 

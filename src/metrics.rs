@@ -7,10 +7,10 @@
 //!
 //! | family | labels | what |
 //! |---|---|---|
-//! | `backup_gateway_operations_total` | `operation`, `trigger`, `outcome` | finished creates, uploads, restores, downloads |
+//! | `backup_gateway_operations_total` | `operation`, `trigger`, `outcome` | finished creates, uploads, restores, downloads, verifies |
 //! | `backup_gateway_archive_bytes` | `operation` | histogram of archive sizes (bytes sent, for downloads) |
 //! | `backup_gateway_operation_duration_seconds` | `operation` | histogram of durations |
-//! | `backup_gateway_last_success_timestamp_seconds` | `operation` | Unix time of the last successful create, restore |
+//! | `backup_gateway_last_success_timestamp_seconds` | `operation` | Unix time of the last successful create, restore, verify |
 //! | `backup_gateway_store_requests_total` | `operation` | requests sent to the S3 store (each attempt) |
 //! | `backup_gateway_store_errors_total` | `operation` | attempts that failed: no answer, or 5xx / 429 |
 //! | `backup_gateway_store_retries_total` | `operation` | attempts after an operation's first |
@@ -30,6 +30,8 @@ pub enum Operation {
     Upload,
     Restore,
     Download,
+    /// A backup read and checked without restoring it ([`crate::verify`]).
+    Verify,
 }
 
 impl Operation {
@@ -39,6 +41,7 @@ impl Operation {
             Self::Upload => "upload",
             Self::Restore => "restore",
             Self::Download => "download",
+            Self::Verify => "verify",
         }
     }
 }
@@ -202,7 +205,12 @@ impl Metrics {
         self.duration
             .with_label_values(&[op.as_str()])
             .observe(duration.as_secs_f64());
-        if ok && matches!(op, Operation::Create | Operation::Restore) {
+        if ok
+            && matches!(
+                op,
+                Operation::Create | Operation::Restore | Operation::Verify
+            )
+        {
             self.set_last_success(op, time::OffsetDateTime::now_utc());
         }
     }

@@ -8,7 +8,9 @@
 //!    logged, and recorded): a scheduled run never waits nor interrupts;
 //! 2. it creates `@auto_pb_backup_<app name>_YYYYMMDDhhmmss.zip` through the same pipeline
 //!    as `POST /api/backups` ([`crate::backup::create`]);
-//! 3. after every run, also a failed or skipped one, only the newest `cronMaxKeep` keys
+//! 3. it verifies the new backup ([`crate::verify`]) unless `--verify-after-create` is
+//!    `off`: a failed verify fails the run (and notifies, as a failed create does);
+//! 4. after every run, also a failed or skipped one, only the newest `cronMaxKeep` keys
 //!    that start with `@auto_pb_backup_` are kept; manual and uploaded backups are never
 //!    pruned.
 //!
@@ -253,9 +255,20 @@ pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
                 result.as_ref().err().map(String::as_str),
             );
             crate::outcomes::finished(&state.metrics, &finished);
+            drop(job);
             match result {
-                Ok(created) => (RunStatus::Ok, Some(created.size), None),
-                Err(e) => (RunStatus::Failed, None, Some(e)),
+                Ok(created) => match verified(state, &key).await {
+                    Ok(()) => (RunStatus::Ok, Some(created.size), None),
+                    Err(e) => (RunStatus::Failed, Some(created.size), Some(e)),
+                },
+                Err(e) => {
+                    state.notifier.send(crate::notify::Event::failed(
+                        crate::notify::What::Create,
+                        &key,
+                        &e,
+                    ));
+                    (RunStatus::Failed, None, Some(e))
+                }
             }
         }
     };
@@ -272,6 +285,22 @@ pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
     };
     state.scheduled_runs.record(outcome.clone());
     outcome
+}
+
+/// Verifies the run's new backup when `--verify-after-create` covers scheduled creates;
+/// its failure (which [`crate::verify`] notifies) fails the run.
+async fn verified(state: &AppState, key: &str) -> Result<(), String> {
+    if !state.config.verify_after_create.covers(Trigger::Schedule) {
+        return Ok(());
+    }
+    match crate::verify::verify(state, key, Trigger::Schedule, true).await {
+        Ok(v) if v.ok => Ok(()),
+        Ok(v) => Err(format!(
+            "the backup failed its verify: {}",
+            crate::verify::failure_text(&v)
+        )),
+        Err(e) => Err(format!("the backup could not be verified: {e}")),
+    }
 }
 
 /// Deletes all but the newest `keep` scheduled backups (none when `keep` is 0, as in

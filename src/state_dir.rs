@@ -62,6 +62,16 @@ pub fn restore_work(data_dir: &Path, id: &str) -> PathBuf {
     restore_root(data_dir).join(id)
 }
 
+/// The last verify result of every key ([`crate::verify`]).
+pub fn verified(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("verified.json")
+}
+
+/// Where a verify writes the database image it checks, one at a time.
+pub fn verify_scratch(data_dir: &Path) -> PathBuf {
+    root(data_dir).join("verify")
+}
+
 /// The marker a crash test waits for: the restore stopped at `point`.
 pub fn paused_at(data_dir: &Path, point: &str) -> PathBuf {
     root(data_dir).join(format!("paused-at-{point}"))

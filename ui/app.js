@@ -198,6 +198,8 @@ async function login(ev) {
 // ---------------------------------------------------------------- backups
 
 let backups = [];
+/** The last verify result of each key (`GET /api/gateway/verify`). */
+let verified = {};
 
 function renderBackups() {
   const filter = $("filter").value.trim().toLowerCase();
@@ -223,9 +225,23 @@ function renderBackups() {
     time.title = utcTime(d);
     time.textContent = localTime(d);
     modified.append(time);
+    const check = document.createElement("td");
+    check.className = "verified";
+    const v = verified[b.key];
+    if (v) {
+      const when = parsePbDate(v.verifiedAt);
+      check.textContent = v.ok ? "✓ verified" : "✗ failed";
+      check.classList.add(v.ok ? "ok" : "failed");
+      check.title = v.ok
+        ? `Verified ${localTime(when)}: ${v.entries} entries, ${v.databases.length} database(s) checked`
+        : `Verify failed ${localTime(when)}: ${v.entry ? v.entry + ": " : ""}${v.error}`;
+    } else {
+      check.textContent = "—";
+      check.title = "Not verified yet";
+    }
     const actions = document.createElement("td");
     actions.className = "actions";
-    for (const [label, fn, cls] of [["Download", download, ""], ["Restore", restore, ""], ["Delete", remove, "danger"]]) {
+    for (const [label, fn, cls] of [["Download", download, ""], ["Verify", verify, ""], ["Restore", restore, ""], ["Delete", remove, "danger"]]) {
       const btn = document.createElement("button");
       btn.type = "button";
       btn.textContent = label;
@@ -235,15 +251,37 @@ function renderBackups() {
       btn.addEventListener("click", () => fn(b.key));
       actions.append(btn);
     }
-    tr.append(key, size, modified, actions);
+    tr.append(key, size, modified, check, actions);
     body.append(tr);
   }
   $("backups-empty").hidden = rows.length > 0;
 }
 
 async function loadBackups() {
-  backups = await api("GET", "/api/backups");
+  const [list, checks] = await Promise.all([
+    api("GET", "/api/backups"),
+    api("GET", "/api/gateway/verify").catch(() => ({})),
+  ]);
+  backups = list;
+  verified = checks || {};
   renderBackups();
+}
+
+async function verify(key) {
+  const status = $("restore-status");
+  status.className = "notice";
+  show(status, `Verifying ${key}...`);
+  try {
+    const v = await api("POST", `/api/gateway/backups/${encodeURIComponent(key)}/verify`);
+    status.className = v.ok ? "notice ok" : "notice failed";
+    show(status, v.ok
+      ? `${key} verified: ${v.entries} entries, ${humanSize(v.bytes)}, ${v.databases.length} database(s) pass integrity_check.`
+      : `${key} failed its verify: ${v.entry ? v.entry + ": " : ""}${v.error}`);
+  } catch (e) {
+    status.className = "notice failed";
+    show(status, `Verify of ${key} refused: ${e.message}`);
+  }
+  await loadBackups();
 }
 
 function fieldMessage(err, field) {

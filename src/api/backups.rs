@@ -160,6 +160,15 @@ pub async fn create(
         .create
         .set(finished.outcome(job.progress().started_at()));
     drop(job);
+    if result.is_ok() && state.config.verify_after_create.covers(Trigger::Api) {
+        // After the answer: the archive is stored whatever the verify finds.
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::verify::verify(&state, &name, Trigger::Api, true).await {
+                tracing::warn!(key = %name, error = %e, "the verify after the create did not run");
+            }
+        });
+    }
     match result {
         Ok(_) => Ok(StatusCode::NO_CONTENT),
         Err(crate::backup::CreateError::Storage(e)) => Err(store_failure(Op::Create, &e)),
@@ -681,7 +690,10 @@ pub async fn delete(
         return Err(ApiError::bad_request(MSG_IN_USE));
     }
     match state.store().delete(&key).await {
-        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Ok(()) => {
+            state.verifications.forget(&key);
+            Ok(StatusCode::NO_CONTENT)
+        }
         Err(e) => Err(store_failure(Op::Delete, &e)),
     }
 }

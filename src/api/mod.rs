@@ -11,6 +11,7 @@
 //! - [`client_ip`]: the client's address and the superuser allowlist.
 //! - [`progress`]: the running job's progress and the last outcomes; the metrics route.
 //! - [`ui`]: the backups page at `/_/` and `/` (embedded HTML, script and style sheet).
+//! - [`verify`]: verifying a backup without restoring it, and the results.
 //!
 //! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
 //! method and the matched route only: never the query string, which may hold a file token.
@@ -25,6 +26,7 @@ pub mod health;
 pub mod progress;
 pub mod settings;
 pub mod ui;
+pub mod verify;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -81,6 +83,11 @@ fn routes(state: AppState) -> Router {
         )
         .route("/api/backups/{key}/restore", post(backups::restore))
         .route("/api/gateway/restore", get(backups::restore_status))
+        .route(
+            "/api/gateway/backups/{key}/verify",
+            post(verify::verify).get(verify::last),
+        )
+        .route("/api/gateway/verify", get(verify::all))
         .route("/api/gateway/schedule", get(settings::schedule))
         .route("/api/gateway/progress", get(progress::progress))
         .route("/api/settings", get(settings::get).patch(settings::patch))

@@ -131,11 +131,7 @@ fn writer_stopped() -> io::Error {
 struct Extractor<'a> {
     writes: &'a SyncSender<WriteOp>,
     pool: &'a BufPool,
-    buf: Vec<u8>,
-    out_buf: Vec<u8>,
-    /// One inflater for every entry (reset per entry): a fresh one per file was an
-    /// allocation of its state and window per file.
-    inflater: flate2::Decompress,
+    decoder: Decoder,
     /// Directories known to exist under the destination: most files share their parent
     /// with the file before them, and `create_dir_all` of an existing directory costs two
     /// system calls. Safe because the staging tree is ours alone and the plan holds no
@@ -155,9 +151,7 @@ fn extract_entries(
     let mut x = Extractor {
         writes,
         pool,
-        buf: vec![0u8; 256 * 1024],
-        out_buf: vec![0u8; 256 * 1024],
-        inflater: flate2::Decompress::new(false),
+        decoder: Decoder::new(),
         made: HashSet::new(),
     };
     let mut pos = start;
@@ -188,7 +182,7 @@ fn extract_entries(
     Ok(())
 }
 
-fn corrupt(e: &Entry, why: &str) -> ArchiveError {
+pub(crate) fn corrupt(e: &Entry, why: &str) -> ArchiveError {
     ArchiveError::Corrupt {
         name: e.name_lossy(),
         why: why.to_string(),
@@ -232,22 +226,61 @@ impl Extractor<'_> {
             .create_new(true)
             .open(target)?;
         self.send(WriteOp::Open(file, e.uncompressed))?;
+        let (writes, pool) = (self.writes, self.pool);
+        self.decoder.entry(archive, e, &mut |data: &[u8]| {
+            let mut buf = pool.take();
+            buf.extend_from_slice(data);
+            writes
+                .send(WriteOp::Data(buf))
+                .map_err(|_| writer_stopped().into())
+        })?;
+        self.send(WriteOp::Close {
+            mode: entry_mode(e, false),
+            mtime_ns: mtime_ns(e),
+        })?;
+        Ok(())
+    }
+}
+
+/// Decodes file entries: the buffers and the inflater are kept from one entry to the next
+/// (a fresh inflater per file was an allocation of its state and window per file).
+pub(crate) struct Decoder {
+    buf: Vec<u8>,
+    out_buf: Vec<u8>,
+    inflater: flate2::Decompress,
+}
+
+impl Decoder {
+    pub(crate) fn new() -> Self {
+        Self {
+            buf: vec![0u8; 256 * 1024],
+            out_buf: vec![0u8; 256 * 1024],
+            inflater: flate2::Decompress::new(false),
+        }
+    }
+
+    /// The data of file entry `e` (the archive is at its first byte, its local header
+    /// read) into `sink`, checked against the entry's sizes and CRC-32: more data than
+    /// declared stops before it reaches `sink`.
+    ///
+    /// # Errors
+    /// Read errors, data that is not what the entry declares, and `sink`'s errors.
+    pub(crate) fn entry(
+        &mut self,
+        archive: &mut impl Read,
+        e: &Entry,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), ArchiveError>,
+    ) -> Result<(), ArchiveError> {
         let mut limited = archive.take(e.compressed);
         let mut crc = crc32fast::Hasher::new();
         let mut written = 0u64;
-        let (writes, pool) = (self.writes, self.pool);
-        let mut sink = |data: &[u8]| -> Result<(), ArchiveError> {
+        let mut checked = |data: &[u8]| -> Result<(), ArchiveError> {
             written += data.len() as u64;
             if written > e.uncompressed {
                 return Err(corrupt(e, "more data than its declared size"));
             }
             crc.update(data);
-            let mut buf = pool.take();
-            buf.extend_from_slice(data);
-            writes
-                .send(WriteOp::Data(buf))
-                .map_err(|_| writer_stopped())?;
-            Ok(())
+            sink(data)
         };
         match e.method {
             METHOD_STORED => loop {
@@ -255,14 +288,14 @@ impl Extractor<'_> {
                 if n == 0 {
                     break;
                 }
-                sink(&self.buf[..n])?;
+                checked(&self.buf[..n])?;
             },
             _ => inflate(
                 &mut self.inflater,
                 &mut limited,
                 &mut self.buf,
                 &mut self.out_buf,
-                &mut sink,
+                &mut checked,
             )
             .map_err(|err| match err {
                 InflateError::Archive(a) => a,
@@ -278,10 +311,6 @@ impl Extractor<'_> {
         if crc.finalize() != e.crc {
             return Err(corrupt(e, "CRC-32 mismatch"));
         }
-        self.send(WriteOp::Close {
-            mode: entry_mode(e, false),
-            mtime_ns: mtime_ns(e),
-        })?;
         Ok(())
     }
 }

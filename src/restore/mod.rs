@@ -150,6 +150,11 @@ async fn run(
     let journal = match result {
         Ok(journal) => journal,
         Err(e) => {
+            state.notifier.send(crate::notify::Event::failed(
+                crate::notify::What::Restore,
+                &status.key,
+                &e,
+            ));
             status.finish(Some(e));
             state.restores.set(status);
             return;

@@ -90,6 +90,10 @@ pub struct Options {
     pub on_restore: Option<String>,
     /// `--incremental`.
     pub incremental: backup_gateway::config::Incremental,
+    /// `--verify-after-create`.
+    pub verify_after_create: backup_gateway::config::VerifyAfterCreate,
+    /// `--notify-url`.
+    pub notify_url: Option<String>,
 }
 
 impl Default for Options {
@@ -112,6 +116,8 @@ impl Default for Options {
             pins: backup_gateway::settings::Pins::default(),
             on_restore: None,
             incremental: backup_gateway::config::Incremental::Auto,
+            verify_after_create: backup_gateway::config::VerifyAfterCreate::Scheduled,
+            notify_url: None,
         }
     }
 }
@@ -196,6 +202,8 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.restore_require = opts.restore_require.clone();
     config.memory_budget = opts.memory_budget_mib << 20;
     config.shutdown_grace = opts.shutdown_grace;
+    config.verify_after_create = opts.verify_after_create;
+    config.notify_url = opts.notify_url.clone();
     if let Some(clock) = opts.clock.clone() {
         config.clock = clock;
     }
@@ -661,6 +669,34 @@ pub fn write_file(root: &Path, rel: &str, data: &[u8]) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(p, data).unwrap();
+}
+
+/// Waits until the file system's clock has moved past the change time of everything under
+/// `root`, as it has for files that were not written a moment ago: an incremental create
+/// reads again a file changed in the tick it begins reading in (the racy rule of
+/// `archive::reuse`). Fails after 5 s.
+pub fn settle(root: &Path) {
+    let mut max = i64::MIN;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            max = max.max(backup_gateway::fsutil::ctime_ns(&meta));
+            if meta.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    let probe_dir = root.parent().expect("the data directory has a parent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while backup_gateway::fsutil::file_system_now(probe_dir).unwrap() <= max {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the file system's clock did not move in 5 s"
+        );
+        std::thread::yield_now();
+    }
 }
 
 /// A zip made in memory by async_zip (an independent writer), entries (name, bytes).

@@ -20,4 +20,5 @@ mod shutdown;
 mod snapshot;
 mod tree;
 mod ui;
+mod verify;
 mod zip64;

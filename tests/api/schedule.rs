@@ -9,7 +9,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use time::macros::datetime;
 
-/// The gateway (local backups) on a clock that stands at `start` until the test moves it.
+/// The gateway (local backups) on a clock that stands at `start` until the test moves it,
+/// with a file in its data directory (a backup of nothing fails its verify: a restore
+/// refuses to empty the data directory).
 async fn app_on_clock(start: time::OffsetDateTime) -> (TestApp, ManualClock) {
     let (handle, clock) = ClockHandle::manual(start);
     let app = spawn_app_with(Options {
@@ -18,6 +20,7 @@ async fn app_on_clock(start: time::OffsetDateTime) -> (TestApp, ManualClock) {
         ..Options::default()
     })
     .await;
+    write_file(&app.data_dir, "notes.txt", b"scheduled");
     (app, clock)
 }
 

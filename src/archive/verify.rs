@@ -1,0 +1,225 @@
+//! Verifying an archive without restoring it: the pass a restore makes over a checked
+//! [`Plan`] (every entry's local header, data, sizes and CRC-32, through the same
+//! [`Decoder`]), with the data thrown away instead of written, except for SQLite database
+//! images: each goes to a scratch file and is opened with `PRAGMA integrity_check`, so that
+//! a database that would restore byte for byte but could not be read is found too.
+//!
+//! It owns no store access and no bookkeeping ([`crate::verify`] reads the archive and
+//! keeps the results). The scratch file is the only thing it writes, one at a time, after a
+//! free-space check, and it is removed whatever happens.
+
+use crate::archive::check::Plan;
+use crate::archive::error::ArchiveError;
+use crate::archive::extract::{Decoder, corrupt};
+use crate::archive::sqlite;
+use crate::archive::zip::Entry;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Free space kept on top of a database image written to the scratch directory.
+const DISK_MARGIN: u64 = 64 << 20;
+/// Most lines of `integrity_check`'s answer kept in the error.
+const INTEGRITY_LINES: u32 = 5;
+
+/// What a verify went through.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Entries checked (files and directories).
+    pub entries: u64,
+    /// Uncompressed bytes checked.
+    pub bytes: u64,
+    /// The database images opened with `integrity_check`, by entry name.
+    pub databases: Vec<String>,
+}
+
+/// Checks the data of every entry of `plan` in `archive` (its bytes from offset `start`,
+/// in order), database images with `integrity_check` in scratch files under `scratch`.
+/// `on_bytes` is told of the bytes checked as they go (for the progress).
+///
+/// # Errors
+/// The first entry whose data is not what the central directory says (named), a database
+/// image that fails `integrity_check` (named, with SQLite's first lines), read errors, or
+/// too little free space in `scratch` for a database image.
+pub fn verify(
+    plan: &Plan,
+    archive: &mut impl Read,
+    start: u64,
+    scratch: &Path,
+    on_bytes: &mut dyn FnMut(u64),
+) -> Result<Tally, ArchiveError> {
+    let mut decoder = Decoder::new();
+    let mut tally = Tally::default();
+    let mut pos = start;
+    for item in &plan.items {
+        let e = &item.entry;
+        if e.offset < pos {
+            return Err(corrupt(e, "overlapping entries"));
+        }
+        crate::archive::bytes::skip(archive, e.offset - pos)?;
+        pos = e.offset + local_header(archive, e)?;
+        if !item.is_dir {
+            let mut image = Image::new(scratch, e);
+            decoder.entry(archive, e, &mut |data| {
+                on_bytes(data.len() as u64);
+                image.write(data)
+            })?;
+            if image.finish()? {
+                tally.databases.push(e.name_lossy());
+            }
+            pos += e.compressed;
+            tally.bytes += e.uncompressed;
+        }
+        tally.entries += 1;
+    }
+    Ok(tally)
+}
+
+/// Reads the local header of `e` and returns its length. Besides what a restore checks
+/// (the signature and the lengths), its name and method must be those of the central
+/// directory: a restore trusts the directory, but a header that disagrees is damage.
+fn local_header(archive: &mut impl Read, e: &Entry) -> Result<u64, ArchiveError> {
+    use crate::archive::zip::spec::LOCAL_HEADER_LEN;
+    let mut header = [0u8; LOCAL_HEADER_LEN as usize];
+    archive
+        .read_exact(&mut header)
+        .map_err(|_| corrupt(e, "truncated local header"))?;
+    let len =
+        crate::archive::zip::reader::local_header_len(&header).map_err(|why| corrupt(e, why))?;
+    let method = u16::from_le_bytes([header[8], header[9]]);
+    let name_len = usize::from(u16::from_le_bytes([header[26], header[27]]));
+    let mut name = vec![0u8; name_len];
+    archive
+        .read_exact(&mut name)
+        .map_err(|_| corrupt(e, "truncated local header"))?;
+    if name != e.raw_name {
+        return Err(corrupt(e, "the local header names another entry"));
+    }
+    if method != e.method {
+        return Err(corrupt(
+            e,
+            "the local header's method is not the directory's",
+        ));
+    }
+    crate::archive::bytes::skip(archive, len - LOCAL_HEADER_LEN - name_len as u64)?;
+    Ok(len)
+}
+
+/// An entry's data on its way through: a SQLite database image goes to a scratch file
+/// (known by its first 16 bytes), anything else nowhere.
+struct Image<'a> {
+    scratch: &'a Path,
+    entry: &'a Entry,
+    /// The first bytes, until there are enough to tell.
+    head: Vec<u8>,
+    state: State,
+}
+
+enum State {
+    Undecided,
+    Plain,
+    Database(Scratch),
+}
+
+impl<'a> Image<'a> {
+    fn new(scratch: &'a Path, entry: &'a Entry) -> Self {
+        Self {
+            scratch,
+            entry,
+            head: Vec::new(),
+            state: State::Undecided,
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(), ArchiveError> {
+        match &mut self.state {
+            State::Plain => Ok(()),
+            State::Database(file) => Ok(file.file.write_all(data)?),
+            State::Undecided => {
+                let want = sqlite::HEADER.len() - self.head.len();
+                self.head.extend_from_slice(&data[..want.min(data.len())]);
+                if self.head.len() < sqlite::HEADER.len() {
+                    return Ok(());
+                }
+                if !sqlite::starts_with_header(&self.head)
+                    || self.entry.uncompressed < sqlite::MIN_FILE_LEN
+                {
+                    self.state = State::Plain;
+                    return Ok(());
+                }
+                let mut file = Scratch::create(self.scratch, self.entry)?;
+                file.file.write_all(data)?;
+                self.state = State::Database(file);
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs `integrity_check` on a database image. True when the entry was one.
+    fn finish(self) -> Result<bool, ArchiveError> {
+        let State::Database(scratch) = self.state else {
+            return Ok(false);
+        };
+        scratch.file.sync_all()?;
+        // SQLite's own error (a page it cannot even parse) is a failed check too.
+        let problems = integrity_problems(&scratch.path).unwrap_or_else(|e| Some(e.to_string()));
+        drop(scratch);
+        match problems {
+            None => Ok(true),
+            Some(lines) => Err(corrupt(
+                self.entry,
+                &format!("the database image fails integrity_check: {lines}"),
+            )),
+        }
+    }
+}
+
+/// A database image in the scratch directory, removed (with any `-wal`, `-shm` or
+/// `-journal` SQLite made beside it) when dropped.
+struct Scratch {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl Scratch {
+    fn create(dir: &Path, e: &Entry) -> Result<Self, ArchiveError> {
+        std::fs::create_dir_all(dir)?;
+        let available = rustix::fs::statvfs(dir)
+            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+            .map_err(io::Error::from)?;
+        if e.uncompressed.saturating_add(DISK_MARGIN) > available {
+            return Err(ArchiveError::Limit(format!(
+                "not enough free disk space to check the database {:?}: it needs {} bytes, \
+                 {available} are available",
+                e.name_lossy(),
+                e.uncompressed
+            )));
+        }
+        let path = dir.join(format!("{}.db", crate::fsutil::random_string(12)));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(Self { path, file })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut p = self.path.clone().into_os_string();
+            p.push(suffix);
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// `None` when `PRAGMA integrity_check` answers `ok`, else its first lines.
+fn integrity_problems(path: &Path) -> rusqlite::Result<Option<String>> {
+    let db = sqlite::connect(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    let lines = {
+        let mut stmt = db.prepare(&format!("PRAGMA integrity_check({INTEGRITY_LINES})"))?;
+        stmt.query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+    };
+    Ok((lines != ["ok"]).then(|| lines.join("; ")))
+}

@@ -1,0 +1,124 @@
+//! Notifications of failures (`--notify-url`): a JSON POST on every failed scheduled
+//! create, failed verify and failed restore, so that any alerting system learns of a
+//! backup that did not happen or cannot be restored (PocketBase emails its superusers on a
+//! failed automated backup; a webhook fits more systems).
+//!
+//! The body is `{"event": "create_failed" | "verify_failed" | "restore_failed", "key",
+//! "reason", "time"}`: the reason is the operation's own error text (which names entries
+//! and stores, never credentials), the time PocketBase's format. Sending never holds up the
+//! operation: events go through a bounded queue to one task, which tries each up to
+//! [`ATTEMPTS`] times (a connection error, a timeout or a 5xx/429 answer is retried after
+//! 1 s, then 2 s, ...); an event that finds the queue full, or fails every attempt, is
+//! logged and dropped. The URL is never logged (it may carry a token).
+
+use serde::Serialize;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Tries per event.
+pub const ATTEMPTS: u32 = 4;
+/// Events waiting to be sent, at most.
+const QUEUE: usize = 64;
+/// One attempt's time limit.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum What {
+    Create,
+    Verify,
+    Restore,
+}
+
+/// One notification's body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    pub event: &'static str,
+    pub key: String,
+    pub reason: String,
+    pub time: String,
+}
+
+impl Event {
+    /// `what` of `key` failed because of `reason`, now.
+    pub fn failed(what: What, key: &str, reason: &str) -> Self {
+        Self {
+            event: match what {
+                What::Create => "create_failed",
+                What::Verify => "verify_failed",
+                What::Restore => "restore_failed",
+            },
+            key: key.to_string(),
+            reason: reason.to_string(),
+            time: crate::time_fmt::now_pb(),
+        }
+    }
+}
+
+/// Sends events to the configured URL (or drops them when there is none). Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Notifier {
+    queue: Option<mpsc::Sender<Event>>,
+}
+
+impl Notifier {
+    /// A notifier posting to `url`; none when `url` is `None`. Starts its sending task on
+    /// the current runtime.
+    pub fn new(url: Option<String>) -> Self {
+        let Some(url) = url else {
+            return Self::default();
+        };
+        let (tx, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(deliver(url, rx));
+        Self { queue: Some(tx) }
+    }
+
+    /// Queues `event` (never waits).
+    pub fn send(&self, event: Event) {
+        let Some(queue) = &self.queue else {
+            return;
+        };
+        if let Err(e) = queue.try_send(event) {
+            tracing::warn!(event = ?e.into_inner(), "notification dropped: too many waiting");
+        }
+    }
+}
+
+/// The sending task: one event at a time, each retried.
+async fn deliver(url: String, mut rx: mpsc::Receiver<Event>) {
+    let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "notifications are off: no HTTP client");
+            return;
+        }
+    };
+    while let Some(event) = rx.recv().await {
+        let mut delay = Duration::from_secs(1);
+        for attempt in 1..=ATTEMPTS {
+            match client.post(&url).json(&event).send().await {
+                Ok(res) if res.status().is_success() => break,
+                Ok(res) if !retryable(res.status()) => {
+                    tracing::warn!(status = %res.status(), event = event.event, key = %event.key, "notification refused");
+                    break;
+                }
+                outcome => {
+                    let why = match outcome {
+                        Ok(res) => res.status().to_string(),
+                        Err(e) => crate::error::ErrorChain(&e.without_url()).to_string(),
+                    };
+                    if attempt == ATTEMPTS {
+                        tracing::warn!(why, event = event.event, key = %event.key, "notification failed");
+                    } else {
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn retryable(status: reqwest::StatusCode) -> bool {
+    status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+}
