@@ -159,16 +159,7 @@ fn overwrite_keeping_times(path: &Path, at: u64, data: &[u8]) {
     let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.seek(SeekFrom::Start(at)).unwrap();
     f.write_all(data).unwrap();
-    f.set_times(
-        std::fs::FileTimes::new()
-            .set_modified(before.modified().unwrap())
-            .set_accessed(before.accessed().unwrap()),
-    )
-    .unwrap();
-    drop(f);
-    let after = std::fs::metadata(path).unwrap();
-    assert_eq!(after.modified().unwrap(), before.modified().unwrap());
-    assert_eq!(after.len(), before.len());
+    put_times_back(f, &before, path);
 }
 
 /// Makes a new file with `data` and the times and mode of `path`, and renames it over
@@ -178,7 +169,17 @@ fn replace_keeping_times(path: &Path, data: &[u8]) {
     let tmp = path.with_extension("tmp-new");
     std::fs::write(&tmp, data).unwrap();
     std::fs::set_permissions(&tmp, before.permissions()).unwrap();
-    let f = std::fs::File::options().write(true).open(&tmp).unwrap();
+    put_times_back(
+        std::fs::File::options().write(true).open(&tmp).unwrap(),
+        &before,
+        &tmp,
+    );
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Gives the open file `f` (at `path`) the times of `before`, and checks that it has
+/// `before`'s size and modification time.
+fn put_times_back(f: std::fs::File, before: &std::fs::Metadata, path: &Path) {
     f.set_times(
         std::fs::FileTimes::new()
             .set_modified(before.modified().unwrap())
@@ -186,7 +187,6 @@ fn replace_keeping_times(path: &Path, data: &[u8]) {
     )
     .unwrap();
     drop(f);
-    std::fs::rename(&tmp, path).unwrap();
     let after = std::fs::metadata(path).unwrap();
     assert_eq!(after.modified().unwrap(), before.modified().unwrap());
     assert_eq!(after.len(), before.len());

@@ -304,16 +304,23 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
         .unwrap();
     assert_eq!(res.status(), 200);
 
+    // Moves the clock to `t` and returns the run recorded for it.
+    let run_at = |t: time::OffsetDateTime| {
+        let stamp = backup_gateway::time_fmt::compact(t);
+        clock.set(t);
+        let app = &app;
+        async move {
+            wait_until(60, || async {
+                let last = app.state.scheduled_runs.last();
+                last.is_some_and(|r| r.key.contains(&stamp))
+            })
+            .await;
+            app.state.scheduled_runs.last().unwrap()
+        }
+    };
+
     // A sound data directory: the run is verified and ok.
-    clock.set(datetime!(2026-12-01 10:01:00 UTC));
-    wait_until(60, || async {
-        app.state
-            .scheduled_runs
-            .last()
-            .is_some_and(|r| r.key.contains("100100"))
-    })
-    .await;
-    let run = app.state.scheduled_runs.last().unwrap();
+    let run = run_at(datetime!(2026-12-01 10:01:00 UTC)).await;
     assert_eq!(
         run.status,
         backup_gateway::schedule::RunStatus::Ok,
@@ -333,15 +340,7 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
     db[2 * page + 3] = 0xff;
     db[2 * page + 4] = 0xff;
     std::fs::write(&path, db).unwrap();
-    clock.set(datetime!(2026-12-01 10:02:00 UTC));
-    wait_until(60, || async {
-        app.state
-            .scheduled_runs
-            .last()
-            .is_some_and(|r| r.key.contains("100200"))
-    })
-    .await;
-    let run = app.state.scheduled_runs.last().unwrap();
+    let run = run_at(datetime!(2026-12-01 10:02:00 UTC)).await;
     assert_eq!(
         run.status,
         backup_gateway::schedule::RunStatus::Failed,
