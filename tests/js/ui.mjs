@@ -144,6 +144,12 @@ try {
   for (let i = 0; i < 200 && !fs.existsSync(file); i += 1) await new Promise((r) => setTimeout(r, 100));
   assert.ok(fs.existsSync(file), "the download arrived");
 
+  // Verify: the result on the page, and the mark in the list.
+  await page.click('#backups-body tr[data-key="ui_first.zip"] button[data-action=verify]');
+  assert.match(await waitText("#restore-status", /verified:|failed its verify|Verify of/), /^ui_first\.zip verified: \d+ entries/);
+  await page.waitForFunction(() => document.querySelector('#backups-body tr[data-key="ui_first.zip"] td.verified')?.textContent === "✓ verified");
+  await shot("verified");
+
   // Delete, after a confirmation; Escape (the keyboard) cancels it first.
   await page.click('#backups-body tr[data-key="uploaded.zip"] button[data-action=delete]');
   await visible("#confirm");
@@ -184,6 +190,11 @@ try {
   const refusedText = await waitText("#restore-status", /refused|failed/);
   assert.match(refusedText, /Restore of bad\.zip refused: Missing or invalid backup file\. unsafe entry/);
   await shot("restore-refused");
+  // Its verify fails, naming the entry, and the list marks it.
+  await page.click('#backups-body tr[data-key="bad.zip"] button[data-action=verify]');
+  assert.match(await waitText("#restore-status", /verified:|failed its verify|Verify of/), /^bad\.zip failed its verify: \S+/);
+  await page.waitForFunction(() => document.querySelector('#backups-body tr[data-key="bad.zip"] td.verified')?.textContent === "✗ failed");
+  await shot("verify-failed");
 
   // The schedule: the next three runs for what is typed, an invalid expression refused by
   // the API next to the field, a valid one saved.
