@@ -173,7 +173,7 @@ async fn main() -> anyhow::Result<()> {
                 level,
                 exclude: Exclude::paths(vec![".backup-gateway".into()]),
                 progress: (arg(3) == Some("progress")).then(|| live_progress("compress")),
-                read_from_ns: 0,
+                read_from: Default::default(),
             };
             let dir = dir.to_string();
             // The ceiling reads databases as plain files: what the snapshot adds shows in

@@ -82,13 +82,24 @@ pub async fn create(
 }
 
 /// The file system's time before the create looks at any file, which its archive records
-/// with every entry ([`archive::reuse`] says why). 0 when it cannot be had: the entries of
-/// this create will then never be copied by a later one.
-fn reading_starts(root: &std::path::Path) -> i64 {
-    crate::fsutil::file_system_now(&crate::state_dir::root(root)).unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "cannot read the file system's time: the next create will be a full one");
-        0
-    })
+/// with every entry of the same device ([`archive::reuse`] says why). None (entries never
+/// reused by a later create) when it cannot be had, or where the data directory's file
+/// system does not keep real change times ([`crate::fsutil::keeps_change_times`]).
+fn reading_starts(root: &std::path::Path) -> crate::fsutil::FsNow {
+    let state = crate::state_dir::root(root);
+    match crate::fsutil::file_system_now(&state) {
+        Ok(now) if crate::fsutil::keeps_change_times(&state) => now,
+        Ok(_) => {
+            tracing::warn!(
+                "the data directory's file system does not keep real change times: every create is a full one"
+            );
+            crate::fsutil::FsNow::default()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the file system's time: the next create will be a full one");
+            crate::fsutil::FsNow::default()
+        }
+    }
 }
 
 /// The newest backup this gateway wrote, with its manifest.
@@ -171,16 +182,16 @@ async fn create_from(
     let snapshot_opts = state.config.snapshot;
 
     let started = std::time::Instant::now();
-    let (read_from_ns, survey, mut databases) = {
+    let (read_from, survey, mut databases) = {
         let (root, exclude, previous) = (root.clone(), exclude.clone(), previous.clone());
         tokio::task::spawn_blocking(move || {
-            let read_from_ns = reading_starts(&root);
+            let read_from = reading_starts(&root);
             let manifest = previous.as_deref().map(|p| &p.manifest);
             let survey =
                 archive::survey(&root, &exclude, manifest).map_err(CreateError::Archive)?;
             let databases = Snapshots::open(&root, &survey.databases, snapshot_opts)
                 .map_err(CreateError::Database)?;
-            Ok::<_, CreateError>((read_from_ns, survey, databases))
+            Ok::<_, CreateError>((read_from, survey, databases))
         })
         .await
         .map_err(|e| CreateError::Archive(io::Error::other(e)))??
@@ -244,7 +255,7 @@ async fn create_from(
             level,
             exclude,
             progress: Some(Arc::clone(&counted)),
-            read_from_ns,
+            read_from,
         };
         let result =
             archive::create::write_dir_reusing(&root, &opts, &mut databases, &reuse, &mut out)

@@ -56,25 +56,77 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 }
 
 /// The file system's own "now" in `dir`: the change time (Unix nanoseconds) of a file
-/// written there and removed at once. It is the time, in the file system's granularity
-/// and from the clock it takes times from (the kernel's coarse clock, or an NFS server's),
-/// that a file changed from now on gets at the least, which the wall clock is not.
+/// written there and removed at once, and the device it is on. It is the time, in the file
+/// system's granularity and from the clock it takes times from (the kernel's coarse clock,
+/// or an NFS server's), that a file of that device changed from now on gets at the least,
+/// which the wall clock is not.
 ///
 /// # Errors
 /// When the file cannot be written, inspected or removed.
-pub fn file_system_now(dir: &Path) -> io::Result<i64> {
+pub fn file_system_now(dir: &Path) -> io::Result<FsNow> {
     use std::io::Write;
     std::fs::create_dir_all(dir)?;
     let path = dir.join(format!(".clock.{}.tmp", random_string(8)));
-    let result = (|| -> io::Result<i64> {
+    let result = (|| -> io::Result<FsNow> {
         let mut f = std::fs::File::create_new(&path)?;
         f.write_all(b"t")?;
-        Ok(ctime_ns(&f.metadata()?))
+        let meta = f.metadata()?;
+        Ok(FsNow {
+            ns: ctime_ns(&meta),
+            dev: device(&meta),
+        })
     })();
     let removed = std::fs::remove_file(&path);
-    let ns = result?;
+    let now = result?;
     removed?;
-    Ok(ns)
+    Ok(now)
+}
+
+/// What [`file_system_now`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FsNow {
+    /// The change time of a file written then, Unix nanoseconds.
+    pub ns: i64,
+    /// The device it was on: the time holds for files of this device only.
+    pub dev: u64,
+}
+
+#[cfg(unix)]
+fn device(meta: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::dev(meta)
+}
+
+#[cfg(not(unix))]
+fn device(_meta: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// True when the file system of `dir` keeps real change times and inode numbers, which
+/// no user-space call can set back: ext2/3/4, XFS, btrfs, ZFS, F2FS, tmpfs and overlayfs
+/// (by `statfs`'s type). FAT and exFAT derive them from the modification time and the
+/// directory entry's place, FUSE file systems report what their daemon says, and NFS
+/// clients cache attributes: files there are never taken as unchanged.
+pub fn keeps_change_times(dir: &Path) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        const TRUSTED: [i64; 7] = [
+            0xEF53,      // ext2, ext3, ext4
+            0x5846_5342, // XFS
+            0x9123_683E, // btrfs
+            0x2FC1_2FC1, // ZFS
+            0xF2F5_2010, // F2FS
+            0x0102_1994, // tmpfs
+            0x794C_7630, // overlayfs
+        ];
+        // `f_type` is an i64 on x86_64 and narrower elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        rustix::fs::statfs(dir).is_ok_and(|s| TRUSTED.contains(&(s.f_type as i64)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = dir;
+        false
+    }
 }
 
 /// The change time of `meta` in Unix nanoseconds (the modification time where the

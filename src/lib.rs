@@ -153,6 +153,8 @@ impl AppState {
         let outcomes = outcomes::Outcomes::open(&config.data_dir);
         last_successes(&metrics, &restores, &scheduled_runs, &outcomes);
         let verifications = verify::Verifications::open(&config.data_dir);
+        // A database image a verify left when the process died.
+        let _ = std::fs::remove_dir_all(state_dir::verify_scratch(&config.data_dir));
         if let Some(t) = verifications
             .last_success()
             .and_then(|t| time_fmt::parse_pb(&t))

@@ -3,11 +3,12 @@
 //! backup that did not happen or cannot be restored (PocketBase emails its superusers on a
 //! failed automated backup; a webhook fits more systems).
 //!
-//! The body is `{"event": "create_failed" | "verify_failed" | "restore_failed", "key",
+//! The body is `{"event": "create_failed" | "verify_failed" | "verify_inconclusive" |
+//! "restore_failed", "key",
 //! "reason", "time"}`: the reason is the operation's own error text (which names entries
 //! and stores, never credentials), the time PocketBase's format. Sending never holds up the
 //! operation: events go through a bounded queue to one task, which tries each up to
-//! [`ATTEMPTS`] times (a connection error, a timeout or a 5xx/429 answer is retried after
+//! [`ATTEMPTS`] times in all (a connection error, a timeout or a 5xx/429 answer is tried again after
 //! 1 s, then 2 s, ...); an event that finds the queue full, or fails every attempt, is
 //! logged and dropped. The URL is never logged (it may carry a token).
 
@@ -27,6 +28,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 pub enum What {
     Create,
     Verify,
+    /// A verify that could not finish (the store failed, no disk room).
+    VerifyInconclusive,
     Restore,
 }
 
@@ -46,6 +49,7 @@ impl Event {
             event: match what {
                 What::Create => "create_failed",
                 What::Verify => "verify_failed",
+                What::VerifyInconclusive => "verify_inconclusive",
                 What::Restore => "restore_failed",
             },
             key: key.to_string(),

@@ -10,7 +10,8 @@
 //!    as `POST /api/backups` ([`crate::backup::create`]);
 //! 3. it verifies the new backup ([`crate::verify`]) unless `--verify-after-create` is
 //!    `off`: a failed verify fails the run (and notifies, as a failed create does);
-//! 4. after every run, also a failed or skipped one, only the newest `cronMaxKeep` keys
+//! 4. after every run, also a failed or skipped one (a backup that failed its verify does
+//!    not count as one of the kept), only the newest `cronMaxKeep` keys
 //!    that start with `@auto_pb_backup_` are kept; manual and uploaded backups are never
 //!    pruned.
 //!
@@ -294,12 +295,22 @@ async fn verified(state: &AppState, key: &str) -> Result<(), String> {
         return Ok(());
     }
     match crate::verify::verify(state, key, Trigger::Schedule, true).await {
-        Ok(v) if v.ok => Ok(()),
+        // Inconclusive (the store or the disk failed the check, not the backup): the run
+        // stands, and the notification says so.
+        Ok(v) if v.ok || v.inconclusive => Ok(()),
         Ok(v) => Err(format!(
             "the backup failed its verify: {}",
             crate::verify::failure_text(&v)
         )),
-        Err(e) => Err(format!("the backup could not be verified: {e}")),
+        Err(e) => {
+            let why = format!("the backup could not be verified: {e}");
+            state.notifier.send(crate::notify::Event::failed(
+                crate::notify::What::VerifyInconclusive,
+                key,
+                &why,
+            ));
+            Err(why)
+        }
     }
 }
 
@@ -317,7 +328,7 @@ pub async fn prune(state: &AppState, keep: i64) -> Vec<String> {
     let mut auto: Vec<_> = match store.list().await {
         Ok(items) => items
             .into_iter()
-            .filter(|b| b.key.starts_with(AUTO_PREFIX) && !state.jobs.is_being_written(&b.key))
+            .filter(|b| b.key.starts_with(AUTO_PREFIX) && !state.jobs.in_use(&b.key))
             .collect(),
         Err(e) => {
             tracing::error!(error = %crate::error::ErrorChain(&e), "retention: cannot list the backups");
@@ -325,10 +336,25 @@ pub async fn prune(state: &AppState, keep: i64) -> Vec<String> {
         }
     };
     auto.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| b.key.cmp(&a.key)));
+    // A backup that failed its verify does not count as one of the `keep`: a run of
+    // damaged backups must not push out the last good one. It stays until `keep` good
+    // ones are newer than it.
+    let mut kept = 0;
+    let mut old = Vec::new();
+    for b in auto {
+        if kept >= keep {
+            old.push(b);
+        } else if !state.verifications.known_bad(&b.key) {
+            kept += 1;
+        }
+    }
     let mut deleted = Vec::new();
-    for old in auto.into_iter().skip(keep) {
+    for old in old {
         match store.delete(&old.key).await {
-            Ok(()) => deleted.push(old.key),
+            Ok(()) => {
+                state.verifications.forget(&old.key);
+                deleted.push(old.key);
+            }
             Err(e) => tracing::error!(
                 key = %old.key, error = %crate::error::ErrorChain(&e),
                 "retention: cannot delete an old scheduled backup"

@@ -12,7 +12,9 @@
 //! meanwhile. It runs as a task of its own, so a client that goes away does not cut it
 //! short. The last result of each key is kept across restarts
 //! (`<dir>/.backup-gateway/verified.json`) and dropped when the backup is deleted; a
-//! failure notifies ([`crate::notify`]).
+//! failure notifies ([`crate::notify`]). A check that could not finish for reasons that
+//! are not the backup's (the store failed, no disk room for a database image) is
+//! `inconclusive`: not ok, but not known to be damaged either.
 
 use crate::AppState;
 use crate::archive::{ArchiveError, check, verify::Tally};
@@ -44,6 +46,9 @@ pub struct Verified {
     pub bytes: u64,
     /// The database images that passed `integrity_check`.
     pub databases: Vec<String>,
+    /// The check could not be completed (the store failed, or the disk had no room for a
+    /// database image): `ok` is false, but nothing is known to be wrong with the backup.
+    pub inconclusive: bool,
     /// The entry that failed, when the failure is one entry's.
     pub entry: Option<String>,
     /// Why it failed.
@@ -99,6 +104,11 @@ impl Verifications {
         });
     }
 
+    /// True when `key`'s last verify found it damaged (not merely inconclusive).
+    pub fn known_bad(&self, key: &str) -> bool {
+        self.get(key).is_some_and(|v| !v.ok && !v.inconclusive)
+    }
+
     /// Forgets `key` (its backup is gone).
     pub fn forget(&self, key: &str) {
         if self.get(key).is_some() {
@@ -140,9 +150,15 @@ pub async fn verify(
     let (state, key) = (state.clone(), key.to_string());
     let task = tokio::spawn(async move {
         let started = Instant::now();
-        let checked = check_archive(&state, store, &key, info.size).await;
-        drop(guard);
+        let checked = check_archive(&state, store.clone(), &key, info.size).await;
         let v = result(&key, trigger, info.size, started, checked);
+        if !v.ok && matches!(store.stat(&key).await, Ok(None)) {
+            // Deleted while it was read (retention, or a delete that came first): there is
+            // nothing left to keep a result of.
+            tracing::info!(key = %key, "the backup was deleted during its verify");
+            return v;
+        }
+        drop(guard);
         crate::outcomes::finished(
             &state.metrics,
             &crate::outcomes::Finished {
@@ -157,11 +173,14 @@ pub async fn verify(
         );
         state.verifications.record(v.clone());
         if !v.ok {
-            state.notifier.send(crate::notify::Event::failed(
-                crate::notify::What::Verify,
-                &key,
-                &failure_text(&v),
-            ));
+            let what = if v.inconclusive {
+                crate::notify::What::VerifyInconclusive
+            } else {
+                crate::notify::What::Verify
+            };
+            state
+                .notifier
+                .send(crate::notify::Event::failed(what, &key, &failure_text(&v)));
         }
         v
     });
@@ -182,34 +201,39 @@ pub fn failure_text(v: &Verified) -> String {
     }
 }
 
-/// Why a verify failed: the entry, when one entry is to blame, and the reason.
+/// Why a verify failed: the entry, when one entry is to blame, the reason, and whether
+/// the backup or the circumstances are to blame.
 struct Failure {
     entry: Option<String>,
     why: String,
+    inconclusive: bool,
+}
+
+impl Failure {
+    fn inconclusive(why: String) -> Self {
+        Self {
+            entry: None,
+            why,
+            inconclusive: true,
+        }
+    }
 }
 
 impl From<ArchiveError> for Failure {
     fn from(e: ArchiveError) -> Self {
+        let blame = |entry: Option<String>, why: String| Self {
+            entry,
+            why,
+            inconclusive: false,
+        };
         match e {
-            ArchiveError::Corrupt { name, why } => Self {
-                entry: Some(name),
-                why,
-            },
+            ArchiveError::Corrupt { name, why } => blame(Some(name), why),
             ArchiveError::UnsafeEntry { name, why } | ArchiveError::Unsupported { name, why } => {
-                Self {
-                    entry: Some(name),
-                    why: why.to_string(),
-                }
+                blame(Some(name), why.to_string())
             }
-            ArchiveError::Io(io) => Self {
-                entry: None,
-                why: format!("reading the archive failed: {io}"),
-            },
+            ArchiveError::Io(io) => Self::inconclusive(format!("the check could not finish: {io}")),
             other @ (ArchiveError::NotZip(_) | ArchiveError::Limit(_) | ArchiveError::Empty(_)) => {
-                Self {
-                    entry: None,
-                    why: other.to_string(),
-                }
+                blame(None, other.to_string())
             }
         }
     }
@@ -232,13 +256,10 @@ async fn check_archive(
             Err(IndexError::Archive(a)) => return Err((a.into(), Tally::default())),
             Err(IndexError::Storage(s)) => {
                 return Err((
-                    Failure {
-                        entry: None,
-                        why: format!(
-                            "reading the backup failed: {}",
-                            crate::error::ErrorChain(&s)
-                        ),
-                    },
+                    Failure::inconclusive(format!(
+                        "reading the backup failed: {}",
+                        crate::error::ErrorChain(&s)
+                    )),
                     Tally::default(),
                 ));
             }
@@ -248,6 +269,15 @@ async fn check_archive(
         Ok(plan) => plan,
         Err(e) => return Err((e.into(), Tally::default())),
     };
+    let required = crate::restore::plan::required_entries(&state.config);
+    if let Some(why) = crate::restore::plan::missing_required(&plan, &required) {
+        let failure = Failure {
+            entry: None,
+            why,
+            inconclusive: false,
+        };
+        return Err((failure, Tally::default()));
+    }
     let start = plan.items.first().map_or(dir.offset, |p| p.entry.offset);
     let body = parallel_reads(
         store,
@@ -274,10 +304,7 @@ async fn check_archive(
     .await
     .unwrap_or_else(|e| {
         Err((
-            Failure {
-                entry: None,
-                why: format!("the verify task failed: {e}"),
-            },
+            Failure::inconclusive(format!("the verify task failed: {e}")),
             Tally::default(),
         ))
     })
@@ -298,6 +325,7 @@ fn result(key: &str, trigger: Trigger, size: u64, started: Instant, checked: Che
         entries: tally.entries,
         bytes: tally.bytes,
         databases: tally.databases,
+        inconclusive: failure.as_ref().is_some_and(|f| f.inconclusive),
         entry: failure.as_ref().and_then(|f| f.entry.clone()),
         error: failure.map(|f| f.why),
     }

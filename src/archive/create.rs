@@ -178,11 +178,11 @@ pub struct WriteOptions {
     pub exclude: Exclude,
     /// Where the bytes and entries written are counted, if anywhere.
     pub progress: Option<Arc<crate::progress::Progress>>,
-    /// The file system's time before the first file was looked at
-    /// ([`crate::fsutil::file_system_now`]), recorded with every entry so that a later
-    /// create can tell a file that may have changed while it was read
-    /// ([`super::reuse`]); 0 makes none of them reusable.
-    pub read_from_ns: i64,
+    /// The file system's time before the first file was looked at, and its device
+    /// ([`crate::fsutil::file_system_now`]), recorded with every entry of that device so
+    /// that a later create can tell a file that may have changed while it was read
+    /// ([`super::reuse`]); the default makes no entry reusable.
+    pub read_from: crate::fsutil::FsNow,
 }
 
 /// Zips the tree under `root` into `out` (see the module docs) and returns what it wrote.
@@ -213,8 +213,8 @@ pub fn write_dir_reusing<W: Write>(
     reuse: &Reuse,
     out: W,
 ) -> io::Result<WriteStats> {
-    let mut zip = ZipWriter::continuing(out, reuse.bytes, reuse.entries.clone())
-        .reading_from(opts.read_from_ns);
+    let mut zip =
+        ZipWriter::continuing(out, reuse.bytes, reuse.entries.clone()).reading_from(opts.read_from);
     if let Some(p) = &opts.progress {
         p.add_bytes(reuse.file_bytes);
         p.add_entries(reuse.entries.len() as u64);
@@ -571,7 +571,7 @@ mod tests {
             level: 1,
             exclude: Exclude::default(),
             progress: Some(progress.clone()),
-            read_from_ns: 0,
+            read_from: Default::default(),
         };
         write_dir(root, &opts, &mut Snapshots::disabled(), &mut bytes).unwrap();
         let (_, entries) = zip::reader::index(&bytes).unwrap();
@@ -695,7 +695,7 @@ mod tests {
             level: 1,
             exclude: Exclude::default(),
             progress: None,
-            read_from_ns: 0,
+            read_from: Default::default(),
         };
         let err = write_dir(
             src.path(),

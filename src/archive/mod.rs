@@ -96,7 +96,10 @@ pub(crate) mod test_data {
     /// Deflated at level 6 when that makes it smaller, with mode 0640 (directories 0755),
     /// the times [`TIME`], the identities [`identity`] and read from [`READ_FROM`].
     pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut w = ZipWriter::new(Vec::new()).reading_from(READ_FROM);
+        let mut w = ZipWriter::new(Vec::new()).reading_from(crate::fsutil::FsNow {
+            ns: READ_FROM,
+            dev: 1,
+        });
         let mut deflate = flate2::Compress::new(flate2::Compression::new(6), false);
         let meta = |i: usize, name: &str, mode| EntryMeta {
             name: name.as_bytes().to_vec(),

@@ -35,6 +35,16 @@
 //!   files' times (an NFS server's included): "strictly earlier" leaves out the whole
 //!   tick the create began in, which is the granularity subtracted.
 //!
+//! The read time is recorded only with the entries of the device it was taken on (a
+//! mount inside the data directory has another clock, perhaps another granularity): the
+//! others are never reused. Nor is anything where the data directory's file system does
+//! not keep real change times and inodes ([`crate::fsutil::keeps_change_times`]: FAT and
+//! exFAT derive them, FUSE reports what its daemon says, NFS clients cache attributes).
+//! One change escapes any stat-based rule: writes through a shared `mmap` to a page that
+//! is already dirty move no time until the page is written back; an application that
+//! writes its files so (SQLite does not, unless `mmap_size` is set, and its databases are
+//! never reused anyway) needs `--incremental off`.
+//!
 //! SQLite databases and their sidecars are never reused (their snapshots change). A
 //! directory is unchanged when its time and permission bits are (its time changes when an
 //! entry is added, removed or renamed in it): its entry holds no data, so these are all
@@ -308,34 +318,49 @@ mod tests {
         assert!(!changed(&|e| e.identity.dev += 1), "device");
     }
 
+    /// Whether a file `a` with these times, on device `dev`, counts as unchanged against an
+    /// archive that recorded it so, written by a create that began reading at 1,000 ns by
+    /// the clock of device 1.
+    fn unchanged_with(ctime_ns: i64, mtime_ns: i64, dev: u64) -> bool {
+        use crate::archive::meta::Identity;
+        let mut w =
+            ZipWriter::new(Vec::new()).reading_from(crate::fsutil::FsNow { ns: 1_000, dev: 1 });
+        let meta = EntryMeta {
+            name: b"a".to_vec(),
+            mode: S_IFREG | 0o640,
+            mtime_ns,
+            identity: Identity {
+                ctime_ns,
+                dev,
+                ino: 1,
+            },
+        };
+        let entry = w.start_file(meta.clone(), METHOD_STORED).unwrap();
+        w.write_data(b"hello").unwrap();
+        w.finish_file(entry, crc32fast::hash(b"hello"), 5).unwrap();
+        let bytes = w.finish().unwrap().0;
+        manifest(&bytes).unchanged(&meta, 5)
+    }
+
     #[test]
     fn a_file_changed_within_the_tick_the_previous_create_began_reading_is_read_again() {
-        use crate::archive::meta::Identity;
         // The previous create recorded the file's times equal to the file system's time
         // when it began reading: the file may have been rewritten in that same tick after
         // it was read, with every value the same. Strictly earlier is required.
-        let at = |ctime_ns: i64, mtime_ns: i64| {
-            let mut w = ZipWriter::new(Vec::new()).reading_from(1_000);
-            let meta = EntryMeta {
-                name: b"a".to_vec(),
-                mode: S_IFREG | 0o640,
-                mtime_ns,
-                identity: Identity {
-                    ctime_ns,
-                    dev: 1,
-                    ino: 1,
-                },
-            };
-            let entry = w.start_file(meta.clone(), METHOD_STORED).unwrap();
-            w.write_data(b"hello").unwrap();
-            w.finish_file(entry, crc32fast::hash(b"hello"), 5).unwrap();
-            let bytes = w.finish().unwrap().0;
-            manifest(&bytes).unchanged(&meta, 5)
-        };
-        assert!(at(999, 999), "both times before the tick");
-        assert!(!at(1_000, 999), "changed in the tick");
-        assert!(!at(999, 1_000), "modified in the tick");
-        assert!(!at(2_000, 999), "changed after (a clock set back)");
+        assert!(unchanged_with(999, 999, 1), "both times before the tick");
+        assert!(!unchanged_with(1_000, 999, 1), "changed in the tick");
+        assert!(!unchanged_with(999, 1_000, 1), "modified in the tick");
+        assert!(
+            !unchanged_with(2_000, 999, 1),
+            "changed after (a clock set back)"
+        );
+    }
+
+    #[test]
+    fn a_file_on_another_device_than_the_clock_is_never_reused() {
+        // Its times are from another clock, in another granularity: no comparison with the
+        // read time holds.
+        assert!(!unchanged_with(999, 999, 2));
     }
 
     #[test]

@@ -135,8 +135,8 @@ impl<'a> Image<'a> {
             State::Plain => Ok(()),
             State::Database(file) => Ok(file.file.write_all(data)?),
             State::Undecided => {
-                let want = sqlite::HEADER.len() - self.head.len();
-                self.head.extend_from_slice(&data[..want.min(data.len())]);
+                let taken = (sqlite::HEADER.len() - self.head.len()).min(data.len());
+                self.head.extend_from_slice(&data[..taken]);
                 if self.head.len() < sqlite::HEADER.len() {
                     return Ok(());
                 }
@@ -146,8 +146,10 @@ impl<'a> Image<'a> {
                     self.state = State::Plain;
                     return Ok(());
                 }
+                // The header may have come in pieces: all of it goes first.
                 let mut file = Scratch::create(self.scratch, self.entry)?;
-                file.file.write_all(data)?;
+                file.file.write_all(&self.head)?;
+                file.file.write_all(&data[taken..])?;
                 self.state = State::Database(file);
                 Ok(())
             }
@@ -187,11 +189,15 @@ impl Scratch {
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
             .map_err(io::Error::from)?;
         if e.uncompressed.saturating_add(DISK_MARGIN) > available {
-            return Err(ArchiveError::Limit(format!(
-                "not enough free disk space to check the database {:?}: it needs {} bytes, \
-                 {available} are available",
-                e.name_lossy(),
-                e.uncompressed
+            // The machine's limit, not the archive's fault: an I/O error (inconclusive).
+            return Err(ArchiveError::Io(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "not enough free disk space to check the database {:?}: it needs {} \
+                     bytes, {available} are available",
+                    e.name_lossy(),
+                    e.uncompressed
+                ),
             )));
         }
         let path = dir.join(format!("{}.db", crate::fsutil::random_string(12)));
@@ -213,13 +219,52 @@ impl Drop for Scratch {
     }
 }
 
-/// `None` when `PRAGMA integrity_check` answers `ok`, else its first lines.
+/// `None` when `PRAGMA integrity_check` answers `ok`, else its first lines. The image is
+/// untrusted: its schema's functions are not run with side effects (`trusted_schema`).
 fn integrity_problems(path: &Path) -> rusqlite::Result<Option<String>> {
     let db = sqlite::connect(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+    db.execute_batch("PRAGMA trusted_schema = OFF")?;
     let lines = {
         let mut stmt = db.prepare(&format!("PRAGMA integrity_check({INTEGRITY_LINES})"))?;
         stmt.query_map([], |r| r.get::<_, String>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?
     };
     Ok((lines != ["ok"]).then(|| lines.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A small database image, and its entry in an archive.
+    fn database() -> (Vec<u8>, Entry) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.db");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")
+            .unwrap();
+        drop(db);
+        let bytes = std::fs::read(&path).unwrap();
+        let zip = crate::archive::test_data::zip(&[("data.db", &bytes)]);
+        let (_, mut entries) = crate::archive::zip::reader::index(&zip).unwrap();
+        (bytes, entries.remove(0))
+    }
+
+    #[test]
+    fn a_database_whose_header_arrives_in_pieces_is_checked_whole() {
+        let (bytes, entry) = database();
+        let scratch = tempfile::tempdir().unwrap();
+        for piece in [1, 7, 15, 16, 17, 4096] {
+            let mut image = Image::new(scratch.path(), &entry);
+            for chunk in bytes.chunks(piece) {
+                image.write(chunk).unwrap();
+            }
+            assert!(image.finish().unwrap(), "pieces of {piece} bytes");
+        }
+        assert_eq!(
+            std::fs::read_dir(scratch.path()).unwrap().count(),
+            0,
+            "every scratch file is removed"
+        );
+    }
 }

@@ -27,7 +27,7 @@
 pub mod crash;
 mod hook;
 mod journal;
-mod plan;
+pub(crate) mod plan;
 mod recovery;
 pub mod status;
 

@@ -47,16 +47,8 @@ pub(super) async fn prepare(
             IndexError::Storage(StorageError::NotFound) => StartError::Missing,
             IndexError::Storage(s) => StartError::Storage(s),
         })?;
-    if let Some(missing) = rules
-        .required
-        .iter()
-        .find(|req| !plan.items.iter().any(|i| !i.is_dir && &i.path == *req))
-    {
-        return Err(StartError::Invalid(format!(
-            "the archive has no {}, which a restore of this data directory requires \
-             (--restore-require)",
-            missing.display()
-        )));
+    if let Some(why) = missing_required(&plan, rules.required) {
+        return Err(StartError::Invalid(why));
     }
     let available = free_space(rules.data_dir).unwrap_or(u64::MAX);
     if plan.total_size.saturating_add(DISK_MARGIN) > available {
@@ -68,10 +60,22 @@ pub(super) async fn prepare(
     Ok(Checked { plan, cd_offset })
 }
 
+/// Why `plan` cannot restore this data directory: a file of `required` it lacks.
+pub(crate) fn missing_required(plan: &Plan, required: &[PathBuf]) -> Option<String> {
+    let missing = required
+        .iter()
+        .find(|req| !plan.items.iter().any(|i| !i.is_dir && &i.path == *req))?;
+    Some(format!(
+        "the archive has no {}, which a restore of this data directory requires \
+         (--restore-require)",
+        missing.display()
+    ))
+}
+
 /// The files a restore's archive must hold: `--restore-require`, or PocketBase's `data.db`
 /// when the data directory holds one (PocketBase refuses such archives too, but only after
 /// answering `204`).
-pub(super) fn required_entries(config: &crate::Config) -> Vec<PathBuf> {
+pub(crate) fn required_entries(config: &crate::Config) -> Vec<PathBuf> {
     if !config.restore_require.is_empty() {
         return config.restore_require.clone();
     }

@@ -690,7 +690,11 @@ pub fn settle(root: &Path) {
     }
     let probe_dir = root.parent().expect("the data directory has a parent");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while backup_gateway::fsutil::file_system_now(probe_dir).unwrap() <= max {
+    while backup_gateway::fsutil::file_system_now(probe_dir)
+        .unwrap()
+        .ns
+        <= max
+    {
         assert!(
             std::time::Instant::now() < deadline,
             "the file system's clock did not move in 5 s"

@@ -298,7 +298,7 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
     fill(&app.data_dir);
     let res = app
         .request(Method::PATCH, "/api/settings")
-        .json(&serde_json::json!({"backups": {"cron": "* * * * *"}}))
+        .json(&serde_json::json!({"backups": {"cron": "* * * * *", "cronMaxKeep": 1}}))
         .send()
         .await
         .unwrap();
@@ -352,10 +352,22 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
         "{error}"
     );
 
-    // One notification, delivered on its second attempt (the first got a 500).
-    wait_until(30, || async { !hook.got.lock().unwrap().is_empty() }).await;
+    // With cronMaxKeep 1, the damaged backup does not push out the last good one.
+    let good = app.state.verifications.all();
+    assert_eq!(app.keys().await.len(), 2, "{good:?}");
+
+    // A restore that fails after it started notifies too: once it has arrived, every
+    // notification before it has.
+    let mut flipped = app.download_bytes(&run.key).await;
+    let at = data_offset(&flipped, "a.bin") + 1000;
+    flipped[at] ^= 0x40;
+    assert_eq!(app.upload("flipped.zip", flipped).await.status(), 204);
+    assert_eq!(app.restore("flipped.zip").await.status(), 204);
+    wait_until(60, || async { hook.got.lock().unwrap().len() >= 2 }).await;
+
+    // The verify's notification came once, on its second attempt (the first got a 500).
     let got = hook.got.lock().unwrap().clone();
-    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got.len(), 2, "{got:?}");
     assert_eq!(got[0]["event"], "verify_failed");
     assert_eq!(got[0]["key"], run.key.as_str());
     assert!(
@@ -363,7 +375,9 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
         "{got:?}"
     );
     assert!(got[0]["time"].as_str().unwrap().ends_with('Z'));
-    assert_eq!(hook.posts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(got[1]["event"], "restore_failed");
+    assert_eq!(got[1]["key"], "flipped.zip");
+    assert_eq!(hook.posts.load(std::sync::atomic::Ordering::SeqCst), 3);
     // The metrics count both verifies.
     let text = app.state.metrics.render(Default::default());
     assert!(

@@ -25,7 +25,7 @@ fn an_entry_over_4_gib_is_written_with_zip64_and_reads_back() {
             level: 1,
             exclude: Exclude::default(),
             progress: None,
-            read_from_ns: 0,
+            read_from: Default::default(),
         };
         write_dir(&src, &opts, &mut Snapshots::disabled(), file).unwrap();
     }

@@ -99,9 +99,9 @@ pub struct ZipWriter<W: Write> {
     out: Counting<W>,
     entries: Vec<CdEntry>,
     stats: WriteStats,
-    /// Recorded with every entry this writer writes: the file system's time when the
-    /// create began reading ([`Self::reading_from`]).
-    read_from_ns: i64,
+    /// Recorded with every entry this writer writes of its device: the file system's time
+    /// when the create began reading ([`Self::reading_from`]).
+    read_from: crate::fsutil::FsNow,
 }
 
 impl<W: Write> ZipWriter<W> {
@@ -146,16 +146,27 @@ impl<W: Write> ZipWriter<W> {
             },
             entries,
             stats,
-            read_from_ns: 0,
+            read_from: crate::fsutil::FsNow::default(),
         }
     }
 
-    /// Records `ns` as the file system's time when the create began reading (see
-    /// [`crate::archive::reuse`]); without it, 0, which makes no entry reusable.
+    /// Records `now` as the file system's time when the create began reading, with the
+    /// entries of its device (see [`crate::archive::reuse`]); the others, and every entry
+    /// without it, get 0, which makes them never reusable: a time stamp of another file
+    /// system is from another clock, in another granularity.
     #[must_use]
-    pub fn reading_from(mut self, ns: i64) -> Self {
-        self.read_from_ns = ns;
+    pub fn reading_from(mut self, now: crate::fsutil::FsNow) -> Self {
+        self.read_from = now;
         self
+    }
+
+    /// The read time recorded with an entry of `identity`.
+    fn read_from_for(&self, identity: &Identity) -> i64 {
+        if identity.dev == self.read_from.dev {
+            self.read_from.ns
+        } else {
+            0
+        }
     }
 
     fn flags_for(name: &[u8]) -> u16 {
@@ -204,7 +215,7 @@ impl<W: Write> ZipWriter<W> {
             method: METHOD_STORED,
             mtime_ns: meta.mtime_ns,
             identity: meta.identity,
-            read_from_ns: self.read_from_ns,
+            read_from_ns: self.read_from_for(&meta.identity),
             crc: 0,
             compressed: 0,
             uncompressed: 0,
@@ -265,7 +276,7 @@ impl<W: Write> ZipWriter<W> {
             method: e.method,
             mtime_ns: e.meta.mtime_ns,
             identity: e.meta.identity,
-            read_from_ns: self.read_from_ns,
+            read_from_ns: self.read_from_for(&e.meta.identity),
             crc,
             compressed,
             uncompressed,
