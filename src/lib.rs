@@ -14,6 +14,8 @@
 //! - [`backup`]: create (data directory -> zip -> store), full or incremental.
 //! - [`index`]: a stored archive's central directory, read with ranged reads.
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
+//! - [`lifecycle`]: the application around a restore (`--exec`, `--app-stop/--app-start`)
+//!   and the one runner of the operator's commands (timeout, no secrets in the environment).
 //! - [`schedule`]: scheduled backups and their retention; [`cron`]: PocketBase's cron
 //!   expressions.
 //! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
@@ -41,6 +43,7 @@ pub mod fsutil;
 pub mod index;
 pub mod jobs;
 pub mod keys;
+pub mod lifecycle;
 pub mod metrics;
 pub mod outcomes;
 pub mod pocketbase;
@@ -85,6 +88,8 @@ pub struct AppState {
     pub budget: Arc<bufpool::Budget>,
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
     backup_exclude: Arc<archive::Exclude>,
+    /// How a restore stops and starts the application ([`lifecycle`]).
+    pub app: lifecycle::Lifecycle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +150,7 @@ impl AppState {
         let scheduled_runs = schedule::Runs::open(&config.data_dir);
         let outcomes = outcomes::Outcomes::open(&config.data_dir);
         last_successes(&metrics, &restores, &scheduled_runs, &outcomes);
+        let app = lifecycle::Lifecycle::from_config(&config);
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
             scheduled_runs: Arc::new(scheduled_runs),
@@ -158,6 +164,7 @@ impl AppState {
             tokens: Arc::new(auth::Tokens::new(users)),
             restores: Arc::new(restores),
             backup_exclude: Arc::new(backup_exclude),
+            app,
         })
     }
 
@@ -214,6 +221,24 @@ impl AppState {
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
     pub fn backup_exclude(&self) -> archive::Exclude {
         (*self.backup_exclude).clone()
+    }
+
+    /// The environment of the operator's commands and of the application: the gateway's,
+    /// without its secrets ([`lifecycle::runner::scrubbed_env`]): the S3 keys of the flags
+    /// and of the settings, the first superuser's password.
+    pub fn command_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        let mut secrets = Vec::new();
+        let s3 = self.settings.current().backups.s3.clone();
+        secrets.extend([s3.access_key, s3.secret]);
+        if let config::StorageConfig::S3(c) = &self.config.storage
+            && let Some((key, secret)) = &c.credentials
+        {
+            secrets.extend([key.clone(), secret.clone()]);
+        }
+        if let Some(su) = &self.config.initial_superuser {
+            secrets.push(su.password.clone());
+        }
+        lifecycle::runner::scrubbed_env(&secrets)
     }
 }
 
@@ -306,16 +331,37 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let stop = tokio_util::sync::CancellationToken::new();
     let scheduler = tokio::spawn(schedule::run(state.clone(), stop.clone()));
+    // `--exec`: the application starts now that the gateway is ready (a create or a
+    // restore can reach it from its first write on); when it exits on its own, the gateway
+    // stops too.
+    let child = match &state.app {
+        lifecycle::Lifecycle::Exec(s) => Some(Arc::clone(s)),
+        lifecycle::Lifecycle::None | lifecycle::Lifecycle::Commands { .. } => None,
+    };
+    if let Some(s) = &child {
+        s.start(&state.command_env())?;
+    }
     let shutdown = {
-        let stop = stop.clone();
+        let (stop, child) = (stop.clone(), child.clone());
         async move {
-            shutdown.await;
+            match &child {
+                Some(s) => tokio::select! {
+                    () = shutdown => {}
+                    () = s.exited_on_its_own() => {}
+                },
+                None => shutdown.await,
+            }
             stop.cancel();
         }
     };
     let served = serve::serve(listener, router(state), shutdown, grace).await;
     stop.cancel();
     let _ = scheduler.await;
+    if let Some(s) = child
+        && let Err(e) = s.stop(rustix::process::Signal::TERM).await
+    {
+        tracing::error!(error = %e, "stopping the application failed");
+    }
     served
 }
 
