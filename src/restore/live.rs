@@ -170,6 +170,35 @@ mod tests {
     }
 
     #[test]
+    fn looking_never_drops_this_processs_sqlite_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch("CREATE TABLE t(x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+            .unwrap();
+
+        holders(dir.path(), &[]).unwrap();
+
+        // Another process still finds the database locked: no descriptor of it was opened
+        // and closed (which would have dropped this process's POSIX locks).
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1], timeout=0)\n\
+                 print(c.execute('SELECT count(*) FROM t').fetchall())",
+            ])
+            .arg(&db)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("database is locked"),
+            "{out:?}"
+        );
+        c.execute_batch("COMMIT").unwrap();
+    }
+
+    #[test]
     fn a_process_with_a_file_open_is_found_and_this_one_is_not() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("sub")).unwrap();
