@@ -703,3 +703,38 @@ async fn killed_after_the_swap_before_starting_pocketbase_it_comes_back_on_the_n
     assert_eq!(served, notes(&[1, 2, 3]));
     assert_eq!(status["status"], "ok", "{status}");
 }
+
+#[tokio::test]
+async fn progress_shows_the_stop_and_the_start_of_the_application() {
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        app_commands: Some(("sleep 0.5".into(), "sleep 0.5".into())),
+        ..Options::default()
+    })
+    .await;
+    write_file(&app.data_dir, "data.db", b"backed up");
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+
+    assert_eq!(app.restore("a.zip").await.status(), 204);
+
+    let mut seen = Vec::<String>::new();
+    wait_until(30, || {
+        let phase = app
+            .state
+            .jobs
+            .running()
+            .map(|v| serde_json::to_value(v.phase).unwrap());
+        if let Some(Value::String(p)) = phase
+            && seen.last() != Some(&p)
+        {
+            seen.push(p);
+        }
+        let done = seen.iter().any(|p| p == "app-start");
+        async move { done }
+    })
+    .await;
+    let at = |name: &str| seen.iter().position(|p| p == name).unwrap();
+    assert!(at("app-stop") < at("app-start"), "{seen:?}");
+    let status = app.wait_restore_done().await;
+    assert_eq!(status["status"], "ok", "{status}");
+}
