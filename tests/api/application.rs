@@ -738,3 +738,50 @@ async fn progress_shows_the_stop_and_the_start_of_the_application() {
     let status = app.wait_restore_done().await;
     assert_eq!(status["status"], "ok", "{status}");
 }
+
+#[tokio::test]
+async fn an_exec_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    add_superuser(&data_dir);
+    write_file(&data_dir, "data.db", b"backed up");
+    let launch = Launch {
+        args: vec![
+            "--exec".into(),
+            "trap '' TERM; while :; do sleep 0.05; done".into(),
+            "--app-timeout-secs".into(),
+            "1".into(),
+        ],
+        ..Launch::default()
+    };
+    let gw = Gateway::start(&data_dir, launch).await;
+    let first = child_pid(&gw).await;
+    let _guard = KillOnDrop(Some(first));
+    assert_eq!(
+        gw.post("/api/backups", json!({"name": "a.zip"}))
+            .await
+            .status(),
+        204
+    );
+    write_file(&data_dir, "data.db", b"changed");
+
+    let res = gw.post("/api/backups/a.zip/restore", Value::Null).await;
+
+    assert_eq!(res.status(), 204);
+    let status = wait_gateway_restore(&gw).await;
+    assert_eq!(status["status"], "ok", "{status}");
+    assert_eq!(status["appStop"]["exit"], "killed by signal 9", "{status}");
+    assert!(
+        status["appStop"]["millis"].as_u64().unwrap() >= 1000,
+        "SIGKILL only after the grace period: {status}"
+    );
+    let second = child_pid(&gw).await;
+    let _guard2 = KillOnDrop(Some(second));
+    assert_ne!(first, second);
+    assert_eq!(
+        std::fs::read(data_dir.join("data.db")).unwrap(),
+        b"backed up"
+    );
+    gw.kill().await;
+}
