@@ -357,6 +357,9 @@ pub async fn serve(
     let served = serve::serve(listener, router(state), shutdown, grace).await;
     stop.cancel();
     let _ = scheduler.await;
+    if let Some(s) = &child {
+        s.close();
+    }
     if let Some(s) = child
         && let Err(e) = s.stop(rustix::process::Signal::TERM).await
     {

@@ -72,6 +72,7 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
                     // The `--exec` application gets the same signal at once, and stops
                     // while the open requests finish.
                     if let Some(c) = &child {
+                        c.close();
                         c.signal(signal);
                     }
                     stop.cancel();

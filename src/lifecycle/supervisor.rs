@@ -39,6 +39,8 @@ pub struct Supervisor {
     state: watch::Sender<ChildState>,
     /// Set while the gateway stops it (a restore, a shutdown): its exit is then expected.
     stopping: AtomicBool,
+    /// Set once the gateway shuts down: a restore still running does not start it again.
+    closed: AtomicBool,
     /// Cancelled when it exits while nobody stopped it.
     own_exit: CancellationToken,
     /// Its last exit code (128 + the signal when a signal ended it).
@@ -52,6 +54,7 @@ impl Supervisor {
             grace,
             state: watch::Sender::new(ChildState::default()),
             stopping: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             own_exit: CancellationToken::new(),
             exit_code: Mutex::new(None),
         }
@@ -76,6 +79,9 @@ impl Supervisor {
     /// # Errors
     /// When the shell cannot be spawned.
     pub fn start(self: &std::sync::Arc<Self>, env: &[(OsString, OsString)]) -> std::io::Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the gateway is shutting down"));
+        }
         if self.state.borrow().running {
             return Ok(());
         }
@@ -139,6 +145,11 @@ impl Supervisor {
             }
         });
         Ok(())
+    }
+
+    /// The gateway shuts down: the child is not started again from now on.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 
     /// Sends `signal` to the child's group, its exit then expected (a shutdown).

@@ -347,6 +347,27 @@ async fn sigterm_reaches_the_exec_child_and_the_gateway_exits_with_its_code() {
 }
 
 #[tokio::test]
+async fn sigint_reaches_the_exec_child_as_sigint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    add_superuser(&data_dir);
+    let launch = Launch {
+        args: vec![
+            "--exec".into(),
+            "trap 'exit 9' INT; trap 'exit 7' TERM; while :; do sleep 0.05; done".into(),
+        ],
+        ..Launch::default()
+    };
+    let gw = Gateway::start(&data_dir, launch).await;
+    child_pid(&gw).await;
+
+    let exit = gw.send(rustix::process::Signal::INT, 30).await;
+
+    assert_eq!(exit.code(), Some(9));
+}
+
+#[tokio::test]
 async fn the_gateway_exits_with_the_code_of_an_exec_child_that_exits_on_its_own() {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("pb_data");

@@ -147,9 +147,18 @@ impl GatewayProcess {
     }
 
     /// Sends SIGTERM and waits (at most `secs`) for the gateway to exit; its status.
-    pub async fn terminate(mut self, secs: u64) -> std::process::ExitStatus {
+    pub async fn terminate(self, secs: u64) -> std::process::ExitStatus {
+        self.send(rustix::process::Signal::TERM, secs).await
+    }
+
+    /// Sends `signal` and waits (at most `secs`) for the gateway to exit; its status.
+    pub async fn send(
+        mut self,
+        signal: rustix::process::Signal,
+        secs: u64,
+    ) -> std::process::ExitStatus {
         let pid = rustix::process::Pid::from_raw(self.child.id().unwrap() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
         tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
             .await
             .expect("the gateway exits after SIGTERM")
