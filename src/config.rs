@@ -146,8 +146,10 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_RESTORE_MAX_PATH_BYTES", default_value_t = Limits::DEFAULT.max_path_bytes)]
     pub restore_max_path_bytes: usize,
 
-    /// Shell command run after a successful restore (for example to restart the
-    /// application that uses the data directory). Its exit status and output are logged.
+    /// Shell command run after a successful restore (and after the application's start,
+    /// when --exec or --app-start is set), without the gateway's secrets in its
+    /// environment, killed past --on-restore-timeout-secs. Its exit status and output are
+    /// logged.
     #[arg(long, env = "GATEWAY_ON_RESTORE")]
     pub on_restore: Option<String>,
 

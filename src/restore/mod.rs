@@ -2,24 +2,30 @@
 //!
 //! 1. Before answering ([`plan`]): the key exists, the archive's central directory parses
 //!    (ranged reads), every entry passes [`crate::archive::check::check_entries`], and the
-//!    disk has room for the uncompressed data. Otherwise the request fails and nothing
-//!    happens.
+//!    disk has room for the uncompressed data. When no way to stop the application is
+//!    configured, no other process may have the data directory open ([`live`]; a point in
+//!    time restore asks the same). Otherwise the request fails and nothing happens.
 //! 2. In the background, holding the busy lock: the archive is streamed from the store in
 //!    ranged chunks (no local copy of the zip) and extracted into a staging directory under
-//!    `<dir>/.backup-gateway/restore/<id>/new`, on the same filesystem, every CRC checked.
-//!    Files of 1 MiB or more are written with direct I/O ([`crate::archive::outfile`]).
-//! 3. The swap ([`journal`], in `<dir>/.backup-gateway/restore/journal.json`): the current
+//!    `<dir>/.backup-gateway/restore/<id>/new`, on the same filesystem, every CRC checked,
+//!    while the application still runs. Files of 1 MiB or more are written with direct I/O
+//!    ([`crate::archive::outfile`]).
+//! 3. The application stops ([`crate::lifecycle`]: `--exec` or `--app-stop`), and the
+//!    restore waits until no process has the data open; if it does not stop, the restore
+//!    fails, the staging is deleted and the application is started again on the old data.
+//! 4. The swap ([`journal`], in `<dir>/.backup-gateway/restore/journal.json`): the current
 //!    content moves to `<id>/old`, the staged content moves in, and only then is the old
-//!    content deleted (step 4). Excluded paths (the gateway's state, a local backups
+//!    content deleted (step 5). Excluded paths (the gateway's state, a local backups
 //!    directory inside the data directory) are never moved. If the process dies at any
 //!    moment, [`recover`] at the next start rolls the swap forward from the journal; a
 //!    crash before the journal exists leaves the old data untouched and the staging
-//!    directory is deleted. The data directory is always wholly old or wholly new.
-//! 4. Once the new data is in place the restore reports `ok` and `--on-restore` runs
-//!    ([`hook`]); only
-//!    then is the old content deleted (journal phase `cleanup`, still under the busy lock),
-//!    so the application does not wait for it. The outcome of every restore (key, times,
-//!    result, hook status) is logged and kept ([`status`]), served at
+//!    directory is deleted. The data directory is always wholly old or wholly new, and the
+//!    application (stopped) is started by the next start of the gateway under `--exec`.
+//! 5. Once the new data is in place the application starts on it; then the restore reports
+//!    `ok` and `--on-restore` runs ([`hook`]); only then is the old content deleted
+//!    (journal phase `cleanup`, still under the busy lock), so the application does not
+//!    wait for it. The outcome of every restore (key, times, result, the application's stop
+//!    and start, hook status) is logged and kept ([`status`]), served at
 //!    `GET /api/gateway/restore`.
 //!
 //! [`crash`] lists the points where the crash tests stop a restore.
