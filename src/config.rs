@@ -185,8 +185,10 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_RESTORE_MAX_PATH_BYTES", default_value_t = Limits::DEFAULT.max_path_bytes)]
     pub restore_max_path_bytes: usize,
 
-    /// Shell command run after a successful restore (for example to restart the
-    /// application that uses the data directory). Its exit status and output are logged.
+    /// Shell command run after a successful restore (and after the application's start,
+    /// when --exec or --app-start is set), without the gateway's secrets in its
+    /// environment, killed past --on-restore-timeout-secs. Its exit status and output are
+    /// logged.
     #[arg(long, env = "GATEWAY_ON_RESTORE")]
     pub on_restore: Option<String>,
 
@@ -282,6 +284,49 @@ pub struct ServeArgs {
     /// its own, so that it can stay off the public network.
     #[arg(long, env = "GATEWAY_METRICS_HTTP")]
     pub metrics_http: Option<SocketAddr>,
+
+    #[command(flatten)]
+    pub app: AppArgs,
+}
+
+/// The application that uses the data directory, and the commands run around a restore
+/// (docs/application.md).
+#[derive(Debug, Args)]
+pub struct AppArgs {
+    /// Run the application as the gateway's child (`sh -c CMD`, for example `pocketbase
+    /// serve --http 0.0.0.0:8080 --dir /pb_data`): started once the gateway is ready,
+    /// stopped (SIGTERM, SIGKILL after --app-timeout-secs) and started again around every
+    /// restore's swap, sent the gateway's SIGTERM/SIGINT; when it exits on its own the
+    /// gateway exits with its exit code.
+    #[arg(long, env = "GATEWAY_EXEC", conflicts_with_all = ["app_stop", "app_start"])]
+    pub exec: Option<String>,
+
+    /// Command that stops the application before a restore's swap (for example `systemctl
+    /// stop pocketbase`); needs --app-start. The restore waits until no process has a
+    /// file of the data directory open.
+    #[arg(long, env = "GATEWAY_APP_STOP", requires = "app_start")]
+    pub app_stop: Option<String>,
+
+    /// Command that starts the application after a restore's swap (or on the old data when
+    /// the swap does not happen); needs --app-stop.
+    #[arg(long, env = "GATEWAY_APP_START", requires = "app_stop")]
+    pub app_start: Option<String>,
+
+    /// How long --app-stop and --app-start may run, and how long an --exec child has to
+    /// exit after SIGTERM (and the stopped application to close its files), in seconds.
+    #[arg(long, env = "GATEWAY_APP_TIMEOUT_SECS", default_value_t = crate::lifecycle::DEFAULT_APP_TIMEOUT_SECS)]
+    pub app_timeout_secs: u64,
+
+    /// How long --on-restore may run before it is killed, in seconds.
+    #[arg(long, env = "GATEWAY_ON_RESTORE_TIMEOUT_SECS", default_value_t = crate::lifecycle::DEFAULT_ON_RESTORE_TIMEOUT_SECS)]
+    pub on_restore_timeout_secs: u64,
+
+    /// Restore even when another process has the data directory's files open and neither
+    /// --exec nor --app-stop/--app-start is set. That application keeps its open files
+    /// (the replaced data) until it restarts: it serves data that no longer exists, and
+    /// what it writes meanwhile is lost.
+    #[arg(long, env = "GATEWAY_RESTORE_WHILE_RUNNING", default_value_t = false)]
+    pub restore_while_running: bool,
 }
 
 #[derive(Debug, Args)]
@@ -385,6 +430,17 @@ pub struct Config {
     pub progress_log_every: std::time::Duration,
     /// How SQLite databases are snapshotted.
     pub snapshot: crate::archive::SnapshotOptions,
+    /// `--exec` ([`crate::lifecycle`]).
+    pub exec: Option<String>,
+    /// `--app-stop` and `--app-start` (both or neither).
+    pub app_stop: Option<String>,
+    pub app_start: Option<String>,
+    /// `--app-timeout-secs`.
+    pub app_timeout: std::time::Duration,
+    /// `--on-restore-timeout-secs`.
+    pub on_restore_timeout: std::time::Duration,
+    /// `--restore-while-running`.
+    pub restore_while_running: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -518,6 +574,14 @@ impl ServeArgs {
         }
         if self.memory_budget_mib < 8 {
             return Err(ConfigError("--memory-budget-mib must be at least 8".into()));
+        }
+        let given = |c: &Option<String>| c.as_deref().is_some_and(|c| !c.trim().is_empty());
+        if given(&self.app.app_stop) != given(&self.app.app_start) {
+            return Err(ConfigError(
+                "--app-stop and --app-start go together: a restore that stops the application \
+                 must be able to start it again"
+                    .into(),
+            ));
         }
         let exclude: Vec<String> = self.exclude.into_iter().filter(|g| !g.is_empty()).collect();
         let restore_require: Vec<PathBuf> = self
@@ -667,6 +731,14 @@ impl ServeArgs {
             snapshot: crate::archive::SnapshotOptions {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
             },
+            exec: self.app.exec.filter(|c| !c.trim().is_empty()),
+            app_stop: self.app.app_stop.filter(|c| !c.trim().is_empty()),
+            app_start: self.app.app_start.filter(|c| !c.trim().is_empty()),
+            app_timeout: std::time::Duration::from_secs(self.app.app_timeout_secs.max(1)),
+            on_restore_timeout: std::time::Duration::from_secs(
+                self.app.on_restore_timeout_secs.max(1),
+            ),
+            restore_while_running: self.app.restore_while_running,
         })
     }
 }
@@ -701,6 +773,14 @@ impl Config {
                 crate::jobs::DEFAULT_PROGRESS_LOG_SECS,
             ),
             snapshot: crate::archive::SnapshotOptions::default(),
+            exec: None,
+            app_stop: None,
+            app_start: None,
+            app_timeout: std::time::Duration::from_secs(crate::lifecycle::DEFAULT_APP_TIMEOUT_SECS),
+            on_restore_timeout: std::time::Duration::from_secs(
+                crate::lifecycle::DEFAULT_ON_RESTORE_TIMEOUT_SECS,
+            ),
+            restore_while_running: false,
         }
     }
 

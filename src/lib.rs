@@ -16,6 +16,8 @@
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
 //! - [`verify`]: a stored backup read and checked without restoring it, and the results.
 //! - [`notify`]: failures POSTed to `--notify-url`.
+//! - [`lifecycle`]: the application around a restore (`--exec`, `--app-stop/--app-start`)
+//!   and the one runner of the operator's commands (timeout, no secrets in the environment).
 //! - [`schedule`]: scheduled backups and their retention; [`cron`]: PocketBase's cron
 //!   expressions.
 //! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
@@ -43,6 +45,7 @@ pub mod fsutil;
 pub mod index;
 pub mod jobs;
 pub mod keys;
+pub mod lifecycle;
 pub mod metrics;
 pub mod notify;
 pub mod outcomes;
@@ -92,6 +95,8 @@ pub struct AppState {
     /// The last verify result of every key.
     pub verifications: Arc<verify::Verifications>,
     pub notifier: notify::Notifier,
+    /// How a restore stops and starts the application ([`lifecycle`]).
+    pub app: lifecycle::Lifecycle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +167,7 @@ impl AppState {
             metrics.set_last_success(metrics::Operation::Verify, t);
         }
         let notifier = notify::Notifier::new(config.notify_url.clone());
+        let app = lifecycle::Lifecycle::from_config(&config);
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
             scheduled_runs: Arc::new(scheduled_runs),
@@ -177,6 +183,7 @@ impl AppState {
             backup_exclude: Arc::new(backup_exclude),
             verifications: Arc::new(verifications),
             notifier,
+            app,
         })
     }
 
@@ -233,6 +240,24 @@ impl AppState {
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
     pub fn backup_exclude(&self) -> archive::Exclude {
         (*self.backup_exclude).clone()
+    }
+
+    /// The environment of the operator's commands and of the application: the gateway's,
+    /// without its secrets ([`lifecycle::runner::scrubbed_env`]): the S3 keys of the flags
+    /// and of the settings, the first superuser's password.
+    pub fn command_env(&self) -> Vec<(std::ffi::OsString, std::ffi::OsString)> {
+        let mut secrets = Vec::new();
+        let s3 = self.settings.current().backups.s3.clone();
+        secrets.extend([s3.access_key, s3.secret]);
+        if let config::StorageConfig::S3(c) = &self.config.storage
+            && let Some((key, secret)) = &c.credentials
+        {
+            secrets.extend([key.clone(), secret.clone()]);
+        }
+        if let Some(su) = &self.config.initial_superuser {
+            secrets.push(su.password.clone());
+        }
+        lifecycle::runner::scrubbed_env(&secrets)
     }
 }
 
@@ -325,16 +350,40 @@ pub async fn serve(
     let grace = state.config.shutdown_grace;
     let stop = tokio_util::sync::CancellationToken::new();
     let scheduler = tokio::spawn(schedule::run(state.clone(), stop.clone()));
+    // `--exec`: the application starts now that the gateway is ready (a create or a
+    // restore can reach it from its first write on); when it exits on its own, the gateway
+    // stops too.
+    let child = match &state.app {
+        lifecycle::Lifecycle::Exec(s) => Some(Arc::clone(s)),
+        lifecycle::Lifecycle::None | lifecycle::Lifecycle::Commands { .. } => None,
+    };
+    if let Some(s) = &child {
+        s.start(&state.command_env())?;
+    }
     let shutdown = {
-        let stop = stop.clone();
+        let (stop, child) = (stop.clone(), child.clone());
         async move {
-            shutdown.await;
+            match &child {
+                Some(s) => tokio::select! {
+                    () = shutdown => {}
+                    () = s.exited_on_its_own() => {}
+                },
+                None => shutdown.await,
+            }
             stop.cancel();
         }
     };
     let served = serve::serve(listener, router(state), shutdown, grace).await;
     stop.cancel();
     let _ = scheduler.await;
+    if let Some(s) = &child {
+        s.close();
+    }
+    if let Some(s) = child
+        && let Err(e) = s.stop(rustix::process::Signal::TERM).await
+    {
+        tracing::error!(error = %e, "stopping the application failed");
+    }
     served
 }
 

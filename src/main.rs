@@ -17,7 +17,8 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Ok(None) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("Error: {}", backup_gateway::error::ErrorChain(e.as_ref()));
             ExitCode::FAILURE
@@ -47,7 +48,10 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+/// Runs the command; `Some(code)` is the `--exec` application's exit code, which the
+/// gateway exits with.
+async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
+    let mut exit_code = None;
     match cli.command {
         Command::Serve(args) => {
             let (addr, metrics_addr) = (args.http, args.metrics_http);
@@ -56,10 +60,21 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let listener = tokio::net::TcpListener::bind(addr).await?;
             tracing::info!(address = %listener.local_addr()?, "listening");
             let stop = tokio_util::sync::CancellationToken::new();
+            let child = match &state.app {
+                backup_gateway::lifecycle::Lifecycle::Exec(s) => Some(std::sync::Arc::clone(s)),
+                backup_gateway::lifecycle::Lifecycle::None
+                | backup_gateway::lifecycle::Lifecycle::Commands { .. } => None,
+            };
             tokio::spawn({
-                let stop = stop.clone();
+                let (stop, child) = (stop.clone(), child.clone());
                 async move {
-                    shutdown_signal().await;
+                    let signal = shutdown_signal().await;
+                    // The `--exec` application gets the same signal at once, and stops
+                    // while the open requests finish.
+                    if let Some(c) = &child {
+                        c.close();
+                        c.signal(signal);
+                    }
                     stop.cancel();
                 }
             });
@@ -78,6 +93,7 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             serve(listener, state, stop.cancelled_owned()).await?;
             // Cancelled creates and uploads: their aborts reach the store before exit.
             backup_gateway::storage::s3::finish_aborts(std::time::Duration::from_secs(10)).await;
+            exit_code = child.and_then(|c| c.exit_code());
         }
         Command::Superuser { action, dir } => {
             let users = Users::open(&dir)?;
@@ -93,11 +109,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     }
-    Ok(())
+    Ok(exit_code)
 }
 
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+/// Ctrl-C (SIGINT) or SIGTERM: which one came.
+async fn shutdown_signal() -> rustix::process::Signal {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -112,9 +128,10 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    let signal = tokio::select! {
+        () = ctrl_c => rustix::process::Signal::INT,
+        () = term => rustix::process::Signal::TERM,
+    };
     tracing::info!("shutting down");
+    signal
 }

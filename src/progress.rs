@@ -42,8 +42,9 @@ impl Trigger {
 
 /// Where an operation is. A create goes `snapshot` (survey and database snapshots),
 /// `archive` (zipping and uploading), `complete` (the store assembles the archive); a
-/// restore goes `plan` (end records and entry checks), `extract` (into staging), `swap`
-/// (the atomic exchange and fsyncs), `hook` (`--on-restore`), `cleanup`.
+/// restore goes `plan` (end records and entry checks), `extract` (into staging),
+/// `app-stop` (the application stops, with `--exec` or `--app-stop`), `swap` (the atomic
+/// exchange and fsyncs), `app-start`, `hook` (`--on-restore`), `cleanup`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
@@ -56,10 +57,14 @@ pub enum Phase {
     Swap,
     Hook,
     Cleanup,
+    #[serde(rename = "app-stop")]
+    AppStop,
+    #[serde(rename = "app-start")]
+    AppStart,
 }
 
 impl Phase {
-    const ALL: [Phase; 8] = [
+    const ALL: [Phase; 10] = [
         Self::Snapshot,
         Self::Archive,
         Self::Complete,
@@ -68,6 +73,8 @@ impl Phase {
         Self::Swap,
         Self::Hook,
         Self::Cleanup,
+        Self::AppStop,
+        Self::AppStart,
     ];
 }
 

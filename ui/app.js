@@ -422,7 +422,8 @@ async function remove(key) {
 async function restore(key) {
   const text = `Restore ${key}? It replaces the whole content of the data directory (databases, `
     + "uploaded files, everything but the gateway's own state and local backups) with the "
-    + "content of the backup. The application should be restarted afterwards.";
+    + "content of the backup. An application the gateway manages (--exec, --app-stop/--app-start) "
+    + "is stopped before and started again after.";
   if (!(await confirmDialog("Restore backup", text, "Restore"))) return;
   const status = $("restore-status");
   status.className = "notice";
@@ -431,7 +432,7 @@ async function restore(key) {
     await api("POST", `/api/backups/${encodeURIComponent(key)}/restore`);
   } catch (e) {
     status.className = "notice failed";
-    show(status, `Restore of ${key} refused: ${fieldMessage(e, "backup")}`);
+    show(status, `Restore of ${key} refused: ${fieldMessage(e, e.data && e.data.app ? "app" : "backup")}`);
     return;
   }
   for (;;) {
@@ -450,6 +451,7 @@ async function restore(key) {
       }
       continue;
     }
+    loadAppState();
     if (s.status === "ok") {
       status.className = "notice ok";
       show(status, `Restored ${key}.`);
@@ -563,6 +565,31 @@ async function testS3() {
 
 // ---------------------------------------------------------------- start
 
+// The application the gateway stops and starts around a restore (data.app of the health
+// check): supervised under --exec (running or not), commands, or none.
+async function loadAppState() {
+  const el = $("app-state");
+  try {
+    const h = await api("GET", "/api/health");
+    const app = h.data && h.data.app;
+    if (!app) return;
+    if (app.lifecycle === "exec") {
+      const c = app.child || {};
+      el.textContent = c.running
+        ? `Application: supervised (--exec), running, pid ${c.pid}, started ${c.starts} time(s).`
+        : `Application: supervised (--exec), not running${c.lastExit ? ` (${c.lastExit})` : ""}.`;
+    } else if (app.lifecycle === "commands") {
+      el.textContent = "Application: stopped and started around restores by --app-stop/--app-start.";
+    } else {
+      el.textContent = "Application: not managed by the gateway; a restore is refused while it has the data open.";
+    }
+    el.dataset.lifecycle = app.lifecycle;
+    el.dataset.running = String(Boolean(app.child && app.child.running));
+  } catch {
+    // The health check is shown again after the next restore or reload.
+  }
+}
+
 async function start() {
   const a = auth();
   if (!a || !a.token) {
@@ -580,6 +607,7 @@ async function start() {
   $("app-view").hidden = false;
   $("logout").hidden = false;
   $("who").textContent = (a.record && a.record.email) || "";
+  loadAppState();
 }
 
 document.addEventListener("DOMContentLoaded", () => {

@@ -774,8 +774,20 @@ pub async fn restore(
             ))
         }
         Err(StartError::Storage(e)) => Err(store_failure(Op::Restore, &e)),
+        Err(StartError::AppRunning(reason)) => {
+            tracing::warn!(key = %key, reason = %reason, "restore refused: the application is running");
+            Err(ApiError::bad_request(MSG_RESTORE_APP_RUNNING)
+                .with_field("app", FieldError::new("validation_app_running", reason)))
+        }
     }
 }
+
+/// The answer to a restore under a live application that nothing can stop (the gateway's
+/// own: PocketBase restarts itself around its restores).
+const MSG_RESTORE_APP_RUNNING: &str = "The application is running on the data directory, and \
+    a restore would replace its files under it. Run it under the gateway with \
+    --exec \"CMD\", or give --app-stop \"CMD\" and --app-start \"CMD\", so that the restore \
+    stops it and starts it again (docs/application.md); or stop it first.";
 
 /// GET /api/gateway/restore: the last restore's key, times, result and hook exit code
 /// (`{"status": "none"}` before the first). The gateway's addition: PocketBase only logs it.

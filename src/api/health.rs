@@ -1,6 +1,7 @@
 //! `GET /api/health`, as PocketBase answers it; superusers also get `canBackup`, `realIP`
 //! and `possibleProxyHeader` (as in PocketBase), the running job's progress and the
-//! outcomes of the last restore and the last scheduled backup (the gateway's additions).
+//! outcomes of the last restore and the last scheduled backup, and the application's
+//! lifecycle (`--exec`: whether its child runs) (the gateway's additions).
 
 use crate::AppState;
 use crate::auth::MaybeSuperuser;
@@ -28,6 +29,7 @@ pub async fn health(
             "running": state.jobs.running(),
             "lastRestore": state.restores.last(),
             "lastScheduledBackup": state.scheduled_runs.last(),
+            "app": state.app.view(),
         })
     } else {
         json!({})

@@ -10,22 +10,29 @@ use std::path::Path;
 pub enum CrashPoint {
     /// Half of the entries are extracted into the staging directory.
     Extract,
+    /// The application is stopped (or nothing is configured to stop it); the swap has not
+    /// begun.
+    AppStopped,
     /// The journal says `moving-out` and the first item has moved out.
     SwapFirstMovedOut,
     /// Everything has moved out; the journal still says `moving-out`.
     SwapMovedOut,
     /// The new data is in; the journal still says `moving-in`.
     AfterSwap,
+    /// The journal says `cleanup`; the application is not started yet.
+    BeforeAppStart,
     /// The clean-up of the old data is about to start.
     Cleanup,
 }
 
 impl CrashPoint {
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 7] = [
         Self::Extract,
+        Self::AppStopped,
         Self::SwapFirstMovedOut,
         Self::SwapMovedOut,
         Self::AfterSwap,
+        Self::BeforeAppStart,
         Self::Cleanup,
     ];
 
@@ -33,6 +40,8 @@ impl CrashPoint {
     pub fn name(self) -> &'static str {
         match self {
             Self::Extract => "extract",
+            Self::AppStopped => "app-stopped",
+            Self::BeforeAppStart => "before-app-start",
             Self::SwapFirstMovedOut => "swap-first-moved-out",
             Self::SwapMovedOut => "swap-moved-out",
             Self::AfterSwap => "after-swap",

@@ -2,24 +2,30 @@
 //!
 //! 1. Before answering ([`plan`]): the key exists, the archive's central directory parses
 //!    (ranged reads), every entry passes [`crate::archive::check::check_entries`], and the
-//!    disk has room for the uncompressed data. Otherwise the request fails and nothing
-//!    happens.
+//!    disk has room for the uncompressed data. When no way to stop the application is
+//!    configured, no other process may have the data directory open ([`live`]; a point in
+//!    time restore asks the same). Otherwise the request fails and nothing happens.
 //! 2. In the background, holding the busy lock: the archive is streamed from the store in
 //!    ranged chunks (no local copy of the zip) and extracted into a staging directory under
-//!    `<dir>/.backup-gateway/restore/<id>/new`, on the same filesystem, every CRC checked.
-//!    Files of 1 MiB or more are written with direct I/O ([`crate::archive::outfile`]).
-//! 3. The swap ([`journal`], in `<dir>/.backup-gateway/restore/journal.json`): the current
+//!    `<dir>/.backup-gateway/restore/<id>/new`, on the same filesystem, every CRC checked,
+//!    while the application still runs. Files of 1 MiB or more are written with direct I/O
+//!    ([`crate::archive::outfile`]).
+//! 3. The application stops ([`crate::lifecycle`]: `--exec` or `--app-stop`), and the
+//!    restore waits until no process has the data open; if it does not stop, the restore
+//!    fails, the staging is deleted and the application is started again on the old data.
+//! 4. The swap ([`journal`], in `<dir>/.backup-gateway/restore/journal.json`): the current
 //!    content moves to `<id>/old`, the staged content moves in, and only then is the old
-//!    content deleted (step 4). Excluded paths (the gateway's state, a local backups
+//!    content deleted (step 5). Excluded paths (the gateway's state, a local backups
 //!    directory inside the data directory) are never moved. If the process dies at any
 //!    moment, [`recover`] at the next start rolls the swap forward from the journal; a
 //!    crash before the journal exists leaves the old data untouched and the staging
-//!    directory is deleted. The data directory is always wholly old or wholly new.
-//! 4. Once the new data is in place the restore reports `ok` and `--on-restore` runs
-//!    ([`hook`]); only
-//!    then is the old content deleted (journal phase `cleanup`, still under the busy lock),
-//!    so the application does not wait for it. The outcome of every restore (key, times,
-//!    result, hook status) is logged and kept ([`status`]), served at
+//!    directory is deleted. The data directory is always wholly old or wholly new, and the
+//!    application (stopped) is started by the next start of the gateway under `--exec`.
+//! 5. Once the new data is in place the application starts on it; then the restore reports
+//!    `ok` and `--on-restore` runs ([`hook`]); only then is the old content deleted
+//!    (journal phase `cleanup`, still under the busy lock), so the application does not
+//!    wait for it. The outcome of every restore (key, times, result, the application's stop
+//!    and start, hook status) is logged and kept ([`status`]), served at
 //!    `GET /api/gateway/restore`.
 //!
 //! [`crash`] lists the points where the crash tests stop a restore.
@@ -27,6 +33,7 @@
 pub mod crash;
 mod hook;
 mod journal;
+pub mod live;
 pub(crate) mod plan;
 mod recovery;
 pub mod status;
@@ -55,6 +62,10 @@ pub enum StartError {
     Invalid(String),
     #[error("reading the backup failed")]
     Storage(#[source] StorageError),
+    /// Another process has the data directory's files open and nothing is configured to
+    /// stop and start it: the reason names the processes.
+    #[error("the application is running: {0}")]
+    AppRunning(String),
 }
 
 /// Why a started restore failed (its status says it).
@@ -69,6 +80,10 @@ enum RestoreError {
     Archive(ArchiveError),
     #[error("swap failed, to be finished at the next start of the gateway: {0}")]
     Swap(io::Error),
+    /// The application could not be stopped, or still had the data open; it was started
+    /// again on the old data.
+    #[error("{0}; the data directory was not changed")]
+    AppStop(String),
     #[error("restore task failed: {0}")]
     Task(tokio::task::JoinError),
 }
@@ -103,6 +118,7 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
         .await
         .map_err(StartError::Storage)?
         .ok_or(StartError::Missing)?;
+    refuse_under_live_app(state).await?;
     let rules = plan::Rules {
         limits: &state.config.restore_limits,
         excluded: &state.excluded_paths(),
@@ -132,9 +148,11 @@ async fn run(
 ) {
     let entries = checked.plan.items.len() as u64;
     let progress = Arc::clone(job.progress());
-    let result = extract_and_swap(&state, store, &status.key, checked, &progress)
-        .await
-        .map_err(|e| e.to_string());
+    let result = restore_data(&state, store, &mut status, checked, &progress).await;
+    let error = match &result {
+        Ok((_, started)) => started.clone(),
+        Err(e) => Some(e.clone()),
+    };
     crate::outcomes::finished(
         &state.metrics,
         &crate::outcomes::Finished {
@@ -144,30 +162,37 @@ async fn run(
             started: progress.started(),
             size: Some(size),
             entries: Some(entries),
-            error: result.as_ref().err().map(String::as_str),
+            error: error.as_deref(),
         },
     );
+    if let Some(e) = &error {
+        // Failed, or restored with an application that did not start again.
+        state.notifier.send(crate::notify::Event::failed(
+            crate::notify::What::Restore,
+            &status.key,
+            e,
+        ));
+    }
     let journal = match result {
-        Ok(journal) => journal,
+        Ok((journal, _)) => journal,
         Err(e) => {
-            state.notifier.send(crate::notify::Event::failed(
-                crate::notify::What::Restore,
-                &status.key,
-                &e,
-            ));
             status.finish(Some(e));
             state.restores.set(status);
             return;
         }
     };
-    // The new data is in place: success is reported and the application restarted before
-    // the previous data is deleted. The busy lock (`job`) covers the hook and the clean-up
-    // too: the application restarts before the next create can read its data.
-    status.finish(None);
+    // The new data is in place (and the application started on it): success is reported
+    // and `--on-restore` run before the previous data is deleted. The busy lock (`job`)
+    // covers the hook and the clean-up too.
+    status.finish(error);
     state.restores.set(status.clone());
-    if let Some(cmd) = &state.config.on_restore {
+    if let Some(cmd) = state.config.on_restore.as_deref()
+        && status.status == Outcome::Ok
+    {
         progress.set_phase(Phase::Hook);
-        status.hook_exit_code = hook::run_hook(cmd, &status.key, &state.config.data_dir).await;
+        let ran = hook::run_hook(&state, cmd, &status.key).await;
+        status.hook_exit_code = ran.exit_code;
+        status.hook_error = ran.error;
         state.restores.set(status);
     }
     progress.set_phase(Phase::Cleanup);
@@ -180,15 +205,166 @@ async fn run(
     drop(job);
 }
 
-/// Steps 2 and 3 of the module docs: extraction into a fresh work directory, then the swap.
-/// A failure before the swap deletes the work directory and leaves the data alone.
-async fn extract_and_swap(
+/// Refuses a restore when another process has the data directory's files open and
+/// nothing is configured to stop it ([`live`]), unless `--restore-while-running`.
+async fn refuse_under_live_app(state: &AppState) -> Result<(), StartError> {
+    if state.app.is_configured() || state.config.restore_while_running {
+        return Ok(());
+    }
+    let (dir, excluded) = (state.config.data_dir.clone(), state.excluded_paths());
+    let found = tokio::task::spawn_blocking(move || live::holders(&dir, &excluded))
+        .await
+        .map_err(|e| StartError::Invalid(format!("cannot look for the application: {e}")))?
+        .map_err(|e| StartError::Invalid(format!("cannot look for the application: {e}")))?;
+    if found.is_empty() {
+        return Ok(());
+    }
+    Err(StartError::AppRunning(live::describe(&found)))
+}
+
+/// The restore after its answer: extraction into staging, the application's stop, the
+/// swap, its start. Returns the journal (for the clean-up) and, when the data was restored
+/// but the application did not start again, why.
+async fn restore_data(
+    state: &AppState,
+    store: Arc<dyn BackupStore>,
+    status: &mut RestoreStatus,
+    checked: plan::Checked,
+    progress: &Arc<Progress>,
+) -> Result<(journal::Journal, Option<String>), String> {
+    let staged = stage(state, store, &status.key, checked, progress)
+        .await
+        .map_err(|e| e.to_string())?;
+    let env = state.command_env();
+    if let Err(why) = stop_app(state, status, progress, &env).await {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staged.work)).await;
+        start_app(state, status, progress, &env).await;
+        return Err(RestoreError::AppStop(why).to_string());
+    }
+    progress.set_phase(Phase::Swap);
+    let data_dir = state.config.data_dir.clone();
+    let excluded = state.excluded_paths();
+    let key = status.key.clone();
+    let id = staged.id.clone();
+    let swapped = tokio::task::spawn_blocking(move || {
+        pause_at(&data_dir, CrashPoint::AppStopped);
+        journal::sync_filesystem(&data_dir);
+        let journal = journal::swap(&data_dir, &id, &excluded, &key)?;
+        pause_at(&data_dir, CrashPoint::BeforeAppStart);
+        Ok(journal)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)));
+    match swapped {
+        Ok(journal) => {
+            let started = start_app(state, status, progress, &env).await;
+            let failed = started.filter(|s| !s.ok).map(|s| {
+                format!(
+                    "the backup was restored, but the application did not start: {}",
+                    s.error.unwrap_or_default()
+                )
+            });
+            Ok((journal, failed))
+        }
+        Err(e) if !state_dir::restore_journal(&state.config.data_dir).exists() => {
+            // Failed before the swap began: the data is the old one, the application
+            // comes back on it.
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staged.work)).await;
+            start_app(state, status, progress, &env).await;
+            Err(RestoreError::Swap(e).to_string())
+        }
+        Err(e) => Err(format!(
+            "{}; the application was not started again on a half-swapped data directory: \
+             restart the gateway, which finishes the swap and then starts it",
+            RestoreError::Swap(e)
+        )),
+    }
+}
+
+/// Stops the application when a way is configured, then waits until no process has the
+/// data directory's files open (for `--app-timeout-secs`; at once when nothing is
+/// configured: an application started during the extraction is not swapped under).
+///
+/// # Errors
+/// Why the swap must not happen.
+async fn stop_app(
+    state: &AppState,
+    status: &mut RestoreStatus,
+    progress: &Progress,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Result<(), String> {
+    if state.app.is_configured() {
+        progress.set_phase(Phase::AppStop);
+    }
+    let stopped = state.app.stop(env, &state.config.data_dir).await;
+    status.app_stop.clone_from(&stopped);
+    state.restores.set(status.clone());
+    if let Some(step) = stopped.filter(|s| !s.ok) {
+        return Err(format!(
+            "stopping the application failed: {}",
+            step.error.unwrap_or_default()
+        ));
+    }
+    if state.config.restore_while_running {
+        return Ok(());
+    }
+    let wait = if state.app.is_configured() {
+        state.config.app_timeout
+    } else {
+        std::time::Duration::ZERO
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let (dir, excluded) = (state.config.data_dir.clone(), state.excluded_paths());
+        let found = tokio::task::spawn_blocking(move || live::holders(&dir, &excluded))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot look for the application: {e}"))?;
+        if found.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the application still has the data open: {}",
+                live::describe(&found)
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Starts the application when a way is configured; records how.
+async fn start_app(
+    state: &AppState,
+    status: &mut RestoreStatus,
+    progress: &Progress,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+) -> Option<crate::lifecycle::Step> {
+    if !state.app.is_configured() {
+        return None;
+    }
+    progress.set_phase(Phase::AppStart);
+    let started = state.app.start(env, &state.config.data_dir).await;
+    status.app_start.clone_from(&started);
+    state.restores.set(status.clone());
+    started
+}
+
+/// Extracted data waiting in `<work>/new` for the swap.
+struct Staged {
+    id: String,
+    work: std::path::PathBuf,
+}
+
+/// Step 2 of the module docs: extraction into a fresh work directory. A failure deletes
+/// the work directory and leaves the data alone.
+async fn stage(
     state: &AppState,
     store: Arc<dyn BackupStore>,
     key: &str,
     checked: plan::Checked,
     progress: &Arc<Progress>,
-) -> Result<journal::Journal, RestoreError> {
+) -> Result<Staged, RestoreError> {
     progress.set_phase(Phase::Extract);
     let progress = Arc::clone(progress);
     let data_dir = state.config.data_dir.clone();
@@ -208,21 +384,18 @@ async fn extract_and_swap(
         state.budget.clone(),
     );
     let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
-    let excluded = state.excluded_paths();
-    let key = key.to_string();
     let result = tokio::task::spawn_blocking(move || {
-        extract_plan(&plan, &mut reader, start, &staging, &data_dir, &progress)?;
-        progress.set_phase(Phase::Swap);
-        journal::sync_filesystem(&staging);
-        journal::swap(&data_dir, &id, &excluded, &key).map_err(RestoreError::Swap)
+        extract_plan(&plan, &mut reader, start, &staging, &data_dir, &progress)
     })
     .await
     .unwrap_or_else(|e| Err(RestoreError::Task(e)));
-    if result.is_err() && !state_dir::restore_journal(&state.config.data_dir).exists() {
-        // Failed before the swap: the data directory was not touched; drop the staging.
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+    match result {
+        Ok(()) => Ok(Staged { id, work }),
+        Err(e) => {
+            let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+            Err(e)
+        }
     }
-    result
 }
 
 /// The plan's entries out of `archive` into `staging`, counted in `progress`.

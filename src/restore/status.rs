@@ -24,6 +24,18 @@ pub struct RestoreStatus {
     pub error: Option<String>,
     /// The `--on-restore` command's exit code (`null`: not configured or killed).
     pub hook_exit_code: Option<i32>,
+    /// Why `--on-restore` failed (an exit code, a timeout); `null` when it succeeded or
+    /// is not configured.
+    #[serde(default)]
+    pub hook_error: Option<String>,
+    /// How the application was stopped before the swap (`null`: nothing is configured
+    /// to stop it, or the restore failed before).
+    #[serde(default)]
+    pub app_stop: Option<crate::lifecycle::Step>,
+    /// How it was started again: after the swap, or on the old data when the swap did not
+    /// happen.
+    #[serde(default)]
+    pub app_start: Option<crate::lifecycle::Step>,
 }
 
 impl RestoreStatus {
@@ -36,6 +48,9 @@ impl RestoreStatus {
             finished_at: None,
             error: None,
             hook_exit_code: None,
+            hook_error: None,
+            app_stop: None,
+            app_start: None,
         }
     }
 

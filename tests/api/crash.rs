@@ -67,10 +67,11 @@ async fn prepare() -> (
 /// new crash point needs its expectation here, and its test below).
 fn completes(point: CrashPoint) -> bool {
     match point {
-        CrashPoint::Extract => false,
+        CrashPoint::Extract | CrashPoint::AppStopped => false,
         CrashPoint::SwapFirstMovedOut
         | CrashPoint::SwapMovedOut
         | CrashPoint::AfterSwap
+        | CrashPoint::BeforeAppStart
         | CrashPoint::Cleanup => true,
     }
 }
@@ -133,6 +134,16 @@ async fn killed_during_extraction_keeps_the_old_data() {
 }
 
 #[tokio::test]
+async fn killed_once_the_application_is_stopped_keeps_the_old_data() {
+    crash_at(CrashPoint::AppStopped).await;
+}
+
+#[tokio::test]
+async fn killed_after_the_swap_before_the_application_starts_keeps_the_new_data() {
+    crash_at(CrashPoint::BeforeAppStart).await;
+}
+
+#[tokio::test]
 async fn killed_after_the_first_item_moved_out_finishes_the_restore_at_restart() {
     crash_at(CrashPoint::SwapFirstMovedOut).await;
 }
@@ -154,7 +165,7 @@ async fn killed_while_deleting_the_previous_data_cleans_up_at_restart() {
 
 #[test]
 fn every_crash_point_has_a_test_above() {
-    // The five tests above, one per point; this fails when a point is added to the list.
-    assert_eq!(CrashPoint::ALL.len(), 5);
-    assert_eq!(CrashPoint::ALL.iter().filter(|p| completes(**p)).count(), 4);
+    // The seven tests above, one per point; this fails when a point is added to the list.
+    assert_eq!(CrashPoint::ALL.len(), 7);
+    assert_eq!(CrashPoint::ALL.iter().filter(|p| completes(**p)).count(), 5);
 }

@@ -94,6 +94,14 @@ pub struct Options {
     pub verify_after_create: backup_gateway::config::VerifyAfterCreate,
     /// `--notify-url`.
     pub notify_url: Option<String>,
+    /// `--app-stop` and `--app-start`.
+    pub app_commands: Option<(String, String)>,
+    /// `--app-timeout-secs`.
+    pub app_timeout: Duration,
+    /// `--on-restore-timeout-secs`.
+    pub on_restore_timeout: Duration,
+    /// `--restore-while-running`.
+    pub restore_while_running: bool,
 }
 
 impl Default for Options {
@@ -118,6 +126,10 @@ impl Default for Options {
             incremental: backup_gateway::config::Incremental::Auto,
             verify_after_create: backup_gateway::config::VerifyAfterCreate::Scheduled,
             notify_url: None,
+            app_commands: None,
+            app_timeout: Duration::from_secs(60),
+            on_restore_timeout: Duration::from_secs(300),
+            restore_while_running: false,
         }
     }
 }
@@ -210,6 +222,13 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.pins = opts.pins.clone();
     config.on_restore = opts.on_restore.clone();
     config.incremental = opts.incremental;
+    if let Some((stop, start)) = opts.app_commands.clone() {
+        config.app_stop = Some(stop);
+        config.app_start = Some(start);
+    }
+    config.app_timeout = opts.app_timeout;
+    config.on_restore_timeout = opts.on_restore_timeout;
+    config.restore_while_running = opts.restore_while_running;
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),

@@ -15,8 +15,12 @@ use tokio::process::{Child, Command};
 const NOBODY: u32 = 65_534;
 
 /// How to start a [`GatewayProcess`].
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Launch {
+    /// More command line arguments (`--exec CMD`, ...).
+    pub args: Vec<String>,
+    /// More environment variables.
+    pub env: Vec<(String, String)>,
     /// Where the restore stops for good (`GATEWAY_TEST_PAUSE_AT`).
     pub pause_at: Option<CrashPoint>,
     /// Run as a user that file permissions apply to: as `nobody` (through `setpriv`) when
@@ -28,6 +32,8 @@ pub struct GatewayProcess {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// Every line the gateway logged so far.
+    pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 /// True when this process runs as root (permissions do not apply to it).
@@ -81,10 +87,13 @@ impl GatewayProcess {
         if let Some(p) = launch.pause_at {
             cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
         }
+        cmd.args(&launch.args).envs(launch.env.iter().cloned());
         let mut child = cmd.spawn().expect("start the gateway binary");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
+                logged.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("address=").nth(1) {
                     return rest.split_whitespace().next().unwrap().to_string();
                 }
@@ -94,11 +103,17 @@ impl GatewayProcess {
         .await
         .expect("the gateway listens within 30 s");
         // Keep draining the output so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let keep = logged.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                keep.lock().unwrap().push(line);
+            }
+        });
         Self {
             child,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            lines: logged,
         }
     }
 
@@ -129,5 +144,43 @@ impl GatewayProcess {
 
     pub async fn kill(mut self) {
         self.child.kill().await.expect("SIGKILL");
+    }
+
+    /// Sends SIGTERM and waits (at most `secs`) for the gateway to exit; its status.
+    pub async fn terminate(self, secs: u64) -> std::process::ExitStatus {
+        self.send(rustix::process::Signal::TERM, secs).await
+    }
+
+    /// Sends `signal` and waits (at most `secs`) for the gateway to exit; its status.
+    pub async fn send(
+        mut self,
+        signal: rustix::process::Signal,
+        secs: u64,
+    ) -> std::process::ExitStatus {
+        let pid = rustix::process::Pid::from_raw(self.child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, signal).unwrap();
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .expect("the gateway exits after SIGTERM")
+            .unwrap()
+    }
+
+    /// Waits (at most `secs`) for the gateway to exit on its own; its status.
+    pub async fn exited(mut self, secs: u64) -> std::process::ExitStatus {
+        tokio::time::timeout(Duration::from_secs(secs), self.child.wait())
+            .await
+            .expect("the gateway exits")
+            .unwrap()
+    }
+
+    /// The logged lines that contain `needle`.
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .cloned()
+            .collect()
     }
 }

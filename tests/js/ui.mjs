@@ -104,6 +104,11 @@ try {
   await visible("#app-view");
   const kept = await page.evaluate(() => JSON.parse(localStorage.getItem("__pb_superuser_auth__")));
   assert.ok(kept.token && kept.record.email === email);
+  // The application the gateway manages (none here): restores refuse while it runs.
+  assert.equal(
+    await waitText("#app-state", /Application:/),
+    "Application: not managed by the gateway; a restore is refused while it has the data open.",
+  );
   await shot("logged-in");
 
   // Create: an invalid name gets the API's validation message; a valid one appears.
