@@ -22,7 +22,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it (created with `mode` on
-/// Unix), fsync, rename, fsync of the directory. A crash leaves the old file or the new one,
+/// Unix), fsync, rename, fsync of the directory. Directories it creates are 0700. A crash leaves the old file or the new one,
 /// never a mix; the temporary file is removed on error.
 ///
 /// # Errors
@@ -30,7 +30,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_private_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", random_string(8)));
     let result = (|| {
@@ -53,6 +53,48 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// `create_dir_all`, the directories it creates 0700 whatever the umask (the state
+/// directory's, the pending uploads'). Existing ones are left as they are.
+///
+/// # Errors
+/// When a directory cannot be created.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes `dir` 0700 (readable by the gateway's user only).
+///
+/// # Errors
+/// When its permissions cannot be changed.
+pub fn make_private_dir(dir: &Path) -> io::Result<()> {
+    set_mode(dir, 0o700)
+}
+
+/// Sets `path`'s permission bits to `mode` unless they are already `mode` (Unix only).
+///
+/// # Errors
+/// When the permissions cannot be read or changed.
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.permissions().mode() & 0o7777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
 }
 
 /// The last value of a kind (an operation's outcome), in memory and in a JSON file beside
@@ -81,7 +123,7 @@ impl<T: Clone + serde::Serialize + serde::de::DeserializeOwned> Kept<T> {
 
     pub fn set(&self, value: T) {
         if let Ok(bytes) = serde_json::to_vec_pretty(&value)
-            && let Err(e) = write_atomic(&self.path, &bytes, 0o644)
+            && let Err(e) = write_atomic(&self.path, &bytes, 0o600)
         {
             tracing::error!(error = %e, path = %self.path.display(), "cannot save the outcome");
         }

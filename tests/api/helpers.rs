@@ -90,6 +90,12 @@ pub struct Options {
     pub on_restore: Option<String>,
     /// `--incremental`.
     pub incremental: backup_gateway::config::Incremental,
+    /// `--max-connections`, `--body-gap-secs`, `--small-body-secs` (the defaults if none).
+    pub serve_limits: Option<backup_gateway::serve::Limits>,
+    /// Keep the gateway's default rate limits (on). Otherwise the app starts with them
+    /// saved off, as PocketBase ships them (unless a pin says otherwise), so that tests of
+    /// other things are not refused for their pace (`*:auth` allows 2 logins per 3 s).
+    pub keep_rate_limits: bool,
 }
 
 impl Default for Options {
@@ -112,6 +118,8 @@ impl Default for Options {
             pins: backup_gateway::settings::Pins::default(),
             on_restore: None,
             incremental: backup_gateway::config::Incremental::Auto,
+            serve_limits: None,
+            keep_rate_limits: false,
         }
     }
 }
@@ -202,6 +210,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.pins = opts.pins.clone();
     config.on_restore = opts.on_restore.clone();
     config.incremental = opts.incremental;
+    if let Some(limits) = opts.serve_limits {
+        config.serve_limits = limits;
+    }
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),
@@ -266,6 +277,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         config.storage = StorageConfig::S3(s3_config);
     }
     let state = AppState::new(config).await.expect("app state");
+    if !opts.keep_rate_limits && opts.pins.rate_limits_enabled.is_none() {
+        state
+            .settings
+            .patch(&serde_json::json!({"rateLimits": {"enabled": false}}))
+            .expect("rate limits off");
+    }
     state
         .tokens
         .users()

@@ -22,12 +22,16 @@ pub struct Launch {
     /// Run as a user that file permissions apply to: as `nobody` (through `setpriv`) when
     /// the tests run as root, as the tests' own user otherwise.
     pub unprivileged: bool,
+    /// More `serve` flags.
+    pub args: &'static [&'static str],
 }
 
 pub struct GatewayProcess {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// The superuser token, logged in once (logins are rate limited).
+    token: tokio::sync::OnceCell<String>,
 }
 
 /// True when this process runs as root (permissions do not apply to it).
@@ -78,6 +82,7 @@ impl GatewayProcess {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
+        cmd.args(launch.args);
         if let Some(p) = launch.pause_at {
             cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
         }
@@ -99,12 +104,22 @@ impl GatewayProcess {
             child,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            token: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// An authorised request (a fresh superuser token each time).
+    /// The process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the gateway is running")
+    }
+
+    /// An authorised request (the superuser token of the first call).
     pub async fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let token = login(&self.client, &self.base).await;
+        let token = self
+            .token
+            .get_or_init(|| login(&self.client, &self.base))
+            .await
+            .clone();
         self.client
             .request(method, format!("{}{path}", self.base))
             .header("Authorization", token)
