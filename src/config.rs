@@ -671,6 +671,7 @@ impl ServeArgs {
                 busy_timeout: std::time::Duration::from_millis(self.sqlite_busy_timeout_ms),
             },
             serve_limits: crate::serve::Limits {
+                header_read: crate::serve::HEADER_READ_TIMEOUT,
                 max_connections: self.max_connections.max(1),
                 body_gap: std::time::Duration::from_secs(self.body_gap_secs.max(1)),
                 small_body_time: std::time::Duration::from_secs(self.small_body_secs.max(1)),

@@ -13,8 +13,8 @@
 //!   before the socket is closed. Go's `net/http` (PocketBase's server) does the same.
 //!
 //! Bounds against clients that hold the server's resources ([`Limits`]):
-//! - a request head must arrive within [`HEADER_READ_TIMEOUT`] (also the idle time of a
-//!   kept-alive connection waiting for its next request);
+//! - a request head must arrive within [`Limits::header_read`] ([`HEADER_READ_TIMEOUT`]
+//!   by default; also the idle time of a kept-alive connection waiting for its next request);
 //! - a request body must keep arriving: at most [`Limits::body_gap`] between two pieces of
 //!   it, and, except on the upload route (whose bodies are backups), at most
 //!   [`Limits::small_body_time`] for the whole body (logins and settings are a few bytes).
@@ -45,6 +45,7 @@ pub const CONNECTION_WAIT: Duration = Duration::from_secs(2);
 /// The bounds of [`serve_with`]; see the module docs.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
+    pub header_read: Duration,
     pub max_connections: usize,
     pub body_gap: Duration,
     pub small_body_time: Duration,
@@ -53,6 +54,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            header_read: HEADER_READ_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             body_gap: DEFAULT_BODY_GAP,
             small_body_time: DEFAULT_SMALL_BODY_TIME,
@@ -106,7 +108,7 @@ pub async fn serve_with(
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {

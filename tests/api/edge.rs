@@ -523,6 +523,7 @@ async fn a_trickling_or_stalled_body_is_closed_within_the_bound() {
     };
     opts.serve_limits = Some(backup_gateway::serve::Limits {
         max_connections: 64,
+        header_read: Duration::from_secs(30),
         body_gap: Duration::from_secs(2),
         small_body_time: Duration::from_secs(3),
     });
@@ -640,4 +641,46 @@ async fn connections_past_the_limit_are_refused_cleanly() {
         }
     }
     assert!(served, "served again once places were free");
+}
+
+/// The API and the metrics listener close a connection whose request head does not arrive
+/// within the header timeout (the metrics listener had none).
+#[tokio::test]
+async fn both_listeners_close_a_connection_whose_head_never_arrives() {
+    let mut opts = Options {
+        backend: Backend::Local,
+        ..Options::default()
+    };
+    opts.serve_limits = Some(backup_gateway::serve::Limits {
+        header_read: Duration::from_secs(1),
+        ..Default::default()
+    });
+    let app = spawn_app_with(opts).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = listener.local_addr().unwrap().to_string();
+    tokio::spawn(backup_gateway::serve_metrics(
+        listener,
+        app.state.clone(),
+        std::future::pending(),
+    ));
+    let api = app.base.trim_start_matches("http://").to_string();
+    for addr in [api, metrics] {
+        let (took, end) = tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            let started = std::time::Instant::now();
+            let mut rest = Vec::new();
+            let end = s.read_to_end(&mut rest);
+            (started.elapsed(), end.map_err(|e| e.kind()))
+        })
+        .await
+        .unwrap();
+        assert!(
+            !matches!(end, Err(std::io::ErrorKind::WouldBlock)),
+            "still open after 20 s"
+        );
+        assert!(took < Duration::from_secs(10), "closed after {took:?}");
+    }
 }
