@@ -511,6 +511,10 @@ async fn keys_with_bidi_or_zero_width_characters_are_refused() {
     assert!(app.keys().await.is_empty());
     let res = app.delete(&encode("a\u{200B}b.zip")).await;
     assert_eq!(res.status(), 400);
+    // A key planted in the store behind the gateway's back is not listed either.
+    app.put_raw("plain.zip", zip.clone()).await;
+    app.put_raw("pl\u{202E}ain.zip", zip).await;
+    assert_eq!(app.keys().await, vec!["plain.zip".to_string()]);
 }
 
 /// A body that trickles in (one byte at a time, each within the gap) is cut off at the
