@@ -254,6 +254,34 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_TRUSTED_PROXY_USE_LEFTMOST_IP", num_args = 0..=1, default_missing_value = "true")]
     pub trusted_proxy_use_leftmost_ip: Option<bool>,
 
+    /// The proxies (IPs or CIDR subnets, comma separated) whose `--trusted-proxy-headers`
+    /// are believed; the headers of any other peer are ignored: the setting
+    /// `trustedProxy.sources`, pinned [default: saved, else every peer, with a warning at
+    /// start when headers are set].
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Option<Vec<String>>,
+
+    /// PocketBase's rate limits (`rateLimits`, on by default in the gateway with PocketBase's
+    /// default rules), `on` or `off`: the setting `rateLimits.enabled`, pinned [default:
+    /// saved, else on]. The rules themselves are set over the API or on the page.
+    #[arg(long, env = "GATEWAY_RATE_LIMITS", value_parser = parse_on_off)]
+    pub rate_limits: Option<bool>,
+
+    /// The most connections open at once (the API's, and the metrics listener's apart): one
+    /// past it waits up to 2 s for another to close, then is answered 503.
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// A request body that stops arriving for this many seconds fails, and its connection
+    /// is closed.
+    #[arg(long, env = "GATEWAY_BODY_GAP_SECS", default_value_t = crate::serve::DEFAULT_BODY_GAP.as_secs())]
+    pub body_gap_secs: u64,
+
+    /// Every request body but an upload's (logins, settings: a few bytes) must be complete
+    /// within this many seconds of its request's start.
+    #[arg(long, env = "GATEWAY_SMALL_BODY_SECS", default_value_t = crate::serve::DEFAULT_SMALL_BODY_TIME.as_secs())]
+    pub small_body_secs: u64,
+
     /// A superuser created at start (or given the password below), as MinIO's root user.
     #[arg(long, env = "GATEWAY_SUPERUSER_EMAIL")]
     pub superuser_email: Option<String>,
@@ -441,6 +469,8 @@ pub struct Config {
     pub on_restore_timeout: std::time::Duration,
     /// `--restore-while-running`.
     pub restore_while_running: bool,
+    /// `--max-connections`, `--body-gap-secs`, `--small-body-secs`.
+    pub serve_limits: crate::serve::Limits,
 }
 
 #[derive(Debug, Clone)]
@@ -624,6 +654,21 @@ impl ServeArgs {
                 "--superuser-ips: {bad:?} is not an IP or CIDR subnet"
             )));
         }
+        let trusted_proxy_sources = self.trusted_proxies.map(|v| {
+            v.into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+        });
+        if let Some(bad) = trusted_proxy_sources
+            .iter()
+            .flatten()
+            .find(|ip| crate::settings::parse_ip_or_subnet(ip).is_none())
+        {
+            return Err(ConfigError(format!(
+                "--trusted-proxies: {bad:?} is not an IP or CIDR subnet"
+            )));
+        }
         let initial_superuser = match (
             self.superuser_email,
             self.superuser_password,
@@ -695,6 +740,8 @@ impl ServeArgs {
                     .collect()
             }),
             trusted_proxy_use_leftmost_ip: self.trusted_proxy_use_leftmost_ip,
+            rate_limits_enabled: self.rate_limits,
+            trusted_proxy_sources,
         };
         Ok(Config {
             data_dir: self.dir,
@@ -739,6 +786,12 @@ impl ServeArgs {
                 self.app.on_restore_timeout_secs.max(1),
             ),
             restore_while_running: self.app.restore_while_running,
+            serve_limits: crate::serve::Limits {
+                header_read: crate::serve::HEADER_READ_TIMEOUT,
+                max_connections: self.max_connections.max(1),
+                body_gap: std::time::Duration::from_secs(self.body_gap_secs.max(1)),
+                small_body_time: std::time::Duration::from_secs(self.small_body_secs.max(1)),
+            },
         })
     }
 }
@@ -781,6 +834,7 @@ impl Config {
                 crate::lifecycle::DEFAULT_ON_RESTORE_TIMEOUT_SECS,
             ),
             restore_while_running: false,
+            serve_limits: crate::serve::Limits::default(),
         }
     }
 
@@ -792,6 +846,15 @@ impl Config {
             StorageConfig::Local { .. } if s3.enabled => Some(self.s3_tuning.config_for(s3)),
             StorageConfig::Local { .. } => None,
         }
+    }
+}
+
+/// `on`/`off` (also `true`/`false`), for `--rate-limits`.
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{s:?}: on or off")),
     }
 }
 

@@ -21,6 +21,8 @@ pub const MSG_UNAUTHORIZED: &str = "The request requires valid record authorizat
 pub const MSG_INTERNAL: &str = "Something went wrong while processing your request.";
 /// PocketBase's default 403 message.
 pub const MSG_FORBIDDEN: &str = "You are not allowed to perform this request.";
+/// PocketBase's 429 message (`router.NewTooManyRequestsError`).
+pub const MSG_TOO_MANY_REQUESTS: &str = "Too Many Requests.";
 /// PocketBase's 404 message.
 pub const MSG_NOT_FOUND: &str = "The requested resource wasn't found.";
 
@@ -92,6 +94,11 @@ impl ApiError {
 
     pub fn forbidden(message: impl Into<Cow<'static, str>>) -> Self {
         Self::new(StatusCode::FORBIDDEN, message)
+    }
+
+    /// PocketBase's `429 Too Many Requests.` (rate limits, and logins past the gate).
+    pub fn too_many_requests() -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, MSG_TOO_MANY_REQUESTS)
     }
 
     pub fn not_found() -> Self {

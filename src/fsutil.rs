@@ -22,7 +22,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file beside it (created with `mode` on
-/// Unix), fsync, rename, fsync of the directory. A crash leaves the old file or the new one,
+/// Unix), fsync, rename, fsync of the directory. Directories it creates are 0700. A crash leaves the old file or the new one,
 /// never a mix; the temporary file is removed on error.
 ///
 /// # Errors
@@ -30,7 +30,7 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
+    create_private_dir_all(dir)?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.{}.tmp", random_string(8)));
     let result = (|| {
@@ -65,7 +65,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
 /// When the file cannot be written, inspected or removed.
 pub fn file_system_now(dir: &Path) -> io::Result<FsNow> {
     use std::io::Write;
-    std::fs::create_dir_all(dir)?;
+    create_private_dir_all(dir)?;
     let path = dir.join(format!(".clock.{}.tmp", random_string(8)));
     let result = (|| -> io::Result<FsNow> {
         let mut f = std::fs::File::create_new(&path)?;
@@ -149,6 +149,48 @@ pub fn ctime_ns(meta: &std::fs::Metadata) -> i64 {
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }
 
+/// `create_dir_all`, the directories it creates 0700 whatever the umask (the state
+/// directory's, the pending uploads'). Existing ones are left as they are.
+///
+/// # Errors
+/// When a directory cannot be created.
+pub fn create_private_dir_all(dir: &Path) -> io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
+/// Makes `dir` 0700 (readable by the gateway's user only).
+///
+/// # Errors
+/// When its permissions cannot be changed.
+pub fn make_private_dir(dir: &Path) -> io::Result<()> {
+    set_mode(dir, 0o700)
+}
+
+/// Sets `path`'s permission bits to `mode` unless they are already `mode` (Unix only).
+///
+/// # Errors
+/// When the permissions cannot be read or changed.
+pub fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::symlink_metadata(path)?;
+        if meta.permissions().mode() & 0o7777 != mode {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, mode);
+    Ok(())
+}
+
 /// The last value of a kind (an operation's outcome), in memory and in a JSON file beside
 /// the gateway's state, so that it survives restarts. A file that cannot be read or parsed
 /// counts as none; a failed write is logged, and the value is kept in memory anyway.
@@ -194,7 +236,7 @@ impl<T: Clone + serde::Serialize + serde::de::DeserializeOwned> Kept<T> {
 
     fn save(&self, value: &T) {
         if let Ok(bytes) = serde_json::to_vec_pretty(value)
-            && let Err(e) = write_atomic(&self.path, &bytes, 0o644)
+            && let Err(e) = write_atomic(&self.path, &bytes, 0o600)
         {
             tracing::error!(error = %e, path = %self.path.display(), "cannot save the outcome");
         }

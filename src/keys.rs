@@ -4,8 +4,10 @@
 //! - Names given to create follow PocketBase's rule `^[a-z0-9_-]+\.zip$`, 1-150 characters.
 //! - Uploaded files keep their file name without any path (PocketBase does the same).
 //! - Any key used in a URL must be a plain file name: no `/` or `\`, no control characters,
-//!   not hidden (`.x`, which also rules out `.` and `..`), at most 255 bytes. PocketBase
-//!   escapes such names instead; the gateway refuses them.
+//!   no Unicode format characters (general category Cf: bidirectional overrides and
+//!   isolates, zero-width spaces and joiners, which make a planted key look like another in
+//!   a list or a dialog), not hidden (`.x`, which also rules out `.` and `..`), at most 255
+//!   bytes. PocketBase escapes such names instead, or keeps them; the gateway refuses them.
 
 use crate::error::FieldError;
 
@@ -20,7 +22,7 @@ pub enum KeyError {
     Empty,
     #[error("key too long")]
     TooLong,
-    #[error("key contains a path separator or a control character")]
+    #[error("key contains a path separator, a control or a format character")]
     BadCharacter,
     #[error("hidden or relative key")]
     Hidden,
@@ -37,13 +39,46 @@ pub fn check_key(key: &str) -> Result<(), KeyError> {
     if key.len() > MAX_KEY_BYTES {
         return Err(KeyError::TooLong);
     }
-    if key.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
+    if key
+        .chars()
+        .any(|c| c == '/' || c == '\\' || c.is_control() || is_format_char(c))
+    {
         return Err(KeyError::BadCharacter);
     }
     if key.starts_with('.') {
         return Err(KeyError::Hidden);
     }
     Ok(())
+}
+
+/// Unicode's general category Cf (format characters, Unicode 16): invisible, and some
+/// (U+202A-U+202E, U+2066-U+2069) reorder the text around them.
+pub fn is_format_char(c: char) -> bool {
+    const CF: &[(u32, u32)] = &[
+        (0x00AD, 0x00AD),
+        (0x0600, 0x0605),
+        (0x061C, 0x061C),
+        (0x06DD, 0x06DD),
+        (0x070F, 0x070F),
+        (0x0890, 0x0891),
+        (0x08E2, 0x08E2),
+        (0x180E, 0x180E),
+        (0x200B, 0x200F),
+        (0x202A, 0x202E),
+        (0x2060, 0x2064),
+        (0x2066, 0x206F),
+        (0xFEFF, 0xFEFF),
+        (0xFFF9, 0xFFFB),
+        (0x110BD, 0x110BD),
+        (0x110CD, 0x110CD),
+        (0x13430, 0x1343F),
+        (0x1BCA0, 0x1BCA3),
+        (0x1D173, 0x1D17A),
+        (0xE0001, 0xE0001),
+        (0xE0020, 0xE007F),
+    ];
+    let c = c as u32;
+    CF.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
 /// A key that passed [`check_key`]: a safe, plain file name. Only [`BackupKey::parse`]
@@ -267,6 +302,23 @@ mod tests {
     #[test]
     fn keys_must_be_plain_file_names() {
         assert!(check_key("pb_backup_1.zip").is_ok());
+        // Bidirectional overrides and isolates, zero-width characters, the BOM.
+        for c in [
+            '\u{202E}',
+            '\u{2066}',
+            '\u{200B}',
+            '\u{200D}',
+            '\u{FEFF}',
+            '\u{E0041}',
+        ] {
+            assert_eq!(
+                check_key(&format!("a{c}b.zip")),
+                Err(KeyError::BadCharacter),
+                "{c:?}"
+            );
+        }
+        // Other non-ASCII letters stay allowed.
+        assert!(check_key("sauvegarde-été.zip").is_ok());
         assert!(check_key("My File (1).zip").is_ok());
         assert!(check_key("résumé.zip").is_ok());
         assert_eq!(check_key(""), Err(KeyError::Empty));

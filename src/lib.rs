@@ -8,6 +8,8 @@
 //! - [`error`]: [`error::ApiError`], the one error type of the HTTP edge.
 //! - [`auth`]: superuser tokens and file tokens.
 //! - [`users`]: the superusers and the token secrets.
+//! - [`login`]: the cost of password logins bounded (hashes at once, a bounded wait).
+//! - [`rate_limit`]: PocketBase's `rateLimits` rules and their bounded counters.
 //! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
 //! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock and the keys being written.
@@ -46,11 +48,13 @@ pub mod index;
 pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
+pub mod login;
 pub mod metrics;
 pub mod notify;
 pub mod outcomes;
 pub mod pocketbase;
 pub mod progress;
+pub mod rate_limit;
 pub mod restore;
 pub mod schedule;
 pub mod serve;
@@ -66,6 +70,7 @@ pub use config::Config;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Name of the local backups directory inside the data directory (PocketBase's).
@@ -97,6 +102,10 @@ pub struct AppState {
     pub notifier: notify::Notifier,
     /// How a restore stops and starts the application ([`lifecycle`]).
     pub app: lifecycle::Lifecycle,
+    /// The edge's bounds: password hashes at once ([`login::LoginGate`]).
+    pub logins: Arc<login::LoginGate>,
+    /// ... and the `rateLimits` counters ([`rate_limit::Limiter`]).
+    pub rate_limits: Arc<rate_limit::Limiter>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +128,9 @@ pub enum StartupError {
     Settings(#[source] std::io::Error),
     #[error("cannot set up the superuser of --superuser-email")]
     Superuser(#[source] users::UsersError),
+    /// `--backups-dir` where backups and the data would mix (see [`check_backups_dir`]).
+    #[error("{0}")]
+    UnsafeBackupsDir(String),
 }
 
 impl AppState {
@@ -132,6 +144,9 @@ impl AppState {
             .map_err(StartupError::Exclude)?;
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartupError::DataDir(config.data_dir.clone(), e))?;
+        check_backups_dir(&config)?;
+        state_dir::make_private(&config.data_dir)
+            .map_err(|e| StartupError::DataDir(state_dir::root(&config.data_dir), e))?;
         let users = users::Users::open(&config.data_dir)?;
         match &config.initial_superuser {
             Some(su) => users
@@ -150,6 +165,7 @@ impl AppState {
             .map_err(StartupError::Recover)?;
         let settings = settings::SettingsStore::open(&config.data_dir, config.pins.clone())
             .map_err(StartupError::Settings)?;
+        warn_if_proxy_headers_trusted_from_every_peer(&settings.current());
         let s3_setting = settings.current().backups.s3.clone();
         let metrics = Arc::new(metrics::Metrics::new());
         let store = open_store(&config, &s3_setting, &metrics).await?;
@@ -184,6 +200,8 @@ impl AppState {
             verifications: Arc::new(verifications),
             notifier,
             app,
+            logins: Arc::new(login::LoginGate::default()),
+            rate_limits: Arc::new(rate_limit::Limiter::default()),
         })
     }
 
@@ -315,6 +333,87 @@ fn last_successes(
     }
 }
 
+/// Refuses a local backups directory that a delete or a restore could turn against the
+/// data: the data directory itself (`DELETE /api/backups/data.db` would delete the live
+/// database), a directory that contains it (a backup key could name a file of the data
+/// directory's parent, and the create would archive its own output's neighbours), or one
+/// inside the gateway's own state. Inside the data directory is PocketBase's layout
+/// (`pb_data/backups`) and is safe because that path is left out of every backup and every
+/// restore ([`excluded_paths`]); it is refused when it only lies inside through a symbolic
+/// link, where that exclusion, made from the paths as given, would not see it and a restore
+/// would replace the backups. Paths are compared canonical (links and `..` resolved; a
+/// directory that does not exist yet by its nearest existing parent).
+///
+/// # Errors
+/// [`StartupError::UnsafeBackupsDir`] with a message naming both paths.
+pub fn check_backups_dir(config: &Config) -> Result<(), StartupError> {
+    let config::StorageConfig::Local { dir } = &config.storage else {
+        return Ok(());
+    };
+    let data = canonical(&config.data_dir);
+    let backups = canonical(dir);
+    let refuse = |why: &str| {
+        Err(StartupError::UnsafeBackupsDir(format!(
+            "--backups-dir {} {why} (--dir {}): choose a directory outside it, or leave \
+             --backups-dir out for {}",
+            dir.display(),
+            config.data_dir.display(),
+            config.data_dir.join(LOCAL_BACKUPS_DIR).display(),
+        )))
+    };
+    if backups == data {
+        return refuse("is the data directory");
+    }
+    if data.starts_with(&backups) {
+        return refuse("contains the data directory");
+    }
+    if let Ok(rel) = backups.strip_prefix(&data) {
+        if rel.starts_with(state_dir::NAME) {
+            return refuse("is inside the gateway's state directory");
+        }
+        if !excluded_paths(config).iter().any(|p| p == rel) {
+            return refuse("is inside the data directory through a symbolic link");
+        }
+    }
+    Ok(())
+}
+
+/// `path` with links and `..` resolved, component by component: what exists is
+/// canonicalized as it is met, and a `..` after it goes up from there (as the kernel
+/// would); what does not exist yet is taken as written.
+fn canonical(path: &std::path::Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for part in abs.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => {
+                out.push(other);
+                if let Ok(c) = out.canonicalize() {
+                    out = c;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Proxy headers believed from every peer let any client that reaches the port name its
+/// own address (the allowlist, the rate limits): said at start and when saved.
+pub fn warn_if_proxy_headers_trusted_from_every_peer(settings: &settings::Settings) {
+    if api::client_ip::trusts_every_peer(&settings.trusted_proxy) {
+        tracing::warn!(
+            headers = ?settings.trusted_proxy.headers,
+            "trustedProxy.headers are believed from every peer: a client that reaches this \
+             port directly can claim any address; list your proxies in trustedProxy.sources \
+             (--trusted-proxies)"
+        );
+    }
+}
+
 /// See [`AppState::excluded_paths`].
 pub fn excluded_paths(config: &Config) -> Vec<PathBuf> {
     let mut out = vec![PathBuf::from(state_dir::NAME)];
@@ -373,7 +472,8 @@ pub async fn serve(
             stop.cancel();
         }
     };
-    let served = serve::serve(listener, router(state), shutdown, grace).await;
+    let limits = state.config.serve_limits;
+    let served = serve::serve_with(listener, router(state), shutdown, grace, limits).await;
     stop.cancel();
     let _ = scheduler.await;
     if let Some(s) = &child {
@@ -396,7 +496,8 @@ pub async fn serve_metrics(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, api::progress::metrics_router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The API's connection handling: the same header and idle timeouts and bounds.
+    let limits = state.config.serve_limits;
+    let app = api::progress::metrics_router(state);
+    serve::serve_with(listener, app, shutdown, Duration::from_secs(5), limits).await
 }

@@ -1,6 +1,6 @@
 //! The settings that govern backups and superusers, in PocketBase's shape
 //! (`GET/PATCH /api/settings`): `meta.appName`, `backups` (`cron`, `cronMaxKeep`, `s3`),
-//! `superuserIPs` and `trustedProxy`.
+//! `superuserIPs`, `trustedProxy` and `rateLimits`.
 //!
 //! Where a value comes from, first match wins:
 //! 1. a flag or environment variable given explicitly at start ([`Pins`]): the API cannot
@@ -10,8 +10,8 @@
 //! 3. PocketBase's default (for `meta.appName`: the data directory's own PocketBase
 //!    setting, then `Acme`).
 //!
-//! The sections the gateway does not have (`smtp`, `s3`, `rateLimits`, `batch`, `logs` and
-//! the rest of `meta`) are answered with PocketBase 0.40.6's defaults, so that the SDK's
+//! The sections the gateway does not have (`smtp`, `s3`, `batch`, `logs` and the rest of
+//! `meta`) are answered with PocketBase 0.40.6's defaults, so that the SDK's
 //! types and the dashboard's code find every key; values PATCHed into them are accepted
 //! and ignored (they configure nothing here).
 //!
@@ -38,6 +38,7 @@ pub struct Settings {
     pub backups: Backups,
     pub meta: Meta,
     pub trusted_proxy: TrustedProxy,
+    pub rate_limits: RateLimits,
 }
 
 impl Default for Settings {
@@ -51,8 +52,57 @@ impl Default for Settings {
             },
             meta: Meta::default(),
             trusted_proxy: TrustedProxy::default(),
+            rate_limits: RateLimits::default(),
         }
     }
+}
+
+/// `rateLimits`, PocketBase's shape ([`crate::rate_limit`] applies them). Unlike
+/// PocketBase, on by default (with PocketBase's default rules).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RateLimits {
+    pub rules: Vec<RateLimitRule>,
+    #[serde(rename = "excludedIPs")]
+    pub excluded_ips: Vec<String>,
+    pub enabled: bool,
+}
+
+impl Default for RateLimits {
+    /// PocketBase 0.40's default rules (`core/settings_model.go`), enabled.
+    fn default() -> Self {
+        let rule = |label: &str, max_requests, duration| RateLimitRule {
+            label: label.into(),
+            audience: String::new(),
+            duration,
+            max_requests,
+        };
+        Self {
+            rules: vec![
+                rule("*:auth", 2, 3),
+                rule("*:create", 20, 5),
+                rule("/api/batch", 3, 1),
+                rule("/api/", 300, 10),
+            ],
+            excluded_ips: Vec::new(),
+            enabled: true,
+        }
+    }
+}
+
+/// One rule of `rateLimits.rules`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RateLimitRule {
+    /// A tag (`*:auth`), a path (`/api/batch`), a path prefix (ends with `/`), optionally
+    /// after a method (`POST /api/backups`).
+    pub label: String,
+    /// `""` (everyone), `@guest` or `@auth`.
+    pub audience: String,
+    /// The window, in seconds.
+    pub duration: i64,
+    /// Requests allowed per window and client address.
+    pub max_requests: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +154,9 @@ pub struct TrustedProxy {
     pub headers: Vec<String>,
     #[serde(rename = "useLeftmostIP")]
     pub use_leftmost_ip: bool,
+    /// The gateway's addition: the peers (addresses or CIDR subnets) whose `headers` are
+    /// believed; empty, every peer (PocketBase's behaviour). See [`crate::api::client_ip`].
+    pub sources: Vec<String>,
 }
 
 /// Values given explicitly by flags or environment variables: the API cannot change them.
@@ -117,6 +170,10 @@ pub struct Pins {
     pub superuser_ips: Option<Vec<String>>,
     pub trusted_proxy_headers: Option<Vec<String>>,
     pub trusted_proxy_use_leftmost_ip: Option<bool>,
+    /// `--trusted-proxies`: `trustedProxy.sources`.
+    pub trusted_proxy_sources: Option<Vec<String>>,
+    /// `--rate-limits on|off`: `rateLimits.enabled`.
+    pub rate_limits_enabled: Option<bool>,
 }
 
 /// A pinned value: where it sits in the settings' JSON, and the flag that pins it.
@@ -190,6 +247,16 @@ impl Pins {
                 &["trustedProxy", "useLeftmostIP"],
                 "--trusted-proxy-use-leftmost-ip (GATEWAY_TRUSTED_PROXY_USE_LEFTMOST_IP)",
                 json(&self.trusted_proxy_use_leftmost_ip),
+            ),
+            pin(
+                &["trustedProxy", "sources"],
+                "--trusted-proxies (GATEWAY_TRUSTED_PROXIES)",
+                json(&self.trusted_proxy_sources),
+            ),
+            pin(
+                &["rateLimits", "enabled"],
+                "--rate-limits (GATEWAY_RATE_LIMITS)",
+                json(&self.rate_limits_enabled),
             ),
         ]
         .into_iter()
@@ -349,22 +416,24 @@ pub fn render(settings: &Settings, app_name: &str) -> Value {
             "hideControls": false,
         },
         "rateLimits": {
-            "rules": [
-                {"label": "*:auth", "audience": "", "duration": 3, "maxRequests": 2},
-                {"label": "*:create", "audience": "", "duration": 5, "maxRequests": 20},
-                {"label": "/api/batch", "audience": "", "duration": 1, "maxRequests": 3},
-                {"label": "/api/", "audience": "", "duration": 10, "maxRequests": 300},
-            ],
-            "excludedIPs": [],
-            "enabled": false,
+            "rules": settings.rate_limits.rules,
+            "excludedIPs": settings.rate_limits.excluded_ips,
+            "enabled": settings.rate_limits.enabled,
         },
-        "trustedProxy": {
-            "headers": settings.trusted_proxy.headers,
-            "useLeftmostIP": settings.trusted_proxy.use_leftmost_ip,
-        },
+        "trustedProxy": trusted_proxy(&settings.trusted_proxy),
         "batch": {"enabled": false, "maxRequests": 50, "timeout": 3, "maxBodySize": 0},
         "logs": {"maxDataSize": 0, "maxDays": 5, "minLevel": 0, "logIP": true, "logAuthId": false},
     })
+}
+
+/// `trustedProxy` as PocketBase answers it, plus `sources` when there are any (so that the
+/// answer stays PocketBase's where the gateway's addition is not used).
+fn trusted_proxy(p: &TrustedProxy) -> Value {
+    let mut v = json!({"headers": p.headers, "useLeftmostIP": p.use_leftmost_ip});
+    if !p.sources.is_empty() {
+        v["sources"] = json!(p.sources);
+    }
+    v
 }
 
 /// PocketBase's binding of a JSON body into the current settings: objects merge key by key
@@ -422,6 +491,23 @@ pub fn validate(s: &Settings) -> Map<String, Value> {
         if let Some(err) = err {
             let index = i.to_string();
             insert_at_owned(&mut errors, &["superuserIPs", &index], err);
+        }
+    }
+    validate_rate_limits(&s.rate_limits, &mut errors);
+    for (i, ip) in s.trusted_proxy.sources.iter().enumerate() {
+        let err = if ip.is_empty() {
+            Some(FieldError::required())
+        } else if parse_ip_or_subnet(ip).is_none() {
+            Some(FieldError::new(
+                "validation_invlaid_ip_or_subnet",
+                "Invalid IP or CIDR subnet.",
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = err {
+            let index = i.to_string();
+            insert_at_owned(&mut errors, &["trustedProxy", "sources", &index], err);
         }
     }
     if let Some(name) = &s.meta.app_name {
@@ -494,6 +580,141 @@ pub fn validate(s: &Settings) -> Map<String, Value> {
         }
     }
     errors
+}
+
+/// PocketBase's `RateLimitsConfig.Validate`: rules required when enabled, labels unique
+/// (checked before the rules themselves, whose errors then do not show), each rule's label
+/// format, `maxRequests` and `duration` at least 1, `audience` one of the three; every
+/// excluded IP an address or subnet.
+fn validate_rate_limits(r: &RateLimits, errors: &mut Map<String, Value>) {
+    if r.enabled && r.rules.is_empty() {
+        insert_at(errors, &["rateLimits", "rules"], FieldError::required());
+    } else if let Some((i, label)) = conflicting_rule(&r.rules) {
+        let index = i.to_string();
+        insert_at_owned(
+            errors,
+            &["rateLimits", "rules", &index, "label"],
+            FieldError::new(
+                "validation_conflicting_rate_limit_rule",
+                format!(
+                    "Rate limit rule configuration with label {label} already exists or conflicts with another rule."
+                ),
+            )
+            .with_params(json!({"label": label})),
+        );
+    } else {
+        for (i, rule) in r.rules.iter().enumerate() {
+            let index = i.to_string();
+            let min_one = || {
+                FieldError::new(
+                    "validation_min_greater_equal_than_required",
+                    "Must be no less than 1.",
+                )
+                .with_params(json!({"threshold": 1}))
+            };
+            let checks = [
+                (
+                    "label",
+                    if rule.label.is_empty() {
+                        Some(FieldError::required())
+                    } else if !is_rate_limit_label(&rule.label) {
+                        Some(FieldError::new(
+                            "validation_match_invalid",
+                            "Must be in a valid format.",
+                        ))
+                    } else {
+                        None
+                    },
+                ),
+                (
+                    "maxRequests",
+                    match rule.max_requests {
+                        0 => Some(FieldError::required()),
+                        n if n < 1 => Some(min_one()),
+                        _ => None,
+                    },
+                ),
+                (
+                    "duration",
+                    match rule.duration {
+                        0 => Some(FieldError::required()),
+                        n if n < 1 => Some(min_one()),
+                        _ => None,
+                    },
+                ),
+                (
+                    "audience",
+                    (!["", "@guest", "@auth"].contains(&rule.audience.as_str())).then(|| {
+                        FieldError::new("validation_in_invalid", "Must be a valid value.")
+                    }),
+                ),
+            ];
+            for (field, err) in checks {
+                if let Some(err) = err {
+                    insert_at_owned(errors, &["rateLimits", "rules", &index, field], err);
+                }
+            }
+        }
+    }
+    for (i, ip) in r.excluded_ips.iter().enumerate() {
+        let err = if ip.is_empty() {
+            Some(FieldError::required())
+        } else if parse_ip_or_subnet(ip).is_none() {
+            Some(FieldError::new(
+                "validation_invlaid_ip_or_subnet",
+                "Invalid IP or CIDR subnet.",
+            ))
+        } else {
+            None
+        };
+        if let Some(err) = err {
+            let index = i.to_string();
+            insert_at_owned(errors, &["rateLimits", "excludedIPs", &index], err);
+        }
+    }
+}
+
+/// PocketBase's `checkUniqueRuleLabel`: the first rule whose `label@@audience` is a prefix
+/// of an earlier one's or has one as its prefix.
+fn conflicting_rule(rules: &[RateLimitRule]) -> Option<(usize, &str)> {
+    let mut existing: Vec<String> = Vec::with_capacity(rules.len());
+    for (i, rule) in rules.iter().enumerate() {
+        let full = format!("{}@@{}", rule.label, rule.audience);
+        if existing
+            .iter()
+            .any(|k| k.starts_with(&full) || full.starts_with(k.as_str()))
+        {
+            return Some((i, rule.label.as_str()));
+        }
+        existing.push(full);
+    }
+    None
+}
+
+/// PocketBase's `rateLimitRuleLabelRegex`,
+/// `^(\w+\ \/[\w\/-]*|\/[\w\/-]*|^\w+\:\w+|\*\:\w+|\w+)$` (Go's `\w`: ASCII
+/// letters, digits and `_`).
+fn is_rate_limit_label(label: &str) -> bool {
+    let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    let path = |s: &str| {
+        s.strip_prefix('/').is_some_and(|rest| {
+            rest.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'/' || b == b'-')
+        })
+    };
+    if let Some((method, rest)) = label.split_once(' ')
+        && word(method)
+        && path(rest)
+    {
+        return true;
+    }
+    if path(label) || word(label) {
+        return true;
+    }
+    match label.split_once(':') {
+        Some((a, b)) => (a == "*" || word(a)) && word(b),
+        None => false,
+    }
 }
 
 /// An S3 endpoint the client can use: `http://` or `https://` and a host, no white space.

@@ -7,6 +7,40 @@ use std::path::{Path, PathBuf};
 /// The state directory's name inside the data directory.
 pub const NAME: &str = ".backup-gateway";
 
+/// Makes the state private: the directory 0700 (created so if missing), and the files the
+/// gateway keeps there (state, settings, outcomes, the journal, pending-upload records)
+/// 0600, whatever an older version or the umask left. The restores' work directories are
+/// left as they are: they hold data trees, with the data's own modes, behind the 0700.
+///
+/// # Errors
+/// When the directory cannot be created or a mode cannot be changed.
+pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
+    let root = root(data_dir);
+    crate::fsutil::create_private_dir_all(&root)?;
+    crate::fsutil::make_private_dir(&root)?;
+    let dirs = [
+        root.clone(),
+        pending_uploads(data_dir),
+        restore_root(data_dir),
+    ];
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_file() {
+                crate::fsutil::set_mode(&entry.path(), 0o600)?;
+            } else if kind.is_dir() && dir == root {
+                crate::fsutil::make_private_dir(&entry.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// `<dir>/.backup-gateway`.
 pub fn root(data_dir: &Path) -> PathBuf {
     data_dir.join(NAME)

@@ -8,7 +8,7 @@
 //! password (as PocketBase does), so old tokens stop working.
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher, SaltString};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -242,13 +242,53 @@ fn inode(_meta: &std::fs::Metadata) -> u64 {
 
 /// Checks `password` against `user`'s argon2id hash.
 pub fn verify_password(user: &Superuser, password: &str) -> bool {
-    PasswordHash::new(&user.password_hash)
-        .map(|h| {
-            Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
+    verify_password_in(user, password, &mut Vec::new())
+}
+
+/// The most memory a stored hash may ask for (in 1 KiB blocks): 256 MiB, far above
+/// PocketBase's 19 MiB; a state file asking for more is not believed.
+const MAX_HASH_BLOCKS: usize = 256 * 1024;
+
+/// [`verify_password`] with the hash's memory in `memory`, grown to what the hash needs and
+/// kept for the next call (see [`crate::login`]): the same checks as argon2's own
+/// `verify_password`, and the outputs compared in constant time.
+pub fn verify_password_in(
+    user: &Superuser,
+    password: &str,
+    memory: &mut Vec<argon2::Block>,
+) -> bool {
+    let Ok(hash) = PasswordHash::new(&user.password_hash) else {
+        return false;
+    };
+    let (Ok(params), Ok(algorithm)) = (
+        argon2::Params::try_from(&hash),
+        argon2::Algorithm::try_from(hash.algorithm),
+    ) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (hash.salt, hash.hash) else {
+        return false;
+    };
+    let version = match hash.version.map(argon2::Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if blocks > MAX_HASH_BLOCKS {
+        return false;
+    }
+    if memory.len() < blocks {
+        memory.resize(blocks, argon2::Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password.as_bytes(), salt, &mut out, &mut memory[..])
+        .is_ok()
+        && argon2::password_hash::Output::new(&out).is_ok_and(|o| o == expected)
 }
 
 /// An argon2id hash (default parameters, random salt) of `password`.

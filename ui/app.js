@@ -481,6 +481,16 @@ function fillSettings(s) {
   $("s3-secret").value = "";
   $("s3-force-path-style").checked = !!s3.forcePathStyle;
   $("superuser-ips").value = (s.superuserIPs || []).join(", ");
+  const tp = s.trustedProxy || {};
+  $("proxy-headers").value = (tp.headers || []).join(", ");
+  $("proxy-sources").value = (tp.sources || []).join(", ");
+  $("proxy-leftmost").checked = !!tp.useLeftmostIP;
+  const rl = s.rateLimits || {};
+  $("rate-enabled").checked = !!rl.enabled;
+  $("rate-rules").value = (rl.rules || [])
+    .map((r) => [r.label, r.maxRequests, r.duration, r.audience].filter((x) => x !== "" && x !== undefined).join(" "))
+    .join("\n");
+  $("rate-excluded").value = (rl.excludedIPs || []).join(", ");
   showCronNext();
   s3Changed();
 }
@@ -512,7 +522,29 @@ function s3Changed() {
   $("s3-test").title = dirty ? "Save the settings first: the test uses the saved ones." : "";
 }
 
-const FIELD_ERRORS = ["cron-error", "cronMaxKeep-error", "s3-error", "superuserIPs-error"];
+const FIELD_ERRORS = ["cron-error", "cronMaxKeep-error", "s3-error", "superuserIPs-error", "trustedProxy-error", "rateLimits-error"];
+
+/** "label max seconds [audience]" lines as PocketBase's rules (numbers left as typed: the
+ * API says what is wrong with them). */
+function rulesForm() {
+  return $("rate-rules").value.split("\n").map((l) => l.trim()).filter(Boolean).map((line) => {
+    const [label, max, duration, audience] = line.split(/\s+/);
+    return { label, maxRequests: Number(max) || 0, duration: Number(duration) || 0, audience: audience || "" };
+  });
+}
+
+/** The first message in a nested field-error object, with its path. */
+function firstError(obj, path = []) {
+  if (!obj || typeof obj !== "object") return "";
+  if (typeof obj.message === "string") return (path.length ? path.join(".") + ": " : "") + obj.message;
+  for (const [k, v] of Object.entries(obj)) {
+    const m = firstError(v, [...path, k]);
+    if (m) return m;
+  }
+  return "";
+}
+
+const commaList = (id) => $(id).value.split(",").map((x) => x.trim()).filter(Boolean);
 
 function fieldErrors(err) {
   const data = err.data || {};
@@ -524,6 +556,8 @@ function fieldErrors(err) {
   const s3Messages = Object.entries(s3).map(([k, v]) => `${k}: ${v.message}`).join("\n");
   show($("s3-error"), s3Messages);
   put("superuserIPs-error", data.superuserIPs && (data.superuserIPs.message ? data.superuserIPs : Object.values(data.superuserIPs)[0]));
+  show($("trustedProxy-error"), firstError(data.trustedProxy));
+  show($("rateLimits-error"), firstError(data.rateLimits));
 }
 
 async function saveSettings(ev) {
@@ -539,6 +573,16 @@ async function saveSettings(ev) {
       s3: s3Form(),
     },
     superuserIPs: ips,
+    trustedProxy: {
+      headers: commaList("proxy-headers"),
+      sources: commaList("proxy-sources"),
+      useLeftmostIP: $("proxy-leftmost").checked,
+    },
+    rateLimits: {
+      enabled: $("rate-enabled").checked,
+      rules: rulesForm(),
+      excludedIPs: commaList("rate-excluded"),
+    },
   };
   try {
     fillSettings(await api("PATCH", "/api/settings", body));

@@ -4,7 +4,7 @@ use super::body::{BindError, PbBody};
 use crate::AppState;
 use crate::auth::{SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
-use crate::users::{Superuser, verify_password};
+use crate::users::Superuser;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -57,32 +57,30 @@ pub async fn auth_with_password(
     if !missing.is_empty() {
         return Err(ApiError::validation(missing));
     }
+    // The allowlist first (PocketBase checks it after the password, so that from a refused
+    // address a right password answers 403 and a wrong one 400: a guessing oracle).
+    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a);
+    let settings = state.settings.current();
+    if !super::client_ip::superuser_allowed(&settings, &headers, peer) {
+        return Err(ApiError::forbidden(crate::error::MSG_FORBIDDEN));
+    }
     let users = state
         .tokens
         .users()
         .current()
         .map_err(|e| ApiError::internal(&e))?;
     let user = users.find_by_email(&body.identity).cloned();
-    // Verify on a blocking thread (argon2 is slow by design), and verify even for an
-    // unknown identity so the answer time does not tell which emails exist.
-    let ok = tokio::task::spawn_blocking(move || match &user {
-        Some(u) => verify_password(u, &body.password).then(|| u.clone()),
-        None => {
-            let _ = verify_password(dummy_user(), &body.password);
-            None
-        }
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?;
-    let peer = peer.map(|axum::Extension(axum::extract::ConnectInfo(a))| a);
-    match ok {
-        Some(_)
-            if !super::client_ip::superuser_allowed(&state.settings.current(), &headers, peer) =>
-        {
-            Err(ApiError::forbidden(crate::error::MSG_FORBIDDEN))
-        }
-        Some(user) => auth_response(&state, &user),
-        None => Err(ApiError::bad_request("Failed to authenticate.")),
+    // The hash runs in the login gate (bounded cost, see `crate::login`), and runs even for
+    // an unknown identity so the answer time does not tell which emails exist.
+    let client = super::client_ip::real_ip(&headers, peer, &settings.trusted_proxy);
+    match state
+        .logins
+        .verify(&client, user, dummy_user(), body.password)
+        .await
+    {
+        Ok(Some(user)) => auth_response(&state, &user),
+        Ok(None) => Err(ApiError::bad_request("Failed to authenticate.")),
+        Err(crate::login::Busy) => Err(ApiError::too_many_requests()),
     }
 }
 

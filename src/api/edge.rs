@@ -10,6 +10,7 @@
 //!   (every origin; `Vary: Origin` always; preflights answered `204`).
 //! - [`json_answers`]: the `fields` query parameter on successful JSON answers
 //!   ([`super::fields`]).
+//! - [`superuser_ips`] and [`rate_limit`]: the allowlist, then PocketBase's `rateLimits`.
 
 use crate::error::ApiError;
 use axum::body::{Body, Bytes, HttpBody};
@@ -262,6 +263,43 @@ pub async fn superuser_ips(
         let mut res = ApiError::forbidden(crate::error::MSG_FORBIDDEN).into_response();
         res.extensions_mut().insert(WithoutSecurityHeaders);
         return res;
+    }
+    next.run(req).await
+}
+
+/// PocketBase's `rateLimits` ([`crate::rate_limit`]), after the allowlist and before the
+/// body limit, as PocketBase orders its middlewares: a request past its rule's limit
+/// answers `429 Too Many Requests.`
+pub async fn rate_limit(
+    axum::extract::State(state): axum::extract::State<crate::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let settings = state.settings.current();
+    if !settings.rate_limits.enabled {
+        return next.run(req).await;
+    }
+    let superuser = crate::auth::bearer_token(req.headers()).is_some_and(|token| {
+        state
+            .tokens
+            .verify(token, crate::auth::TokenType::Auth)
+            .is_ok()
+    });
+    if !superuser {
+        let client = super::client_ip::real_ip(
+            req.headers(),
+            super::client_ip::peer(&req),
+            &settings.trusted_proxy,
+        );
+        let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
+        let limited = crate::rate_limit::Request {
+            method: req.method().as_str(),
+            path: &path,
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        if !state.rate_limits.allow(&settings, &limited, &client, now) {
+            return ApiError::too_many_requests().into_response();
+        }
     }
     next.run(req).await
 }

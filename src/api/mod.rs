@@ -44,9 +44,11 @@ pub fn router(state: AppState) -> Router {
     // as the client will, the method router's additions included.
     Router::new()
         .fallback_service(routes(state.clone()))
-        .layer(from_fn_with_state(state, edge::superuser_ips))
         .layer(from_fn(edge::json_answers))
+        // PocketBase's order: the allowlist, the rate limits, then the body limit.
         .layer(from_fn(edge::body_limit))
+        .layer(from_fn_with_state(state.clone(), edge::rate_limit))
+        .layer(from_fn_with_state(state, edge::superuser_ips))
         .layer(from_fn(edge::pocketbase_headers))
         // Outermost, so that it also drains what the layers inside refuse.
         .layer(from_fn(edge::drain_unread_body))

@@ -56,6 +56,7 @@ pub async fn patch(
             return Err(ApiError::failed(MSG_SAVE, &e));
         }
     };
+    crate::warn_if_proxy_headers_trusted_from_every_peer(&new);
     state
         .apply_settings()
         .await

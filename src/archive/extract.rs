@@ -4,6 +4,11 @@
 //! descriptors read fine), each entry's CRC-32 verified and its output cut off at its
 //! declared size (so a lying header cannot fill the disk). A second thread writes the
 //! files ([`OutFile`]).
+//!
+//! Modes: an entry gets the archive's permission bits masked by the process's umask, and
+//! never write permission for the group or others unless the file or directory it replaces
+//! in the live data directory had it ([`extract_over`]): an archive whose entries say 0666
+//! or 0777 cannot leave the data writable by everyone.
 
 use crate::archive::bytes::skip;
 use crate::archive::check::{Plan, Planned};
@@ -93,6 +98,24 @@ pub fn extract(
     progress: Option<&crate::progress::Progress>,
     on_entry: OnEntry<'_>,
 ) -> Result<(), ArchiveError> {
+    extract_over(plan, archive, start, dest, None, progress, on_entry)
+}
+
+/// [`extract`] for a restore that will replace `replaced` (the live data directory): an
+/// entry keeps group or world write permission only where the path it replaces there had
+/// it (see the module docs).
+///
+/// # Errors
+/// As [`extract`].
+pub fn extract_over(
+    plan: &Plan,
+    archive: &mut impl Read,
+    start: u64,
+    dest: &Path,
+    replaced: Option<&Path>,
+    progress: Option<&crate::progress::Progress>,
+    on_entry: OnEntry<'_>,
+) -> Result<(), ArchiveError> {
     let pool = BufPool::new(WRITE_CHUNK, WRITES_QUEUED + 2);
     std::thread::scope(|scope| {
         let (tx, rx) = sync_channel(WRITES_QUEUED);
@@ -106,7 +129,11 @@ pub fn extract(
             }
             on_entry(done)
         };
-        let read = extract_entries(plan, archive, start, dest, &mut counted, &tx, &pool);
+        let modes = Modes {
+            umask: process_umask(),
+            replaced,
+        };
+        let read = extract_entries(plan, archive, start, dest, modes, &mut counted, &tx, &pool);
         drop(tx);
         let written = writer
             .join()
@@ -139,11 +166,13 @@ struct Extractor<'a> {
     made: HashSet<PathBuf>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn extract_entries(
     plan: &Plan,
     archive: &mut impl Read,
     start: u64,
     dest: &Path,
+    modes: Modes<'_>,
     on_entry: OnEntry<'_>,
     writes: &SyncSender<WriteOp>,
     pool: &BufPool,
@@ -166,18 +195,18 @@ fn extract_entries(
         let target = dest.join(&item.path);
         if item.is_dir {
             x.make_dir(&target)?;
-            dirs.push((target, item));
+            dirs.push((target, item, modes.of(e, &item.path, true)));
         } else {
             if let Some(parent) = target.parent() {
                 x.make_dir(parent)?;
             }
-            x.file(archive, e, &target)?;
+            x.file(archive, e, &target, modes.of(e, &item.path, false))?;
             pos += e.compressed;
         }
         on_entry(i as u64 + 1)?;
     }
-    for (target, item) in dirs.iter().rev() {
-        set_mode_and_time(target, item)?;
+    for (target, item, mode) in dirs.iter().rev() {
+        set_mode_and_time(target, item, *mode)?;
     }
     Ok(())
 }
@@ -220,6 +249,7 @@ impl Extractor<'_> {
         archive: &mut impl Read,
         e: &Entry,
         target: &Path,
+        mode: u32,
     ) -> Result<(), ArchiveError> {
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -235,7 +265,7 @@ impl Extractor<'_> {
                 .map_err(|_| writer_stopped().into())
         })?;
         self.send(WriteOp::Close {
-            mode: entry_mode(e, false),
+            mode,
             mtime_ns: mtime_ns(e),
         })?;
         Ok(())
@@ -411,11 +441,72 @@ fn apply_mode_and_time(f: &std::fs::File, mode: u32, mtime_ns: Option<i64>) -> i
 }
 
 /// Directories get their mode last (a read-only directory must still be filled).
-fn set_mode_and_time(path: &Path, dir: &Planned) -> io::Result<()> {
-    let e = &dir.entry;
-    apply_mode_and_time(
-        &std::fs::File::open(path)?,
-        entry_mode(e, true),
-        mtime_ns(e),
-    )
+fn set_mode_and_time(path: &Path, dir: &Planned, mode: u32) -> io::Result<()> {
+    apply_mode_and_time(&std::fs::File::open(path)?, mode, mtime_ns(&dir.entry))
+}
+
+/// How entries' modes are decided: see the module docs.
+#[derive(Debug, Clone, Copy)]
+struct Modes<'a> {
+    umask: u32,
+    replaced: Option<&'a Path>,
+}
+
+impl Modes<'_> {
+    /// The mode of the entry `e` at `rel`.
+    fn of(&self, e: &Entry, rel: &Path, is_dir: bool) -> u32 {
+        let had = self
+            .replaced
+            .and_then(|root| std::fs::symlink_metadata(root.join(rel)).ok())
+            .map_or(0, |m| permission_bits(&m));
+        masked_mode(entry_mode(e, is_dir), self.umask, had)
+    }
+}
+
+/// `mode` without the umask's bits, and without group and world write unless `had` (the
+/// replaced path's mode) had them.
+fn masked_mode(mode: u32, umask: u32, had: u32) -> u32 {
+    let keep_write = had & 0o022;
+    mode & !umask & !(0o022 & !keep_write)
+}
+
+#[cfg(unix)]
+fn permission_bits(m: &std::fs::Metadata) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+}
+
+#[cfg(not(unix))]
+fn permission_bits(_m: &std::fs::Metadata) -> u32 {
+    0
+}
+
+/// The process's umask, read without changing it (`Umask:` in `/proc/self/status`, Linux
+/// 4.7 and later); 022 where it cannot be read.
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::masked_mode;
+
+    #[test]
+    fn modes_lose_the_umask_and_write_for_others_unless_the_replaced_file_had_it() {
+        // Nothing replaced: the umask, and never group or world write.
+        assert_eq!(masked_mode(0o666, 0o022, 0), 0o644);
+        assert_eq!(masked_mode(0o777, 0o002, 0), 0o755);
+        assert_eq!(masked_mode(0o640, 0o077, 0), 0o600);
+        // The replaced file was group-writable: the archive may keep group write.
+        assert_eq!(masked_mode(0o666, 0o002, 0o664), 0o664);
+        // ... but not more than the umask allows, nor world write it did not have.
+        assert_eq!(masked_mode(0o666, 0o022, 0o664), 0o644);
+        assert_eq!(masked_mode(0o666, 0, 0o660), 0o664);
+    }
 }

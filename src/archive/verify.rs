@@ -184,7 +184,7 @@ struct Scratch {
 
 impl Scratch {
     fn create(dir: &Path, e: &Entry) -> Result<Self, ArchiveError> {
-        std::fs::create_dir_all(dir)?;
+        crate::fsutil::create_private_dir_all(dir)?;
         let available = rustix::fs::statvfs(dir)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
             .map_err(io::Error::from)?;
@@ -201,10 +201,11 @@ impl Scratch {
             )));
         }
         let path = dir.join(format!("{}.db", crate::fsutil::random_string(12)));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(&path)?;
         Ok(Self { path, file })
     }
 }

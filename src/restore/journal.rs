@@ -178,7 +178,7 @@ fn move_in(new: &Path, data: &Path, old: &Path, rel: &Path) -> io::Result<()> {
 
 pub(super) fn write_journal(data_dir: &Path, journal: &Journal) -> io::Result<()> {
     let bytes = serde_json::to_vec(journal).map_err(io::Error::other)?;
-    crate::fsutil::write_atomic(&state_dir::restore_journal(data_dir), &bytes, 0o644)
+    crate::fsutil::write_atomic(&state_dir::restore_journal(data_dir), &bytes, 0o600)
 }
 
 /// Flushes what was written to the data directory's filesystem before the journal says the

@@ -414,6 +414,15 @@ fn extract_plan(
         }
         Ok(())
     };
-    extract::extract(plan, archive, start, staging, Some(progress), &mut on_entry)?;
+    // Modes never more open than the umask and the replaced data allow.
+    extract::extract_over(
+        plan,
+        archive,
+        start,
+        staging,
+        Some(data_dir),
+        Some(progress),
+        &mut on_entry,
+    )?;
     Ok(())
 }

@@ -3,6 +3,9 @@
 //! A put writes to a hidden temporary file in the same directory, fsyncs it, and then
 //! hard-links it to its final name, which fails if the name exists (an atomic no-clobber
 //! rename); the temporary file is removed on every path, including a dropped future.
+//!
+//! A backup is a whole copy of the database: the files are created 0600 and the directory
+//! is made 0700 when the store opens, whatever the umask.
 
 use super::{BackupInfo, BackupStore, ByteRange, ByteStream, PutOptions, Result, StorageError};
 use futures::TryStreamExt;
@@ -27,6 +30,7 @@ impl LocalStore {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
+        crate::fsutil::make_private_dir(&dir)?;
         // Leftovers of a crash in the middle of a put.
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -138,6 +142,7 @@ impl BackupStore for LocalStore {
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&tmp)
             .await
             .map_err(|e| io_err("creating a temporary file", e))?;

@@ -242,3 +242,147 @@ async fn health_is_public_and_unknown_routes_are_json_404s() {
         assert_error(res, 404, message).await;
     }
 }
+
+/// The peak resident memory of process `pid` so far (`VmHWM`), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    kib / 1024
+}
+
+/// A client whose connections come from `ip` (any of 127.0.0.0/8 is on the loopback).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(ip.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// 400 wrong-password logins, 50 at a time, from 127.0.0.2 against the real binary (rate
+/// limits off, so that only the login gate stands in the way): some are refused with
+/// PocketBase's 429, the rest answered 400, the process's peak memory stays within the load
+/// target, and the real superuser logs in from 127.0.0.1 while the flood is still going.
+#[tokio::test]
+async fn a_login_flood_is_refused_with_429_and_the_superuser_still_gets_in() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    crate::process::add_superuser(&data_dir);
+    let gw = crate::process::GatewayProcess::start(
+        &data_dir,
+        crate::process::Launch {
+            args: vec!["--rate-limits".into(), "off".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let url = format!("{}/api/collections/_superusers/auth-with-password", gw.base);
+    // One login first: the base includes one hasher's memory.
+    login(&client_from("127.0.0.1"), &gw.base).await;
+    let before = peak_rss_mib(gw.pid());
+
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let attacker = client_from("127.0.0.2");
+    let flood = {
+        let (url, answered) = (url.clone(), answered.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            futures::stream::iter(0..400)
+                .map(|i| {
+                    let (attacker, url, answered) =
+                        (attacker.clone(), url.clone(), answered.clone());
+                    async move {
+                        let res = attacker
+                            .post(&url)
+                            .json(&json!({"identity": EMAIL, "password": format!("wrong-{i}")}))
+                            .send()
+                            .await
+                            .unwrap();
+                        let status = res.status().as_u16();
+                        let body: Value = res.json().await.unwrap();
+                        answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        (status, body)
+                    }
+                })
+                .buffer_unordered(50)
+                .collect::<Vec<_>>()
+                .await
+        })
+    };
+    // The superuser, once the flood is under way.
+    wait_until(30, || {
+        let answered = answered.clone();
+        async move { answered.load(std::sync::atomic::Ordering::SeqCst) >= 50 }
+    })
+    .await;
+    let at_start = answered.load(std::sync::atomic::Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    let res = client_from("127.0.0.1")
+        .post(&url)
+        .json(&json!({"identity": EMAIL, "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    let at_end = answered.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(res.status(), 200, "the superuser logs in during the flood");
+    let answers = flood.await.unwrap();
+    let peak = peak_rss_mib(gw.pid());
+    eprintln!(
+        "login flood: peak RSS {before} MiB before, {peak} MiB after; superuser in after {took:?} \
+         ({at_start} to {at_end} of 400 flood logins answered meanwhile)"
+    );
+    assert!(
+        at_start < 400,
+        "the superuser's login started while the flood was going on"
+    );
+
+    let refused = answers.iter().filter(|(s, _)| *s == 429).count();
+    for (status, body) in &answers {
+        match status {
+            429 => assert_eq!(
+                body,
+                &json!({"status": 429, "message": "Too Many Requests.", "data": {}})
+            ),
+            400 => assert_eq!(body["message"], "Failed to authenticate."),
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    assert!(refused > 0, "no 429 among {} answers", answers.len());
+    assert!(
+        peak <= 160,
+        "peak RSS {peak} MiB over the 160 MiB load target"
+    );
+}
+
+/// From an address outside `superuserIPs`, a right and a wrong password get the same 403:
+/// the allowlist is checked before the password.
+#[tokio::test]
+async fn a_refused_address_gets_the_same_answer_for_right_and_wrong_passwords() {
+    let app = spawn_local_app().await;
+    let res = app
+        .request(reqwest::Method::PATCH, "/api/settings")
+        .json(&json!({"superuserIPs": ["10.1.2.3"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let url = app.url("/api/collections/_superusers/auth-with-password");
+    let mut answers = Vec::new();
+    for password in [PASSWORD, "wrong-password"] {
+        let res = app
+            .client
+            .post(&url)
+            .json(&json!({"identity": EMAIL, "password": password}))
+            .send()
+            .await
+            .unwrap();
+        answers.push(assert_error(res, 403, "You are not allowed to perform this request.").await);
+    }
+    assert_eq!(answers[0], answers[1]);
+}

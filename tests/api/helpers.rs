@@ -102,6 +102,12 @@ pub struct Options {
     pub on_restore_timeout: Duration,
     /// `--restore-while-running`.
     pub restore_while_running: bool,
+    /// `--max-connections`, `--body-gap-secs`, `--small-body-secs` (the defaults if none).
+    pub serve_limits: Option<backup_gateway::serve::Limits>,
+    /// Keep the gateway's default rate limits (on). Otherwise the app starts with them
+    /// saved off, as PocketBase ships them (unless a pin says otherwise), so that tests of
+    /// other things are not refused for their pace (`*:auth` allows 2 logins per 3 s).
+    pub keep_rate_limits: bool,
 }
 
 impl Default for Options {
@@ -130,6 +136,8 @@ impl Default for Options {
             app_timeout: Duration::from_secs(60),
             on_restore_timeout: Duration::from_secs(300),
             restore_while_running: false,
+            serve_limits: None,
+            keep_rate_limits: false,
         }
     }
 }
@@ -229,6 +237,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.app_timeout = opts.app_timeout;
     config.on_restore_timeout = opts.on_restore_timeout;
     config.restore_while_running = opts.restore_while_running;
+    if let Some(limits) = opts.serve_limits {
+        config.serve_limits = limits;
+    }
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),
@@ -293,6 +304,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         config.storage = StorageConfig::S3(s3_config);
     }
     let state = AppState::new(config).await.expect("app state");
+    if !opts.keep_rate_limits && opts.pins.rate_limits_enabled.is_none() {
+        state
+            .settings
+            .patch(&serde_json::json!({"rateLimits": {"enabled": false}}))
+            .expect("rate limits off");
+    }
     state
         .tokens
         .users()

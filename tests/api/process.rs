@@ -34,6 +34,8 @@ pub struct GatewayProcess {
     pub client: reqwest::Client,
     /// Every line the gateway logged so far.
     pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// The superuser token, logged in once (logins are rate limited).
+    token: tokio::sync::OnceCell<String>,
 }
 
 /// True when this process runs as root (permissions do not apply to it).
@@ -114,12 +116,22 @@ impl GatewayProcess {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             lines: logged,
+            token: tokio::sync::OnceCell::new(),
         }
     }
 
-    /// An authorised request (a fresh superuser token each time).
+    /// The process id (for `/proc/PID/status`).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the gateway is running")
+    }
+
+    /// An authorised request (the superuser token of the first call).
     pub async fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let token = login(&self.client, &self.base).await;
+        let token = self
+            .token
+            .get_or_init(|| login(&self.client, &self.base))
+            .await
+            .clone();
         self.client
             .request(method, format!("{}{path}", self.base))
             .header("Authorization", token)
