@@ -28,6 +28,8 @@ pub struct GatewayProcess {
     child: Child,
     pub base: String,
     pub client: reqwest::Client,
+    /// What the gateway printed on stdout before it listened.
+    pub startup: Vec<String>,
 }
 
 /// True when this process runs as root (permissions do not apply to it).
@@ -81,13 +83,34 @@ impl GatewayProcess {
         if let Some(p) = launch.pause_at {
             cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
         }
+        Self::spawn(cmd).await
+    }
+
+    /// `backup-gateway serve` configured only by `env` (no flags, nothing inherited but
+    /// `PATH`), as a container or a service manager runs it.
+    pub async fn start_with_env(env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-gateway"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        Self::spawn(cmd).await
+    }
+
+    /// Starts `cmd` and waits for its `listening` line.
+    async fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd.spawn().expect("start the gateway binary");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut startup = Vec::new();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
                 if let Some(rest) = line.split("address=").nth(1) {
                     return rest.split_whitespace().next().unwrap().to_string();
                 }
+                startup.push(line);
             }
             panic!("the gateway exited before listening");
         })
@@ -99,6 +122,7 @@ impl GatewayProcess {
             child,
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
+            startup,
         }
     }
 
