@@ -8,6 +8,7 @@
 //! - [`error`]: [`error::ApiError`], the one error type of the HTTP edge.
 //! - [`auth`]: superuser tokens and file tokens.
 //! - [`users`]: the superusers and the token secrets.
+//! - [`installer`]: the first-run link that creates the first superuser.
 //! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
 //! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock and the keys being written.
@@ -39,6 +40,7 @@ pub mod cron;
 pub mod error;
 pub mod fsutil;
 pub mod index;
+pub mod installer;
 pub mod jobs;
 pub mod keys;
 pub mod metrics;
@@ -85,6 +87,8 @@ pub struct AppState {
     pub budget: Arc<bufpool::Budget>,
     /// What a create leaves out: [`excluded_paths`] and the `--exclude` globs.
     backup_exclude: Arc<archive::Exclude>,
+    /// The first-run link's token ([`installer`]).
+    pub installer: Arc<installer::Installer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +162,7 @@ impl AppState {
             tokens: Arc::new(auth::Tokens::new(users)),
             restores: Arc::new(restores),
             backup_exclude: Arc::new(backup_exclude),
+            installer: Arc::new(installer::Installer::default()),
         })
     }
 

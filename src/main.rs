@@ -54,6 +54,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let config = args.into_config()?;
             let state = AppState::new(config).await?;
             let listener = tokio::net::TcpListener::bind(addr).await?;
+            if let Some(link) =
+                backup_gateway::installer::first_run_link(&state, listener.local_addr()?)?
+            {
+                print_first_run_link(&link, cli.log_format, &state.config.data_dir);
+            }
             tracing::info!(address = %listener.local_addr()?, "listening");
             let stop = tokio_util::sync::CancellationToken::new();
             tokio::spawn({
@@ -94,6 +99,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// What PocketBase prints at its first start: the one-time link to the page's install
+/// screen (as a log event with `--log-format json`, so that collectors can parse it).
+fn print_first_run_link(link: &str, format: LogFormat, dir: &std::path::Path) {
+    let valid = backup_gateway::installer::VALIDITY.whole_minutes();
+    match format {
+        LogFormat::Text => {
+            println!(
+                "\n(!) No superuser yet. Open this link in a browser to create the first one \
+                 (it works once, for {valid} minutes):\n{link}\n(or run: backup-gateway \
+                 superuser upsert EMAIL PASSWORD --dir {})\n",
+                dir.display()
+            );
+        }
+        LogFormat::Json => tracing::warn!(
+            url = %link,
+            valid_minutes = valid,
+            "no superuser yet: open the link to create the first one"
+        ),
+    }
 }
 
 /// Ctrl-C or SIGTERM.
