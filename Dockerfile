@@ -9,7 +9,8 @@ COPY .cargo ./.cargo
 COPY src ./src
 # The backups page, embedded in the binary (src/api/ui.rs).
 COPY ui ./ui
-RUN cargo build --release --locked --features jemalloc --bin backup-gateway
+# Default features: jemalloc, as every build of the gateway.
+RUN cargo build --release --locked --bin backup-gateway
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -21,6 +21,8 @@ Options:
                        same files are read, in a fraction of the time (what CI does, with
                        CARGO_TARGET_DIR=target so the test build's dependencies are reused)
   --keep               leave the temporary folder (its path is printed)
+  --expect-version S   fail unless the built binary's `--version` contains S (CI:
+                       "allocator: jemalloc", the allocator every build uses)
 
 CARGO_TARGET_DIR, when set, is where cargo builds (and where step 5 looks).
 """
@@ -166,6 +168,7 @@ def main():
     ap.add_argument("--dockerfile", default=os.path.join(REPO, "Dockerfile"))
     ap.add_argument("--profile", choices=["as-written", "dev"], default="as-written")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--expect-version", default=None)
     args = ap.parse_args()
     context = REPO
     stages = parse_stages(logical_lines(open(args.dockerfile).read()))
@@ -231,6 +234,8 @@ def main():
                 if os.access(path, os.X_OK) and os.path.isfile(path):
                     out = subprocess.run([path, "--version"], capture_output=True, text=True, check=True)
                     print(f"  {out.stdout.strip()}")
+                    if args.expect_version and args.expect_version not in out.stdout:
+                        fail(f"{src} --version: {out.stdout.strip()!r} lacks {args.expect_version!r}")
         print("replay-docker-build: the build stage builds")
     finally:
         if args.keep:

@@ -2,19 +2,37 @@
 
 use backup_gateway::config::{Cli, Command, LogFormat, SuperuserAction};
 use backup_gateway::{AppState, serve, users::Users};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
-/// With `--features jemalloc` (the Dockerfile's build), jemalloc rather than glibc's malloc:
-/// under many clients at once glibc keeps freed buffers resident in its arenas
-/// (docs/design.md, "Reads from the store, and the memory budget").
+/// With the `jemalloc` feature (a default one: every build users make, the image's and the
+/// tests'), jemalloc rather than glibc's malloc: under many clients at once glibc keeps
+/// freed buffers resident in its arenas (docs/design.md, "Reads from the store, and the
+/// memory budget").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `--version`: the version and the allocator this binary was built with.
+const VERSION: &str = if cfg!(feature = "jemalloc") {
+    concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (allocator: the system's malloc)"
+    )
+};
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::command()
+        .version(VERSION)
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.log_format);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,

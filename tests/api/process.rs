@@ -155,3 +155,19 @@ impl GatewayProcess {
         self.child.kill().await.expect("SIGKILL");
     }
 }
+
+/// The binary the tests run is the one users build (`cargo run --release`, `cargo install
+/// --path .`, the image): jemalloc, a default feature, is its allocator.
+#[test]
+fn the_binary_is_built_with_jemalloc_as_users_build_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-gateway"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("backup-gateway ") && text.contains("(allocator: jemalloc)"),
+        "{text}"
+    );
+}
