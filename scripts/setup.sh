@@ -25,4 +25,7 @@ npm ci --prefix tests/js --no-audit --no-fund --silent
 npm ci --prefix conformance --no-audit --no-fund --silent
 
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
+# Every crate of Cargo.lock (also the optional ones), so that offline builds work: CI
+# replays the Dockerfile's build stage with `cargo build --offline`.
+cargo fetch --locked
 cargo build --locked --tests --examples

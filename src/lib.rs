@@ -10,6 +10,7 @@
 //! - [`users`]: the superusers and the token secrets.
 //! - [`login`]: the cost of password logins bounded (hashes at once, a bounded wait).
 //! - [`rate_limit`]: PocketBase's `rateLimits` rules and their bounded counters.
+//! - [`installer`]: the first-run link that creates the first superuser.
 //! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
 //! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
 //! - [`jobs`]: the one-create-or-restore-at-a-time lock and the keys being written.
@@ -45,6 +46,7 @@ pub mod cron;
 pub mod error;
 pub mod fsutil;
 pub mod index;
+pub mod installer;
 pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
@@ -106,6 +108,8 @@ pub struct AppState {
     pub logins: Arc<login::LoginGate>,
     /// ... and the `rateLimits` counters ([`rate_limit::Limiter`]).
     pub rate_limits: Arc<rate_limit::Limiter>,
+    /// The first-run link's token ([`installer`]).
+    pub installer: Arc<installer::Installer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -202,6 +206,7 @@ impl AppState {
             app,
             logins: Arc::new(login::LoginGate::default()),
             rate_limits: Arc::new(rate_limit::Limiter::default()),
+            installer: Arc::new(installer::Installer::default()),
         })
     }
 

@@ -2,19 +2,37 @@
 
 use backup_gateway::config::{Cli, Command, LogFormat, SuperuserAction};
 use backup_gateway::{AppState, serve, users::Users};
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
-/// With `--features jemalloc` (the Dockerfile's build), jemalloc rather than glibc's malloc:
-/// under many clients at once glibc keeps freed buffers resident in its arenas
-/// (docs/design.md, "Reads from the store, and the memory budget").
+/// With the `jemalloc` feature (a default one: every build users make, the image's and the
+/// tests'), jemalloc rather than glibc's malloc: under many clients at once glibc keeps
+/// freed buffers resident in its arenas (docs/design.md, "Reads from the store, and the
+/// memory budget").
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// `--version`: the version and the allocator this binary was built with.
+const VERSION: &str = if cfg!(feature = "jemalloc") {
+    concat!(env!("CARGO_PKG_VERSION"), " (allocator: jemalloc)")
+} else {
+    concat!(
+        env!("CARGO_PKG_VERSION"),
+        " (allocator: the system's malloc)"
+    )
+};
+
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::command()
+        .version(VERSION)
+        .try_get_matches()
+        .and_then(|m| Cli::from_arg_matches(&m))
+    {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_logging(cli.log_format);
     match run(cli).await {
         Ok(Some(code)) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -58,6 +76,11 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
             let config = args.into_config()?;
             let state = AppState::new(config).await?;
             let listener = tokio::net::TcpListener::bind(addr).await?;
+            if let Some(link) =
+                backup_gateway::installer::first_run_link(&state, listener.local_addr()?)?
+            {
+                print_first_run_link(&link, cli.log_format, &state.config.data_dir);
+            }
             tracing::info!(address = %listener.local_addr()?, "listening");
             let stop = tokio_util::sync::CancellationToken::new();
             let child = match &state.app {
@@ -110,6 +133,27 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
         }
     }
     Ok(exit_code)
+}
+
+/// What PocketBase prints at its first start: the one-time link to the page's install
+/// screen (as a log event with `--log-format json`, so that collectors can parse it).
+fn print_first_run_link(link: &str, format: LogFormat, dir: &std::path::Path) {
+    let valid = backup_gateway::installer::VALIDITY.whole_minutes();
+    match format {
+        LogFormat::Text => {
+            println!(
+                "\n(!) No superuser yet. Open this link in a browser to create the first one \
+                 (it works once, for {valid} minutes):\n{link}\n(or run: backup-gateway \
+                 superuser upsert EMAIL PASSWORD --dir {})\n",
+                dir.display()
+            );
+        }
+        LogFormat::Json => tracing::warn!(
+            url = %link,
+            valid_minutes = valid,
+            "no superuser yet: open the link to create the first one"
+        ),
+    }
 }
 
 /// Ctrl-C (SIGINT) or SIGTERM: which one came.

@@ -366,6 +366,12 @@ impl SettingsStore {
         merge(&mut doc, patch)?;
         let new: Settings = serde_json::from_value(doc).map_err(|_| PatchError::Load)?;
         let mut errors = validate(&new);
+        if self.pins.s3.is_some() {
+            // The pinned store was checked at start and takes its credentials from the
+            // AWS chain (never shown, never saved): its section is not the API's to check,
+            // only not to change (below).
+            drop_at(&mut errors, &["backups", "s3"]);
+        }
         for pin in self.pins.broken_by(&new) {
             insert_at(
                 &mut errors,
@@ -741,6 +747,23 @@ pub fn parse_ip_or_subnet(s: &str) -> Option<ipnet::IpNet> {
     s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from)
 }
 
+/// Removes the errors at `path` (and the parents it leaves empty).
+fn drop_at(errors: &mut Map<String, Value>, path: &[&str]) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        errors.remove(*first);
+        return;
+    }
+    if let Some(Value::Object(inner)) = errors.get_mut(*first) {
+        drop_at(inner, rest);
+        if inner.is_empty() {
+            errors.remove(*first);
+        }
+    }
+}
+
 fn insert_at(errors: &mut Map<String, Value>, path: &[&'static str], err: FieldError) {
     insert_at_owned(errors, path, err);
 }
@@ -863,6 +886,52 @@ mod tests {
                 .unwrap()
                 .contains("--backups-cron")
         );
+        assert_eq!(s.current().backups.cron_max_keep, 5);
+    }
+
+    #[test]
+    fn with_s3_pinned_by_flags_the_other_settings_can_change_but_not_the_store() {
+        // As `--s3-bucket` and the AWS chain give it: no access key, no secret, and no
+        // endpoint for AWS itself.
+        let pinned = S3 {
+            enabled: true,
+            bucket: "backups".into(),
+            region: "us-east-1".into(),
+            ..S3::default()
+        };
+        let (_d, s) = store(Pins {
+            s3: Some(pinned.clone()),
+            ..Pins::default()
+        });
+        let new = s
+            .patch(&json!({"backups": {"cron": "@daily", "cronMaxKeep": 4}, "superuserIPs": ["10.0.0.0/8"]}))
+            .unwrap();
+        assert_eq!(new.backups.cron, "@daily");
+        assert_eq!(new.superuser_ips, ["10.0.0.0/8"]);
+        assert_eq!(new.backups.s3, pinned);
+        // The page saves the whole section as it was shown: no change, accepted.
+        let shown = render(&new, "Acme")["backups"]["s3"].clone();
+        s.patch(&json!({"backups": {"s3": shown, "cronMaxKeep": 5}}))
+            .unwrap();
+        // Other settings are still checked.
+        let e = invalid(s.patch(&json!({"superuserIPs": ["nope"]})));
+        assert_eq!(
+            e["superuserIPs"]["0"]["code"],
+            "validation_invlaid_ip_or_subnet"
+        );
+        for change in [
+            json!({"bucket": "other"}),
+            json!({"enabled": false}),
+            json!({"accessKey": "k", "secret": "s"}),
+        ] {
+            let e = invalid(s.patch(&json!({"backups": {"s3": change}})));
+            assert_eq!(
+                e,
+                json!({"backups": {"s3": {"code": "validation_pinned_by_flag",
+                    "message": "Set by --s3-bucket (GATEWAY_S3_BUCKET) at start; change it there."}}}),
+            );
+        }
+        assert_eq!(s.current().backups.s3, pinned);
         assert_eq!(s.current().backups.cron_max_keep, 5);
     }
 }

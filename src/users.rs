@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+/// The shortest password a superuser may have.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
 #[derive(Debug, thiserror::Error)]
 pub enum UsersError {
     #[error("cannot read or write the gateway state {path}")]
@@ -149,7 +152,7 @@ impl Users {
         if !is_plausible_email(email) {
             return Err(UsersError::InvalidEmail);
         }
-        if password.chars().count() < 8 {
+        if password.chars().count() < MIN_PASSWORD_CHARS {
             return Err(UsersError::WeakPassword);
         }
         let hash = hash_password(password)?;
@@ -305,7 +308,7 @@ pub fn hash_password(password: &str) -> Result<String, UsersError> {
         .map_err(|e| UsersError::Hash(e.to_string()))
 }
 
-fn is_plausible_email(email: &str) -> bool {
+pub(crate) fn is_plausible_email(email: &str) -> bool {
     let Some((local, domain)) = email.split_once('@') else {
         return false;
     };

@@ -195,6 +195,61 @@ async function login(ev) {
   }
 }
 
+// ---------------------------------------------------------------- first run
+
+// `#/pbinstall/<token>`, the link `serve` prints when there is no superuser yet
+// (PocketBase's install route): the token authorises one thing, creating the first one.
+function installToken() {
+  const m = /^#\/pbinstall\/([A-Za-z0-9]+)$/.exec(window.location.hash);
+  return m ? m[1] : null;
+}
+
+function showInstall() {
+  $("app-view").hidden = true;
+  $("login-view").hidden = true;
+  $("logout").hidden = true;
+  $("install-view").hidden = false;
+}
+
+function leaveInstall() {
+  $("install-view").hidden = true;
+  history.replaceState(null, "", window.location.pathname);
+}
+
+async function install(ev) {
+  ev.preventDefault();
+  const token = installToken();
+  for (const f of ["email", "password", "passwordConfirm", ""]) {
+    show($(f ? `install-${f}-error` : "install-error"), "");
+  }
+  const email = $("install-email").value.trim();
+  const password = $("install-password").value;
+  const passwordConfirm = $("install-password-confirm").value;
+  try {
+    const res = await fetch("/api/collections/_superusers/records", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: token || "" },
+      body: JSON.stringify({ email, password, passwordConfirm }),
+    });
+    const body = await res.json().catch(() => null);
+    if (!res.ok) throw new ApiError(res.status, body);
+    localStorage.removeItem(AUTH_KEY);
+    const auth = await api("POST", "/api/collections/_superusers/auth-with-password", { identity: email, password });
+    localStorage.setItem(AUTH_KEY, JSON.stringify({ token: auth.token, record: auth.record }));
+    $("install-password").value = "";
+    $("install-password-confirm").value = "";
+    leaveInstall();
+    await start();
+  } catch (e) {
+    const fields = Object.keys(e.data || {});
+    for (const f of fields) {
+      const el = $(`install-${f}-error`);
+      if (el) show(el, e.data[f].message);
+    }
+    show($("install-error"), e.status === 403 ? "This link was used already or has expired: ask for a new one (restart the gateway), or log in." : e.message);
+  }
+}
+
 // ---------------------------------------------------------------- backups
 
 let backups = [];
@@ -635,6 +690,10 @@ async function loadAppState() {
 }
 
 async function start() {
+  if (installToken()) {
+    showInstall();
+    return;
+  }
   const a = auth();
   if (!a || !a.token) {
     signedOut("");
@@ -656,6 +715,7 @@ async function start() {
 
 document.addEventListener("DOMContentLoaded", () => {
   $("login-form").addEventListener("submit", login);
+  $("install-form").addEventListener("submit", install);
   $("logout").addEventListener("click", () => signedOut(""));
   $("filter").addEventListener("input", renderBackups);
   $("create-form").addEventListener("submit", create);

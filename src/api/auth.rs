@@ -18,7 +18,7 @@ pub struct PasswordBody {
 }
 
 /// The record PocketBase returns for a superuser.
-fn record(user: &Superuser) -> Value {
+pub(crate) fn record(user: &Superuser) -> Value {
     json!({
         "collectionId": SUPERUSERS_COLLECTION_ID,
         "collectionName": SUPERUSERS_COLLECTION_NAME,

@@ -10,6 +10,7 @@
 //! - [`settings`]: `/api/settings` and the schedule's status.
 //! - [`client_ip`]: the client's address and the superuser allowlist.
 //! - [`progress`]: the running job's progress and the last outcomes; the metrics route.
+//! - [`installer`]: the first superuser, created through the first-run link.
 //! - [`ui`]: the backups page at `/_/` and `/` (embedded HTML, script and style sheet).
 //! - [`verify`]: verifying a backup without restoring it, and the results.
 //!
@@ -23,6 +24,7 @@ pub mod client_ip;
 pub mod edge;
 pub mod fields;
 pub mod health;
+pub mod installer;
 pub mod progress;
 pub mod settings;
 pub mod ui;
@@ -68,6 +70,10 @@ fn routes(state: AppState) -> Router {
         .route(
             "/api/collections/_superusers/auth-refresh",
             post(auth::auth_refresh),
+        )
+        .route(
+            "/api/collections/_superusers/records",
+            post(installer::create_first_superuser),
         )
         .route("/api/files/token", post(auth::file_token))
         .route("/api/backups", get(backups::list).post(backups::create))

@@ -8,6 +8,7 @@ mod edge;
 mod flaky;
 mod helpers;
 mod incremental;
+mod installer;
 mod load;
 mod observe;
 mod process;

@@ -36,6 +36,8 @@ pub struct GatewayProcess {
     pub lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The superuser token, logged in once (logins are rate limited).
     token: tokio::sync::OnceCell<String>,
+    /// What the gateway printed on stdout before it listened.
+    pub startup: Vec<String>,
 }
 
 /// True when this process runs as root (permissions do not apply to it).
@@ -90,8 +92,28 @@ impl GatewayProcess {
             cmd.env("GATEWAY_TEST_PAUSE_AT", p.name());
         }
         cmd.args(&launch.args).envs(launch.env.iter().cloned());
+        Self::spawn(cmd).await
+    }
+
+    /// `backup-gateway serve` configured only by `env` (no flags, nothing inherited but
+    /// `PATH`), as a container or a service manager runs it.
+    pub async fn start_with_env(env: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_backup-gateway"));
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        Self::spawn(cmd).await
+    }
+
+    /// Starts `cmd` and waits for its `listening` line.
+    async fn spawn(mut cmd: Command) -> Self {
         let mut child = cmd.spawn().expect("start the gateway binary");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut startup = Vec::new();
         let logged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await.unwrap() {
@@ -99,6 +121,7 @@ impl GatewayProcess {
                 if let Some(rest) = line.split("address=").nth(1) {
                     return rest.split_whitespace().next().unwrap().to_string();
                 }
+                startup.push(line);
             }
             panic!("the gateway exited before listening");
         })
@@ -117,6 +140,7 @@ impl GatewayProcess {
             client: reqwest::Client::new(),
             lines: logged,
             token: tokio::sync::OnceCell::new(),
+            startup,
         }
     }
 
@@ -195,4 +219,20 @@ impl GatewayProcess {
             .cloned()
             .collect()
     }
+}
+
+/// The binary the tests run is the one users build (`cargo run --release`, `cargo install
+/// --path .`, the image): jemalloc, a default feature, is its allocator.
+#[test]
+fn the_binary_is_built_with_jemalloc_as_users_build_it() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_backup-gateway"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with("backup-gateway ") && text.contains("(allocator: jemalloc)"),
+        "{text}"
+    );
 }

@@ -281,3 +281,88 @@ async fn the_first_start_superuser_comes_from_the_environment_and_a_restart_keep
             .is_ok()
     );
 }
+
+/// The compose deployment: the real binary configured only by environment variables, the
+/// store by `GATEWAY_S3_*`, its credentials from `AWS_*` (the AWS chain). The pinned store
+/// works, the other settings change through the API and apply, the store cannot change.
+#[tokio::test]
+async fn configured_only_by_the_environment_the_other_settings_can_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, bucket) = s3_bucket(&tmp.path().join("s3")).await;
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    let env = [
+        ("GATEWAY_HTTP", "127.0.0.1:0".to_string()),
+        ("GATEWAY_DIR", data_dir.display().to_string()),
+        ("GATEWAY_S3_BUCKET", bucket.clone()),
+        ("GATEWAY_S3_ENDPOINT", server.endpoint()),
+        ("GATEWAY_S3_REGION", "us-east-1".into()),
+        ("GATEWAY_S3_FORCE_PATH_STYLE", "true".into()),
+        ("AWS_ACCESS_KEY_ID", s3_server::ACCESS_KEY.into()),
+        ("AWS_SECRET_ACCESS_KEY", s3_server::SECRET_KEY.into()),
+        // No profile files and no instance metadata: the credentials are the variables'.
+        ("HOME", tmp.path().display().to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("GATEWAY_SUPERUSER_EMAIL", EMAIL.into()),
+        ("GATEWAY_SUPERUSER_PASSWORD", PASSWORD.into()),
+        ("RUST_LOG", "info".into()),
+        ("NO_COLOR", "1".into()),
+    ];
+    let gw = crate::process::GatewayProcess::start_with_env(&env).await;
+    let process = &gw;
+    let patch = |body: Value| async move {
+        process
+            .request(Method::PATCH, "/api/settings")
+            .await
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let settings = gw.get_json("/api/settings").await;
+    assert_eq!(settings["backups"]["s3"]["enabled"], true);
+    assert_eq!(settings["backups"]["s3"]["bucket"], bucket.as_str());
+    assert_eq!(settings["backups"]["s3"]["accessKey"], "");
+
+    // The schedule, its retention and the allowlist change, and apply.
+    let res = patch(json!({"backups": {"cron": "0 3 * * *", "cronMaxKeep": 2},
+        "superuserIPs": ["127.0.0.1", "::1"]}))
+    .await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let schedule = gw.get_json("/api/gateway/schedule").await;
+    assert_eq!(schedule["cron"], "0 3 * * *");
+    assert_eq!(schedule["cronMaxKeep"], 2);
+    assert_eq!(schedule["next"].as_array().unwrap().len(), 3, "{schedule}");
+    // The page saves the store's section as it shows it: no change, accepted.
+    let shown = gw.get_json("/api/settings").await["backups"]["s3"].clone();
+    let res = patch(json!({"backups": {"s3": shown, "cronMaxKeep": 3}})).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+
+    // The pinned store cannot change.
+    let res = patch(json!({"backups": {"s3": {"bucket": "elsewhere"}}})).await;
+    let body = assert_error(res, 400, "An error occurred while saving the new settings.").await;
+    assert_eq!(
+        body["data"],
+        json!({"backups": {"s3": {"code": "validation_pinned_by_flag",
+            "message": "Set by --s3-bucket (GATEWAY_S3_BUCKET) at start; change it there."}}})
+    );
+
+    // The store works with the chain's credentials.
+    let res = gw.post("/api/backups", json!({"name": "env.zip"})).await;
+    assert_eq!(res.status(), 204);
+    assert_eq!(bucket_keys(&server, &bucket).await, ["env.zip"]);
+
+    // The allowlist applies: from 127.0.0.1, outside 10.0.0.0/8, the superuser is refused.
+    let token = login(&gw.client, &gw.base).await;
+    let res = patch(json!({"superuserIPs": ["10.0.0.0/8"]})).await;
+    assert_eq!(res.status(), 200);
+    let res = gw
+        .client
+        .get(format!("{}/api/backups", gw.base))
+        .header("Authorization", token)
+        .send()
+        .await
+        .unwrap();
+    assert_error(res, 403, "You are not allowed to perform this request.").await;
+    gw.kill().await;
+}
