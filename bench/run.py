@@ -745,6 +745,7 @@ def run_dataset(env, name, src, run_no, ops):
     res["gw_create_complete"] = complete_secs(line for _, line in gw.proc.lines)
     res["gw_create_rss"] = max(res["gw_create_rss"], res.pop("gw_create_probed_rss", 0))
     res["archive_bytes"] = env.s3api.size(GW_BUCKET, key)
+    check_link(env, "the gateway's create", stats["link"], secs, res["archive_bytes"])
     log(f"{tag}: gateway create {secs:.2f} s (CPU {stats['cpu']:.1f} s, S3 server CPU {fmt_cpu(stats['s3_cpu'])}, "
         f"its CompleteMultipartUpload {res['gw_create_complete'] or 0:.1f} s), "
         f"archive {res['archive_bytes'] / MIB:.0f} MiB, RSS {stats['peak_rss'] / MIB:.1f} MiB{fmt_link(stats['link'])}")
@@ -786,6 +787,19 @@ def run_dataset(env, name, src, run_no, ops):
     env.drop_object(GW_BUCKET, key)
     shutil.rmtree(root, ignore_errors=True)
     return res
+
+
+def check_link(env, what, link, secs, stored):
+    """With a WAN link: what was stored went over it (no path around it), and no faster than
+    its rate (and the burst it starts with) allows."""
+    if not env.link:
+        return
+    if link["up"] < stored:
+        raise RuntimeError(f"{what}: {link['up']} bytes over the link for {stored} stored: it went around the link")
+    rate = env.args.wan_mbps * wan.MB
+    allowed = rate * secs + rate / 20
+    if link["up"] > allowed * 1.02:
+        raise RuntimeError(f"{what}: {link['up']} bytes in {secs:.2f} s: the link is not throttled")
 
 
 def fmt_link(link):
@@ -1006,6 +1020,7 @@ def run_pocketbase(env, res, src, root, tag, writer=False):
         expect(status, body, 204, "PocketBase create")
         stats = w.stop()
         res["pb_create_link"] = link_delta(link0, env.link_bytes())
+        check_link(env, "PocketBase's create", res["pb_create_link"], secs, env.s3api.size(PB_BUCKET, key))
         res["pb_create"], res["pb_create_rss"], res["pb_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
         res["pb_archive_bytes"] = env.s3api.size(PB_BUCKET, key)
         log(f"{tag}: PocketBase create {secs:.2f} s, archive {res['pb_archive_bytes'] / MIB:.0f} MiB, "
