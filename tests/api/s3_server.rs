@@ -48,6 +48,12 @@ pub struct Faults {
     pub hold_completes: AtomicBool,
     pub completes_seen: AtomicU64,
     pub completes_released: AtomicU64,
+    /// When set, the next PutObject or CompleteMultipartUpload that succeeds (its object is
+    /// in place) holds its answer while [`Self::write_held`] is set: the test writes over
+    /// the key meanwhile, as a racing writer does on a store whose `If-None-Match` is not
+    /// atomic (SeaweedFS).
+    pub hold_next_write: AtomicBool,
+    pub write_held: AtomicBool,
     /// Delay every GetObject by this many milliseconds.
     pub delay_gets_ms: AtomicU64,
     /// Delay every UploadPart by this many milliseconds.
@@ -126,6 +132,22 @@ impl S3Server {
     /// Hold CompleteMultipartUpload number N until [`Self::release_completes`] passes N.
     pub fn hold_completes(&self, on: bool) {
         self.faults.hold_completes.store(on, Ordering::SeqCst);
+    }
+
+    /// Hold the answer of the next successful PutObject or CompleteMultipartUpload until
+    /// [`Self::release_held_write`] (see [`Faults::hold_next_write`]).
+    pub fn hold_next_write(&self) {
+        self.faults.hold_next_write.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a write's answer is being held (its object already stored).
+    pub fn write_held(&self) -> bool {
+        self.faults.write_held.load(Ordering::SeqCst)
+    }
+
+    /// Lets the held answer go.
+    pub fn release_held_write(&self) {
+        self.faults.write_held.store(false, Ordering::SeqCst);
     }
 
     /// Let the held completions numbered below `n` through.
@@ -404,11 +426,26 @@ async fn handle(
     }
     let cut_count = is_get && faults.cut_gets.fetch_sub(1, Ordering::SeqCst) > 0;
     let cut = cut_count || cut_share;
+    let is_put_object = req.method() == hyper::Method::PUT
+        && !query.contains("partNumber=")
+        && !req.headers().contains_key("x-amz-copy-source")
+        && req.uri().path().trim_start_matches('/').contains('/');
+    let hold = (is_complete || is_put_object)
+        && faults
+            .hold_next_write
+            .compare_exchange(true, false, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
     let req = req.map(s3s::Body::from);
     let resp = match service.call(req).await {
         Ok(resp) => resp,
         Err(_) => return Ok(error_response(500, "InternalError")),
     };
+    if hold && resp.status().is_success() {
+        faults.write_held.store(true, Ordering::SeqCst);
+        while faults.write_held.load(Ordering::SeqCst) {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
     if !cut || !resp.status().is_success() {
         return Ok(resp);
     }

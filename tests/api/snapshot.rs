@@ -241,7 +241,7 @@ async fn assert_unreadable(res: reqwest::Response, file: &str, reason: &str) {
 
 async fn assert_nothing_stored(app: &TestApp) {
     assert_eq!(app.keys().await, Vec::<String>::new());
-    if app.backend == Backend::S3 {
+    if app.backend.is_s3() {
         assert_eq!(app.pending_uploads().await, 0);
     }
 }

@@ -190,6 +190,11 @@ async fn damage_in_the_store_is_reported_with_the_entry_named_on_s3() {
 }
 
 #[tokio::test]
+async fn damage_in_the_store_is_reported_with_the_entry_named_on_seaweedfs() {
+    damage_is_reported_with_the_entry_named(spawn_app_on(Backend::SeaweedFs).await).await;
+}
+
+#[tokio::test]
 async fn damage_in_the_store_is_reported_with_the_entry_named_on_local_storage() {
     damage_is_reported_with_the_entry_named(spawn_local_app().await).await;
 }
