@@ -32,29 +32,6 @@ pub enum Incremental {
     Off,
 }
 
-/// `--verify-after-create`: which creates are verified as soon as they are stored
-/// ([`crate::verify`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum VerifyAfterCreate {
-    /// None.
-    Off,
-    /// Scheduled creates only.
-    Scheduled,
-    /// Scheduled creates and the API's.
-    All,
-}
-
-impl VerifyAfterCreate {
-    /// True when a create started by `trigger` is verified.
-    pub fn covers(self, trigger: crate::progress::Trigger) -> bool {
-        match self {
-            Self::Off => false,
-            Self::Scheduled => trigger == crate::progress::Trigger::Schedule,
-            Self::All => true,
-        }
-    }
-}
-
 /// The PocketBase Backups API over an S3 bucket or a local directory.
 #[derive(Debug, Parser)]
 #[command(name = "backup-gateway", version, about, long_about = None)]
@@ -145,17 +122,14 @@ pub struct ServeArgs {
 
     /// Which creates are verified right after they are stored (the archive read back from
     /// the store, every CRC and the restore's checks, `integrity_check` of every database
-    /// image): a failed verify of a scheduled create fails its run and notifies.
-    #[arg(
-        long,
-        env = "GATEWAY_VERIFY_AFTER_CREATE",
-        value_enum,
-        default_value_t = VerifyAfterCreate::Scheduled
-    )]
-    pub verify_after_create: VerifyAfterCreate,
+    /// image): `scheduled` (the default), `all` or `off`. A failed verify of a scheduled
+    /// create fails its run and notifies. Given, it pins `backups.verifyAfterCreate`.
+    #[arg(long, env = "GATEWAY_VERIFY_AFTER_CREATE", value_parser = ["scheduled", "all", "off"])]
+    pub verify_after_create: Option<String>,
 
     /// A URL that gets a JSON POST on every failed scheduled create, failed verify and
-    /// failed restore (`{"event","key","reason","time"}`), retried a few times.
+    /// failed restore (`{"event","key","reason","time"}`), retried a few times. Given, it
+    /// pins `backups.notifyUrl`.
     #[arg(long, env = "GATEWAY_NOTIFY_URL")]
     pub notify_url: Option<String>,
 
@@ -430,9 +404,6 @@ pub struct Config {
     pub parts_in_flight: usize,
     pub compression_level: u32,
     pub incremental: Incremental,
-    pub verify_after_create: VerifyAfterCreate,
-    /// Where failures are notified ([`crate::notify`]).
-    pub notify_url: Option<String>,
     pub on_restore: Option<String>,
     pub restore_limits: Limits,
     /// `--restore-require` paths; empty: `data.db` when the data directory holds one.
@@ -742,6 +713,8 @@ impl ServeArgs {
             trusted_proxy_use_leftmost_ip: self.trusted_proxy_use_leftmost_ip,
             rate_limits_enabled: self.rate_limits,
             trusted_proxy_sources,
+            verify_after_create: self.verify_after_create,
+            notify_url: self.notify_url.filter(|u| !u.trim().is_empty()),
         };
         Ok(Config {
             data_dir: self.dir,
@@ -750,8 +723,6 @@ impl ServeArgs {
             parts_in_flight: self.parts_in_flight,
             compression_level: self.compression_level,
             incremental: self.incremental,
-            verify_after_create: self.verify_after_create,
-            notify_url: self.notify_url.filter(|u| !u.trim().is_empty()),
             on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
             restore_limits: Limits {
                 max_entries: self.restore_max_entries,
@@ -809,8 +780,6 @@ impl Config {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             compression_level: 1,
             incremental: Incremental::Auto,
-            verify_after_create: VerifyAfterCreate::Scheduled,
-            notify_url: None,
             on_restore: None,
             restore_limits: Limits::default(),
             restore_require: Vec::new(),

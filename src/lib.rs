@@ -167,8 +167,10 @@ impl AppState {
         let restores = restore::Restores::open(&config.data_dir);
         restore::recover(&config.data_dir, &excluded_paths(&config), &restores)
             .map_err(StartupError::Recover)?;
-        let settings = settings::SettingsStore::open(&config.data_dir, config.pins.clone())
-            .map_err(StartupError::Settings)?;
+        let settings = Arc::new(
+            settings::SettingsStore::open(&config.data_dir, config.pins.clone())
+                .map_err(StartupError::Settings)?,
+        );
         warn_if_proxy_headers_trusted_from_every_peer(&settings.current());
         let s3_setting = settings.current().backups.s3.clone();
         let metrics = Arc::new(metrics::Metrics::new());
@@ -186,7 +188,7 @@ impl AppState {
         {
             metrics.set_last_success(metrics::Operation::Verify, t);
         }
-        let notifier = notify::Notifier::new(config.notify_url.clone());
+        let notifier = notify::Notifier::new(settings.clone());
         let app = lifecycle::Lifecycle::from_config(&config);
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
@@ -197,7 +199,7 @@ impl AppState {
             config: Arc::new(config),
             store: Arc::new(std::sync::RwLock::new((s3_setting, store))),
             store_change: Arc::new(tokio::sync::Mutex::new(())),
-            settings: Arc::new(settings),
+            settings,
             tokens: Arc::new(auth::Tokens::new(users)),
             restores: Arc::new(restores),
             backup_exclude: Arc::new(backup_exclude),

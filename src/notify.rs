@@ -13,6 +13,7 @@
 //! logged and dropped. The URL is never logged (it may carry a token).
 
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -59,37 +60,36 @@ impl Event {
     }
 }
 
-/// Sends events to the configured URL (or drops them when there is none). Cheap to clone.
-#[derive(Debug, Clone, Default)]
+/// Sends events to the URL of the current settings (`backups.notifyUrl`, or the flag that
+/// pins it), or drops them when there is none. Cheap to clone.
+#[derive(Debug, Clone)]
 pub struct Notifier {
-    queue: Option<mpsc::Sender<Event>>,
+    settings: Arc<crate::settings::SettingsStore>,
+    queue: mpsc::Sender<(String, Event)>,
 }
 
 impl Notifier {
-    /// A notifier posting to `url`; none when `url` is `None`. Starts its sending task on
-    /// the current runtime.
-    pub fn new(url: Option<String>) -> Self {
-        let Some(url) = url else {
-            return Self::default();
-        };
-        let (tx, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(deliver(url, rx));
-        Self { queue: Some(tx) }
+    /// A notifier of the URL in `settings`. Starts its sending task on the current runtime.
+    pub fn new(settings: Arc<crate::settings::SettingsStore>) -> Self {
+        let (queue, rx) = mpsc::channel(QUEUE);
+        tokio::spawn(deliver(rx));
+        Self { settings, queue }
     }
 
-    /// Queues `event` (never waits).
+    /// Queues `event` for the URL set now (never waits).
     pub fn send(&self, event: Event) {
-        let Some(queue) = &self.queue else {
+        let current = self.settings.current();
+        let Some(url) = current.backups.notify_url() else {
             return;
         };
-        if let Err(e) = queue.try_send(event) {
-            tracing::warn!(event = ?e.into_inner(), "notification dropped: too many waiting");
+        if let Err(e) = self.queue.try_send((url.to_string(), event)) {
+            tracing::warn!(event = ?e.into_inner().1, "notification dropped: too many waiting");
         }
     }
 }
 
 /// The sending task: one event at a time, each retried.
-async fn deliver(url: String, mut rx: mpsc::Receiver<Event>) {
+async fn deliver(mut rx: mpsc::Receiver<(String, Event)>) {
     let client = match reqwest::Client::builder().timeout(ATTEMPT_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {
@@ -97,7 +97,7 @@ async fn deliver(url: String, mut rx: mpsc::Receiver<Event>) {
             return;
         }
     };
-    while let Some(event) = rx.recv().await {
+    while let Some((url, event)) = rx.recv().await {
         let mut delay = Duration::from_secs(1);
         for attempt in 1..=ATTEMPTS {
             match client.post(&url).json(&event).send().await {

@@ -291,7 +291,8 @@ pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
 /// Verifies the run's new backup when `--verify-after-create` covers scheduled creates;
 /// its failure (which [`crate::verify`] notifies) fails the run.
 async fn verified(state: &AppState, key: &str) -> Result<(), String> {
-    if !state.config.verify_after_create.covers(Trigger::Schedule) {
+    let wanted = state.settings.current().backups.verify_after_create();
+    if !wanted.covers(Trigger::Schedule) {
         return Ok(());
     }
     match crate::verify::verify(state, key, Trigger::Schedule, true).await {

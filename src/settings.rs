@@ -48,7 +48,7 @@ impl Default for Settings {
             backups: Backups {
                 cron: String::new(),
                 cron_max_keep: DEFAULT_CRON_MAX_KEEP,
-                s3: S3::default(),
+                ..Backups::default()
             },
             meta: Meta::default(),
             trusted_proxy: TrustedProxy::default(),
@@ -105,12 +105,72 @@ pub struct RateLimitRule {
     pub max_requests: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Backups {
     pub cron: String,
     pub cron_max_keep: i64,
     pub s3: S3,
+    /// The gateway's addition: which creates are verified once stored (`scheduled`, `all`,
+    /// `off`; empty: `scheduled`). See [`Backups::verify_after_create`].
+    pub verify_after_create: String,
+    /// The gateway's addition: where failures are POSTed ([`crate::notify`]); empty: nowhere.
+    /// Like `s3.secret`, never answered (a webhook URL often holds its token).
+    pub notify_url: String,
+}
+
+impl std::fmt::Debug for Backups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backups")
+            .field("cron", &self.cron)
+            .field("cron_max_keep", &self.cron_max_keep)
+            .field("s3", &self.s3)
+            .field("verify_after_create", &self.verify_after_create)
+            .field("notify_url", &"[redacted]")
+            .finish()
+    }
+}
+
+/// `backups.verifyAfterCreate`: which creates are verified as soon as they are stored
+/// ([`crate::verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyAfterCreate {
+    Off,
+    Scheduled,
+    All,
+}
+
+impl VerifyAfterCreate {
+    /// The setting's words; `None` for anything else (empty is the default).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "" | "scheduled" => Some(Self::Scheduled),
+            "all" => Some(Self::All),
+            "off" => Some(Self::Off),
+            _ => None,
+        }
+    }
+
+    /// True when a create started by `trigger` is verified.
+    pub fn covers(self, trigger: crate::progress::Trigger) -> bool {
+        match self {
+            Self::Off => false,
+            Self::Scheduled => trigger == crate::progress::Trigger::Schedule,
+            Self::All => true,
+        }
+    }
+}
+
+impl Backups {
+    /// The effective `verifyAfterCreate` (a saved value is always valid).
+    pub fn verify_after_create(&self) -> VerifyAfterCreate {
+        VerifyAfterCreate::parse(&self.verify_after_create).unwrap_or(VerifyAfterCreate::Scheduled)
+    }
+
+    /// The effective notification URL.
+    pub fn notify_url(&self) -> Option<&str> {
+        Some(self.notify_url.trim()).filter(|u| !u.is_empty())
+    }
 }
 
 /// `backups.s3`: where the backups go when `enabled` (else the local backups directory).
@@ -174,6 +234,10 @@ pub struct Pins {
     pub trusted_proxy_sources: Option<Vec<String>>,
     /// `--rate-limits on|off`: `rateLimits.enabled`.
     pub rate_limits_enabled: Option<bool>,
+    /// `--verify-after-create`: `backups.verifyAfterCreate`.
+    pub verify_after_create: Option<String>,
+    /// `--notify-url`: `backups.notifyUrl`.
+    pub notify_url: Option<String>,
 }
 
 /// A pinned value: where it sits in the settings' JSON, and the flag that pins it.
@@ -257,6 +321,16 @@ impl Pins {
                 &["rateLimits", "enabled"],
                 "--rate-limits (GATEWAY_RATE_LIMITS)",
                 json(&self.rate_limits_enabled),
+            ),
+            pin(
+                &["backups", "verifyAfterCreate"],
+                "--verify-after-create (GATEWAY_VERIFY_AFTER_CREATE)",
+                json(&self.verify_after_create),
+            ),
+            pin(
+                &["backups", "notifyUrl"],
+                "--notify-url (GATEWAY_NOTIFY_URL)",
+                json(&self.notify_url),
             ),
         ]
         .into_iter()
@@ -397,7 +471,7 @@ impl SettingsStore {
 /// gateway does not have, secrets left out. `app_name` is the effective `meta.appName`.
 pub fn render(settings: &Settings, app_name: &str) -> Value {
     let s3 = &settings.backups.s3;
-    json!({
+    let mut out = json!({
         "superuserIPs": settings.superuser_ips,
         "smtp": {"enabled": false, "port": 587, "host": "smtp.example.com", "username": "", "authMethod": "", "tls": false, "localName": ""},
         "backups": {
@@ -429,7 +503,21 @@ pub fn render(settings: &Settings, app_name: &str) -> Value {
         "trustedProxy": trusted_proxy(&settings.trusted_proxy),
         "batch": {"enabled": false, "maxRequests": 50, "timeout": 3, "maxBodySize": 0},
         "logs": {"maxDataSize": 0, "maxDays": 5, "minLevel": 0, "logIP": true, "logAuthId": false},
-    })
+    });
+    backups_additions(&settings.backups, &mut out["backups"]);
+    out
+}
+
+/// The gateway's additions to `backups`, answered only when set (so that the answer stays
+/// PocketBase's where they are not used): `verifyAfterCreate`, and `notifyUrlSet` for a
+/// notification URL, which is never answered itself.
+fn backups_additions(b: &Backups, out: &mut Value) {
+    if !b.verify_after_create.is_empty() {
+        out["verifyAfterCreate"] = json!(b.verify_after_create);
+    }
+    if b.notify_url().is_some() {
+        out["notifyUrlSet"] = json!(true);
+    }
 }
 
 /// `trustedProxy` as PocketBase answers it, plus `sources` when there are any (so that the
@@ -500,6 +588,25 @@ pub fn validate(s: &Settings) -> Map<String, Value> {
         }
     }
     validate_rate_limits(&s.rate_limits, &mut errors);
+    if VerifyAfterCreate::parse(&s.backups.verify_after_create).is_none() {
+        insert_at_owned(
+            &mut errors,
+            &["backups", "verifyAfterCreate"],
+            FieldError::new(
+                "validation_in_invalid",
+                "Must be a valid value (scheduled, all or off).",
+            ),
+        );
+    }
+    if let Some(url) = s.backups.notify_url()
+        && !reqwest::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+    {
+        insert_at_owned(
+            &mut errors,
+            &["backups", "notifyUrl"],
+            FieldError::new("validation_is_url", "Must be a valid url."),
+        );
+    }
     for (i, ip) in s.trusted_proxy.sources.iter().enumerate() {
         let err = if ip.is_empty() {
             Some(FieldError::required())

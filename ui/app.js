@@ -528,6 +528,10 @@ function fillSettings(s) {
   const s3 = b.s3 || {};
   $("cron").value = b.cron || "";
   $("cron-max-keep").value = b.cronMaxKeep;
+  $("verify-after-create").value = b.verifyAfterCreate || "scheduled";
+  // The URL is never answered: a saved one shows as a placeholder, kept unless retyped.
+  $("notify-url").value = "";
+  $("notify-url").placeholder = b.notifyUrlSet ? "set (unchanged)" : "https://hooks.example.com/...";
   $("s3-enabled").checked = !!s3.enabled;
   $("s3-bucket").value = s3.bucket || "";
   $("s3-region").value = s3.region || "";
@@ -577,7 +581,7 @@ function s3Changed() {
   $("s3-test").title = dirty ? "Save the settings first: the test uses the saved ones." : "";
 }
 
-const FIELD_ERRORS = ["cron-error", "cronMaxKeep-error", "s3-error", "superuserIPs-error", "trustedProxy-error", "rateLimits-error"];
+const FIELD_ERRORS = ["cron-error", "cronMaxKeep-error", "verifyAfterCreate-error", "notifyUrl-error", "s3-error", "superuserIPs-error", "trustedProxy-error", "rateLimits-error"];
 
 /** "label max seconds [audience]" lines as PocketBase's rules (numbers left as typed: the
  * API says what is wrong with them). */
@@ -607,6 +611,8 @@ function fieldErrors(err) {
   const put = (id, f) => show($(id), f && f.message);
   put("cron-error", b.cron);
   put("cronMaxKeep-error", b.cronMaxKeep);
+  put("verifyAfterCreate-error", b.verifyAfterCreate);
+  put("notifyUrl-error", b.notifyUrl);
   const s3 = b.s3 || {};
   const s3Messages = Object.entries(s3).map(([k, v]) => `${k}: ${v.message}`).join("\n");
   show($("s3-error"), s3Messages);
@@ -626,6 +632,9 @@ async function saveSettings(ev) {
       cron: $("cron").value.trim(),
       cronMaxKeep: Number($("cron-max-keep").value),
       s3: s3Form(),
+      verifyAfterCreate: $("verify-after-create").value,
+      // Sent only when typed: an empty field keeps the saved URL.
+      ...($("notify-url").value.trim() ? { notifyUrl: $("notify-url").value.trim() } : {}),
     },
     superuserIPs: ips,
     trustedProxy: {

@@ -160,7 +160,14 @@ pub async fn create(
         .create
         .set(finished.outcome(job.progress().started_at()));
     drop(job);
-    if result.is_ok() && state.config.verify_after_create.covers(Trigger::Api) {
+    if result.is_ok()
+        && state
+            .settings
+            .current()
+            .backups
+            .verify_after_create()
+            .covers(Trigger::Api)
+    {
         // After the answer: the archive is stored whatever the verify finds.
         let state = state.clone();
         tokio::spawn(async move {

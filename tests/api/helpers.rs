@@ -118,9 +118,7 @@ pub struct Options {
     pub on_restore: Option<String>,
     /// `--incremental`.
     pub incremental: backup_gateway::config::Incremental,
-    /// `--verify-after-create`.
-    pub verify_after_create: backup_gateway::config::VerifyAfterCreate,
-    /// `--notify-url`.
+    /// `--notify-url` (a pin of `backups.notifyUrl`).
     pub notify_url: Option<String>,
     /// `--app-stop` and `--app-start`.
     pub app_commands: Option<(String, String)>,
@@ -158,7 +156,6 @@ impl Default for Options {
             pins: backup_gateway::settings::Pins::default(),
             on_restore: None,
             incremental: backup_gateway::config::Incremental::Auto,
-            verify_after_create: backup_gateway::config::VerifyAfterCreate::Scheduled,
             notify_url: None,
             app_commands: None,
             app_timeout: Duration::from_secs(60),
@@ -250,12 +247,13 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     config.restore_require = opts.restore_require.clone();
     config.memory_budget = opts.memory_budget_mib << 20;
     config.shutdown_grace = opts.shutdown_grace;
-    config.verify_after_create = opts.verify_after_create;
-    config.notify_url = opts.notify_url.clone();
     if let Some(clock) = opts.clock.clone() {
         config.clock = clock;
     }
     config.pins = opts.pins.clone();
+    if opts.notify_url.is_some() {
+        config.pins.notify_url = opts.notify_url.clone();
+    }
     config.on_restore = opts.on_restore.clone();
     config.incremental = opts.incremental;
     if let Some((stop, start)) = opts.app_commands.clone() {

@@ -394,3 +394,106 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn verify_after_create_and_the_notify_url_are_settings_and_the_url_is_never_answered() {
+    let hook = receiver(0).await;
+    let app = spawn_local_app().await;
+    fill(&app.data_dir);
+    let patch = |body: Value| {
+        app.request(Method::PATCH, "/api/settings")
+            .json(&body)
+            .send()
+    };
+
+    let res = patch(serde_json::json!({"backups": {"verifyAfterCreate": "sometimes", "notifyUrl": "ftp://example.com/x"}}))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["data"]["backups"]["verifyAfterCreate"]["code"], "validation_in_invalid",
+        "{body}"
+    );
+    assert_eq!(
+        body["data"]["backups"]["notifyUrl"]["code"], "validation_is_url",
+        "{body}"
+    );
+    let before = app.get_json("/api/settings").await;
+    assert!(
+        before["backups"].get("verifyAfterCreate").is_none(),
+        "{before}"
+    );
+
+    let res =
+        patch(serde_json::json!({"backups": {"verifyAfterCreate": "all", "notifyUrl": hook.url}}))
+            .await
+            .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(
+        !text.contains(&hook.url),
+        "the URL is never answered: {text}"
+    );
+    let settings = app.get_json("/api/settings").await;
+    assert_eq!(
+        settings["backups"]["verifyAfterCreate"], "all",
+        "{settings}"
+    );
+    assert_eq!(settings["backups"]["notifyUrlSet"], true, "{settings}");
+    assert!(!settings.to_string().contains(&hook.url));
+
+    // With `all`, an API create is verified once stored.
+    assert_eq!(app.create(Some("a.zip")).await.status(), 204);
+    wait_until(60, || async {
+        app.request(Method::GET, "/api/gateway/backups/a.zip/verify")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            == 200
+    })
+    .await;
+    let v = app.get_json("/api/gateway/backups/a.zip/verify").await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["trigger"], "api", "{v}");
+
+    // A failing verify notifies the URL the settings hold.
+    let mut flipped = app.download_bytes("a.zip").await;
+    let at = data_offset(&flipped, "a.bin") + 1000;
+    flipped[at] ^= 0x40;
+    assert_eq!(app.upload("flipped.zip", flipped).await.status(), 204);
+    assert_eq!(verify(&app, "flipped.zip").await["ok"], false);
+    wait_until(30, || async { !hook.got.lock().unwrap().is_empty() }).await;
+    assert_eq!(hook.got.lock().unwrap()[0]["event"], "verify_failed");
+}
+
+#[tokio::test]
+async fn the_verify_settings_given_by_flags_cannot_be_changed_over_the_api() {
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        pins: backup_gateway::settings::Pins {
+            verify_after_create: Some("off".into()),
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    fill(&app.data_dir);
+    let res = app
+        .request(Method::PATCH, "/api/settings")
+        .json(&serde_json::json!({"backups": {"verifyAfterCreate": "all"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["data"]["backups"]["verifyAfterCreate"]["code"], "validation_pinned_by_flag",
+        "{body}"
+    );
+    assert_eq!(
+        app.state.settings.current().backups.verify_after_create(),
+        backup_gateway::settings::VerifyAfterCreate::Off
+    );
+}

@@ -222,6 +222,20 @@ try {
   assert.equal(await page.$eval("#cron-error", (el) => el.hidden), true);
   await shot("cron-saved");
 
+  // Verify and notify: a URL the API refuses shows next to its field; a saved one is never
+  // shown again, only said to be set.
+  await page.select("#verify-after-create", "all");
+  await fill("#notify-url", "ftp://example.com/hook");
+  await page.click("#settings-save");
+  assert.equal(await waitText("#notifyUrl-error", /./), "Must be a valid url.");
+  await fill("#notify-url", "https://hooks.example.com/backups");
+  await page.click("#settings-save");
+  await waitText("#settings-status", /Saved/);
+  assert.equal(await page.$eval("#notify-url", (el) => el.value), "");
+  assert.equal(await page.$eval("#notify-url", (el) => el.placeholder), "set (unchanged)");
+  assert.equal(await page.$eval("#verify-after-create", (el) => el.value), "all");
+  await shot("verify-settings");
+
   // S3: testing is for saved settings; the secret is never shown.
   await page.click("#s3-enabled");
   await fill("#s3-bucket", bucket);
