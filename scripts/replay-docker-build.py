@@ -24,7 +24,9 @@ Options:
   --expect-version S   fail unless the built binary's `--version` contains S (CI:
                        "allocator: jemalloc", the allocator every build uses)
 
-CARGO_TARGET_DIR, when set, is where cargo builds (and where step 5 looks).
+CARGO_TARGET_DIR, when set, is where cargo builds (and where step 5 looks); the crate's own
+artifacts are cleaned there first, so that it is compiled from the copied files (the
+dependencies' are kept).
 """
 
 import argparse
@@ -163,6 +165,20 @@ def cargo_command(cmd, profile):
     return toks
 
 
+def fresh_crate(cwd, toks, env):
+    """In a shared target dir, cargo would find the crate itself fresh: its fingerprint
+    lists the repository's own source files, which exist and have not changed, so the
+    copied sources would never be compiled and a file missing from them never noticed.
+    Its artifacts (only its own: the dependencies stay) are cleaned first."""
+    manifest = open(os.path.join(cwd, "Cargo.toml")).read()
+    package = manifest.split("[package]", 1)[1].split("name", 1)[1].split('"')[1]
+    clean = ["cargo", "clean", "--offline", "-p", package]
+    if "--release" in toks:
+        clean.append("--release")
+    print(f"RUN (in {cwd}) {shlex.join(clean)}  (shared target dir: the crate is built afresh)", flush=True)
+    subprocess.run(clean, cwd=cwd, env=env, check=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dockerfile", default=os.path.join(REPO, "Dockerfile"))
@@ -210,6 +226,8 @@ def main():
             elif word == "RUN":
                 toks = cargo_command(rest, args.profile)
                 cwd = in_root(root, "/", workdir)
+                if target_dir:
+                    fresh_crate(cwd, toks, env)
                 print(f"RUN (in {cwd}) {shlex.join(toks)}", flush=True)
                 r = subprocess.run(toks, cwd=cwd, env=env)
                 if r.returncode != 0:
