@@ -242,6 +242,24 @@ impl AppState {
         Ok(())
     }
 
+    /// The store of the current settings and what it says of `key`: `None` when the key is
+    /// missing or still being written (a create's or an upload's), which a restore and a
+    /// verify both answer as a missing backup. The operation keeps the store to its end.
+    ///
+    /// # Errors
+    /// When the store cannot say.
+    pub async fn stored_backup(
+        &self,
+        key: &str,
+    ) -> Result<Option<(Arc<dyn storage::BackupStore>, storage::BackupInfo)>, storage::StorageError>
+    {
+        if self.jobs.is_being_written(key) {
+            return Ok(None);
+        }
+        let store = self.store();
+        Ok(store.stat(key).await?.map(|info| (store, info)))
+    }
+
     /// The effective `meta.appName`: saved (or pinned), else the data directory's
     /// PocketBase setting, else `--app-name`'s default.
     pub async fn app_name(&self) -> String {

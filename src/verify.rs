@@ -138,12 +138,8 @@ pub async fn verify(
     } else {
         state.jobs.try_verify(key).ok_or(StartError::Busy)?
     };
-    if state.jobs.is_being_written(key) {
-        return Err(StartError::Missing);
-    }
-    let store = state.store();
-    let info = store
-        .stat(key)
+    let (store, info) = state
+        .stored_backup(key)
         .await
         .map_err(StartError::Storage)?
         .ok_or(StartError::Missing)?;

@@ -108,13 +108,9 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
         .jobs
         .try_start(JobKind::Restore, Trigger::Api, key)
         .ok_or(StartError::Busy)?;
-    if state.jobs.is_being_written(key) {
-        return Err(StartError::Missing);
-    }
     // One store for the whole restore, whatever the settings become meanwhile.
-    let store = state.store();
-    let info = store
-        .stat(key)
+    let (store, info) = state
+        .stored_backup(key)
         .await
         .map_err(StartError::Storage)?
         .ok_or(StartError::Missing)?;
