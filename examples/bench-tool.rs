@@ -112,8 +112,8 @@ async fn store() -> S3Store {
 }
 
 /// A progress as the busy lock gives a create or restore, with its log ticker running.
-fn live_progress(key: &str) -> std::sync::Arc<backup_gateway::progress::Progress> {
-    use backup_gateway::progress::{Kind, Progress, Trigger};
+fn live_progress(key: &str) -> std::sync::Arc<backup_gateway::ops::progress::Progress> {
+    use backup_gateway::ops::progress::{Kind, Progress, Trigger};
     let p = Progress::new(Kind::Create, Trigger::Api, key);
     std::mem::forget(p.report_every(std::time::Duration::from_secs(10)));
     p
@@ -123,7 +123,7 @@ fn live_progress(key: &str) -> std::sync::Arc<backup_gateway::progress::Progress
 fn extract(
     zip: &[u8],
     dest: &Path,
-    progress: Option<std::sync::Arc<backup_gateway::progress::Progress>>,
+    progress: Option<std::sync::Arc<backup_gateway::ops::progress::Progress>>,
 ) -> anyhow::Result<u64> {
     use backup_gateway::archive::{Limits, check, extract, zip::reader};
     let (dir, entries) = reader::index(zip)?;
@@ -168,26 +168,7 @@ async fn main() -> anyhow::Result<()> {
         }
         (Some("compress"), Some(dir)) => {
             let level = arg(2).map_or(Ok(1), str::parse)?;
-            let started = Instant::now();
-            let opts = WriteOptions {
-                level,
-                exclude: Exclude::paths(vec![".backup-gateway".into()]),
-                progress: (arg(3) == Some("progress")).then(|| live_progress("compress")),
-                read_from: Default::default(),
-            };
-            let dir = dir.to_string();
-            // The ceiling reads databases as plain files: what the snapshot adds shows in
-            // the gateway's create against it.
-            let stats = tokio::task::spawn_blocking(move || {
-                write_dir(
-                    Path::new(&dir),
-                    &opts,
-                    &mut Snapshots::disabled(),
-                    Counter(0),
-                )
-            })
-            .await??;
-            report(stats.bytes_in, stats.bytes_out, started);
+            compress(dir, level, arg(3) == Some("progress")).await?;
         }
         (Some("extract"), Some(zip)) => {
             let dest = Path::new(arg(2).unwrap_or_else(|| usage())).to_path_buf();
@@ -200,35 +181,7 @@ async fn main() -> anyhow::Result<()> {
             report(total, 0, started);
         }
         (Some("upload"), Some(file)) => {
-            let key = arg(2).unwrap_or_else(|| usage()).to_string();
-            let size = std::fs::metadata(file)?.len();
-            let opts = PutOptions {
-                part_size: backup_gateway::storage::parts::part_size_for(
-                    env("GATEWAY_PART_SIZE_MIB", &DEFAULT_PART_SIZE_MIB.to_string())
-                        .parse::<u64>()?
-                        << 20,
-                    size,
-                ),
-                parts_in_flight: env(
-                    "GATEWAY_PARTS_IN_FLIGHT",
-                    &DEFAULT_PARTS_IN_FLIGHT.to_string(),
-                )
-                .parse()?,
-                budget: backup_gateway::bufpool::Budget::new(
-                    backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB << 20,
-                ),
-                copy: None,
-            };
-            let store = store().await;
-            let started = Instant::now();
-            // The same 256 KiB chunks the create pipeline hands to the store.
-            let file = tokio::fs::File::open(file).await?;
-            let body: ByteStream<'static> = Box::pin(tokio_util::io::ReaderStream::with_capacity(
-                file,
-                256 * 1024,
-            ));
-            let n = store.put(&key, body, opts).await?;
-            report(n, n, started);
+            upload(file, arg(2).unwrap_or_else(|| usage())).await?;
         }
         (Some("get"), Some(key)) => {
             let store = store().await;
@@ -253,6 +206,62 @@ async fn main() -> anyhow::Result<()> {
         }
         _ => usage(),
     }
+    Ok(())
+}
+
+/// Zips `dir` into a counter: the ceiling of the create's pipeline (no store).
+async fn compress(dir: &str, level: u32, progress: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let opts = WriteOptions {
+        level,
+        exclude: Exclude::paths(vec![".backup-gateway".into()]),
+        progress: progress.then(|| live_progress("compress")),
+        read_from: Default::default(),
+    };
+    let dir = dir.to_string();
+    // The ceiling reads databases as plain files: what the snapshot adds shows in the
+    // gateway's create against it.
+    let stats = tokio::task::spawn_blocking(move || {
+        write_dir(
+            Path::new(&dir),
+            &opts,
+            &mut Snapshots::disabled(),
+            Counter(0),
+        )
+    })
+    .await??;
+    report(stats.bytes_in, stats.bytes_out, started);
+    Ok(())
+}
+
+/// Puts `file` under `key` through the store's put, in the create's chunks.
+async fn upload(file: &str, key: &str) -> anyhow::Result<()> {
+    let size = std::fs::metadata(file)?.len();
+    let opts = PutOptions {
+        part_size: backup_gateway::storage::parts::part_size_for(
+            env("GATEWAY_PART_SIZE_MIB", &DEFAULT_PART_SIZE_MIB.to_string()).parse::<u64>()? << 20,
+            size,
+        ),
+        parts_in_flight: env(
+            "GATEWAY_PARTS_IN_FLIGHT",
+            &DEFAULT_PARTS_IN_FLIGHT.to_string(),
+        )
+        .parse()?,
+        budget: backup_gateway::util::bufpool::Budget::new(
+            backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB << 20,
+        ),
+        copy: None,
+    };
+    let store = store().await;
+    let started = Instant::now();
+    // The same 256 KiB chunks the create pipeline hands to the store.
+    let file = tokio::fs::File::open(file).await?;
+    let body: ByteStream<'static> = Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let n = store.put(key, body, opts).await?;
+    report(n, n, started);
     Ok(())
 }
 

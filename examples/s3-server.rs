@@ -6,6 +6,8 @@
 //! ```
 //! Defaults: `./s3-data`, `127.0.0.1:9000`. Each BUCKET is created if missing. Credentials
 //! are printed at start (fixed test values).
+// The test server's request handler (tests/api/s3_server.rs) is one fault switch, long.
+#![allow(clippy::too_many_lines)]
 
 #[path = "../tests/api/s3_server.rs"]
 mod s3_server;

@@ -159,7 +159,10 @@ pub fn upload_key(file_name: &str) -> &str {
 pub fn default_name(app_name: &str, now: time::OffsetDateTime) -> String {
     let mut app = snakecase(app_name);
     app.truncate(50);
-    format!("pb_backup_{app}_{}.zip", crate::time_fmt::compact(now))
+    format!(
+        "pb_backup_{app}_{}.zip",
+        crate::util::time_fmt::compact(now)
+    )
 }
 
 /// The name of a scheduled backup: `@auto_` + [`default_name`], PocketBase's
@@ -221,11 +224,14 @@ pub fn pocketbase_upload_name(original: &str, head: &[u8]) -> String {
     let stem = name.strip_suffix(ext).unwrap_or(name).trim_matches('.');
     let mut clean = snakecase(stem);
     if clean.len() < 3 {
-        clean.push_str(&crate::users::random_lower(10));
+        clean.push_str(&crate::util::fsutil::random_lower(10));
     } else {
         clean.truncate(100);
     }
-    format!("{clean}_{}{clean_ext}", crate::users::random_lower(10))
+    format!(
+        "{clean}_{}{clean_ext}",
+        crate::util::fsutil::random_lower(10)
+    )
 }
 
 /// The extension with its leading dot, two of them when there are (`.tar.gz`).

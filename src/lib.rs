@@ -1,70 +1,57 @@
 //! backup-gateway: the PocketBase Backups API for a data directory, with the archives in an
 //! S3-compatible bucket or a local directory.
 //!
-//! Crate map (data flows from the HTTP edge down to the stores and the data directory):
-//! - [`config`]: the command line and [`Config`].
-//! - [`api`]: the HTTP routes (PocketBase's paths, status codes and messages).
-//! - [`serve`]: connections (the accept loop, graceful shutdown, lingering close).
-//! - [`error`]: [`error::ApiError`], the one error type of the HTTP edge.
-//! - [`auth`]: superuser tokens and file tokens.
-//! - [`users`]: the superusers and the token secrets.
-//! - [`login`]: the cost of password logins bounded (hashes at once, a bounded wait).
-//! - [`rate_limit`]: PocketBase's `rateLimits` rules and their bounded counters.
-//! - [`installer`]: the first-run link that creates the first superuser.
+//! Crate map. The rooms are layered: each uses only rooms below it (tests/architecture.rs
+//! checks that no two import each other), and data flows from the HTTP edge down to the
+//! stores and the data directory. This crate root wires them together ([`AppState`]).
+//!
+//! The edge and its configuration:
+//! - [`config`]: [`Config`], and the command line that builds it ([`config::cli`]).
+//! - [`api`]: the HTTP routes (PocketBase's paths, status codes and messages), the
+//!   connections ([`api::serve`]), the client address and `rateLimits`
+//!   ([`api::client_ip`], [`api::rate_limit`]).
+//! - [`auth`]: superuser and file tokens, the superusers, bounded password logins, the
+//!   first-run link.
 //! - [`settings`]: the backup and superuser settings (`/api/settings`), saved and pinned.
-//! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
-//! - [`jobs`]: the one-create-or-restore-at-a-time lock and the keys being written.
-//! - [`backup`]: create (data directory -> zip -> store), full or incremental.
-//! - [`index`]: a stored archive's central directory, read with ranged reads.
+//!
+//! The services:
+//! - [`schedule`]: scheduled backups and their retention, PocketBase's cron expressions,
+//!   the clock.
+//! - [`backup`]: the one create job of the API and the schedule, and the create itself
+//!   (data directory -> zip -> store), full or incremental.
 //! - [`restore`]: restore (store -> checked entries -> staging -> atomic swap).
 //! - [`verify`]: a stored backup read and checked without restoring it, and the results.
-//! - [`notify`]: failures POSTed to `--notify-url`.
 //! - [`lifecycle`]: the application around a restore (`--exec`, `--app-stop/--app-start`)
-//!   and the one runner of the operator's commands (timeout, no secrets in the environment).
-//! - [`schedule`]: scheduled backups and their retention; [`cron`]: PocketBase's cron
-//!   expressions.
+//!   and the one runner of the operator's commands.
+//!
+//! What they are built on:
 //! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
 //!   SQLite databases, the create's pipeline, the restore's checks and extraction.
-//! - [`storage`]: the [`storage::BackupStore`] trait, S3 and local backends, S3's multipart
-//!   rules.
-//! - [`bufpool`]: the one memory budget of backup bytes and its buffer pools.
-//! - [`progress`]: the live progress of the running create or restore.
-//! - [`outcomes`]: how operations ended: summary log lines, metrics, the last outcomes.
-//! - [`metrics`]: the Prometheus families and their exposition (`--metrics-http`).
+//! - [`index`]: a stored archive's central directory, read with ranged reads.
+//! - [`storage`]: the [`storage::BackupStore`] trait, the local and S3 backends.
+//! - [`keys`]: backup name rules, and [`keys::BackupKey`], a key checked once.
 //! - [`pocketbase`]: what is read of a PocketBase data directory (its app name).
-//! - [`state_dir`]: every path under `<dir>/.backup-gateway/`.
-//! - [`fsutil`]: atomic writes, kept values, random names.
-//! - [`time_fmt`]: PocketBase's date format.
+//! - [`ops`]: the busy lock, live progress, outcomes, metrics and failure notifications.
+//! - [`error`]: PocketBase's error answers ([`error::ApiError`]) and field errors.
+//! - [`util`]: atomic writes and kept values, the state directory's paths, PocketBase's
+//!   date format, the one memory budget of backup bytes.
 
 pub mod api;
 pub mod archive;
 pub mod auth;
 pub mod backup;
-pub mod bufpool;
 pub mod config;
-pub mod cron;
 pub mod error;
-pub mod fsutil;
 pub mod index;
-pub mod installer;
-pub mod jobs;
 pub mod keys;
 pub mod lifecycle;
-pub mod login;
-pub mod metrics;
-pub mod notify;
-pub mod outcomes;
+pub mod ops;
 pub mod pocketbase;
-pub mod progress;
-pub mod rate_limit;
 pub mod restore;
 pub mod schedule;
-pub mod serve;
 pub mod settings;
-pub mod state_dir;
 pub mod storage;
-pub mod time_fmt;
-pub mod users;
+pub mod util;
 pub mod verify;
 
 pub use config::Config;
@@ -74,6 +61,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+
+use api::{rate_limit, serve};
+use auth::{installer, login, users};
+use ops::{jobs, metrics, outcomes};
+use util::{bufpool, state_dir, time_fmt};
 
 /// Name of the local backups directory inside the data directory (PocketBase's).
 pub const LOCAL_BACKUPS_DIR: &str = "backups";
@@ -88,7 +80,7 @@ pub struct AppState {
     /// Serialises store changes ([`AppState::apply_settings`]).
     store_change: Arc<tokio::sync::Mutex<()>>,
     pub settings: Arc<settings::SettingsStore>,
-    pub scheduled_runs: Arc<schedule::Runs>,
+    pub scheduled_runs: Arc<outcomes::Runs>,
     pub tokens: Arc<auth::Tokens>,
     pub jobs: jobs::Jobs,
     pub restores: Arc<restore::Restores>,
@@ -101,7 +93,7 @@ pub struct AppState {
     backup_exclude: Arc<archive::Exclude>,
     /// The last verify result of every key.
     pub verifications: Arc<verify::Verifications>,
-    pub notifier: notify::Notifier,
+    pub notifier: ops::notify::Notifier,
     /// How a restore stops and starts the application ([`lifecycle`]).
     pub app: lifecycle::Lifecycle,
     /// The edge's bounds: password hashes at once ([`login::LoginGate`]).
@@ -176,7 +168,7 @@ impl AppState {
         let metrics = Arc::new(metrics::Metrics::new());
         let store = open_store(&config, &s3_setting, &metrics).await?;
         tracing::info!(store = %store.describe(), data_dir = %config.data_dir.display(), "gateway ready");
-        let scheduled_runs = schedule::Runs::open(&config.data_dir);
+        let scheduled_runs = outcomes::Runs::open(&config.data_dir);
         let outcomes = outcomes::Outcomes::open(&config.data_dir);
         last_successes(&metrics, &restores, &scheduled_runs, &outcomes);
         let verifications = verify::Verifications::open(&config.data_dir);
@@ -188,7 +180,10 @@ impl AppState {
         {
             metrics.set_last_success(metrics::Operation::Verify, t);
         }
-        let notifier = notify::Notifier::new(settings.clone());
+        let notifier = ops::notify::Notifier::new({
+            let settings = settings.clone();
+            Arc::new(move || settings.current().backups.notify_url().map(str::to_string))
+        });
         let app = lifecycle::Lifecycle::from_config(&config);
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
@@ -331,7 +326,7 @@ async fn open_store(
 fn last_successes(
     metrics: &metrics::Metrics,
     restores: &restore::Restores,
-    runs: &schedule::Runs,
+    runs: &outcomes::Runs,
     outcomes: &outcomes::Outcomes,
 ) {
     let parse = |t: &str| time_fmt::parse_pb(t);
@@ -342,7 +337,7 @@ fn last_successes(
             .filter(|o| o.status == outcomes::Status::Ok)
             .map(|o| o.finished_at),
         runs.last()
-            .filter(|r| r.status == schedule::RunStatus::Ok)
+            .filter(|r| r.status == outcomes::RunStatus::Ok)
             .map(|r| r.finished_at),
     ];
     for t in creates.into_iter().flatten().filter_map(|t| parse(&t)) {

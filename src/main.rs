@@ -1,7 +1,8 @@
 //! The `backup-gateway` binary: parse the command line, set up logging, run.
 
+use backup_gateway::auth::users::Users;
 use backup_gateway::config::{Cli, Command, LogFormat, SuperuserAction};
-use backup_gateway::{AppState, serve, users::Users};
+use backup_gateway::{AppState, serve};
 use clap::{CommandFactory, FromArgMatches};
 use std::process::ExitCode;
 
@@ -77,7 +78,7 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
             let state = AppState::new(config).await?;
             let listener = tokio::net::TcpListener::bind(addr).await?;
             if let Some(link) =
-                backup_gateway::installer::first_run_link(&state, listener.local_addr()?)?
+                backup_gateway::auth::installer::first_run_link(&state, listener.local_addr()?)?
             {
                 print_first_run_link(&link, cli.log_format, &state.config.data_dir);
             }
@@ -138,7 +139,7 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
 /// What PocketBase prints at its first start: the one-time link to the page's install
 /// screen (as a log event with `--log-format json`, so that collectors can parse it).
 fn print_first_run_link(link: &str, format: LogFormat, dir: &std::path::Path) {
-    let valid = backup_gateway::installer::VALIDITY.whole_minutes();
+    let valid = backup_gateway::auth::installer::VALIDITY.whole_minutes();
     match format {
         LogFormat::Text => {
             println!(

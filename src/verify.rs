@@ -12,15 +12,15 @@
 //! meanwhile. It runs as a task of its own, so a client that goes away does not cut it
 //! short. The last result of each key is kept across restarts
 //! (`<dir>/.backup-gateway/verified.json`) and dropped when the backup is deleted; a
-//! failure notifies ([`crate::notify`]). A check that could not finish for reasons that
+//! failure notifies ([`crate::ops::notify`]). A check that could not finish for reasons that
 //! are not the backup's (the store failed, no disk room for a database image) is
 //! `inconclusive`: not ok, but not known to be damaged either.
 
 use crate::AppState;
 use crate::archive::{ArchiveError, check, verify::Tally};
 use crate::index::IndexError;
-use crate::metrics::Operation;
-use crate::progress::Trigger;
+use crate::ops::metrics::Operation;
+use crate::ops::progress::Trigger;
 use crate::storage::{BackupStore, StorageError, parallel_reads};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -69,13 +69,13 @@ pub enum StartError {
 /// The last result of every key, in memory and in a file beside the gateway's state.
 #[derive(Debug)]
 pub struct Verifications {
-    kept: crate::fsutil::Kept<BTreeMap<String, Verified>>,
+    kept: crate::util::fsutil::Kept<BTreeMap<String, Verified>>,
 }
 
 impl Verifications {
     pub fn open(data_dir: &std::path::Path) -> Self {
         Self {
-            kept: crate::fsutil::Kept::open(crate::state_dir::verified(data_dir)),
+            kept: crate::util::fsutil::Kept::open(crate::util::state_dir::verified(data_dir)),
         }
     }
 
@@ -155,9 +155,9 @@ pub async fn verify(
             return v;
         }
         drop(guard);
-        crate::outcomes::finished(
+        crate::ops::outcomes::finished(
             &state.metrics,
-            &crate::outcomes::Finished {
+            &crate::ops::outcomes::Finished {
                 operation: Operation::Verify,
                 trigger,
                 key: &key,
@@ -170,13 +170,15 @@ pub async fn verify(
         state.verifications.record(v.clone());
         if !v.ok {
             let what = if v.inconclusive {
-                crate::notify::What::VerifyInconclusive
+                crate::ops::notify::What::VerifyInconclusive
             } else {
-                crate::notify::What::Verify
+                crate::ops::notify::What::Verify
             };
-            state
-                .notifier
-                .send(crate::notify::Event::failed(what, &key, &failure_text(&v)));
+            state.notifier.send(crate::ops::notify::Event::failed(
+                what,
+                &key,
+                &failure_text(&v),
+            ));
         }
         v
     });
@@ -282,7 +284,7 @@ async fn check_archive(
         state.budget.clone(),
     );
     let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(body));
-    let scratch = crate::state_dir::verify_scratch(&state.config.data_dir);
+    let scratch = crate::util::state_dir::verify_scratch(&state.config.data_dir);
     tokio::task::spawn_blocking(move || {
         let mut checked_bytes = 0;
         let result =
@@ -315,7 +317,7 @@ fn result(key: &str, trigger: Trigger, size: u64, started: Instant, checked: Che
         key: key.to_string(),
         ok,
         trigger,
-        verified_at: crate::time_fmt::now_pb(),
+        verified_at: crate::util::time_fmt::now_pb(),
         duration_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         size,
         entries: tally.entries,

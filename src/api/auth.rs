@@ -2,9 +2,9 @@
 
 use super::body::{BindError, PbBody};
 use crate::AppState;
+use crate::auth::users::Superuser;
 use crate::auth::{SUPERUSERS_COLLECTION_ID, SUPERUSERS_COLLECTION_NAME, SuperuserAuth, TokenType};
 use crate::error::{ApiError, FieldError};
-use crate::users::Superuser;
 use axum::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -70,7 +70,7 @@ pub async fn auth_with_password(
         .current()
         .map_err(|e| ApiError::internal(&e))?;
     let user = users.find_by_email(&body.identity).cloned();
-    // The hash runs in the login gate (bounded cost, see `crate::login`), and runs even for
+    // The hash runs in the login gate (bounded cost, see `crate::auth::login`), and runs even for
     // an unknown identity so the answer time does not tell which emails exist.
     let client = super::client_ip::real_ip(&headers, peer, &settings.trusted_proxy);
     match state
@@ -80,7 +80,7 @@ pub async fn auth_with_password(
     {
         Ok(Some(user)) => auth_response(&state, &user),
         Ok(None) => Err(ApiError::bad_request("Failed to authenticate.")),
-        Err(crate::login::Busy) => Err(ApiError::too_many_requests()),
+        Err(crate::auth::login::Busy) => Err(ApiError::too_many_requests()),
     }
 }
 
@@ -89,7 +89,7 @@ fn dummy_user() -> &'static Superuser {
     DUMMY.get_or_init(|| Superuser {
         id: String::new(),
         email: String::new(),
-        password_hash: crate::users::hash_password(&crate::fsutil::random_string(20))
+        password_hash: crate::auth::users::hash_password(&crate::util::fsutil::random_string(20))
             .unwrap_or_default(),
         token_key: String::new(),
         created: String::new(),

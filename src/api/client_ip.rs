@@ -17,7 +17,7 @@ use axum::extract::{ConnectInfo, Request};
 use axum::http::HeaderMap;
 use std::net::{IpAddr, SocketAddr};
 
-/// The socket's peer, which [`crate::serve`] puts on every request.
+/// The socket's peer, which [`crate::api::serve`] puts on every request.
 pub fn peer(req: &Request) -> Option<SocketAddr> {
     req.extensions()
         .get::<ConnectInfo<SocketAddr>>()

@@ -3,7 +3,7 @@
 //!
 //! - [`drain_unread_body`]: a refused request's unread body is read and dropped, up to
 //!   [`DRAIN_BYTES`], so that its client receives the answer and the connection can carry
-//!   the next request (see [`crate::serve`] for what happens past the bound).
+//!   the next request (see [`crate::api::serve`] for what happens past the bound).
 //! - [`body_limit`]: PocketBase's 32 MiB request body limit (`413 Request entity too
 //!   large`), on every route but the upload.
 //! - [`pocketbase_headers`]: the security headers, and CORS exactly as PocketBase's default
@@ -267,7 +267,7 @@ pub async fn superuser_ips(
     next.run(req).await
 }
 
-/// PocketBase's `rateLimits` ([`crate::rate_limit`]), after the allowlist and before the
+/// PocketBase's `rateLimits` ([`crate::api::rate_limit`]), after the allowlist and before the
 /// body limit, as PocketBase orders its middlewares: a request past its rule's limit
 /// answers `429 Too Many Requests.`
 pub async fn rate_limit(
@@ -292,7 +292,7 @@ pub async fn rate_limit(
             &settings.trusted_proxy,
         );
         let path = percent_encoding::percent_decode_str(req.uri().path()).decode_utf8_lossy();
-        let limited = crate::rate_limit::Request {
+        let limited = crate::api::rate_limit::Request {
             method: req.method().as_str(),
             path: &path,
         };

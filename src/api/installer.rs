@@ -1,5 +1,5 @@
 //! `POST /api/collections/_superusers/records` for the first-run link only
-//! ([`crate::installer`]): the page's install screen sends what PocketBase's sends (the
+//! ([`crate::auth::installer`]): the page's install screen sends what PocketBase's sends (the
 //! link's token as `Authorization`, `email`, `password`, `passwordConfirm`) and gets
 //! PocketBase's answer (the new record, or its validation errors). With any other
 //! authorization the gateway creates no superuser here (they are managed with `backup-gateway
@@ -78,7 +78,7 @@ fn validate(body: &NewSuperuser) -> serde_json::Map<String, Value> {
     let email = body.email.trim();
     if email.is_empty() {
         put("email", FieldError::required());
-    } else if !crate::users::is_plausible_email(email) {
+    } else if !crate::auth::users::is_plausible_email(email) {
         put(
             "email",
             FieldError::new("validation_is_email", "Must be a valid email address."),
@@ -87,17 +87,17 @@ fn validate(body: &NewSuperuser) -> serde_json::Map<String, Value> {
     let len = body.password.chars().count();
     if len == 0 {
         put("password", FieldError::required());
-    } else if len < crate::users::MIN_PASSWORD_CHARS {
+    } else if len < crate::auth::users::MIN_PASSWORD_CHARS {
         put(
             "password",
             FieldError::new(
                 "validation_min_text_constraint",
                 format!(
                     "Must be at least {} character(s).",
-                    crate::users::MIN_PASSWORD_CHARS
+                    crate::auth::users::MIN_PASSWORD_CHARS
                 ),
             )
-            .with_params(serde_json::json!({"min": crate::users::MIN_PASSWORD_CHARS})),
+            .with_params(serde_json::json!({"min": crate::auth::users::MIN_PASSWORD_CHARS})),
         );
     }
     if body.password_confirm.is_empty() {

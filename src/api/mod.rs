@@ -21,13 +21,17 @@ pub mod auth;
 pub mod backups;
 pub mod body;
 pub mod client_ip;
+pub mod download;
 pub mod edge;
 pub mod fields;
 pub mod health;
 pub mod installer;
 pub mod progress;
+pub mod rate_limit;
+pub mod serve;
 pub mod settings;
 pub mod ui;
+pub mod upload;
 pub mod verify;
 
 use crate::AppState;
@@ -80,14 +84,14 @@ fn routes(state: AppState) -> Router {
         // PocketBase's `GET` and `DELETE /api/backups/{key}` also serve the key `upload`.
         .route(
             "/api/backups/upload",
-            post(backups::upload)
+            post(upload::upload)
                 .layer(DefaultBodyLimit::disable())
-                .get(backups::download_upload_key)
+                .get(download::download_upload_key)
                 .delete(backups::delete_upload_key),
         )
         .route(
             "/api/backups/{key}",
-            get(backups::download).delete(backups::delete),
+            get(download::download).delete(backups::delete),
         )
         .route("/api/backups/{key}/restore", post(backups::restore))
         .route("/api/gateway/restore", get(backups::restore_status))

@@ -38,15 +38,15 @@ pub fn metrics_router(state: AppState) -> Router {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let gauges = crate::metrics::Gauges {
-        creates_running: state.jobs.in_flight(crate::jobs::JobKind::Create),
-        restores_running: state.jobs.in_flight(crate::jobs::JobKind::Restore),
+    let gauges = crate::ops::metrics::Gauges {
+        creates_running: state.jobs.in_flight(crate::ops::jobs::JobKind::Create),
+        restores_running: state.jobs.in_flight(crate::ops::jobs::JobKind::Restore),
         budget_limit: state.budget.total_bytes(),
         budget_in_use: state.budget.in_use_bytes(),
         budget_idle: state.budget.idle_bytes(),
     };
     (
-        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::ops::metrics::CONTENT_TYPE)],
         state.metrics.render(gauges),
     )
 }

@@ -119,7 +119,7 @@ pub async fn schedule(State(state): State<AppState>, _auth: SuperuserAuth) -> Js
     let next: Vec<String> =
         crate::schedule::next_runs(&settings.backups.cron, state.config.clock.now(), 3)
             .into_iter()
-            .map(crate::time_fmt::pb)
+            .map(crate::util::time_fmt::pb)
             .collect();
     Json(json!({
         "cron": settings.backups.cron,

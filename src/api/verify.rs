@@ -7,7 +7,7 @@
 use crate::AppState;
 use crate::auth::SuperuserAuth;
 use crate::error::ApiError;
-use crate::progress::Trigger;
+use crate::ops::progress::Trigger;
 use crate::verify::{StartError, Verified};
 use axum::Json;
 use axum::extract::State;

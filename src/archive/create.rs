@@ -23,6 +23,8 @@
 //! Symbolic links, sockets and other special files are skipped (a restore would refuse
 //! them); a file that disappears while the archive is made is skipped too (applications
 //! delete their temporary files at any time). Any other read error fails the archive.
+//!
+//! One concern: the parallel, bounded zip pipeline (its tests are a fifth of the file).
 
 use super::compress::{PROBE_LEN, compresses, deflate_chunk, smaller};
 use super::meta::EntryMeta;
@@ -31,7 +33,7 @@ use super::sqlite::{self, Snapshot, Snapshots};
 use super::tree::{self, Exclude, Found, walk};
 use super::zip::spec::{METHOD_DEFLATE, METHOD_STORED};
 use super::zip::{WriteStats, ZipWriter};
-use crate::bufpool::BufPool;
+use crate::util::bufpool::BufPool;
 use flate2::{Compress, Compression};
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -51,14 +53,15 @@ const MIN_CHARGE: usize = 4096;
 /// 1 MiB chunks in flight at the most.
 const MAX_CHUNKS_IN_FLIGHT: usize = MAX_BYTES_IN_FLIGHT / CHUNK;
 
-/// The byte budget of the window between the reader and the in-order writer.
-struct Budget {
+/// The bytes read but not yet written: the window between the reader and the in-order
+/// writer (not the process memory budget, [`crate::util::bufpool::Budget`]).
+struct ReadWindow {
     /// Bytes charged, and whether the writer has stopped.
     state: Mutex<(usize, bool)>,
     freed: Condvar,
 }
 
-impl Budget {
+impl ReadWindow {
     fn new() -> Self {
         Self {
             state: Mutex::new((0, false)),
@@ -177,12 +180,12 @@ pub struct WriteOptions {
     /// Paths left out (with everything below them).
     pub exclude: Exclude,
     /// Where the bytes and entries written are counted, if anywhere.
-    pub progress: Option<Arc<crate::progress::Progress>>,
+    pub progress: Option<Arc<crate::ops::progress::Progress>>,
     /// The file system's time before the first file was looked at, and its device
-    /// ([`crate::fsutil::file_system_now`]), recorded with every entry of that device so
+    /// ([`crate::util::fsutil::file_system_now`]), recorded with every entry of that device so
     /// that a later create can tell a file that may have changed while it was read
     /// ([`super::reuse`]); the default makes no entry reusable.
-    pub read_from: crate::fsutil::FsNow,
+    pub read_from: crate::util::fsutil::FsNow,
 }
 
 /// Zips the tree under `root` into `out` (see the module docs) and returns what it wrote.
@@ -224,7 +227,7 @@ pub fn write_dir_reusing<W: Write>(
     let (task_tx, task_rx) = sync_channel::<Task>(workers * 2);
     let task_rx = Arc::new(Mutex::new(task_rx));
     let (item_tx, item_rx) = sync_channel::<(u64, Item)>(64);
-    let budget = Budget::new();
+    let budget = ReadWindow::new();
     // Chunks in flight, the two the reader holds, and one being compressed per worker.
     let pool = BufPool::new(BUF_LEN, MAX_CHUNKS_IN_FLIGHT + 2 + workers);
 
@@ -286,7 +289,7 @@ struct Reader<'b> {
     seq: u64,
     tasks: SyncSender<Task>,
     items: SyncSender<(u64, Item)>,
-    budget: &'b Budget,
+    budget: &'b ReadWindow,
     level: u32,
     pool: std::sync::Arc<BufPool>,
     /// Small files read but not yet sent, and what they will be charged.
@@ -487,9 +490,9 @@ fn compress_worker(
 fn write_in_order<W: Write>(
     zip: &mut ZipWriter<W>,
     items: Receiver<(u64, Item)>,
-    budget: &Budget,
+    budget: &ReadWindow,
     pool: &BufPool,
-    progress: Option<&crate::progress::Progress>,
+    progress: Option<&crate::ops::progress::Progress>,
 ) -> io::Result<()> {
     let entry_done = |bytes: u64| {
         if let Some(p) = progress {
@@ -560,7 +563,7 @@ mod tests {
     use super::*;
     use crate::archive::test_data::{noise, restore_into};
     use crate::archive::zip::{self, Entry};
-    use crate::progress::{Kind, Progress, Trigger};
+    use crate::ops::progress::{Kind, Progress, Trigger};
 
     /// Zips `root` with the parallel writer, then reads the archive back with the restore
     /// code: relative path -> contents, and the archive's entries in order.
@@ -645,7 +648,7 @@ mod tests {
 
     #[test]
     fn the_budget_holds_the_reader_until_the_writer_refunds() {
-        let budget = Budget::new();
+        let budget = ReadWindow::new();
         budget.charge(MAX_BYTES_IN_FLIGHT - 10).unwrap();
         std::thread::scope(|s| {
             let waiter = s.spawn(|| budget.charge(100));

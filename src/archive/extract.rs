@@ -17,7 +17,7 @@ use crate::archive::outfile::{OutFile, Stage};
 use crate::archive::zip::Entry;
 use crate::archive::zip::reader::local_header_len;
 use crate::archive::zip::spec::*;
-use crate::bufpool::BufPool;
+use crate::util::bufpool::BufPool;
 use std::collections::HashSet;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -53,7 +53,7 @@ enum WriteOp {
 fn file_writer(
     ops: Receiver<WriteOp>,
     pool: &BufPool,
-    progress: Option<&crate::progress::Progress>,
+    progress: Option<&crate::ops::progress::Progress>,
 ) -> io::Result<()> {
     let mut file: Option<OutFile> = None;
     let mut stage = Stage::new();
@@ -95,7 +95,7 @@ pub fn extract(
     archive: &mut impl Read,
     start: u64,
     dest: &Path,
-    progress: Option<&crate::progress::Progress>,
+    progress: Option<&crate::ops::progress::Progress>,
     on_entry: OnEntry<'_>,
 ) -> Result<(), ArchiveError> {
     extract_over(plan, archive, start, dest, None, progress, on_entry)
@@ -113,7 +113,7 @@ pub fn extract_over(
     start: u64,
     dest: &Path,
     replaced: Option<&Path>,
-    progress: Option<&crate::progress::Progress>,
+    progress: Option<&crate::ops::progress::Progress>,
     on_entry: OnEntry<'_>,
 ) -> Result<(), ArchiveError> {
     let pool = BufPool::new(WRITE_CHUNK, WRITES_QUEUED + 2);

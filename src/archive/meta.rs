@@ -37,7 +37,7 @@ impl Identity {
     pub fn of(meta: &Metadata) -> Self {
         use std::os::unix::fs::MetadataExt;
         Self {
-            ctime_ns: crate::fsutil::ctime_ns(meta),
+            ctime_ns: crate::util::fsutil::ctime_ns(meta),
             dev: meta.dev(),
             ino: meta.ino(),
         }

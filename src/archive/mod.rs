@@ -67,7 +67,7 @@ pub(crate) mod test_data {
     pub fn restore_into(
         bytes: &[u8],
         dest: &std::path::Path,
-        progress: Option<&crate::progress::Progress>,
+        progress: Option<&crate::ops::progress::Progress>,
     ) -> Result<super::Plan, super::ArchiveError> {
         if bytes.len() < 22 {
             return Err(super::ArchiveError::NotZip("too short".into()));
@@ -96,7 +96,7 @@ pub(crate) mod test_data {
     /// Deflated at level 6 when that makes it smaller, with mode 0640 (directories 0755),
     /// the times [`TIME`], the identities [`identity`] and read from [`READ_FROM`].
     pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut w = ZipWriter::new(Vec::new()).reading_from(crate::fsutil::FsNow {
+        let mut w = ZipWriter::new(Vec::new()).reading_from(crate::util::fsutil::FsNow {
             ns: READ_FROM,
             dev: 1,
         });

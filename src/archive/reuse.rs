@@ -25,7 +25,7 @@
 //!   renamed over it is another inode;
 //! - **the racy rule** (git's rule for "racily clean" index entries): its modification
 //!   and change times are strictly earlier than the file system's time when the previous
-//!   create began reading ([`crate::fsutil::file_system_now`], taken before the survey).
+//!   create began reading ([`crate::util::fsutil::file_system_now`], taken before the survey).
 //!   A time stamp is the file system's clock rounded down to its granularity (a tick of
 //!   the kernel's coarse clock, a second on some file systems, two on FAT), so a file
 //!   rewritten at the same size within one tick after it was read keeps all of the
@@ -38,7 +38,7 @@
 //! The read time is recorded only with the entries of the device it was taken on (a
 //! mount inside the data directory has another clock, perhaps another granularity): the
 //! others are never reused. Nor is anything where the data directory's file system does
-//! not keep real change times and inodes ([`crate::fsutil::keeps_change_times`]: FAT and
+//! not keep real change times and inodes ([`crate::util::fsutil::keeps_change_times`]: FAT and
 //! exFAT derive them, FUSE reports what its daemon says, NFS clients cache attributes).
 //! One change escapes any stat-based rule: writes through a shared `mmap` to a page that
 //! is already dirty move no time until the page is written back; an application that
@@ -323,8 +323,8 @@ mod tests {
     /// the clock of device 1.
     fn unchanged_with(ctime_ns: i64, mtime_ns: i64, dev: u64) -> bool {
         use crate::archive::meta::Identity;
-        let mut w =
-            ZipWriter::new(Vec::new()).reading_from(crate::fsutil::FsNow { ns: 1_000, dev: 1 });
+        let mut w = ZipWriter::new(Vec::new())
+            .reading_from(crate::util::fsutil::FsNow { ns: 1_000, dev: 1 });
         let meta = EntryMeta {
             name: b"a".to_vec(),
             mode: S_IFREG | 0o640,

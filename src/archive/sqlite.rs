@@ -31,6 +31,8 @@
 //! The connection changes nothing: it is opened without `CREATE`, `query_only`, and with
 //! the checkpoint on close turned off, so that even as the last connection it leaves the
 //! application's files as they were.
+//!
+//! One concern: the consistent image of a live database (its tests are half the file).
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};

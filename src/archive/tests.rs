@@ -30,9 +30,9 @@ fn round_trip_through_writer_index_and_extract() {
     let (_, entries) = index(&bytes);
     assert_eq!(entries.len(), 4);
     let dest = tempfile::tempdir().unwrap();
-    let progress = crate::progress::Progress::new(
-        crate::progress::Kind::Restore,
-        crate::progress::Trigger::Api,
+    let progress = crate::ops::progress::Progress::new(
+        crate::ops::progress::Kind::Restore,
+        crate::ops::progress::Trigger::Api,
         "t.zip",
     );
     restore_into(&bytes, dest.path(), Some(&progress)).unwrap();
@@ -225,6 +225,8 @@ mod props {
     /// uncompressed size, compressed size and offset are `0xFFFFFFFF` in the central
     /// directory and moved into the Zip64 extra field (the local header then carries
     /// both sizes there); with `zip64_end`, the end records are Zip64's too.
+    // One archive's bytes, record by record in the order of the format: a list, not logic.
+    #[allow(clippy::too_many_lines)]
     fn zip64_archive(
         entries: &[(String, Vec<u8>)],
         escape: &[[bool; 3]],

@@ -184,7 +184,7 @@ struct Scratch {
 
 impl Scratch {
     fn create(dir: &Path, e: &Entry) -> Result<Self, ArchiveError> {
-        crate::fsutil::create_private_dir_all(dir)?;
+        crate::util::fsutil::create_private_dir_all(dir)?;
         let available = rustix::fs::statvfs(dir)
             .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
             .map_err(io::Error::from)?;
@@ -200,7 +200,7 @@ impl Scratch {
                 ),
             )));
         }
-        let path = dir.join(format!("{}.db", crate::fsutil::random_string(12)));
+        let path = dir.join(format!("{}.db", crate::util::fsutil::random_string(12)));
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create_new(true);
         #[cfg(unix)]

@@ -109,16 +109,9 @@ impl Lifecycle {
                 Ok(exit) => exec_step(started, exit, None),
                 Err(e) => exec_step(started, None, Some(e)),
             }),
-            Self::Commands { stop, timeout, .. } => Some(command_step(
-                runner::run(
-                    "app-stop",
-                    stop,
-                    env,
-                    &[("GATEWAY_DATA_DIR", data_dir.as_os_str())],
-                    *timeout,
-                )
-                .await,
-            )),
+            Self::Commands { stop, timeout, .. } => {
+                Some(operator_command("app-stop", stop, env, data_dir, *timeout).await)
+            }
         }
     }
 
@@ -136,18 +129,23 @@ impl Lifecycle {
                 Ok(()) => exec_step(started, None, None),
                 Err(e) => exec_step(started, None, Some(format!("cannot start it: {e}"))),
             }),
-            Self::Commands { start, timeout, .. } => Some(command_step(
-                runner::run(
-                    "app-start",
-                    start,
-                    env,
-                    &[("GATEWAY_DATA_DIR", data_dir.as_os_str())],
-                    *timeout,
-                )
-                .await,
-            )),
+            Self::Commands { start, timeout, .. } => {
+                Some(operator_command("app-start", start, env, data_dir, *timeout).await)
+            }
         }
     }
+}
+
+/// `--app-stop` or `--app-start`, with the data directory in `GATEWAY_DATA_DIR`.
+async fn operator_command(
+    name: &'static str,
+    cmd: &str,
+    env: &[(std::ffi::OsString, std::ffi::OsString)],
+    data_dir: &std::path::Path,
+    timeout: std::time::Duration,
+) -> Step {
+    let data_dir = [("GATEWAY_DATA_DIR", data_dir.as_os_str())];
+    command_step(runner::run(name, cmd, env, &data_dir, timeout).await)
 }
 
 fn exec_step(started: Instant, exit: Option<String>, error: Option<String>) -> Step {

@@ -1,5 +1,5 @@
 //! `--exec`: the application runs as the gateway's child (Litestream's `-exec`), so that a
-//! restore can stop it before the swap and start it again after. [`crate::serve`] starts
+//! restore can stop it before the swap and start it again after. [`crate::api::serve`] starts
 //! it once the gateway is ready and stops it when the gateway stops; a signal the gateway
 //! gets is passed on to it; when it exits on its own, the gateway exits too, with its exit
 //! code ([`Supervisor::exited_on_its_own`]).
@@ -101,7 +101,7 @@ impl Supervisor {
         self.state.send_modify(|s| {
             s.running = true;
             s.pid = pid;
-            s.started_at = Some(crate::time_fmt::now_pb());
+            s.started_at = Some(crate::util::time_fmt::now_pb());
             s.starts += 1;
         });
         tracing::info!(pid = ?pid, command = %self.command, "application started (--exec)");

@@ -1,6 +1,6 @@
 //! The points where a crash test can stop a restore for good, so that it kills the process
 //! at a known moment: with `GATEWAY_TEST_PAUSE_AT=<point>`, the restore writes the marker
-//! [`crate::state_dir::paused_at`] and sleeps there. Without the variable nothing happens.
+//! [`crate::util::state_dir::paused_at`] and sleeps there. Without the variable nothing happens.
 //! `tests/api/crash.rs` kills the gateway at each of [`CrashPoint::ALL`].
 
 use std::path::Path;
@@ -58,7 +58,10 @@ pub(super) fn pause_at(data_dir: &Path, point: CrashPoint) {
     if want != point.name() {
         return;
     }
-    let _ = std::fs::write(crate::state_dir::paused_at(data_dir, point.name()), b"");
+    let _ = std::fs::write(
+        crate::util::state_dir::paused_at(data_dir, point.name()),
+        b"",
+    );
     loop {
         std::thread::sleep(std::time::Duration::from_secs(3600));
     }

@@ -5,8 +5,8 @@
 //! idempotent, so a crash inside one is mended by running it again ([`run_journal`]).
 
 use super::crash::{CrashPoint, pause_at};
-use crate::fsutil::random_string;
-use crate::state_dir;
+use crate::util::fsutil::random_string;
+use crate::util::state_dir;
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -68,8 +68,8 @@ fn move_data(data_dir: &Path, journal: &mut Journal, excluded: &[PathBuf]) -> io
     if journal.phase == Phase::MovingOut {
         std::fs::create_dir_all(&old)?;
         move_out(data_dir, &old, Path::new(""), excluded)?;
-        crate::fsutil::sync_dir(data_dir)?;
-        crate::fsutil::sync_dir(&old)?;
+        crate::util::fsutil::sync_dir(data_dir)?;
+        crate::util::fsutil::sync_dir(&old)?;
         pause_at(data_dir, CrashPoint::SwapMovedOut);
         journal.phase = Phase::MovingIn;
         write_journal(data_dir, journal)?;
@@ -78,7 +78,7 @@ fn move_data(data_dir: &Path, journal: &mut Journal, excluded: &[PathBuf]) -> io
         if new.exists() {
             move_in(&new, data_dir, &old, Path::new(""))?;
         }
-        crate::fsutil::sync_dir(data_dir)?;
+        crate::util::fsutil::sync_dir(data_dir)?;
         pause_at(data_dir, CrashPoint::AfterSwap);
         journal.phase = Phase::Cleanup;
         write_journal(data_dir, journal)?;
@@ -96,7 +96,7 @@ pub(super) fn clean_up(data_dir: &Path, journal: &Journal) -> io::Result<()> {
         std::fs::remove_dir_all(&work)?;
     }
     std::fs::remove_file(state_dir::restore_journal(data_dir))?;
-    crate::fsutil::sync_dir(&state_dir::restore_root(data_dir))?;
+    crate::util::fsutil::sync_dir(&state_dir::restore_root(data_dir))?;
     Ok(())
 }
 
@@ -178,7 +178,7 @@ fn move_in(new: &Path, data: &Path, old: &Path, rel: &Path) -> io::Result<()> {
 
 pub(super) fn write_journal(data_dir: &Path, journal: &Journal) -> io::Result<()> {
     let bytes = serde_json::to_vec(journal).map_err(io::Error::other)?;
-    crate::fsutil::write_atomic(&state_dir::restore_journal(data_dir), &bytes, 0o600)
+    crate::util::fsutil::write_atomic(&state_dir::restore_journal(data_dir), &bytes, 0o600)
 }
 
 /// Flushes what was written to the data directory's filesystem before the journal says the

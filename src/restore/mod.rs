@@ -43,10 +43,10 @@ pub use status::{Outcome, RestoreStatus, Restores};
 
 use crate::AppState;
 use crate::archive::{ArchiveError, Plan, extract};
-use crate::jobs::{JobGuard, JobKind};
-use crate::progress::{Phase, Progress, Trigger};
-use crate::state_dir;
+use crate::ops::jobs::{JobGuard, JobKind};
+use crate::ops::progress::{Phase, Progress, Trigger};
 use crate::storage::{BackupStore, StorageError, parallel_reads};
+use crate::util::state_dir;
 use crash::{CrashPoint, pause_at};
 use std::io;
 use std::sync::Arc;
@@ -149,10 +149,10 @@ async fn run(
         Ok((_, started)) => started.clone(),
         Err(e) => Some(e.clone()),
     };
-    crate::outcomes::finished(
+    crate::ops::outcomes::finished(
         &state.metrics,
-        &crate::outcomes::Finished {
-            operation: crate::metrics::Operation::Restore,
+        &crate::ops::outcomes::Finished {
+            operation: crate::ops::metrics::Operation::Restore,
             trigger: Trigger::Api,
             key: &status.key,
             started: progress.started(),
@@ -163,8 +163,8 @@ async fn run(
     );
     if let Some(e) = &error {
         // Failed, or restored with an application that did not start again.
-        state.notifier.send(crate::notify::Event::failed(
-            crate::notify::What::Restore,
+        state.notifier.send(crate::ops::notify::Event::failed(
+            crate::ops::notify::What::Restore,
             &status.key,
             e,
         ));
@@ -364,7 +364,7 @@ async fn stage(
     progress.set_phase(Phase::Extract);
     let progress = Arc::clone(progress);
     let data_dir = state.config.data_dir.clone();
-    let id = crate::fsutil::random_string(12);
+    let id = crate::util::fsutil::random_string(12);
     let work = state_dir::restore_work(&data_dir, &id);
     let staging = work.join("new");
     let dir = data_dir.clone();

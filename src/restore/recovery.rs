@@ -4,7 +4,7 @@
 
 use super::journal::{read_journal, run_journal};
 use super::status::{Outcome, RestoreStatus, Restores};
-use crate::state_dir;
+use crate::util::state_dir;
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -44,7 +44,7 @@ impl RestoreStatus {
         Self {
             key: key.to_string(),
             status: Outcome::Running,
-            started_at: crate::time_fmt::now_pb(),
+            started_at: crate::util::time_fmt::now_pb(),
             finished_at: None,
             error: None,
             hook_exit_code: None,
@@ -61,20 +61,20 @@ impl RestoreStatus {
         } else {
             Outcome::Ok
         };
-        self.finished_at = Some(crate::time_fmt::now_pb());
+        self.finished_at = Some(crate::util::time_fmt::now_pb());
         self.error = error;
     }
 }
 
 /// The last restore's status, in memory and on disk.
 #[derive(Debug)]
-pub struct Restores(crate::fsutil::Kept<RestoreStatus>);
+pub struct Restores(crate::util::fsutil::Kept<RestoreStatus>);
 
 impl Restores {
     pub fn open(data_dir: &Path) -> Self {
-        Self(crate::fsutil::Kept::open(crate::state_dir::last_restore(
-            data_dir,
-        )))
+        Self(crate::util::fsutil::Kept::open(
+            crate::util::state_dir::last_restore(data_dir),
+        ))
     }
 
     pub fn last(&self) -> Option<RestoreStatus> {

@@ -30,7 +30,7 @@ impl LocalStore {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<Self> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        crate::fsutil::make_private_dir(&dir)?;
+        crate::util::fsutil::make_private_dir(&dir)?;
         // Leftovers of a crash in the middle of a put.
         if let Ok(entries) = std::fs::read_dir(&dir) {
             for e in entries.flatten() {
@@ -135,7 +135,7 @@ impl BackupStore for LocalStore {
         }
         let tmp = self.dir.join(format!(
             "{TEMP_PREFIX}{}-{}",
-            crate::fsutil::random_string(12),
+            crate::util::fsutil::random_string(12),
             key
         ));
         let _guard = TempGuard(tmp.clone());
@@ -177,7 +177,7 @@ impl BackupStore for LocalStore {
             }
         }
         let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || crate::fsutil::sync_dir(&dir)).await;
+        let _ = tokio::task::spawn_blocking(move || crate::util::fsutil::sync_dir(&dir)).await;
         Ok(size)
     }
 

@@ -9,7 +9,7 @@ pub mod local;
 pub mod parts;
 pub mod s3;
 
-use crate::bufpool::BufPool;
+use crate::util::bufpool::BufPool;
 use bytes::Bytes;
 use futures::Stream;
 use std::io;
@@ -85,7 +85,7 @@ pub struct PutOptions {
     /// Parts uploaded at the same time.
     pub parts_in_flight: usize,
     /// Where part buffers are reserved.
-    pub budget: Arc<crate::bufpool::Budget>,
+    pub budget: Arc<crate::util::bufpool::Budget>,
     /// Ranges of an existing backup that the new one starts with, copied by the store
     /// itself; the body follows them. Only for a store whose [`BackupStore::copies`] is true.
     pub copy: Option<CopyFrom>,
@@ -142,7 +142,7 @@ pub fn parallel_reads(
     store: Arc<dyn BackupStore>,
     key: String,
     span: std::ops::Range<u64>,
-    budget: Arc<crate::bufpool::Budget>,
+    budget: Arc<crate::util::bufpool::Budget>,
 ) -> ByteStream<'static> {
     use futures::StreamExt;
     let end = span.end;

@@ -687,7 +687,7 @@ async fn killed_between_stop_and_start(point: CrashPoint) -> (Vec<String>, Value
     add_notes(&pb, &[4, 5]).await;
     let res = gw.post("/api/backups/three.zip/restore", Value::Null).await;
     assert_eq!(res.status(), 204);
-    let marker = backup_gateway::state_dir::paused_at(&data_dir, point.name());
+    let marker = backup_gateway::util::state_dir::paused_at(&data_dir, point.name());
     wait_until(60, || {
         let m = marker.clone();
         async move { m.exists() }

@@ -91,7 +91,7 @@ async fn crash_at(point: CrashPoint) {
     .await;
     let res = gw.post("/api/backups/a.zip/restore", Value::Null).await;
     assert_eq!(res.status(), 204);
-    let marker = backup_gateway::state_dir::paused_at(&data_dir, point.name());
+    let marker = backup_gateway::util::state_dir::paused_at(&data_dir, point.name());
     wait_until(60, || {
         let m = marker.clone();
         async move { m.exists() }

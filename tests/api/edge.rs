@@ -525,7 +525,7 @@ async fn a_trickling_or_stalled_body_is_closed_within_the_bound() {
         backend: Backend::Local,
         ..Options::default()
     };
-    opts.serve_limits = Some(backup_gateway::serve::Limits {
+    opts.serve_limits = Some(backup_gateway::api::serve::Limits {
         max_connections: 64,
         header_read: Duration::from_secs(30),
         body_gap: Duration::from_secs(2),
@@ -583,7 +583,7 @@ async fn connections_past_the_limit_are_refused_cleanly() {
         backend: Backend::Local,
         ..Options::default()
     };
-    opts.serve_limits = Some(backup_gateway::serve::Limits {
+    opts.serve_limits = Some(backup_gateway::api::serve::Limits {
         max_connections: 2,
         ..Default::default()
     });
@@ -655,7 +655,7 @@ async fn both_listeners_close_a_connection_whose_head_never_arrives() {
         backend: Backend::Local,
         ..Options::default()
     };
-    opts.serve_limits = Some(backup_gateway::serve::Limits {
+    opts.serve_limits = Some(backup_gateway::api::serve::Limits {
         header_read: Duration::from_secs(1),
         ..Default::default()
     });

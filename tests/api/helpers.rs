@@ -129,7 +129,7 @@ pub struct Options {
     /// `--restore-while-running`.
     pub restore_while_running: bool,
     /// `--max-connections`, `--body-gap-secs`, `--small-body-secs` (the defaults if none).
-    pub serve_limits: Option<backup_gateway::serve::Limits>,
+    pub serve_limits: Option<backup_gateway::api::serve::Limits>,
     /// Keep the gateway's default rate limits (on). Otherwise the app starts with them
     /// saved off, as PocketBase ships them (unless a pin says otherwise), so that tests of
     /// other things are not refused for their pace (`*:auth` allows 2 logins per 3 s).
@@ -271,7 +271,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         Some((_, b)) => b.clone(),
         None => format!(
             "test-{}",
-            backup_gateway::fsutil::random_string(12).to_lowercase()
+            backup_gateway::util::fsutil::random_string(12).to_lowercase()
         ),
     };
     let (mut s3, mut s3_client) = (None, None);
@@ -759,7 +759,7 @@ pub fn settle(root: &Path) {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let meta = std::fs::symlink_metadata(&path).unwrap();
-            max = max.max(backup_gateway::fsutil::ctime_ns(&meta));
+            max = max.max(backup_gateway::util::fsutil::ctime_ns(&meta));
             if meta.is_dir() {
                 stack.push(path);
             }
@@ -767,7 +767,7 @@ pub fn settle(root: &Path) {
     }
     let probe_dir = root.parent().expect("the data directory has a parent");
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while backup_gateway::fsutil::file_system_now(probe_dir)
+    while backup_gateway::util::fsutil::file_system_now(probe_dir)
         .unwrap()
         .ns
         <= max

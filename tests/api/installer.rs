@@ -114,7 +114,7 @@ async fn the_first_run_link_creates_the_first_superuser_once_and_opens_nothing_e
         json!({"email": "b@example.com", "password": PASSWORD, "passwordConfirm": PASSWORD});
     let res = create_with(&gw.client, &gw.base, &token, other).await;
     assert_error(res, 403, ONLY_SUPERUSERS).await;
-    let users = backup_gateway::users::Users::open(tmp.path()).unwrap();
+    let users = backup_gateway::auth::users::Users::open(tmp.path()).unwrap();
     assert_eq!(users.current().unwrap().superusers.len(), 1);
     gw.kill().await;
 
@@ -163,7 +163,7 @@ async fn the_first_run_link_expires_after_30_minutes() {
     let tmp = tempfile::tempdir().unwrap();
     let (state, base, clock) = first_run_app(tmp.path()).await;
     let start = state.config.clock.now();
-    let link = backup_gateway::installer::first_run_link(&state, base[7..].parse().unwrap())
+    let link = backup_gateway::auth::installer::first_run_link(&state, base[7..].parse().unwrap())
         .unwrap()
         .expect("a link: no superuser yet");
     assert!(
@@ -174,10 +174,10 @@ async fn the_first_run_link_expires_after_30_minutes() {
     let client = reqwest::Client::new();
     // One second before the end it still works (seen by a request that fails validation,
     // which spends nothing).
-    clock.set(start + backup_gateway::installer::VALIDITY - time::Duration::SECOND);
+    clock.set(start + backup_gateway::auth::installer::VALIDITY - time::Duration::SECOND);
     let res = create_with(&client, &base, &token, json!({})).await;
     assert_error(res, 400, "Failed to create record.").await;
-    clock.set(start + backup_gateway::installer::VALIDITY);
+    clock.set(start + backup_gateway::auth::installer::VALIDITY);
     let res = create_with(&client, &base, &token, first_superuser()).await;
     assert_error(res, 403, ONLY_SUPERUSERS).await;
     assert!(
@@ -195,7 +195,7 @@ async fn the_first_run_link_expires_after_30_minutes() {
 async fn a_superuser_created_another_way_ends_the_first_run_link() {
     let tmp = tempfile::tempdir().unwrap();
     let (state, base, _clock) = first_run_app(tmp.path()).await;
-    let link = backup_gateway::installer::first_run_link(&state, base[7..].parse().unwrap())
+    let link = backup_gateway::auth::installer::first_run_link(&state, base[7..].parse().unwrap())
         .unwrap()
         .unwrap();
     // `backup-gateway superuser upsert` from another shell, meanwhile.
@@ -211,7 +211,7 @@ async fn a_superuser_created_another_way_ends_the_first_run_link() {
     assert_eq!(users.superusers.len(), 1);
     assert_eq!(users.superusers[0].email, "cli@example.com");
     assert!(
-        backup_gateway::installer::first_run_link(&state, base[7..].parse().unwrap())
+        backup_gateway::auth::installer::first_run_link(&state, base[7..].parse().unwrap())
             .unwrap()
             .is_none()
     );
@@ -221,7 +221,7 @@ async fn a_superuser_created_another_way_ends_the_first_run_link() {
 async fn a_person_creates_the_first_superuser_on_the_install_screen_in_a_real_browser() {
     let tmp = tempfile::tempdir().unwrap();
     let (state, base, _clock) = first_run_app(tmp.path()).await;
-    let link = backup_gateway::installer::first_run_link(&state, base[7..].parse().unwrap())
+    let link = backup_gateway::auth::installer::first_run_link(&state, base[7..].parse().unwrap())
         .unwrap()
         .unwrap();
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-screenshots");

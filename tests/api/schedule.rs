@@ -4,7 +4,8 @@
 //! outcome is visible over HTTP and survives a restart.
 
 use crate::helpers::*;
-use backup_gateway::schedule::{ClockHandle, ManualClock, RunStatus};
+use backup_gateway::ops::outcomes::RunStatus;
+use backup_gateway::schedule::{ClockHandle, ManualClock};
 use reqwest::Method;
 use serde_json::{Value, json};
 use time::macros::datetime;
@@ -26,7 +27,7 @@ async fn app_on_clock(start: time::OffsetDateTime) -> (TestApp, ManualClock) {
 
 /// Moves the clock to `t` and waits for the run that this starts to be recorded.
 async fn run_at(app: &TestApp, clock: &ManualClock, t: time::OffsetDateTime) -> Value {
-    let stamp = backup_gateway::time_fmt::compact(t);
+    let stamp = backup_gateway::util::time_fmt::compact(t);
     clock.set(t);
     let mut last = Value::Null;
     wait_until(60, || {
@@ -96,8 +97,8 @@ async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
         .state
         .jobs
         .try_start(
-            backup_gateway::jobs::JobKind::Restore,
-            backup_gateway::progress::Trigger::Api,
+            backup_gateway::ops::jobs::JobKind::Restore,
+            backup_gateway::ops::progress::Trigger::Api,
             "manual.zip",
         )
         .unwrap();

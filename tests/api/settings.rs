@@ -41,7 +41,7 @@ async fn bucket_keys(server: &S3Server, bucket: &str) -> Vec<String> {
 
 pub async fn s3_bucket(dir: &std::path::Path) -> (S3Server, String) {
     let server = S3Server::start(dir, "127.0.0.1:0").await;
-    let bucket = format!("set-{}", backup_gateway::users::random_lower(10));
+    let bucket = format!("set-{}", backup_gateway::util::fsutil::random_lower(10));
     let config = s3_config(&server, &bucket);
     let store = backup_gateway::storage::s3::S3Store::new(&config).await;
     store
@@ -264,7 +264,7 @@ async fn the_first_start_superuser_comes_from_the_environment_and_a_restart_keep
     let state = backup_gateway::AppState::new(config.clone()).await.unwrap();
     let users = state.tokens.users().current().unwrap();
     let user = users.find_by_email("root@example.com").unwrap().clone();
-    assert!(backup_gateway::users::verify_password(
+    assert!(backup_gateway::auth::users::verify_password(
         &user,
         "first-start-pass"
     ));

@@ -311,7 +311,7 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
 
     // Moves the clock to `t` and returns the run recorded for it.
     let run_at = |t: time::OffsetDateTime| {
-        let stamp = backup_gateway::time_fmt::compact(t);
+        let stamp = backup_gateway::util::time_fmt::compact(t);
         clock.set(t);
         let app = &app;
         async move {
@@ -328,7 +328,7 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
     let run = run_at(datetime!(2026-12-01 10:01:00 UTC)).await;
     assert_eq!(
         run.status,
-        backup_gateway::schedule::RunStatus::Ok,
+        backup_gateway::ops::outcomes::RunStatus::Ok,
         "{run:?}"
     );
     let v = app
@@ -348,7 +348,7 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
     let run = run_at(datetime!(2026-12-01 10:02:00 UTC)).await;
     assert_eq!(
         run.status,
-        backup_gateway::schedule::RunStatus::Failed,
+        backup_gateway::ops::outcomes::RunStatus::Failed,
         "{run:?}"
     );
     let error = run.error.clone().unwrap();

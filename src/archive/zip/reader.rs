@@ -176,44 +176,7 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
         }
         let raw_name = cd[name_start..extra_start].to_vec();
         let extra = &cd[extra_start..extra_start + extra_len];
-        let mut mtime = None;
-        let mut mtime_ns = None;
-        let mut recorded = None;
-        let mut e = 0;
-        while e + 4 <= extra.len() {
-            let id = le16(extra, e);
-            let len = usize::from(le16(extra, e + 2));
-            let Some(body) = extra.get(e + 4..e + 4 + len) else {
-                break;
-            };
-            if id == ZIP64_EXTRA_ID {
-                let mut q = 0;
-                let mut take = |v: &mut u64| {
-                    if *v == U32_MAX && q + 8 <= body.len() {
-                        *v = le64(body, q);
-                        q += 8;
-                    }
-                };
-                take(&mut uncompressed);
-                take(&mut compressed);
-                take(&mut offset);
-            } else if id == EXTENDED_TIMESTAMP_ID && len >= 5 && body[0] & 1 == 1 {
-                mtime = Some(i64::from(le32(body, 1) as i32));
-            } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_V1_BODY {
-                mtime_ns = Some(le64(body, 0) as i64);
-            } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_LEN - 4 {
-                mtime_ns = Some(le64(body, 0) as i64);
-                recorded = Some(Recorded {
-                    identity: crate::archive::meta::Identity {
-                        ctime_ns: le64(body, 8) as i64,
-                        dev: le64(body, 16),
-                        ino: le64(body, 24),
-                    },
-                    read_from_ns: le64(body, 32) as i64,
-                });
-            }
-            e += 4 + len;
-        }
+        let extras = parse_extras(extra, &mut uncompressed, &mut compressed, &mut offset);
         let unix_mode = (made_by >> 8 == 3 && external >> 16 != 0).then_some(external >> 16);
         out.push(Entry {
             raw_name,
@@ -225,13 +188,69 @@ pub fn parse_directory(cd: &[u8], expected: u64) -> Result<Vec<Entry>, ArchiveEr
             offset,
             unix_mode,
             dos_dir: external & DOS_DIR != 0 && made_by >> 8 == 0,
-            mtime: mtime.or_else(|| dos_to_unix(dos_time, dos_date)),
-            mtime_ns,
-            recorded,
+            mtime: extras.mtime.or_else(|| dos_to_unix(dos_time, dos_date)),
+            mtime_ns: extras.mtime_ns,
+            recorded: extras.recorded,
         });
         p = next;
     }
     Ok(out)
+}
+
+/// What an entry's extra fields say besides the sizes and offset (which the ZIP64 field
+/// replaces in place).
+#[derive(Default)]
+struct Extras {
+    mtime: Option<i64>,
+    mtime_ns: Option<i64>,
+    recorded: Option<Recorded>,
+}
+
+/// Reads the extra fields the gateway knows: ZIP64 (the sizes and offset saturated at
+/// `u32::MAX`), the extended timestamp, and the gateway's own (v1 and v2).
+fn parse_extras(
+    extra: &[u8],
+    uncompressed: &mut u64,
+    compressed: &mut u64,
+    offset: &mut u64,
+) -> Extras {
+    let mut out = Extras::default();
+    let mut e = 0;
+    while e + 4 <= extra.len() {
+        let id = le16(extra, e);
+        let len = usize::from(le16(extra, e + 2));
+        let Some(body) = extra.get(e + 4..e + 4 + len) else {
+            break;
+        };
+        if id == ZIP64_EXTRA_ID {
+            let mut q = 0;
+            let mut take = |v: &mut u64| {
+                if *v == U32_MAX && q + 8 <= body.len() {
+                    *v = le64(body, q);
+                    q += 8;
+                }
+            };
+            take(uncompressed);
+            take(compressed);
+            take(offset);
+        } else if id == EXTENDED_TIMESTAMP_ID && len >= 5 && body[0] & 1 == 1 {
+            out.mtime = Some(i64::from(le32(body, 1) as i32));
+        } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_V1_BODY {
+            out.mtime_ns = Some(le64(body, 0) as i64);
+        } else if id == GATEWAY_EXTRA_ID && len == GATEWAY_EXTRA_LEN - 4 {
+            out.mtime_ns = Some(le64(body, 0) as i64);
+            out.recorded = Some(Recorded {
+                identity: crate::archive::meta::Identity {
+                    ctime_ns: le64(body, 8) as i64,
+                    dev: le64(body, 16),
+                    ino: le64(body, 24),
+                },
+                read_from_ns: le64(body, 32) as i64,
+            });
+        }
+        e += 4 + len;
+    }
+    out
 }
 
 /// The directory and entries of a whole archive held in memory.

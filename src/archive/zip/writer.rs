@@ -101,7 +101,7 @@ pub struct ZipWriter<W: Write> {
     stats: WriteStats,
     /// Recorded with every entry this writer writes of its device: the file system's time
     /// when the create began reading ([`Self::reading_from`]).
-    read_from: crate::fsutil::FsNow,
+    read_from: crate::util::fsutil::FsNow,
 }
 
 impl<W: Write> ZipWriter<W> {
@@ -146,7 +146,7 @@ impl<W: Write> ZipWriter<W> {
             },
             entries,
             stats,
-            read_from: crate::fsutil::FsNow::default(),
+            read_from: crate::util::fsutil::FsNow::default(),
         }
     }
 
@@ -155,7 +155,7 @@ impl<W: Write> ZipWriter<W> {
     /// without it, get 0, which makes them never reusable: a time stamp of another file
     /// system is from another clock, in another granularity.
     #[must_use]
-    pub fn reading_from(mut self, now: crate::fsutil::FsNow) -> Self {
+    pub fn reading_from(mut self, now: crate::util::fsutil::FsNow) -> Self {
         self.read_from = now;
         self
     }

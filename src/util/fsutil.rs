@@ -251,6 +251,11 @@ pub fn random_string(len: usize) -> String {
     )
 }
 
+/// `n` random characters of `[a-z0-9]` (PocketBase's alphabet for ids and file names).
+pub fn random_lower(n: usize) -> String {
+    random_from(b"abcdefghijklmnopqrstuvwxyz0123456789", n)
+}
+
 /// `len` characters drawn from the ASCII alphabet `chars` by the thread's CSPRNG.
 pub fn random_from(chars: &[u8], len: usize) -> String {
     use rand::Rng;

@@ -1,4 +1,4 @@
-//! Create: zip the data directory straight into the store.
+//! The create itself: zip the data directory straight into the store.
 //!
 //! First the tree is surveyed (size estimate, SQLite databases) and every database's
 //! snapshot is opened ([`archive::sqlite`]): a database that cannot be read consistently
@@ -8,7 +8,7 @@
 //! request is dropped, both sides stop: the writer sees the channel closed, the store
 //! aborts its multipart upload.
 //!
-//! Memory: the parts reserve their share of the process's budget ([`crate::bufpool`]) as the
+//! Memory: the parts reserve their share of the process's budget ([`crate::util::bufpool`]) as the
 //! store fills them, and the create reserves the rest of what it holds (the compression
 //! window, the channel, the page cache of the database being streamed) once, for its whole
 //! run ([`window_share`]), so that the budget bounds every buffer of backup bytes.
@@ -16,16 +16,14 @@
 use crate::AppState;
 use crate::archive::reuse::{Manifest, Reuse};
 use crate::archive::{self, SnapshotError, Snapshots, WriteOptions};
-use crate::bufpool::BufPool;
-use crate::config::Incremental;
-use crate::progress::{Phase, Progress};
+use crate::ops::progress::{Phase, Progress};
 use crate::storage::parts::{MAX_PARTS, MIN_PART_SIZE, part_size_for};
 use crate::storage::{ByteRange, CopyFrom, PutOptions, StorageError};
+use crate::util::bufpool::BufPool;
 use bytes::Bytes;
 use std::io::{self, Write};
 use std::sync::Arc;
 use tokio::sync::mpsc;
-use tokio_stream_shim::ReceiverStream;
 
 const CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 4;
@@ -66,7 +64,7 @@ pub async fn create(
     key: &str,
     progress: &Arc<Progress>,
 ) -> Result<Created, CreateError> {
-    let previous = if state.config.incremental == Incremental::Auto && store.copies() {
+    let previous = if state.config.incremental_allowed() && store.copies() {
         previous_archive(state, store, key).await.map(Arc::new)
     } else {
         None
@@ -84,20 +82,20 @@ pub async fn create(
 /// The file system's time before the create looks at any file, which its archive records
 /// with every entry of the same device ([`archive::reuse`] says why). None (entries never
 /// reused by a later create) when it cannot be had, or where the data directory's file
-/// system does not keep real change times ([`crate::fsutil::keeps_change_times`]).
-fn reading_starts(root: &std::path::Path) -> crate::fsutil::FsNow {
-    let state = crate::state_dir::root(root);
-    match crate::fsutil::file_system_now(&state) {
-        Ok(now) if crate::fsutil::keeps_change_times(&state) => now,
+/// system does not keep real change times ([`crate::util::fsutil::keeps_change_times`]).
+fn reading_starts(root: &std::path::Path) -> crate::util::fsutil::FsNow {
+    let state = crate::util::state_dir::root(root);
+    match crate::util::fsutil::file_system_now(&state) {
+        Ok(now) if crate::util::fsutil::keeps_change_times(&state) => now,
         Ok(_) => {
             tracing::warn!(
                 "the data directory's file system does not keep real change times: every create is a full one"
             );
-            crate::fsutil::FsNow::default()
+            crate::util::fsutil::FsNow::default()
         }
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the file system's time: the next create will be a full one");
-            crate::fsutil::FsNow::default()
+            crate::util::fsutil::FsNow::default()
         }
     }
 }
@@ -123,12 +121,12 @@ async fn previous_archive(
             .outcomes
             .create
             .last()
-            .filter(|o| o.status == crate::outcomes::Status::Ok)
+            .filter(|o| o.status == crate::ops::outcomes::Status::Ok)
             .map(|o| (o.key, o.size)),
         state
             .scheduled_runs
             .last()
-            .filter(|r| r.status == crate::schedule::RunStatus::Ok)
+            .filter(|r| r.status == crate::ops::outcomes::RunStatus::Ok)
             .map(|r| (r.key, r.size)),
     ]
     .into_iter()
@@ -178,62 +176,18 @@ async fn create_from(
 ) -> Result<Created, CreateError> {
     let root = state.config.data_dir.clone();
     let exclude = state.backup_exclude();
-    let level = state.config.compression_level;
-    let snapshot_opts = state.config.snapshot;
-
-    let started = std::time::Instant::now();
-    let (read_from, survey, mut databases) = {
-        let (root, exclude, previous) = (root.clone(), exclude.clone(), previous.clone());
-        tokio::task::spawn_blocking(move || {
-            let read_from = reading_starts(&root);
-            let manifest = previous.as_deref().map(|p| &p.manifest);
-            let survey =
-                archive::survey(&root, &exclude, manifest).map_err(CreateError::Archive)?;
-            let databases = Snapshots::open(&root, &survey.databases, snapshot_opts)
-                .map_err(CreateError::Database)?;
-            Ok::<_, CreateError>((read_from, survey, databases))
-        })
-        .await
-        .map_err(|e| CreateError::Archive(io::Error::other(e)))??
-    };
-    tracing::debug!(
-        databases = survey.databases.len(),
-        held = databases.held(),
-        snapshot_ms = started.elapsed().as_millis() as u64,
-        "snapshots open"
-    );
+    let (read_from, survey, databases) = survey(state, previous.clone()).await?;
     progress.set_totals(survey.bytes, survey.entries);
     progress.set_phase(Phase::Archive);
-    let estimate = survey.bytes;
-    let part_size = part_size_for(state.config.part_size, estimate);
+    let part_size = part_size_for(state.config.part_size, survey.bytes);
     let reuse = match &previous {
         Some(p) => reuse_of(p, &survey, part_size),
         None => Reuse::default(),
     };
-    let copy = (!reuse.copies.is_empty()).then(|| {
-        let p = previous
-            .as_deref()
-            .expect("reuse comes from a previous archive");
-        tracing::info!(
-            from = %p.key,
-            entries = reuse.entries.len(),
-            copied_bytes = reuse.bytes,
-            parts = reuse.copies.len(),
-            "incremental create: unchanged entries are copied in the store"
-        );
-        CopyFrom {
-            key: p.key.clone(),
-            etag: p.etag.clone(),
-            ranges: reuse
-                .copies
-                .iter()
-                .map(|r| ByteRange {
-                    start: r.start,
-                    end: r.end - 1,
-                })
-                .collect(),
-        }
-    });
+    let copy = previous
+        .as_deref()
+        .filter(|_| !reuse.copies.is_empty())
+        .map(|p| copy_from(p, &reuse));
     let opts = PutOptions {
         part_size,
         parts_in_flight: state.config.parts_in_flight,
@@ -247,37 +201,23 @@ async fn create_from(
         0 => None,
         bytes => Some(state.budget.reserve(bytes).await),
     };
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
-    let counted = Arc::clone(progress);
-    let writer = tokio::task::spawn_blocking(move || {
-        let mut out = ChannelWriter::new(tx.clone());
-        let opts = WriteOptions {
-            level,
-            exclude,
-            progress: Some(Arc::clone(&counted)),
-            read_from,
-        };
-        let result =
-            archive::create::write_dir_reusing(&root, &opts, &mut databases, &reuse, &mut out)
-                .and_then(|stats| out.finish().map(|()| stats));
-        // The store now writes the last parts and assembles the archive.
-        counted.set_phase(Phase::Complete);
-        if let Err(e) = &result {
-            // Make the store see the failure, not a clean end of a truncated archive.
-            let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
-        }
-        result
-    });
-
-    let put = store
-        .put(key, Box::pin(ReceiverStream(rx)), opts.clone())
-        .await;
+    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let write = WriteOptions {
+        level: state.config.compression_level,
+        exclude,
+        progress: Some(Arc::clone(progress)),
+        read_from,
+    };
+    let writer =
+        tokio::task::spawn_blocking(move || write_archive(&root, &write, databases, &reuse, tx));
+    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let put = store.put(key, Box::pin(body), opts.clone()).await;
     let written = writer
         .await
         .map_err(|e| CreateError::Archive(io::Error::other(e)))?;
     match (written, put) {
         (Ok(stats), Ok(size)) => {
-            // The summary line is logged by the caller ([`crate::outcomes::finished`]).
+            // The summary line is logged by the caller ([`crate::ops::outcomes::finished`]).
             tracing::debug!(
                 databases = survey.databases.len(),
                 files = stats.files,
@@ -300,6 +240,83 @@ async fn create_from(
         // The store failed (the writer then only saw the channel close).
         (_, Err(e)) => Err(CreateError::Storage(e)),
     }
+}
+
+/// The tree surveyed (against the previous archive's manifest, when there is one) and
+/// every database's snapshot opened, on a blocking thread: a database that cannot be read
+/// consistently fails the create here, before anything is uploaded. Also the file system's
+/// time before any file was looked at ([`reading_starts`]).
+async fn survey(
+    state: &AppState,
+    previous: Option<Arc<Previous>>,
+) -> Result<(crate::util::fsutil::FsNow, archive::Survey, Snapshots), CreateError> {
+    let root = state.config.data_dir.clone();
+    let exclude = state.backup_exclude();
+    let snapshot_opts = state.config.snapshot;
+    let started = std::time::Instant::now();
+    let (read_from, survey, databases) = tokio::task::spawn_blocking(move || {
+        let read_from = reading_starts(&root);
+        let manifest = previous.as_deref().map(|p| &p.manifest);
+        let survey = archive::survey(&root, &exclude, manifest).map_err(CreateError::Archive)?;
+        let databases = Snapshots::open(&root, &survey.databases, snapshot_opts)
+            .map_err(CreateError::Database)?;
+        Ok::<_, CreateError>((read_from, survey, databases))
+    })
+    .await
+    .map_err(|e| CreateError::Archive(io::Error::other(e)))??;
+    tracing::debug!(
+        databases = survey.databases.len(),
+        held = databases.held(),
+        snapshot_ms = started.elapsed().as_millis() as u64,
+        "snapshots open"
+    );
+    Ok((read_from, survey, databases))
+}
+
+/// The copies of `reuse` as the store's `put` takes them: ranges of `previous`, pinned to
+/// its ETag.
+fn copy_from(previous: &Previous, reuse: &Reuse) -> CopyFrom {
+    tracing::info!(
+        from = %previous.key,
+        entries = reuse.entries.len(),
+        copied_bytes = reuse.bytes,
+        parts = reuse.copies.len(),
+        "incremental create: unchanged entries are copied in the store"
+    );
+    CopyFrom {
+        key: previous.key.clone(),
+        etag: previous.etag.clone(),
+        ranges: reuse
+            .copies
+            .iter()
+            .map(|r| ByteRange {
+                start: r.start,
+                end: r.end - 1,
+            })
+            .collect(),
+    }
+}
+
+/// The writer's side, on a blocking thread: the archive written into `tx` in chunks.
+fn write_archive(
+    root: &std::path::Path,
+    opts: &WriteOptions,
+    mut databases: Snapshots,
+    reuse: &Reuse,
+    tx: mpsc::Sender<io::Result<Bytes>>,
+) -> io::Result<archive::zip::WriteStats> {
+    let mut out = ChannelWriter::new(tx.clone());
+    let result = archive::create::write_dir_reusing(root, opts, &mut databases, reuse, &mut out)
+        .and_then(|stats| out.finish().map(|()| stats));
+    // The store now writes the last parts and assembles the archive.
+    if let Some(p) = &opts.progress {
+        p.set_phase(Phase::Complete);
+    }
+    if let Err(e) = &result {
+        // Make the store see the failure, not a clean end of a truncated archive.
+        let _ = tx.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+    result
 }
 
 /// The largest range one `UploadPartCopy` copies (S3 allows 5 GiB): a request that the
@@ -376,23 +393,6 @@ impl Write for ChannelWriter {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// A `Stream` over an mpsc receiver (what tokio-stream's wrapper does, without the crate).
-mod tokio_stream_shim {
-    use std::pin::Pin;
-    use std::task::{Context, Poll};
-    use tokio::sync::mpsc::Receiver;
-
-    pub struct ReceiverStream<T>(pub Receiver<T>);
-
-    impl<T> futures::Stream for ReceiverStream<T> {
-        type Item = T;
-
-        fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<T>> {
-            self.0.poll_recv(cx)
-        }
     }
 }
 

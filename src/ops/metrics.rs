@@ -17,7 +17,7 @@
 //! | `backup_gateway_jobs_in_flight` | `kind` | creates and restores running (0 or 1) |
 //! | `backup_gateway_memory_budget_bytes` | `state` | the backup-bytes budget: `limit`, `in_use`, `idle` |
 
-use crate::progress::Trigger;
+use crate::ops::progress::Trigger;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
@@ -87,6 +87,29 @@ impl Default for Metrics {
     }
 }
 
+impl StoreMetrics {
+    /// The store's families, registered by `counter`.
+    fn new(counter: &dyn Fn(&str, &str, &[&str]) -> IntCounterVec) -> Self {
+        Self {
+            requests: counter(
+                "backup_gateway_store_requests_total",
+                "Requests sent to the S3 store, each attempt counted.",
+                &["operation"],
+            ),
+            errors: counter(
+                "backup_gateway_store_errors_total",
+                "Store attempts that failed: no answer (timeout, connection) or 5xx/429.",
+                &["operation"],
+            ),
+            retries: counter(
+                "backup_gateway_store_retries_total",
+                "Store attempts after an operation's first.",
+                &["operation"],
+            ),
+        }
+    }
+}
+
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -145,23 +168,7 @@ impl Metrics {
         registry
             .register(Box::new(last_success.clone()))
             .expect("registered once");
-        let store = StoreMetrics {
-            requests: counter(
-                "backup_gateway_store_requests_total",
-                "Requests sent to the S3 store, each attempt counted.",
-                &["operation"],
-            ),
-            errors: counter(
-                "backup_gateway_store_errors_total",
-                "Store attempts that failed: no answer (timeout, connection) or 5xx/429.",
-                &["operation"],
-            ),
-            retries: counter(
-                "backup_gateway_store_retries_total",
-                "Store attempts after an operation's first.",
-                &["operation"],
-            ),
-        };
+        let store = StoreMetrics::new(&counter);
         let jobs_in_flight = int_gauge(
             "backup_gateway_jobs_in_flight",
             "Creates and restores running now (at most one at a time).",

@@ -35,7 +35,7 @@ struct Pending {
 impl Installer {
     /// A new token, valid from `now` for [`VALIDITY`]; it replaces any earlier one.
     pub fn issue(&self, now: OffsetDateTime) -> String {
-        let token = crate::fsutil::random_string(TOKEN_LEN);
+        let token = crate::util::fsutil::random_string(TOKEN_LEN);
         *self.lock() = Some(Pending {
             token: token.clone(),
             expires: now + VALIDITY,
@@ -91,7 +91,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 pub fn first_run_link(
     state: &crate::AppState,
     listening: std::net::SocketAddr,
-) -> Result<Option<String>, crate::users::UsersError> {
+) -> Result<Option<String>, crate::auth::users::UsersError> {
     if !state.tokens.users().current()?.superusers.is_empty() {
         return Ok(None);
     }

@@ -7,12 +7,12 @@
 //! auth token can never pass as a file token or the reverse. Only HS256 is accepted: `alg:
 //! none` and every other algorithm are refused before any key is looked up.
 //!
-//! This module does not own the superusers themselves ([`crate::users`]) nor the routes
+//! This module does not own the superusers themselves ([`crate::auth::users`]) nor the routes
 //! ([`crate::api::auth`]).
 
 use crate::AppState;
+use crate::auth::users::{Superuser, Users};
 use crate::error::ApiError;
-use crate::users::{Superuser, Users};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
@@ -66,7 +66,7 @@ pub enum TokenError {
     #[error("invalid or expired token")]
     Invalid,
     #[error(transparent)]
-    State(#[from] crate::users::UsersError),
+    State(#[from] crate::auth::users::UsersError),
     #[error("cannot sign the token")]
     Sign(#[source] jsonwebtoken::errors::Error),
 }
@@ -80,7 +80,7 @@ impl Tokens {
         &self.users
     }
 
-    fn key(&self, state: &crate::users::State, user: &Superuser, typ: TokenType) -> Vec<u8> {
+    fn key(&self, state: &crate::auth::users::State, user: &Superuser, typ: TokenType) -> Vec<u8> {
         let secret = match typ {
             TokenType::Auth => &state.auth_secret,
             TokenType::File => &state.file_secret,

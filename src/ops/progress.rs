@@ -123,7 +123,7 @@ impl Progress {
             kind,
             trigger,
             key: key.to_string(),
-            started_at: crate::time_fmt::now_pb(),
+            started_at: crate::util::time_fmt::now_pb(),
             started: Instant::now(),
             phase: AtomicU8::new(match kind {
                 Kind::Create => Phase::Snapshot,

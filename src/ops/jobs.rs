@@ -7,8 +7,8 @@
 //! Guards release on drop, so every exit path (success, error, panic, a cancelled request)
 //! frees the lock.
 
-pub use crate::progress::Kind as JobKind;
-use crate::progress::{Progress, Reporter, Trigger};
+pub use crate::ops::progress::Kind as JobKind;
+use crate::ops::progress::{Progress, Reporter, Trigger};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,7 +101,7 @@ impl Jobs {
     }
 
     /// The running job's progress, if one runs.
-    pub fn running(&self) -> Option<crate::progress::View> {
+    pub fn running(&self) -> Option<crate::ops::progress::View> {
         self.lock().active.as_ref().map(|p| p.view())
     }
 

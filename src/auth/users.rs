@@ -66,8 +66,8 @@ pub struct State {
 impl State {
     fn new() -> Self {
         Self {
-            auth_secret: crate::fsutil::random_string(50),
-            file_secret: crate::fsutil::random_string(50),
+            auth_secret: crate::util::fsutil::random_string(50),
+            file_secret: crate::util::fsutil::random_string(50),
             superusers: Vec::new(),
         }
     }
@@ -102,7 +102,7 @@ impl Users {
     /// # Errors
     /// When the state file cannot be read, written or parsed.
     pub fn open(data_dir: &Path) -> Result<Self, UsersError> {
-        let path = crate::state_dir::users(data_dir);
+        let path = crate::util::state_dir::users(data_dir);
         let users = Self {
             path,
             cache: Mutex::new(Cached {
@@ -157,7 +157,7 @@ impl Users {
         }
         let hash = hash_password(password)?;
         let mut state = (*self.current()?).clone();
-        let now = crate::time_fmt::now_pb();
+        let now = crate::util::time_fmt::now_pb();
         let user = match state
             .superusers
             .iter_mut()
@@ -165,7 +165,7 @@ impl Users {
         {
             Some(u) => {
                 u.password_hash = hash;
-                u.token_key = crate::fsutil::random_string(50);
+                u.token_key = crate::util::fsutil::random_string(50);
                 u.updated = now;
                 u.clone()
             }
@@ -174,7 +174,7 @@ impl Users {
                     id: random_id(),
                     email: email.to_string(),
                     password_hash: hash,
-                    token_key: crate::fsutil::random_string(50),
+                    token_key: crate::util::fsutil::random_string(50),
                     created: now.clone(),
                     updated: now,
                 };
@@ -225,7 +225,7 @@ impl Users {
         };
         let bytes = serde_json::to_vec_pretty(state).map_err(std::io::Error::other);
         bytes
-            .and_then(|b| crate::fsutil::write_atomic(&self.path, &b, 0o600))
+            .and_then(|b| crate::util::fsutil::write_atomic(&self.path, &b, 0o600))
             .map_err(io)?;
         // Force a reload on next access even if the mtime granularity hides the change.
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).stamp = None;
@@ -253,7 +253,7 @@ pub fn verify_password(user: &Superuser, password: &str) -> bool {
 const MAX_HASH_BLOCKS: usize = 256 * 1024;
 
 /// [`verify_password`] with the hash's memory in `memory`, grown to what the hash needs and
-/// kept for the next call (see [`crate::login`]): the same checks as argon2's own
+/// kept for the next call (see [`crate::auth::login`]): the same checks as argon2's own
 /// `verify_password`, and the outputs compared in constant time.
 pub fn verify_password_in(
     user: &Superuser,
@@ -322,12 +322,7 @@ pub(crate) fn is_plausible_email(email: &str) -> bool {
 
 /// A PocketBase-style record id: 15 characters of `[a-z0-9]`.
 fn random_id() -> String {
-    random_lower(15)
-}
-
-/// `n` random characters of `[a-z0-9]` (PocketBase's alphabet for ids and file names).
-pub fn random_lower(n: usize) -> String {
-    crate::fsutil::random_from(b"abcdefghijklmnopqrstuvwxyz0123456789", n)
+    crate::util::fsutil::random_lower(15)
 }
 
 #[cfg(test)]

@@ -16,8 +16,8 @@ pub const NAME: &str = ".backup-gateway";
 /// When the directory cannot be created or a mode cannot be changed.
 pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
     let root = root(data_dir);
-    crate::fsutil::create_private_dir_all(&root)?;
-    crate::fsutil::make_private_dir(&root)?;
+    crate::util::fsutil::create_private_dir_all(&root)?;
+    crate::util::fsutil::make_private_dir(&root)?;
     let dirs = [
         root.clone(),
         pending_uploads(data_dir),
@@ -32,9 +32,9 @@ pub fn make_private(data_dir: &Path) -> std::io::Result<()> {
                 continue;
             };
             if kind.is_file() {
-                crate::fsutil::set_mode(&entry.path(), 0o600)?;
+                crate::util::fsutil::set_mode(&entry.path(), 0o600)?;
             } else if kind.is_dir() && dir == root {
-                crate::fsutil::make_private_dir(&entry.path())?;
+                crate::util::fsutil::make_private_dir(&entry.path())?;
             }
         }
     }
@@ -46,7 +46,7 @@ pub fn root(data_dir: &Path) -> PathBuf {
     data_dir.join(NAME)
 }
 
-/// Superusers, token keys and the signing secrets ([`crate::users`]).
+/// Superusers, token keys and the signing secrets ([`crate::auth::users`]).
 pub fn users(data_dir: &Path) -> PathBuf {
     root(data_dir).join("state.json")
 }
@@ -56,12 +56,12 @@ pub fn settings(data_dir: &Path) -> PathBuf {
     root(data_dir).join("settings.json")
 }
 
-/// The last API create's outcome ([`crate::outcomes`]).
+/// The last API create's outcome ([`crate::ops::outcomes`]).
 pub fn last_create(data_dir: &Path) -> PathBuf {
     root(data_dir).join("last-create.json")
 }
 
-/// The last upload's outcome ([`crate::outcomes`]).
+/// The last upload's outcome ([`crate::ops::outcomes`]).
 pub fn last_upload(data_dir: &Path) -> PathBuf {
     root(data_dir).join("last-upload.json")
 }

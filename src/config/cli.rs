@@ -1,36 +1,20 @@
-//! Command line and configuration. Every `serve` flag can also come from a `GATEWAY_*`
-//! environment variable; `--help` prints the `///` line of each field.
+//! The command line. Every `serve` flag can also come from a `GATEWAY_*` environment
+//! variable; `--help` prints the `///` line of each field (docs/configuration.md is checked
+//! against it). [`Cli`] is what the binary parses; [`ServeArgs::into_config`] checks it once
+//! and builds the library's [`Config`].
 //!
-//! [`Cli`] is what the binary parses; [`Config`] is what the library runs on, checked once by
-//! [`ServeArgs::into_config`]. Tests build a [`Config`] directly.
+//! One concern: the flags, each with the help text `--help` prints, and their check.
 
+use super::{
+    Config, DEFAULT_MEMORY_BUDGET_MIB, DEFAULT_PART_SIZE_MIB, DEFAULT_PARTS_IN_FLIGHT,
+    DEFAULT_S3_READ_TIMEOUT_SECS, DEFAULT_SHUTDOWN_GRACE_SECS, Incremental, InitialSuperuser, MIB,
+    S3Config, S3Tuning, StorageConfig, normalize_prefix,
+};
 use crate::archive::Limits;
+use crate::storage::s3::PayloadSigning;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-
-/// Default part size in MiB: the AWS CLI's default.
-pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
-/// Default parts uploaded at once: the fewest that keep a nearby store's upload at full
-/// speed, so the least memory (docs/design.md, "Performance"). Raise it for stores far away
-/// (each connection's throughput is bounded by its round-trip time).
-pub const DEFAULT_PARTS_IN_FLIGHT: usize = 2;
-/// `--memory-budget-mib`.
-pub const DEFAULT_MEMORY_BUDGET_MIB: u64 = 64;
-/// `--shutdown-grace-secs`.
-pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
-/// `--s3-read-timeout-secs`.
-pub const DEFAULT_S3_READ_TIMEOUT_SECS: u64 = 120;
-const MIB: u64 = 1024 * 1024;
-
-/// `--incremental`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Incremental {
-    /// Copy unchanged entries from the newest backup where the store can.
-    Auto,
-    /// Always upload the whole archive.
-    Off,
-}
 
 /// The PocketBase Backups API over an S3 bucket or a local directory.
 #[derive(Debug, Parser)]
@@ -101,16 +85,19 @@ pub struct ServeArgs {
 
     /// Size of each multipart-upload part in MiB (at least 5). It grows automatically when
     /// the data is so large that 10,000 parts would not be enough.
-    #[arg(long, env = "GATEWAY_PART_SIZE_MIB", default_value_t = DEFAULT_PART_SIZE_MIB)]
+    #[arg(long, env = "GATEWAY_PART_SIZE_MIB", default_value_t = DEFAULT_PART_SIZE_MIB,
+        value_parser = clap::value_parser!(u64).range(5..=5120))]
     pub part_size_mib: u64,
 
     /// How many parts are uploaded at the same time. Memory use of a create or upload is
     /// bounded by part size x (parts in flight + 1).
-    #[arg(long, env = "GATEWAY_PARTS_IN_FLIGHT", default_value_t = DEFAULT_PARTS_IN_FLIGHT)]
-    pub parts_in_flight: usize,
+    #[arg(long, env = "GATEWAY_PARTS_IN_FLIGHT", default_value_t = DEFAULT_PARTS_IN_FLIGHT as u8,
+        value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub parts_in_flight: u8,
 
     /// Deflate level for created archives (0-9); files that do not compress are stored.
-    #[arg(long, env = "GATEWAY_COMPRESSION_LEVEL", default_value_t = 1)]
+    #[arg(long, env = "GATEWAY_COMPRESSION_LEVEL", default_value_t = 1,
+        value_parser = clap::value_parser!(u32).range(0..=9))]
     pub compression_level: u32,
 
     /// Incremental creates: `auto` copies the entries of unchanged files from the newest
@@ -208,7 +195,7 @@ pub struct ServeArgs {
 
     /// How many scheduled backups are kept (the newest; manual and uploaded ones are never
     /// pruned): the setting `backups.cronMaxKeep`, pinned [default: saved, else 3].
-    #[arg(long, env = "GATEWAY_BACKUPS_CRON_MAX_KEEP")]
+    #[arg(long, env = "GATEWAY_BACKUPS_CRON_MAX_KEEP", value_parser = clap::value_parser!(i64).range(0..))]
     pub backups_cron_max_keep: Option<i64>,
 
     /// The only addresses (IPs or CIDR subnets, comma separated) superusers may act from:
@@ -243,17 +230,17 @@ pub struct ServeArgs {
 
     /// The most connections open at once (the API's, and the metrics listener's apart): one
     /// past it waits up to 2 s for another to close, then is answered 503.
-    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = crate::serve::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "GATEWAY_MAX_CONNECTIONS", default_value_t = crate::api::serve::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// A request body that stops arriving for this many seconds fails, and its connection
     /// is closed.
-    #[arg(long, env = "GATEWAY_BODY_GAP_SECS", default_value_t = crate::serve::DEFAULT_BODY_GAP.as_secs())]
+    #[arg(long, env = "GATEWAY_BODY_GAP_SECS", default_value_t = crate::api::serve::DEFAULT_BODY_GAP.as_secs())]
     pub body_gap_secs: u64,
 
     /// Every request body but an upload's (logins, settings: a few bytes) must be complete
     /// within this many seconds of its request's start.
-    #[arg(long, env = "GATEWAY_SMALL_BODY_SECS", default_value_t = crate::serve::DEFAULT_SMALL_BODY_TIME.as_secs())]
+    #[arg(long, env = "GATEWAY_SMALL_BODY_SECS", default_value_t = crate::api::serve::DEFAULT_SMALL_BODY_TIME.as_secs())]
     pub small_body_secs: u64,
 
     /// A superuser created at start (or given the password below), as MinIO's root user.
@@ -270,7 +257,8 @@ pub struct ServeArgs {
 
     /// The memory shared by every buffer of backup bytes (create and upload parts, download
     /// and restore read-ahead), in MiB: when it is taken, requests wait for their share.
-    #[arg(long, env = "GATEWAY_MEMORY_BUDGET_MIB", default_value_t = DEFAULT_MEMORY_BUDGET_MIB)]
+    #[arg(long, env = "GATEWAY_MEMORY_BUDGET_MIB", default_value_t = DEFAULT_MEMORY_BUDGET_MIB,
+        value_parser = clap::value_parser!(u64).range(8..))]
     pub memory_budget_mib: u64,
 
     /// On SIGTERM or Ctrl-C, how long open requests (a create in progress) may take to
@@ -279,7 +267,7 @@ pub struct ServeArgs {
     pub shutdown_grace_secs: u64,
 
     /// How often a running create or restore logs a progress line, in seconds (0: never).
-    #[arg(long, env = "GATEWAY_PROGRESS_LOG_SECS", default_value_t = crate::jobs::DEFAULT_PROGRESS_LOG_SECS)]
+    #[arg(long, env = "GATEWAY_PROGRESS_LOG_SECS", default_value_t = crate::ops::jobs::DEFAULT_PROGRESS_LOG_SECS)]
     pub progress_log_secs: u64,
 
     /// Serve Prometheus metrics at `http://ADDR/metrics` (off unless given). A listener of
@@ -368,214 +356,19 @@ pub struct S3Args {
     pub s3_read_timeout_secs: u64,
 }
 
-/// Whether the bodies of UploadPart and PutObject requests are signed (SigV4
-/// `x-amz-content-sha256` with the body's SHA-256) or sent as `UNSIGNED-PAYLOAD`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum PayloadSigning {
-    /// Signed over plain HTTP, where nothing else protects the bytes in transit; unsigned
-    /// over HTTPS, where TLS does (what the AWS SDK for Java's S3 client does). Every zip
-    /// entry also carries a CRC-32, which a restore checks.
-    #[default]
-    Auto,
-    Always,
-    Never,
-}
-
-impl PayloadSigning {
-    /// Whether bodies sent to `endpoint` are signed (no endpoint: AWS, over HTTPS).
-    pub fn signs(self, endpoint: Option<&str>) -> bool {
-        match self {
-            Self::Always => true,
-            Self::Never => false,
-            Self::Auto => endpoint
-                .is_some_and(|e| !e.trim_start().to_ascii_lowercase().starts_with("https://")),
-        }
-    }
-}
-
-/// What the library runs on.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The data directory that is backed up and restored.
-    pub data_dir: PathBuf,
-    pub storage: StorageConfig,
-    /// Minimum multipart part size in bytes (see [`crate::storage::parts::part_size_for`]).
-    pub part_size: u64,
-    pub parts_in_flight: usize,
-    pub compression_level: u32,
-    pub incremental: Incremental,
-    pub on_restore: Option<String>,
-    pub restore_limits: Limits,
-    /// `--restore-require` paths; empty: `data.db` when the data directory holds one.
-    pub restore_require: Vec<PathBuf>,
-    /// `--exclude` globs (checked by [`ServeArgs::into_config`]).
-    pub exclude: Vec<String>,
-    /// The fallback `meta.appName` (see [`crate::pocketbase::app_name`]).
-    pub app_name: String,
-    /// Settings that flags give explicitly ([`crate::settings::Pins`]).
-    pub pins: crate::settings::Pins,
-    /// How an S3 store configured over the API (`backups.s3`) is set up, beyond its
-    /// settings: the `--s3-prefix`, payload signing and read timeout flags.
-    pub s3_tuning: S3Tuning,
-    /// `--superuser-email` and its password.
-    pub initial_superuser: Option<InitialSuperuser>,
-    /// The clock of scheduled backups (tests set it).
-    pub clock: crate::schedule::ClockHandle,
-    /// `--memory-budget-mib`, in bytes.
-    pub memory_budget: u64,
-    /// `--shutdown-grace-secs`.
-    pub shutdown_grace: std::time::Duration,
-    /// `--progress-log-secs` (zero: no progress lines).
-    pub progress_log_every: std::time::Duration,
-    /// How SQLite databases are snapshotted.
-    pub snapshot: crate::archive::SnapshotOptions,
-    /// `--exec` ([`crate::lifecycle`]).
-    pub exec: Option<String>,
-    /// `--app-stop` and `--app-start` (both or neither).
-    pub app_stop: Option<String>,
-    pub app_start: Option<String>,
-    /// `--app-timeout-secs`.
-    pub app_timeout: std::time::Duration,
-    /// `--on-restore-timeout-secs`.
-    pub on_restore_timeout: std::time::Duration,
-    /// `--restore-while-running`.
-    pub restore_while_running: bool,
-    /// `--max-connections`, `--body-gap-secs`, `--small-body-secs`.
-    pub serve_limits: crate::serve::Limits,
-}
-
-#[derive(Debug, Clone)]
-pub enum StorageConfig {
-    Local { dir: PathBuf },
-    S3(S3Config),
-}
-
-#[derive(Clone)]
-pub struct S3Config {
-    pub bucket: String,
-    pub endpoint: Option<String>,
-    pub region: Option<String>,
-    /// Normalized: empty, or ends with `/`.
-    pub prefix: String,
-    pub force_path_style: bool,
-    pub payload_signing: PayloadSigning,
-    /// Fixed credentials instead of the AWS chain (tests; never from the command line).
-    pub credentials: Option<(String, String)>,
-    /// How long a store call may wait for the store's next bytes before it fails (and is
-    /// retried by the client, then fails the operation).
-    pub read_timeout: std::time::Duration,
-}
-
-impl S3Config {
-    /// How `backups.s3` shows this store when flags give it (credentials from the AWS
-    /// chain are never shown).
-    pub fn as_setting(&self) -> crate::settings::S3 {
-        crate::settings::S3 {
-            enabled: true,
-            bucket: self.bucket.clone(),
-            region: self.region.clone().unwrap_or_default(),
-            endpoint: self.endpoint.clone().unwrap_or_default(),
-            access_key: String::new(),
-            secret: String::new(),
-            force_path_style: self.force_path_style,
-        }
-    }
-}
-
-impl std::fmt::Debug for S3Config {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Config")
-            .field("bucket", &self.bucket)
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .field("prefix", &self.prefix)
-            .field("force_path_style", &self.force_path_style)
-            .field("payload_signing", &self.payload_signing)
-            .field(
-                "credentials",
-                &self.credentials.as_ref().map(|_| "[redacted]"),
-            )
-            .finish()
-    }
-}
-
-/// See [`Config::s3_tuning`].
-#[derive(Debug, Clone)]
-pub struct S3Tuning {
-    /// Normalized: empty, or ends with `/`.
-    pub prefix: String,
-    pub payload_signing: PayloadSigning,
-    pub read_timeout: std::time::Duration,
-}
-
-impl Default for S3Tuning {
-    fn default() -> Self {
-        Self {
-            prefix: String::new(),
-            payload_signing: PayloadSigning::Auto,
-            read_timeout: std::time::Duration::from_secs(DEFAULT_S3_READ_TIMEOUT_SECS),
-        }
-    }
-}
-
-impl S3Tuning {
-    /// The store that `backups.s3` describes.
-    pub fn config_for(&self, s3: &crate::settings::S3) -> S3Config {
-        S3Config {
-            bucket: s3.bucket.clone(),
-            endpoint: Some(s3.endpoint.clone()).filter(|e| !e.is_empty()),
-            region: Some(s3.region.clone()).filter(|r| !r.is_empty()),
-            prefix: self.prefix.clone(),
-            force_path_style: s3.force_path_style,
-            payload_signing: self.payload_signing,
-            credentials: Some((s3.access_key.clone(), s3.secret.clone())),
-            read_timeout: self.read_timeout,
-        }
-    }
-}
-
-/// The first-start superuser.
-#[derive(Clone)]
-pub struct InitialSuperuser {
-    pub email: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for InitialSuperuser {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InitialSuperuser")
-            .field("email", &self.email)
-            .field("password", &"[redacted]")
-            .finish()
-    }
-}
-
 /// A configuration mistake found at startup.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(String);
 
 impl ServeArgs {
-    /// Checks the flags once and builds the library's [`Config`].
+    /// Checks the flags once and builds the library's [`Config`]. Ranges are clap's (see the
+    /// `value_parser`s above); what is checked here needs more than one flag or a parser of
+    /// the library (globs, cron, IPs).
     ///
     /// # Errors
-    /// When a value is out of range (part size under 5 MiB, no parts in flight, ...).
-    pub fn into_config(self) -> Result<Config, ConfigError> {
-        if self.part_size_mib * MIB < crate::storage::parts::MIN_PART_SIZE {
-            return Err(ConfigError("--part-size-mib must be at least 5".into()));
-        }
-        if self.part_size_mib * MIB > crate::storage::parts::MAX_PART_SIZE {
-            return Err(ConfigError("--part-size-mib must be at most 5120".into()));
-        }
-        if !(1..=64).contains(&self.parts_in_flight) {
-            return Err(ConfigError("--parts-in-flight must be 1 to 64".into()));
-        }
-        if self.compression_level > 9 {
-            return Err(ConfigError("--compression-level must be 0 to 9".into()));
-        }
-        if self.memory_budget_mib < 8 {
-            return Err(ConfigError("--memory-budget-mib must be at least 8".into()));
-        }
+    /// A flag that cannot be used, with the reason.
+    pub fn into_config(mut self) -> Result<Config, ConfigError> {
         let given = |c: &Option<String>| c.as_deref().is_some_and(|c| !c.trim().is_empty());
         if given(&self.app.app_stop) != given(&self.app.app_start) {
             return Err(ConfigError(
@@ -584,143 +377,26 @@ impl ServeArgs {
                     .into(),
             ));
         }
-        let exclude: Vec<String> = self.exclude.into_iter().filter(|g| !g.is_empty()).collect();
-        let restore_require: Vec<PathBuf> = self
-            .restore_require
+        let exclude: Vec<String> = std::mem::take(&mut self.exclude)
             .into_iter()
-            .filter(|p| !p.as_os_str().is_empty())
+            .filter(|g| !g.is_empty())
             .collect();
-        if let Some(bad) = restore_require.iter().find(|p| {
-            !p.components()
-                .all(|c| matches!(c, std::path::Component::Normal(_)))
-        }) {
-            return Err(ConfigError(format!(
-                "--restore-require {}: a path relative to the data directory, without `..`",
-                bad.display()
-            )));
-        }
         crate::archive::Exclude::new(Vec::new(), &exclude)
             .map_err(|e| ConfigError(format!("--exclude: {e}")))?;
-        if let Some(cron) = self.backups_cron.as_deref().filter(|c| !c.is_empty()) {
-            crate::cron::Schedule::parse(cron)
-                .map_err(|e| ConfigError(format!("--backups-cron {cron:?}: {}", e.sentence())))?;
-        }
-        if self.backups_cron_max_keep.is_some_and(|k| k < 0) {
-            return Err(ConfigError(
-                "--backups-cron-max-keep must be 0 or more".into(),
-            ));
-        }
-        let superuser_ips = self.superuser_ips.map(|v| {
-            v.into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-        });
-        if let Some(bad) = superuser_ips
-            .iter()
-            .flatten()
-            .find(|ip| crate::settings::parse_ip_or_subnet(ip).is_none())
-        {
-            return Err(ConfigError(format!(
-                "--superuser-ips: {bad:?} is not an IP or CIDR subnet"
-            )));
-        }
-        let trusted_proxy_sources = self.trusted_proxies.map(|v| {
-            v.into_iter()
-                .map(|s| s.trim().to_string())
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-        });
-        if let Some(bad) = trusted_proxy_sources
-            .iter()
-            .flatten()
-            .find(|ip| crate::settings::parse_ip_or_subnet(ip).is_none())
-        {
-            return Err(ConfigError(format!(
-                "--trusted-proxies: {bad:?} is not an IP or CIDR subnet"
-            )));
-        }
-        let initial_superuser = match (
-            self.superuser_email,
-            self.superuser_password,
-            self.superuser_password_file,
-        ) {
-            (None, None, None) => None,
-            (Some(email), Some(password), None) => Some(InitialSuperuser { email, password }),
-            (Some(email), None, Some(file)) => {
-                let password = std::fs::read_to_string(&file).map_err(|e| {
-                    ConfigError(format!("--superuser-password-file {}: {e}", file.display()))
-                })?;
-                Some(InitialSuperuser {
-                    email,
-                    password: password.trim_end_matches(['\n', '\r']).to_string(),
-                })
-            }
-            (Some(_), Some(_), Some(_)) => {
-                return Err(ConfigError(
-                    "give --superuser-password or --superuser-password-file, not both".into(),
-                ));
-            }
-            (Some(_), None, None) => {
-                return Err(ConfigError(
-                    "--superuser-email needs --superuser-password or --superuser-password-file"
-                        .into(),
-                ));
-            }
-            (None, _, _) => {
-                return Err(ConfigError(
-                    "a superuser password needs --superuser-email".into(),
-                ));
-            }
-        };
+        let restore_require = self.restore_require()?;
+        let initial_superuser = self.initial_superuser()?;
         let s3_tuning = S3Tuning {
             prefix: normalize_prefix(&self.s3.s3_prefix),
             payload_signing: self.s3.s3_payload_signing,
             read_timeout: std::time::Duration::from_secs(self.s3.s3_read_timeout_secs.max(1)),
         };
-        let storage = match self.s3.s3_bucket {
-            Some(bucket) if !bucket.trim().is_empty() => StorageConfig::S3(S3Config {
-                bucket,
-                endpoint: self.s3.s3_endpoint.filter(|e| !e.is_empty()),
-                region: self.s3.s3_region.filter(|r| !r.is_empty()),
-                prefix: normalize_prefix(&self.s3.s3_prefix),
-                force_path_style: self.s3.s3_force_path_style,
-                payload_signing: self.s3.s3_payload_signing,
-                credentials: None,
-                read_timeout: std::time::Duration::from_secs(self.s3.s3_read_timeout_secs.max(1)),
-            }),
-            _ => StorageConfig::Local {
-                dir: self
-                    .backups_dir
-                    .unwrap_or_else(|| self.dir.join(crate::LOCAL_BACKUPS_DIR)),
-            },
-        };
-        let pins = crate::settings::Pins {
-            app_name: self.app_name.clone().filter(|n| !n.is_empty()),
-            cron: self.backups_cron,
-            cron_max_keep: self.backups_cron_max_keep,
-            s3: match &storage {
-                StorageConfig::S3(c) => Some(c.as_setting()),
-                StorageConfig::Local { .. } => None,
-            },
-            superuser_ips,
-            trusted_proxy_headers: self.trusted_proxy_headers.map(|v| {
-                v.into_iter()
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty())
-                    .collect()
-            }),
-            trusted_proxy_use_leftmost_ip: self.trusted_proxy_use_leftmost_ip,
-            rate_limits_enabled: self.rate_limits,
-            trusted_proxy_sources,
-            verify_after_create: self.verify_after_create,
-            notify_url: self.notify_url.filter(|u| !u.trim().is_empty()),
-        };
+        let storage = self.storage(&s3_tuning);
+        let pins = self.pins(&storage)?;
+        let secs = |s: u64| std::time::Duration::from_secs(s.max(1));
         Ok(Config {
-            data_dir: self.dir,
             storage,
             part_size: self.part_size_mib * MIB,
-            parts_in_flight: self.parts_in_flight,
+            parts_in_flight: usize::from(self.parts_in_flight),
             compression_level: self.compression_level,
             incremental: self.incremental,
             on_restore: self.on_restore.filter(|c| !c.trim().is_empty()),
@@ -752,69 +428,151 @@ impl ServeArgs {
             exec: self.app.exec.filter(|c| !c.trim().is_empty()),
             app_stop: self.app.app_stop.filter(|c| !c.trim().is_empty()),
             app_start: self.app.app_start.filter(|c| !c.trim().is_empty()),
-            app_timeout: std::time::Duration::from_secs(self.app.app_timeout_secs.max(1)),
-            on_restore_timeout: std::time::Duration::from_secs(
-                self.app.on_restore_timeout_secs.max(1),
-            ),
+            app_timeout: secs(self.app.app_timeout_secs),
+            on_restore_timeout: secs(self.app.on_restore_timeout_secs),
             restore_while_running: self.app.restore_while_running,
-            serve_limits: crate::serve::Limits {
-                header_read: crate::serve::HEADER_READ_TIMEOUT,
+            serve_limits: crate::api::serve::Limits {
+                header_read: crate::api::serve::HEADER_READ_TIMEOUT,
                 max_connections: self.max_connections.max(1),
-                body_gap: std::time::Duration::from_secs(self.body_gap_secs.max(1)),
-                small_body_time: std::time::Duration::from_secs(self.small_body_secs.max(1)),
+                body_gap: secs(self.body_gap_secs),
+                small_body_time: secs(self.small_body_secs),
             },
+            data_dir: self.dir,
+        })
+    }
+
+    /// `--restore-require`: paths inside the data directory.
+    fn restore_require(&mut self) -> Result<Vec<PathBuf>, ConfigError> {
+        let paths: Vec<PathBuf> = std::mem::take(&mut self.restore_require)
+            .into_iter()
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect();
+        let inside = |p: &PathBuf| {
+            p.components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)))
+        };
+        match paths.iter().find(|p| !inside(p)) {
+            Some(bad) => Err(ConfigError(format!(
+                "--restore-require {}: a path relative to the data directory, without `..`",
+                bad.display()
+            ))),
+            None => Ok(paths),
+        }
+    }
+
+    /// `--superuser-email` with `--superuser-password` or `--superuser-password-file`.
+    fn initial_superuser(&mut self) -> Result<Option<InitialSuperuser>, ConfigError> {
+        let (email, password, file) = (
+            self.superuser_email.take(),
+            self.superuser_password.take(),
+            self.superuser_password_file.take(),
+        );
+        let password = match (password, file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError(
+                    "give --superuser-password or --superuser-password-file, not both".into(),
+                ));
+            }
+            (Some(p), None) => Some(p),
+            (None, Some(file)) => {
+                let read = std::fs::read_to_string(&file).map_err(|e| {
+                    ConfigError(format!("--superuser-password-file {}: {e}", file.display()))
+                })?;
+                Some(read.trim_end_matches(['\n', '\r']).to_string())
+            }
+            (None, None) => None,
+        };
+        match (email, password) {
+            (None, None) => Ok(None),
+            (Some(email), Some(password)) => Ok(Some(InitialSuperuser { email, password })),
+            (Some(_), None) => Err(ConfigError(
+                "--superuser-email needs --superuser-password or --superuser-password-file".into(),
+            )),
+            (None, Some(_)) => Err(ConfigError(
+                "a superuser password needs --superuser-email".into(),
+            )),
+        }
+    }
+
+    /// The `--s3-*` flags' bucket, else the local backups directory.
+    fn storage(&mut self, tuning: &S3Tuning) -> StorageConfig {
+        match self.s3.s3_bucket.take() {
+            Some(bucket) if !bucket.trim().is_empty() => StorageConfig::S3(S3Config {
+                bucket,
+                endpoint: self.s3.s3_endpoint.take().filter(|e| !e.is_empty()),
+                region: self.s3.s3_region.take().filter(|r| !r.is_empty()),
+                prefix: tuning.prefix.clone(),
+                force_path_style: self.s3.s3_force_path_style,
+                payload_signing: tuning.payload_signing,
+                credentials: None,
+                read_timeout: tuning.read_timeout,
+            }),
+            _ => StorageConfig::Local {
+                dir: self
+                    .backups_dir
+                    .take()
+                    .unwrap_or_else(|| self.dir.join(crate::LOCAL_BACKUPS_DIR)),
+            },
+        }
+    }
+
+    /// The settings the flags give ([`crate::settings::Pins`]), checked.
+    fn pins(&mut self, storage: &StorageConfig) -> Result<crate::settings::Pins, ConfigError> {
+        if let Some(cron) = self.backups_cron.as_deref().filter(|c| !c.is_empty()) {
+            crate::schedule::cron::Schedule::parse(cron)
+                .map_err(|e| ConfigError(format!("--backups-cron {cron:?}: {}", e.sentence())))?;
+        }
+        let list = |v: Option<Vec<String>>| {
+            v.map(|v| {
+                v.into_iter()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let ips = |flag: &str, v: Option<Vec<String>>| {
+            let v = list(v);
+            match v
+                .iter()
+                .flatten()
+                .find(|ip| crate::settings::parse_ip_or_subnet(ip).is_none())
+            {
+                Some(bad) => Err(ConfigError(format!(
+                    "{flag}: {bad:?} is not an IP or CIDR subnet"
+                ))),
+                None => Ok(v),
+            }
+        };
+        Ok(crate::settings::Pins {
+            app_name: self.app_name.clone().filter(|n| !n.is_empty()),
+            cron: self.backups_cron.take(),
+            cron_max_keep: self.backups_cron_max_keep,
+            s3: match storage {
+                StorageConfig::S3(c) => Some(s3_setting(c)),
+                StorageConfig::Local { .. } => None,
+            },
+            superuser_ips: ips("--superuser-ips", self.superuser_ips.take())?,
+            trusted_proxy_headers: list(self.trusted_proxy_headers.take()),
+            trusted_proxy_use_leftmost_ip: self.trusted_proxy_use_leftmost_ip,
+            rate_limits_enabled: self.rate_limits,
+            trusted_proxy_sources: ips("--trusted-proxies", self.trusted_proxies.take())?,
+            verify_after_create: self.verify_after_create.take(),
+            notify_url: self.notify_url.take().filter(|u| !u.trim().is_empty()),
         })
     }
 }
 
-impl Config {
-    /// A configuration with the defaults of `serve` for `data_dir`, local storage.
-    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
-        let data_dir = data_dir.into();
-        Self {
-            storage: StorageConfig::Local {
-                dir: data_dir.join(crate::LOCAL_BACKUPS_DIR),
-            },
-            data_dir,
-            part_size: DEFAULT_PART_SIZE_MIB * MIB,
-            parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
-            compression_level: 1,
-            incremental: Incremental::Auto,
-            on_restore: None,
-            restore_limits: Limits::default(),
-            restore_require: Vec::new(),
-            exclude: Vec::new(),
-            app_name: crate::pocketbase::DEFAULT_APP_NAME.into(),
-            pins: crate::settings::Pins::default(),
-            s3_tuning: S3Tuning::default(),
-            initial_superuser: None,
-            clock: crate::schedule::ClockHandle::system(),
-            memory_budget: DEFAULT_MEMORY_BUDGET_MIB << 20,
-            shutdown_grace: std::time::Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS),
-            progress_log_every: std::time::Duration::from_secs(
-                crate::jobs::DEFAULT_PROGRESS_LOG_SECS,
-            ),
-            snapshot: crate::archive::SnapshotOptions::default(),
-            exec: None,
-            app_stop: None,
-            app_start: None,
-            app_timeout: std::time::Duration::from_secs(crate::lifecycle::DEFAULT_APP_TIMEOUT_SECS),
-            on_restore_timeout: std::time::Duration::from_secs(
-                crate::lifecycle::DEFAULT_ON_RESTORE_TIMEOUT_SECS,
-            ),
-            restore_while_running: false,
-            serve_limits: crate::serve::Limits::default(),
-        }
-    }
-
-    /// The S3 bucket backups go to: the `--s3-*` flags when given (they win over the
-    /// settings), else the settings' `backups.s3` when enabled, else none (local storage).
-    pub fn s3_for(&self, s3: &crate::settings::S3) -> Option<S3Config> {
-        match &self.storage {
-            StorageConfig::S3(flags) => Some(flags.clone()),
-            StorageConfig::Local { .. } if s3.enabled => Some(self.s3_tuning.config_for(s3)),
-            StorageConfig::Local { .. } => None,
-        }
+/// How `backups.s3` shows a store that flags give (credentials from the AWS chain are
+/// never shown).
+fn s3_setting(c: &S3Config) -> crate::settings::S3 {
+    crate::settings::S3 {
+        enabled: true,
+        bucket: c.bucket.clone(),
+        region: c.region.clone().unwrap_or_default(),
+        endpoint: c.endpoint.clone().unwrap_or_default(),
+        access_key: String::new(),
+        secret: String::new(),
+        force_path_style: c.force_path_style,
     }
 }
 
@@ -824,16 +582,6 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
         "on" | "true" => Ok(true),
         "off" | "false" => Ok(false),
         _ => Err(format!("{s:?}: on or off")),
-    }
-}
-
-/// `"a/b"` -> `"a/b/"`, `"/"` -> `""`: keys are `prefix + name`.
-pub fn normalize_prefix(p: &str) -> String {
-    let p = p.trim_matches('/');
-    if p.is_empty() {
-        String::new()
-    } else {
-        format!("{p}/")
     }
 }
 
@@ -850,35 +598,32 @@ mod tests {
     }
 
     #[test]
-    fn payload_signing_auto_signs_only_over_plain_http() {
-        let auto = PayloadSigning::Auto;
-        assert!(auto.signs(Some("http://127.0.0.1:9000")));
-        assert!(auto.signs(Some("HTTP://minio.internal")));
-        assert!(!auto.signs(Some("https://account.r2.cloudflarestorage.com")));
-        assert!(!auto.signs(Some("HTTPS://s3.example.com")));
-        assert!(!auto.signs(None), "AWS itself, over HTTPS");
-        assert!(PayloadSigning::Always.signs(Some("https://s3.example.com")));
-        assert!(!PayloadSigning::Never.signs(Some("http://127.0.0.1:9000")));
-    }
-
-    #[test]
-    fn cli_parses_and_checks_serve_flags() {
-        let cli = Cli::try_parse_from([
+    fn out_of_range_flags_are_refused_by_the_parser_naming_the_flag() {
+        let refused = |flag: &str, value: &str| {
+            let argv = ["backup-gateway", "serve", "--dir", "/tmp/x", flag, value];
+            let err = Cli::try_parse_from(argv).expect_err(flag).to_string();
+            assert!(err.contains(flag), "{err}");
+        };
+        refused("--part-size-mib", "4");
+        refused("--part-size-mib", "5121");
+        refused("--parts-in-flight", "0");
+        refused("--parts-in-flight", "65");
+        refused("--compression-level", "10");
+        refused("--memory-budget-mib", "7");
+        refused("--backups-cron-max-keep", "-1");
+        let argv = [
             "backup-gateway",
             "serve",
-            "--dir",
-            "/tmp/x",
             "--part-size-mib",
-            "4",
-        ])
-        .unwrap();
-        let Command::Serve(args) = cli.command else {
+            "5",
+            "--parts-in-flight",
+            "64",
+        ];
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
             panic!("not serve")
         };
-        assert_eq!(
-            args.into_config().unwrap_err().to_string(),
-            "invalid configuration: --part-size-mib must be at least 5"
-        );
+        let config = args.into_config().unwrap();
+        assert_eq!((config.part_size, config.parts_in_flight), (5 << 20, 64));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! How operations ended: one summary line in the log and the metrics for every finished
 //! create, upload, restore and download ([`finished`]), and the last outcome of the API's
-//! creates and of uploads, kept across restarts (the last restore's and the last scheduled
-//! run's are kept by [`crate::restore::Restores`] and [`crate::schedule::Runs`]).
+//! creates, of uploads and of scheduled runs ([`Runs`]), kept across restarts (the last
+//! restore's is kept by [`crate::restore::Restores`]).
 
-use crate::fsutil::Kept;
-use crate::metrics::{Metrics, Operation};
-use crate::progress::Trigger;
+use crate::ops::metrics::{Metrics, Operation};
+use crate::ops::progress::Trigger;
+use crate::util::fsutil::Kept;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Instant;
@@ -46,8 +46,8 @@ pub struct Outcomes {
 impl Outcomes {
     pub fn open(data_dir: &Path) -> Self {
         Self {
-            create: Kept::open(crate::state_dir::last_create(data_dir)),
-            upload: Kept::open(crate::state_dir::last_upload(data_dir)),
+            create: Kept::open(crate::util::state_dir::last_create(data_dir)),
+            upload: Kept::open(crate::util::state_dir::last_upload(data_dir)),
         }
     }
 }
@@ -67,11 +67,12 @@ pub struct Finished<'a> {
 }
 
 impl<'a> Finished<'a> {
-    /// A create (API or scheduled) that ran under `job`'s progress: `created` when it
-    /// stored the archive, else `error`.
+    /// A create (API or scheduled) that ran under `job`'s progress: the archive's `size`
+    /// and `entries` when it stored one, else `error`.
     pub fn create(
-        progress: &'a crate::progress::Progress,
-        created: Option<crate::backup::Created>,
+        progress: &'a crate::ops::progress::Progress,
+        size: Option<u64>,
+        entries: Option<u64>,
         error: Option<&'a str>,
     ) -> Self {
         Self {
@@ -79,8 +80,8 @@ impl<'a> Finished<'a> {
             trigger: progress.trigger(),
             key: progress.key(),
             started: progress.started(),
-            size: created.map(|c| c.size),
-            entries: created.map(|c| c.entries),
+            size,
+            entries,
             error,
         }
     }
@@ -98,7 +99,7 @@ impl Finished<'_> {
                 Status::Failed
             },
             started_at: started_at.to_string(),
-            finished_at: crate::time_fmt::now_pb(),
+            finished_at: crate::util::time_fmt::now_pb(),
             duration_seconds: (self.started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
             size: self.size,
             entries: self.entries,
@@ -142,4 +143,63 @@ pub fn finished(metrics: &Metrics, f: &Finished<'_>) {
         ),
     }
     metrics.finished(f.operation, f.trigger, f.error.is_none(), f.size, elapsed);
+}
+
+/// How a scheduled run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Ok,
+    Failed,
+    /// The busy lock was taken (a create or restore was running).
+    Skipped,
+}
+
+/// One scheduled run, as `GET /api/gateway/schedule` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RunOutcome {
+    pub key: String,
+    pub status: RunStatus,
+    pub started_at: String,
+    pub finished_at: String,
+    /// The archive's size, when it was created.
+    pub size: Option<u64>,
+    pub error: Option<String>,
+    /// Scheduled backups deleted by retention after this run.
+    pub pruned: Vec<String>,
+}
+
+/// The last scheduled run, in memory and on disk.
+#[derive(Debug)]
+pub struct Runs(crate::util::fsutil::Kept<RunOutcome>);
+
+impl Runs {
+    pub fn open(data_dir: &Path) -> Self {
+        Self(crate::util::fsutil::Kept::open(
+            crate::util::state_dir::last_scheduled_backup(data_dir),
+        ))
+    }
+
+    pub fn last(&self) -> Option<RunOutcome> {
+        self.0.last()
+    }
+
+    pub fn record(&self, outcome: RunOutcome) {
+        match outcome.status {
+            RunStatus::Ok => tracing::info!(
+                key = %outcome.key, size = ?outcome.size, pruned = ?outcome.pruned,
+                "scheduled backup created"
+            ),
+            RunStatus::Failed => tracing::error!(
+                key = %outcome.key, error = ?outcome.error, pruned = ?outcome.pruned,
+                "scheduled backup failed"
+            ),
+            RunStatus::Skipped => tracing::warn!(
+                key = %outcome.key, reason = ?outcome.error,
+                "scheduled backup skipped"
+            ),
+        }
+        self.0.set(outcome);
+    }
 }

@@ -17,9 +17,9 @@
 //!   wait behind it.
 //!
 //! This module does not decide who may log in ([`crate::api::auth`]), nor the rate limits
-//! that apply before it ([`crate::rate_limit`]).
+//! that apply before it ([`crate::api::rate_limit`]).
 
-use crate::users::{Superuser, verify_password_in};
+use crate::auth::users::{Superuser, verify_password_in};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -162,7 +162,7 @@ mod tests {
 
     fn user() -> Superuser {
         let dir = tempfile::tempdir().unwrap();
-        let users = crate::users::Users::open(dir.path()).unwrap();
+        let users = crate::auth::users::Users::open(dir.path()).unwrap();
         users.upsert("a@b.c", "long-enough").unwrap()
     }
 

@@ -55,34 +55,44 @@ impl Event {
             },
             key: key.to_string(),
             reason: reason.to_string(),
-            time: crate::time_fmt::now_pb(),
+            time: crate::util::time_fmt::now_pb(),
         }
     }
 }
 
-/// Sends events to the URL of the current settings (`backups.notifyUrl`, or the flag that
-/// pins it), or drops them when there is none. Cheap to clone.
-#[derive(Debug, Clone)]
+/// Where the notifications go, read at each send: `None`, nowhere. The gateway's is the
+/// current settings' `backups.notifyUrl` (or the flag that pins it); this module does not
+/// know the settings.
+pub type UrlSource = Arc<dyn Fn() -> Option<String> + Send + Sync>;
+
+/// Sends events to the URL its [`UrlSource`] gives at each send, or drops them when there
+/// is none. Cheap to clone.
+#[derive(Clone)]
 pub struct Notifier {
-    settings: Arc<crate::settings::SettingsStore>,
+    url: UrlSource,
     queue: mpsc::Sender<(String, Event)>,
 }
 
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
+}
+
 impl Notifier {
-    /// A notifier of the URL in `settings`. Starts its sending task on the current runtime.
-    pub fn new(settings: Arc<crate::settings::SettingsStore>) -> Self {
+    /// A notifier of the URLs `url` gives. Starts its sending task on the current runtime.
+    pub fn new(url: UrlSource) -> Self {
         let (queue, rx) = mpsc::channel(QUEUE);
         tokio::spawn(deliver(rx));
-        Self { settings, queue }
+        Self { url, queue }
     }
 
     /// Queues `event` for the URL set now (never waits).
     pub fn send(&self, event: Event) {
-        let current = self.settings.current();
-        let Some(url) = current.backups.notify_url() else {
+        let Some(url) = (self.url)() else {
             return;
         };
-        if let Err(e) = self.queue.try_send((url.to_string(), event)) {
+        if let Err(e) = self.queue.try_send((url, event)) {
             tracing::warn!(event = ?e.into_inner().1, "notification dropped: too many waiting");
         }
     }
