@@ -1,7 +1,7 @@
 // Compares the results of the same scenarios on PocketBase and on the gateway.
 // Every difference must be listed in differences.json with its reason; any other difference
-// fails. Also checks that README.md's "Differences from PocketBase" table lists exactly the
-// cases of differences.json.
+// fails. Also checks that the table of docs/differences.md ("Differences from PocketBase")
+// lists exactly the cases of differences.json.
 //
 // Usage: node compare.mjs MODE POCKETBASE.json GATEWAY.json [LABEL]   (MODE: local or s3;
 // LABEL names the run in the output, the mode by default)
@@ -51,20 +51,21 @@ for (const d of differences) {
   console.log(`[${label}] ${mark}: ${d.path.join(" › ")}\n    pocketbase: ${JSON.stringify(d.pocketbase)}\n    gateway:    ${JSON.stringify(d.gateway)}`);
 }
 
-// README's table must list exactly the cases of differences.json.
-const readme = readFileSync(join(here, "..", "README.md"), "utf8");
-const section = readme.split("## Differences from PocketBase")[1]?.split("\n## ")[0] ?? "";
-const rows = section
+// docs/differences.md's table must list exactly the cases of differences.json.
+const differencesDoc = "docs/differences.md";
+const doc = readFileSync(join(here, "..", differencesDoc), "utf8");
+const rows = doc
   .split("\n")
   .filter((l) => l.startsWith("| ") && !l.startsWith("| case") && !l.startsWith("| ---"))
   .map((l) => l.split("|")[1].trim());
 const cases = allowed.map((r) => r.case);
-const readmeProblems = [
-  ...cases.filter((c) => !rows.includes(c)).map((c) => `differences.json case missing from README: ${c}`),
-  ...rows.filter((r) => !cases.includes(r)).map((r) => `README difference missing from differences.json: ${r}`),
+const docProblems = [
+  ...(rows.length ? [] : [`${differencesDoc} has no table rows`]),
+  ...cases.filter((c) => !rows.includes(c)).map((c) => `differences.json case missing from ${differencesDoc}: ${c}`),
+  ...rows.filter((r) => !cases.includes(r)).map((r) => `${differencesDoc} difference missing from differences.json: ${r}`),
 ];
-for (const p of readmeProblems) console.log(p);
+for (const p of docProblems) console.log(p);
 
 const total = differences.length;
 console.log(`[${label}] ${Object.keys(pb).length} scenarios, ${total} differences, ${total - unexplained.length} listed, ${unexplained.length} unexplained`);
-process.exit(unexplained.length || readmeProblems.length ? 1 : 0);
+process.exit(unexplained.length || docProblems.length ? 1 : 0);

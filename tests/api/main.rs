@@ -8,6 +8,7 @@ mod backups;
 mod conformance;
 mod crash;
 mod create;
+mod docs;
 mod edge;
 mod flaky;
 mod helpers;
