@@ -668,7 +668,7 @@ def writer_step(env, gw, res, tag, src, gw_dir, archive, create_as):
         f"the archived database is consistent ({res['writer_create_rows']} ledger rows)")
 
     # The same in rollback-journal mode, where the snapshot's read lock holds commits off
-    # while the database streams: the stall the README states.
+    # while the database streams: the stall docs/operations.md states.
     subprocess.run([sys.executable, WRITER, "prepare", db, "delete"], check=True)
     secs, res["writer_create_rollback"], _ = create_under_writer(
         env, gw, db, f"gw-wr-{tag}.zip", create_as, tag)
@@ -1110,8 +1110,8 @@ def machine():
 
 
 def gateway_defaults():
-    """The defaults in src/config.rs, so that the report cannot drift from the code."""
-    with open(os.path.join(REPO, "src", "config.rs")) as f:
+    """The defaults in src/config/mod.rs, so that the report cannot drift from the code."""
+    with open(os.path.join(REPO, "src", "config", "mod.rs")) as f:
         text = f.read()
     pick = lambda name: re.search(rf"const {name}: \w+ = (\d+);", text).group(1)  # noqa: E731
     return {"part_size_mib": pick("DEFAULT_PART_SIZE_MIB"), "parts_in_flight": pick("DEFAULT_PARTS_IN_FLIGHT")}
@@ -1252,7 +1252,7 @@ def report(results, meta, path):
     add(f"- {m['rustc']}; gateway built with `--{meta['profile']}`; PocketBase {m['pocketbase']}; "
         f"datasets at scale {meta['scale']:g}")
     d = gateway_defaults()
-    add(f"- Gateway defaults: part size {d['part_size_mib']} MiB (grown with the data, see README), "
+    add(f"- Gateway defaults: part size {d['part_size_mib']} MiB (grown with the data, see docs/configuration.md), "
         f"{d['parts_in_flight']} parts in flight,")
     if (meta.get("s3_endpoint") or "http:").lower().startswith("https:"):
         add("  Deflate level 1 (data with the entropy of compressed data is Stored), upload bodies unsigned")
