@@ -600,7 +600,8 @@ mod tests {
     #[test]
     fn out_of_range_flags_are_refused_by_the_parser_naming_the_flag() {
         let refused = |flag: &str, value: &str| {
-            let argv = ["backup-gateway", "serve", "--dir", "/tmp/x", flag, value];
+            let arg = format!("{flag}={value}");
+            let argv = ["backup-gateway", "serve", "--dir", "/tmp/x", &arg];
             let err = Cli::try_parse_from(argv).expect_err(flag).to_string();
             assert!(err.contains(flag), "{err}");
         };
