@@ -137,19 +137,37 @@ pub struct RunOutcome {
     pub pruned: Vec<String>,
 }
 
-/// The last scheduled run, in memory and on disk.
+/// The last scheduled run, in memory and on disk, and the loop's last look at the schedule.
 #[derive(Debug)]
-pub struct Runs(crate::fsutil::Kept<RunOutcome>);
+pub struct Runs {
+    last: crate::fsutil::Kept<RunOutcome>,
+    looked: tokio::sync::watch::Sender<Option<Look>>,
+}
+
+/// One look of the schedule's loop at the settings: the time it looked at, and the runs it
+/// has started so far (one started at this look included). Tests wait on it
+/// ([`Runs::looks`]): it proves that the loop had its chance to start a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub at: OffsetDateTime,
+    pub started: u64,
+}
 
 impl Runs {
     pub fn open(data_dir: &Path) -> Self {
-        Self(crate::fsutil::Kept::open(
-            crate::state_dir::last_scheduled_backup(data_dir),
-        ))
+        Self {
+            last: crate::fsutil::Kept::open(crate::state_dir::last_scheduled_backup(data_dir)),
+            looked: tokio::sync::watch::Sender::new(None),
+        }
     }
 
     pub fn last(&self) -> Option<RunOutcome> {
-        self.0.last()
+        self.last.last()
+    }
+
+    /// The loop's latest look at the schedule (none before its first), as it changes.
+    pub fn looks(&self) -> tokio::sync::watch::Receiver<Option<Look>> {
+        self.looked.subscribe()
     }
 
     fn record(&self, outcome: RunOutcome) {
@@ -167,7 +185,7 @@ impl Runs {
                 "scheduled backup skipped"
             ),
         }
-        self.0.set(outcome);
+        self.last.set(outcome);
     }
 }
 
@@ -196,6 +214,7 @@ pub fn next_runs(cron: &str, now: OffsetDateTime, n: usize) -> Vec<OffsetDateTim
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let clock = state.config.clock.clone();
     let mut running = tokio::task::JoinSet::new();
+    let mut started = 0;
     loop {
         let next = minute_start(clock.now()) + time::Duration::MINUTE;
         tokio::select! {
@@ -205,17 +224,18 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         while running.try_join_next().is_some() {}
         let now = clock.now();
         let cron = state.settings.current().backups.cron.clone();
-        if cron.is_empty() {
-            continue;
-        }
         match Schedule::parse(&cron) {
+            _ if cron.is_empty() => {}
             Ok(schedule) if schedule.is_due(now) => {
                 let state = state.clone();
                 running.spawn(async move { run_once(&state, now).await });
+                started += 1;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(cron = %cron, error = %e, "invalid backups.cron"),
         }
+        let look = Look { at: now, started };
+        state.scheduled_runs.looked.send_replace(Some(look));
     }
     let grace = state.config.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {
