@@ -74,7 +74,14 @@ pub fn has_header(path: &Path, meta: &std::fs::Metadata) -> bool {
     let id = file_id(meta);
     let open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
     let (_open, wait) = CLOSED
-        .wait_timeout_while(open, LOCK_WAIT, |open| open.contains_key(&id))
+        .wait_timeout_while(open, LOCK_WAIT, |open| {
+            let held = open.contains_key(&id);
+            #[cfg(test)]
+            if held {
+                WAITED_ON.lock().unwrap().push(id);
+            }
+            held
+        })
         .unwrap_or_else(|e| e.into_inner());
     if wait.timed_out() {
         return true;
@@ -101,6 +108,10 @@ static OPEN: std::sync::Mutex<std::collections::BTreeMap<FileId, usize>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 /// Signalled whenever a connection closes.
 static CLOSED: std::sync::Condvar = std::sync::Condvar::new();
+/// The files [`has_header`] began to wait on, once per wait: tests wait on it instead of
+/// sleeping.
+#[cfg(test)]
+static WAITED_ON: std::sync::Mutex<Vec<FileId>> = std::sync::Mutex::new(Vec::new());
 
 /// A connection of the gateway's, known to [`has_header`] while it is open.
 pub struct Db {
