@@ -56,6 +56,9 @@ struct Budget {
     /// Bytes charged, and whether the writer has stopped.
     state: Mutex<(usize, bool)>,
     freed: Condvar,
+    /// Waits begun in [`Budget::charge`]: tests wait on it instead of sleeping.
+    #[cfg(test)]
+    waits: std::sync::atomic::AtomicUsize,
 }
 
 impl Budget {
@@ -63,6 +66,8 @@ impl Budget {
         Self {
             state: Mutex::new((0, false)),
             freed: Condvar::new(),
+            #[cfg(test)]
+            waits: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -70,6 +75,8 @@ impl Budget {
     fn charge(&self, n: usize) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while !st.1 && st.0 > 0 && st.0 + n > MAX_BYTES_IN_FLIGHT {
+            #[cfg(test)]
+            self.waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.1 {
