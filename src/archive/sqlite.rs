@@ -618,7 +618,15 @@ mod tests {
             let (db, m) = (db.clone(), meta(&db));
             std::thread::spawn(move || has_header(&db, &m))
         };
-        std::thread::sleep(Duration::from_millis(200));
+        let id = file_id(&meta(&db));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !WAITED_ON.lock().unwrap().contains(&id) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader never waited for the open connection"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(!reader.is_finished(), "read while a connection was open");
         drop(conn);
         assert!(reader.join().unwrap());
