@@ -148,7 +148,10 @@ async fn a_restore_shows_its_progress_up_to_the_exact_total() {
     // A hook that takes its time: the finished extract's counts can be read in its phase.
     let app = spawn_app_with(Options {
         in_process_s3: true,
-        on_restore: Some("sleep 0.5".into()),
+        config: Config {
+            on_restore: Some("sleep 0.5".into()),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

@@ -16,7 +16,10 @@ async fn app_on_clock(start: time::OffsetDateTime) -> (TestApp, ManualClock) {
     let (handle, clock) = ClockHandle::manual(start);
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        clock: Some(handle),
+        config: Config {
+            clock: handle,
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
