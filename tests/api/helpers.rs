@@ -742,7 +742,8 @@ pub async fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     w.close().await.unwrap()
 }
 
-/// Checks an archive with Python's zipfile and, when installed, Info-ZIP's `unzip -t`.
+/// Checks an archive with Python's zipfile and Info-ZIP's `unzip -t` (both installed by
+/// `scripts/setup.sh`; a missing one fails the test).
 pub fn check_with_external_tools(bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.zip");
@@ -760,22 +761,21 @@ pub fn check_with_external_tools(bytes: &[u8]) {
         "python zipfile: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    match std::process::Command::new("unzip")
+    let out = std::process::Command::new("unzip")
         .arg("-tq")
         .arg(&path)
         .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "unzip -t: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => assert!(
-            std::env::var_os("CI").is_none(),
-            "unzip must be installed in CI: {e}"
-        ),
-    }
+        .unwrap_or_else(|e| {
+            panic!(
+                "unzip does not run ({e}): install it (scripts/setup.sh does), this check needs it"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "unzip -t: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A fresh PocketBase (its own data directory under `tmp`) that restores `bytes` through its
