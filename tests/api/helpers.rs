@@ -677,17 +677,12 @@ where
     }
 }
 
-/// A small deterministic pseudo-random generator (xorshift), for test data.
+/// `len` bytes from a [`rand::rngs::StdRng`] seeded with `seed`: incompressible test data,
+/// the same for the same seed.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut out);
     out
 }
 
