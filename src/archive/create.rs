@@ -59,6 +59,9 @@ struct ReadWindow {
     /// Bytes charged, and whether the writer has stopped.
     state: Mutex<(usize, bool)>,
     freed: Condvar,
+    /// Waits begun in [`ReadWindow::charge`]: tests wait on it instead of sleeping.
+    #[cfg(test)]
+    waits: std::sync::atomic::AtomicUsize,
 }
 
 impl ReadWindow {
@@ -66,6 +69,8 @@ impl ReadWindow {
         Self {
             state: Mutex::new((0, false)),
             freed: Condvar::new(),
+            #[cfg(test)]
+            waits: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -73,6 +78,8 @@ impl ReadWindow {
     fn charge(&self, n: usize) -> io::Result<()> {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         while !st.1 && st.0 > 0 && st.0 + n > MAX_BYTES_IN_FLIGHT {
+            #[cfg(test)]
+            self.waits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             st = self.freed.wait(st).unwrap_or_else(|e| e.into_inner());
         }
         if st.1 {
@@ -646,28 +653,58 @@ mod tests {
         assert!(names.contains(&"empty/dir/".to_string()));
     }
 
+    /// `charge` on a thread of its own, and its result when it comes.
+    fn charge_on_thread(budget: &Arc<ReadWindow>, n: usize) -> Receiver<io::Result<()>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let budget = budget.clone();
+        std::thread::spawn(move || tx.send(budget.charge(n)));
+        rx
+    }
+
+    fn waits(budget: &ReadWindow) -> usize {
+        budget.waits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Waits until `budget` has begun more than `before` waits; fails after 10 s.
+    fn until_waits_past(budget: &ReadWindow, before: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while waits(budget) <= before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the charge never waited for the budget"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    const ANSWER: std::time::Duration = std::time::Duration::from_secs(10);
+
     #[test]
     fn the_budget_holds_the_reader_until_the_writer_refunds() {
-        let budget = ReadWindow::new();
+        let budget = Arc::new(ReadWindow::new());
         budget.charge(MAX_BYTES_IN_FLIGHT - 10).unwrap();
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| budget.charge(100));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            assert!(!waiter.is_finished(), "over the budget: must wait");
-            budget.refund(MAX_BYTES_IN_FLIGHT - 10);
-            waiter.join().unwrap().unwrap();
-        });
+        let before = waits(&budget);
+        let waiter = charge_on_thread(&budget, 100);
+        until_waits_past(&budget, before);
+        assert!(waiter.try_recv().is_err(), "over the budget: must wait");
+        budget.refund(MAX_BYTES_IN_FLIGHT - 10);
+        waiter
+            .recv_timeout(ANSWER)
+            .expect("the refund wakes the waiting charge")
+            .unwrap();
         // An item larger than the whole budget still goes, alone.
         budget.refund(100);
         budget.charge(3 * MAX_BYTES_IN_FLIGHT).unwrap();
         // A closed budget wakes and fails a waiting reader.
-        std::thread::scope(|s| {
-            let waiter = s.spawn(|| budget.charge(1));
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            budget.close();
-            let err = waiter.join().unwrap().unwrap_err();
-            assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
-        });
+        let before = waits(&budget);
+        let waiter = charge_on_thread(&budget, 1);
+        until_waits_past(&budget, before);
+        budget.close();
+        let err = waiter
+            .recv_timeout(ANSWER)
+            .expect("closing wakes the waiting charge")
+            .unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::BrokenPipe);
     }
 
     /// A `Write` that fails after `left` bytes, as an upload that stops does.

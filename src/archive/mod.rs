@@ -79,17 +79,13 @@ pub(crate) mod test_data {
         Ok(plan)
     }
 
-    /// Xorshift bytes: incompressible, reproducible, different per seed.
+    /// Bytes from a [`rand::rngs::StdRng`] seeded with `seed`: incompressible,
+    /// reproducible, different per seed.
     pub fn noise(len: usize, seed: u64) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        use rand::{RngCore, SeedableRng};
+        let mut out = vec![0; len];
+        rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut out);
+        out
     }
 
     /// A zip of `files` (name, data; a name ending in `/` is a directory), each file

@@ -76,7 +76,14 @@ pub fn has_header(path: &Path, meta: &std::fs::Metadata) -> bool {
     let id = file_id(meta);
     let open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
     let (_open, wait) = CLOSED
-        .wait_timeout_while(open, LOCK_WAIT, |open| open.contains_key(&id))
+        .wait_timeout_while(open, LOCK_WAIT, |open| {
+            let held = open.contains_key(&id);
+            #[cfg(test)]
+            if held {
+                WAITED_ON.lock().unwrap().push(id);
+            }
+            held
+        })
         .unwrap_or_else(|e| e.into_inner());
     if wait.timed_out() {
         return true;
@@ -103,6 +110,10 @@ static OPEN: std::sync::Mutex<std::collections::BTreeMap<FileId, usize>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 /// Signalled whenever a connection closes.
 static CLOSED: std::sync::Condvar = std::sync::Condvar::new();
+/// The files [`has_header`] began to wait on, once per wait: tests wait on it instead of
+/// sleeping.
+#[cfg(test)]
+static WAITED_ON: std::sync::Mutex<Vec<FileId>> = std::sync::Mutex::new(Vec::new());
 
 /// A connection of the gateway's, known to [`has_header`] while it is open.
 pub struct Db {
@@ -609,7 +620,15 @@ mod tests {
             let (db, m) = (db.clone(), meta(&db));
             std::thread::spawn(move || has_header(&db, &m))
         };
-        std::thread::sleep(Duration::from_millis(200));
+        let id = file_id(&meta(&db));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !WAITED_ON.lock().unwrap().contains(&id) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the reader never waited for the open connection"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert!(!reader.is_finished(), "read while a connection was open");
         drop(conn);
         assert!(reader.join().unwrap());

@@ -170,19 +170,43 @@ pub struct RunOutcome {
     pub pruned: Vec<String>,
 }
 
-/// The last scheduled run, in memory and on disk.
+/// The last scheduled run, in memory and on disk, and the schedule loop's last look at the
+/// settings.
 #[derive(Debug)]
-pub struct Runs(crate::util::fsutil::Kept<RunOutcome>);
+pub struct Runs {
+    last: crate::util::fsutil::Kept<RunOutcome>,
+    looked: tokio::sync::watch::Sender<Option<Look>>,
+}
+
+/// One look of the schedule's loop at the settings: the time it looked at, and the runs it
+/// has started so far (one started at this look included). Tests wait on it
+/// ([`Runs::looks`]): it proves that the loop had its chance to start a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Look {
+    pub at: time::OffsetDateTime,
+    pub started: u64,
+}
 
 impl Runs {
     pub fn open(data_dir: &Path) -> Self {
-        Self(crate::util::fsutil::Kept::open(
-            crate::util::state_dir::last_scheduled_backup(data_dir),
-        ))
+        Self {
+            last: Kept::open(crate::util::state_dir::last_scheduled_backup(data_dir)),
+            looked: tokio::sync::watch::Sender::new(None),
+        }
     }
 
     pub fn last(&self) -> Option<RunOutcome> {
-        self.0.last()
+        self.last.last()
+    }
+
+    /// The loop's latest look at the schedule (none before its first), as it changes.
+    pub fn looks(&self) -> tokio::sync::watch::Receiver<Option<Look>> {
+        self.looked.subscribe()
+    }
+
+    /// Publishes the loop's look at the schedule ([`crate::schedule::run`]).
+    pub fn looked(&self, look: Look) {
+        self.looked.send_replace(Some(look));
     }
 
     pub fn record(&self, outcome: RunOutcome) {
@@ -200,6 +224,6 @@ impl Runs {
                 "scheduled backup skipped"
             ),
         }
-        self.0.set(outcome);
+        self.last.set(outcome);
     }
 }

@@ -59,6 +59,7 @@ pub fn next_runs(cron: &str, now: OffsetDateTime, n: usize) -> Vec<OffsetDateTim
 pub async fn run(state: AppState, shutdown: CancellationToken) {
     let clock = state.config.clock.clone();
     let mut running = tokio::task::JoinSet::new();
+    let mut started = 0;
     loop {
         let next = minute_start(clock.now()) + time::Duration::MINUTE;
         tokio::select! {
@@ -68,17 +69,18 @@ pub async fn run(state: AppState, shutdown: CancellationToken) {
         while running.try_join_next().is_some() {}
         let now = clock.now();
         let cron = state.settings.current().backups.cron.clone();
-        if cron.is_empty() {
-            continue;
-        }
         match Schedule::parse(&cron) {
+            _ if cron.is_empty() => {}
             Ok(schedule) if schedule.is_due(now) => {
                 let state = state.clone();
                 running.spawn(async move { run_once(&state, now).await });
+                started += 1;
             }
             Ok(_) => {}
             Err(e) => tracing::error!(cron = %cron, error = %e, "invalid backups.cron"),
         }
+        let look = crate::ops::outcomes::Look { at: now, started };
+        state.scheduled_runs.looked(look);
     }
     let grace = state.config.shutdown_grace;
     let drained = tokio::time::timeout(grace, async {

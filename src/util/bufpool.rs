@@ -363,6 +363,33 @@ impl Drop for Pooled {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
+
+    /// Waits (polls) until a reservation of `budget` is counted as waiting for its share;
+    /// fails after 10 s.
+    async fn until_waiting(budget: &Budget) {
+        let counted = async {
+            while budget
+                .shared
+                .waiting
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), counted)
+            .await
+            .expect("the reservation never waited for its share");
+    }
+
+    /// The reservation `waiting` was waiting for, once it is served; fails after 10 s.
+    async fn served(waiting: tokio::task::JoinHandle<Reserved>) -> Reserved {
+        tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the waiting reservation was never served")
+            .unwrap()
+    }
 
     #[test]
     fn frozen_buffers_come_back_when_the_last_clone_drops() {
@@ -393,10 +420,10 @@ mod tests {
             let budget = budget.clone();
             async move { budget.reserve(256 << 10).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        until_waiting(&budget).await;
         assert!(!waiting.is_finished());
         drop(a);
-        let c = waiting.await.unwrap();
+        let c = served(waiting).await;
         assert_eq!(budget.in_use_bytes(), (512 + 256) << 10);
         drop((b, c));
         assert_eq!(budget.in_use_bytes(), 0);
@@ -434,10 +461,10 @@ mod tests {
             let budget = budget.clone();
             async move { budget.reserve(256 << 10).await }
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        until_waiting(&budget).await;
         assert!(!waiting.is_finished());
         drop(big.freeze_reserved(all.0, all.1));
-        let quarter = waiting.await.unwrap();
+        let quarter = served(waiting).await;
         assert_eq!(budget.idle_bytes(), 0);
         assert_eq!(budget.in_use_bytes(), 256 << 10);
         drop(quarter);

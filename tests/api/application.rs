@@ -162,7 +162,10 @@ fn hold_open(dir: &Path, file: &str) -> std::process::Child {
 async fn restore_while_running_restores_under_a_process_that_holds_the_data() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        restore_while_running: true,
+        config: Config {
+            restore_while_running: true,
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -435,7 +438,11 @@ async fn with_app_stop_and_app_start_a_restore_restarts_pocketbase_on_the_restor
     let (stop, start) = pocketbase_commands(port, &pid_file);
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        app_commands: Some((stop.clone(), start.clone())),
+        config: Config {
+            app_stop: Some(stop.clone()),
+            app_start: Some(start.clone()),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -476,7 +483,11 @@ async fn with_app_stop_and_app_start_a_restore_restarts_pocketbase_on_the_restor
 async fn a_failing_app_start_is_the_restores_outcome_and_the_gateway_keeps_serving() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        app_commands: Some(("true".into(), "echo cannot start >&2; exit 3".into())),
+        config: Config {
+            app_stop: Some("true".into()),
+            app_start: Some("echo cannot start >&2; exit 3".into()),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -509,10 +520,14 @@ async fn a_failing_app_stop_keeps_the_old_data_and_starts_the_application_again(
     let started = scratch.path().join("started");
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        app_commands: Some((
-            "exit 4".into(),
-            format!("echo \"$GATEWAY_DATA_DIR\" > '{}'", started.display()),
-        )),
+        config: Config {
+            app_stop: Some("exit 4".into()),
+            app_start: Some(format!(
+                "echo \"$GATEWAY_DATA_DIR\" > '{}'",
+                started.display()
+            )),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -545,8 +560,12 @@ async fn a_failing_app_stop_keeps_the_old_data_and_starts_the_application_again(
 async fn an_application_that_keeps_the_data_open_after_app_stop_is_not_swapped_under() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        app_commands: Some(("true".into(), "true".into())),
-        app_timeout: Duration::from_secs(1),
+        config: Config {
+            app_stop: Some("true".into()),
+            app_start: Some("true".into()),
+            app_timeout: Duration::from_secs(1),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -580,8 +599,11 @@ async fn an_application_that_keeps_the_data_open_after_app_stop_is_not_swapped_u
 async fn an_on_restore_hook_past_its_timeout_is_killed_recorded_and_frees_the_lock() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        on_restore: Some("sleep 60".into()),
-        on_restore_timeout: Duration::from_secs(1),
+        config: Config {
+            on_restore: Some("sleep 60".into()),
+            on_restore_timeout: Duration::from_secs(1),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -729,7 +751,11 @@ async fn killed_after_the_swap_before_starting_pocketbase_it_comes_back_on_the_n
 async fn progress_shows_the_stop_and_the_start_of_the_application() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        app_commands: Some(("sleep 0.5".into(), "sleep 0.5".into())),
+        config: Config {
+            app_stop: Some("sleep 0.5".into()),
+            app_start: Some("sleep 0.5".into()),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

@@ -256,9 +256,12 @@ async fn rate_limit_rules_are_validated_like_pocketbase() {
 async fn the_rate_limits_flag_pins_them() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        pins: backup_gateway::settings::Pins {
-            rate_limits_enabled: Some(false),
-            ..Default::default()
+        config: Config {
+            pins: backup_gateway::settings::Pins {
+                rate_limits_enabled: Some(false),
+                ..Default::default()
+            },
+            ..test_config()
         },
         ..Options::default()
     })
@@ -525,12 +528,12 @@ async fn a_trickling_or_stalled_body_is_closed_within_the_bound() {
         backend: Backend::Local,
         ..Options::default()
     };
-    opts.serve_limits = Some(backup_gateway::api::serve::Limits {
+    opts.config.serve_limits = backup_gateway::api::serve::Limits {
         max_connections: 64,
         header_read: Duration::from_secs(30),
         body_gap: Duration::from_secs(2),
         small_body_time: Duration::from_secs(3),
-    });
+    };
     let app = spawn_app_with(opts).await;
     let addr = app.base.trim_start_matches("http://").to_string();
     for trickle in [true, false] {
@@ -583,10 +586,10 @@ async fn connections_past_the_limit_are_refused_cleanly() {
         backend: Backend::Local,
         ..Options::default()
     };
-    opts.serve_limits = Some(backup_gateway::api::serve::Limits {
+    opts.config.serve_limits = backup_gateway::api::serve::Limits {
         max_connections: 2,
         ..Default::default()
-    });
+    };
     let app = spawn_app_with(opts).await;
     let addr = app.base.trim_start_matches("http://").to_string();
     let ask = |addr: String| {
@@ -655,10 +658,10 @@ async fn both_listeners_close_a_connection_whose_head_never_arrives() {
         backend: Backend::Local,
         ..Options::default()
     };
-    opts.serve_limits = Some(backup_gateway::api::serve::Limits {
+    opts.config.serve_limits = backup_gateway::api::serve::Limits {
         header_read: Duration::from_secs(1),
         ..Default::default()
-    });
+    };
     let app = spawn_app_with(opts).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let metrics = listener.local_addr().unwrap().to_string();

@@ -11,7 +11,10 @@
 #![allow(dead_code)]
 
 use super::s3_server::{self, S3Server};
-use backup_gateway::config::{Config, PayloadSigning, S3Config, StorageConfig};
+pub use backup_gateway::Config;
+use backup_gateway::config::{
+    DEFAULT_S3_READ_TIMEOUT_SECS, PayloadSigning, S3Config, StorageConfig,
+};
 use backup_gateway::{AppState, serve};
 use reqwest::{Response, StatusCode};
 use serde_json::Value;
@@ -85,51 +88,25 @@ pub struct TestApp {
     stop: std::sync::Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
 }
 
+/// How a test's gateway starts: its [`Config`], and the S3 store the harness gives it.
 pub struct Options {
     pub backend: Backend,
-    /// Key prefix in the bucket.
+    /// The gateway's configuration ([`test_config`] unless the test changes it), except its
+    /// data directory and storage: [`spawn_app_with`] sets them (a fresh directory, and
+    /// the store of `backend`).
+    pub config: Config,
+    /// Key prefix in the bucket (of the test's S3 store, as `--s3-prefix` gives it).
     pub prefix: &'static str,
-    pub part_size: u64,
-    pub parts_in_flight: usize,
+    /// `--s3-payload-signing` for the test's S3 store.
     pub payload_signing: PayloadSigning,
-    /// `--exclude` globs.
-    pub exclude: Vec<String>,
-    /// `--sqlite-busy-timeout-ms`.
-    pub sqlite_busy_timeout: Duration,
-    /// `--restore-require`.
-    pub restore_require: Vec<PathBuf>,
+    /// `--s3-read-timeout-secs` for the test's S3 store.
+    pub s3_read_timeout: Duration,
     /// The in-process S3 server even when `GATEWAY_TEST_S3_ENDPOINT` names another store
     /// (for tests that turn its fault knobs).
     pub in_process_s3: bool,
-    /// `--memory-budget-mib`.
-    pub memory_budget_mib: u64,
     /// Another gateway's in-process S3 server and bucket, shared (a second instance on the
     /// same bucket and prefix).
     pub share_bucket_of: Option<(Arc<S3Server>, String)>,
-    /// `--shutdown-grace-secs`.
-    pub shutdown_grace: Duration,
-    /// `--s3-read-timeout-secs`.
-    pub s3_read_timeout: Duration,
-    /// The schedule's clock (the system's by default).
-    pub clock: Option<backup_gateway::schedule::ClockHandle>,
-    /// Settings given by flags.
-    pub pins: backup_gateway::settings::Pins,
-    /// `--on-restore`.
-    pub on_restore: Option<String>,
-    /// `--incremental`.
-    pub incremental: backup_gateway::config::Incremental,
-    /// `--notify-url` (a pin of `backups.notifyUrl`).
-    pub notify_url: Option<String>,
-    /// `--app-stop` and `--app-start`.
-    pub app_commands: Option<(String, String)>,
-    /// `--app-timeout-secs`.
-    pub app_timeout: Duration,
-    /// `--on-restore-timeout-secs`.
-    pub on_restore_timeout: Duration,
-    /// `--restore-while-running`.
-    pub restore_while_running: bool,
-    /// `--max-connections`, `--body-gap-secs`, `--small-body-secs` (the defaults if none).
-    pub serve_limits: Option<backup_gateway::api::serve::Limits>,
     /// Keep the gateway's default rate limits (on). Otherwise the app starts with them
     /// saved off, as PocketBase ships them (unless a pin says otherwise), so that tests of
     /// other things are not refused for their pace (`*:auth` allows 2 logins per 3 s).
@@ -140,30 +117,24 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             backend: Backend::S3,
+            config: test_config(),
             prefix: "backups/",
-            part_size: 5 * 1024 * 1024,
-            parts_in_flight: 2,
             payload_signing: PayloadSigning::Auto,
-            exclude: Vec::new(),
-            sqlite_busy_timeout: Duration::from_secs(5),
-            restore_require: Vec::new(),
+            s3_read_timeout: Duration::from_secs(DEFAULT_S3_READ_TIMEOUT_SECS),
             in_process_s3: false,
-            memory_budget_mib: backup_gateway::config::DEFAULT_MEMORY_BUDGET_MIB,
             share_bucket_of: None,
-            shutdown_grace: Duration::from_secs(30),
-            s3_read_timeout: Duration::from_secs(120),
-            clock: None,
-            pins: backup_gateway::settings::Pins::default(),
-            on_restore: None,
-            incremental: backup_gateway::config::Incremental::Auto,
-            notify_url: None,
-            app_commands: None,
-            app_timeout: Duration::from_secs(60),
-            on_restore_timeout: Duration::from_secs(300),
-            restore_while_running: false,
-            serve_limits: None,
             keep_rate_limits: false,
         }
+    }
+}
+
+/// The gateway's configuration in tests: [`Config::new`]'s defaults, with parts of 5 MiB
+/// (the least S3 takes), so that test files of a few MiB make several.
+/// [`spawn_app_with`] gives it the test's data directory and storage.
+pub fn test_config() -> Config {
+    Config {
+        part_size: 5 << 20,
+        ..Config::new("")
     }
 }
 
@@ -239,33 +210,12 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data_dir = tmp.path().join("pb_data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let mut config = Config::new(&data_dir);
-    config.part_size = opts.part_size;
-    config.parts_in_flight = opts.parts_in_flight;
-    config.exclude = opts.exclude.clone();
-    config.snapshot.busy_timeout = opts.sqlite_busy_timeout;
-    config.restore_require = opts.restore_require.clone();
-    config.memory_budget = opts.memory_budget_mib << 20;
-    config.shutdown_grace = opts.shutdown_grace;
-    if let Some(clock) = opts.clock.clone() {
-        config.clock = clock;
-    }
-    config.pins = opts.pins.clone();
-    if opts.notify_url.is_some() {
-        config.pins.notify_url = opts.notify_url.clone();
-    }
-    config.on_restore = opts.on_restore.clone();
-    config.incremental = opts.incremental;
-    if let Some((stop, start)) = opts.app_commands.clone() {
-        config.app_stop = Some(stop);
-        config.app_start = Some(start);
-    }
-    config.app_timeout = opts.app_timeout;
-    config.on_restore_timeout = opts.on_restore_timeout;
-    config.restore_while_running = opts.restore_while_running;
-    if let Some(limits) = opts.serve_limits {
-        config.serve_limits = limits;
-    }
+    let fresh = Config::new(&data_dir);
+    let mut config = Config {
+        data_dir: fresh.data_dir,
+        storage: fresh.storage,
+        ..opts.config
+    };
     let shared = opts.share_bucket_of.clone();
     let bucket = match &shared {
         Some((_, b)) => b.clone(),
@@ -345,7 +295,7 @@ pub async fn spawn_app_with(opts: Options) -> TestApp {
         config.storage = StorageConfig::S3(s3_config);
     }
     let state = AppState::new(config).await.expect("app state");
-    if !opts.keep_rate_limits && opts.pins.rate_limits_enabled.is_none() {
+    if !opts.keep_rate_limits && state.config.pins.rate_limits_enabled.is_none() {
         state
             .settings
             .patch(&serde_json::json!({"rateLimits": {"enabled": false}}))
@@ -727,17 +677,12 @@ where
     }
 }
 
-/// A small deterministic pseudo-random generator (xorshift), for test data.
+/// `len` bytes from a [`rand::rngs::StdRng`] seeded with `seed`: incompressible test data,
+/// the same for the same seed.
 pub fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
+    use rand::{RngCore, SeedableRng};
+    let mut out = vec![0; len];
+    rand::rngs::StdRng::seed_from_u64(seed).fill_bytes(&mut out);
     out
 }
 
@@ -792,7 +737,8 @@ pub async fn zip_of(entries: &[(&str, &[u8])]) -> Vec<u8> {
     w.close().await.unwrap()
 }
 
-/// Checks an archive with Python's zipfile and, when installed, Info-ZIP's `unzip -t`.
+/// Checks an archive with Python's zipfile and Info-ZIP's `unzip -t` (both installed by
+/// `scripts/setup.sh`; a missing one fails the test).
 pub fn check_with_external_tools(bytes: &[u8]) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("a.zip");
@@ -810,22 +756,21 @@ pub fn check_with_external_tools(bytes: &[u8]) {
         "python zipfile: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    match std::process::Command::new("unzip")
+    let out = std::process::Command::new("unzip")
         .arg("-tq")
         .arg(&path)
         .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "unzip -t: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) => assert!(
-            std::env::var_os("CI").is_none(),
-            "unzip must be installed in CI: {e}"
-        ),
-    }
+        .unwrap_or_else(|e| {
+            panic!(
+                "unzip does not run ({e}): install it (scripts/setup.sh does), this check needs it"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "unzip -t: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A fresh PocketBase (its own data directory under `tmp`) that restores `bytes` through its

@@ -337,7 +337,10 @@ async fn a_previous_backup_that_changed_makes_the_create_a_full_one_and_leaves_n
 async fn with_incremental_off_every_create_uploads_everything(backend: Backend) {
     let app = spawn_app_with(Options {
         backend,
-        incremental: Incremental::Off,
+        config: Config {
+            incremental: Incremental::Off,
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

@@ -11,7 +11,10 @@ use std::time::Duration;
 async fn a_create_with_many_lists_and_downloads_at_once() {
     let app = Arc::new(
         spawn_app_with(Options {
-            memory_budget_mib: 32,
+            config: Config {
+                memory_budget: 32 << 20,
+                ..test_config()
+            },
             ..Options::default()
         })
         .await,
@@ -137,7 +140,10 @@ async fn a_create_counts_its_compression_window_against_the_budget_and_fits_in_a
     for mib in [8, 16] {
         let small = spawn_app_with(Options {
             in_process_s3: true,
-            memory_budget_mib: mib,
+            config: Config {
+                memory_budget: mib << 20,
+                ..test_config()
+            },
             ..Options::default()
         })
         .await;

@@ -13,8 +13,10 @@ async fn progress(app: &TestApp) -> Value {
     app.get_json("/api/gateway/progress").await
 }
 
-/// Samples `running` every 20 ms until `done` finishes: the samples of `kind`, and what
-/// `done` gave. Every other sample is read from the health check, which must agree.
+/// Samples `running` every 20 ms until `done` finishes (for at most 5 minutes): the
+/// samples of `kind`, and what `done` gave. Every other sample is read from the health
+/// check, which must agree. Fails with fewer than 3 samples: the test slows the job down
+/// enough for many more.
 async fn sample_while<T>(
     app: &TestApp,
     kind: &str,
@@ -22,7 +24,12 @@ async fn sample_while<T>(
 ) -> (Vec<Value>, T) {
     let mut samples = Vec::new();
     let mut seen_in_health = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the {kind} did not end within 5 minutes"
+        );
         let in_health = samples.len() % 2 == 1;
         let running = if in_health {
             app.get_json("/api/health").await["data"]["running"].clone()
@@ -36,9 +43,11 @@ async fn sample_while<T>(
         tokio::select! {
             out = &mut done => {
                 assert!(
-                    samples.len() < 3 || seen_in_health > 0,
-                    "the health check never showed the job"
+                    samples.len() >= 3,
+                    "the {kind} was seen running {} times: too few to check",
+                    samples.len()
                 );
+                assert!(seen_in_health > 0, "the health check never showed the job");
                 return (samples, out.unwrap());
             }
             () = tokio::time::sleep(Duration::from_millis(20)) => {}
@@ -148,7 +157,10 @@ async fn a_restore_shows_its_progress_up_to_the_exact_total() {
     // A hook that takes its time: the finished extract's counts can be read in its phase.
     let app = spawn_app_with(Options {
         in_process_s3: true,
-        on_restore: Some("sleep 0.5".into()),
+        config: Config {
+            on_restore: Some("sleep 0.5".into()),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -162,9 +174,11 @@ async fn a_restore_shows_its_progress_up_to_the_exact_total() {
     let done = tokio::spawn({
         let state = app.state.clone();
         async move {
-            while state.jobs.is_busy() {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            wait_until(120, || {
+                let busy = state.jobs.is_busy();
+                async move { !busy }
+            })
+            .await;
         }
     });
     let (samples, ()) = sample_while(&app, "restore", done).await;

@@ -317,7 +317,10 @@ async fn the_busy_lock_holds_while_a_restore_runs() {
 async fn restore_require_refuses_archives_without_the_named_files() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        restore_require: vec!["db/main.db".into(), "config.json".into()],
+        config: Config {
+            restore_require: vec!["db/main.db".into(), "config.json".into()],
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

@@ -12,6 +12,8 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -73,9 +75,19 @@ pub struct Faults {
     pub drop_per_mille: AtomicU64,
     /// Faults injected by the two shares above.
     pub shared_faults: AtomicU64,
-    /// The state of the generator that picks the requests hit (seeded: a run is
-    /// reproducible in the share it hits, if not in which request).
-    rng: AtomicU64,
+    /// The generator that picks the requests hit (seeded: a run is reproducible in the
+    /// share it hits, if not in which request).
+    dice: Dice,
+}
+
+/// A seeded [`StdRng`] for the faults that hit a share of the requests.
+#[derive(Debug)]
+struct Dice(std::sync::Mutex<StdRng>);
+
+impl Default for Dice {
+    fn default() -> Self {
+        Self(std::sync::Mutex::new(StdRng::seed_from_u64(0x5EED)))
+    }
 }
 
 impl Faults {
@@ -83,19 +95,13 @@ impl Faults {
         let f = Self::default();
         f.fail_parts_after.store(-1, Ordering::SeqCst);
         f.fail_gets_after.store(-1, Ordering::SeqCst);
-        f.rng.store(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst);
         f
     }
 
-    /// A number in 0..1000 (splitmix64 over a counter).
+    /// A number in 0..1000.
     fn roll(&self) -> u64 {
-        let mut z = self
-            .rng
-            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::SeqCst)
-            .wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % 1000
+        let mut rng = self.dice.0.lock().unwrap_or_else(|e| e.into_inner());
+        rng.random_range(0..1000)
     }
 }
 

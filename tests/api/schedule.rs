@@ -17,12 +17,30 @@ async fn app_on_clock(start: time::OffsetDateTime) -> (TestApp, ManualClock) {
     let (handle, clock) = ClockHandle::manual(start);
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        clock: Some(handle),
+        config: Config {
+            clock: handle,
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
     write_file(&app.data_dir, "notes.txt", b"scheduled");
     (app, clock)
+}
+
+/// Moves the clock to `t` and waits until the schedule's loop has looked at the settings at
+/// `t`: the runs it has started so far. Fails when the loop never looks.
+async fn look_at(app: &TestApp, clock: &ManualClock, t: time::OffsetDateTime) -> u64 {
+    let mut looks = app.state.scheduled_runs.looks();
+    clock.set(t);
+    let look = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        looks.wait_for(|look| look.is_some_and(|look| look.at >= t)),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("the schedule's loop did not look at the settings at {t}"))
+    .expect("the schedule's loop is running");
+    look.expect("a look").started
 }
 
 /// Moves the clock to `t` and waits for the run that this starts to be recorded.
@@ -55,9 +73,9 @@ async fn scheduled_runs_fire_prune_only_their_own_and_skip_while_busy() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
-    // 10:01 is not due (every 2 minutes): nothing runs.
-    clock.set(datetime!(2026-12-01 10:01:05 UTC));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // 10:01 is not due (every 2 minutes): the loop looks, and starts nothing.
+    let started = look_at(&app, &clock, datetime!(2026-12-01 10:01:05 UTC)).await;
+    assert_eq!(started, 0, "a run started at 10:01");
     assert!(app.state.scheduled_runs.last().is_none());
 
     for minute in [2u8, 4, 6] {
@@ -144,8 +162,9 @@ async fn an_emptied_schedule_stops_firing() {
     let outcome = run_at(&app, &clock, datetime!(2026-12-02 00:00:01 UTC)).await;
     assert_eq!(outcome["status"], "ok");
     assert_eq!(set("").await.unwrap().status(), 200);
-    clock.set(datetime!(2026-12-03 00:00:01 UTC));
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // The next midnight: the loop looks at the emptied schedule and starts nothing.
+    let started = look_at(&app, &clock, datetime!(2026-12-03 00:00:01 UTC)).await;
+    assert_eq!(started, 1, "a run started after the schedule was emptied");
     assert_eq!(app.keys().await.len(), 1);
 }
 

@@ -138,7 +138,10 @@ async fn settings_survive_a_restart_and_a_pinned_value_cannot_change() {
     };
     let pinned = spawn_app_with(Options {
         backend: Backend::Local,
-        pins: config.pins.clone(),
+        config: Config {
+            pins: config.pins.clone(),
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

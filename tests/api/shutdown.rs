@@ -8,7 +8,10 @@ use std::time::Duration;
 async fn app_with_grace(grace: Duration) -> (TestApp, std::sync::Arc<crate::s3_server::S3Server>) {
     let app = spawn_app_with(Options {
         in_process_s3: true,
-        shutdown_grace: grace,
+        config: Config {
+            shutdown_grace: grace,
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

@@ -266,7 +266,12 @@ async fn a_damaged_database_fails_the_create_naming_it_and_stores_nothing(backen
 async fn an_exclusively_locked_database_fails_the_create_and_leaves_no_lock(backend: Backend) {
     let app = spawn_app_with(Options {
         backend,
-        sqlite_busy_timeout: Duration::from_millis(300),
+        config: Config {
+            snapshot: backup_gateway::archive::SnapshotOptions {
+                busy_timeout: Duration::from_millis(300),
+            },
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -302,7 +307,10 @@ async fn an_exclusively_locked_database_fails_the_create_and_leaves_no_lock(back
 async fn databases_are_found_by_their_header_and_excluded_paths_are_left_out() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        exclude: vec!["logs/*.log".into(), "**/*.tmp".into(), "cache".into()],
+        config: Config {
+            exclude: vec!["logs/*.log".into(), "**/*.tmp".into(), "cache".into()],
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;

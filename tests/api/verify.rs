@@ -295,8 +295,14 @@ async fn a_scheduled_create_is_verified_and_a_failing_verify_fails_the_run_and_n
     let (handle, clock) = ClockHandle::manual(datetime!(2026-12-01 10:00:30 UTC));
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        clock: Some(handle),
-        notify_url: Some(hook.url.clone()),
+        config: Config {
+            clock: handle,
+            pins: backup_gateway::settings::Pins {
+                notify_url: Some(hook.url.clone()),
+                ..Default::default()
+            },
+            ..test_config()
+        },
         ..Options::default()
     })
     .await;
@@ -472,9 +478,12 @@ async fn verify_after_create_and_the_notify_url_are_settings_and_the_url_is_neve
 async fn the_verify_settings_given_by_flags_cannot_be_changed_over_the_api() {
     let app = spawn_app_with(Options {
         backend: Backend::Local,
-        pins: backup_gateway::settings::Pins {
-            verify_after_create: Some("off".into()),
-            ..Default::default()
+        config: Config {
+            pins: backup_gateway::settings::Pins {
+                verify_after_create: Some("off".into()),
+                ..Default::default()
+            },
+            ..test_config()
         },
         ..Options::default()
     })
