@@ -46,6 +46,7 @@ pub mod index;
 pub mod keys;
 pub mod lifecycle;
 pub mod ops;
+pub mod pitr;
 pub mod pocketbase;
 pub mod restore;
 pub mod schedule;
