@@ -1,9 +1,9 @@
 //! backup-gateway: the PocketBase Backups API for a data directory, with the archives in an
 //! S3-compatible bucket or a local directory.
 //!
-//! Crate map. The rooms are layered: each uses only rooms below it (tests/architecture.rs
-//! checks that no two import each other), and data flows from the HTTP edge down to the
-//! stores and the data directory. This crate root wires them together ([`AppState`]).
+//! Crate map. The rooms are layered: no two import each other, directly or through others
+//! (tests/architecture.rs checks it), and data flows from the HTTP edge down to the stores
+//! and the data directory. This crate root wires them together ([`AppState`]).
 //!
 //! The edge and its configuration:
 //! - [`config`]: [`Config`], and the command line that builds it ([`config::cli`]).
@@ -23,6 +23,7 @@
 //! - [`verify`]: a stored backup read and checked without restoring it, and the results.
 //! - [`lifecycle`]: the application around a restore (`--exec`, `--app-stop/--app-start`)
 //!   and the one runner of the operator's commands.
+//! - [`pitr`]: point-in-time restore (issue 30): so far the WAL reader.
 //!
 //! What they are built on:
 //! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
@@ -185,7 +186,11 @@ impl AppState {
             let settings = settings.clone();
             Arc::new(move || settings.current().backups.notify_url().map(str::to_string))
         });
-        let app = lifecycle::Lifecycle::from_config(&config);
+        let app = lifecycle::Lifecycle::new(
+            config.exec.as_deref(),
+            config.app_stop.as_deref().zip(config.app_start.as_deref()),
+            config.app_timeout,
+        );
         Ok(Self {
             budget: bufpool::Budget::new(config.memory_budget),
             scheduled_runs: Arc::new(scheduled_runs),

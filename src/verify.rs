@@ -267,7 +267,10 @@ async fn check_archive(
         Ok(plan) => plan,
         Err(e) => return Err((e.into(), Tally::default())),
     };
-    let required = crate::restore::plan::required_entries(&state.config);
+    let required = crate::restore::plan::required_entries(
+        &state.config.restore_require,
+        &state.config.data_dir,
+    );
     if let Some(why) = crate::restore::plan::missing_required(&plan, &required) {
         let failure = Failure {
             entry: None,

@@ -39,51 +39,77 @@ fn top_module(src: &Path, file: &Path) -> Option<String> {
     }
 }
 
-/// `text` without `//` comments (doc comments included) and block comments.
+/// `text` without comments (`//`, doc comments, nested `/* */`) and with string literals
+/// blanked, so that neither can hide or fake a path. Line breaks are kept.
 fn code_only(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    let mut in_block = 0usize;
-    for line in text.lines() {
-        let mut rest = line;
-        let mut kept = String::new();
-        loop {
-            if in_block > 0 {
-                match rest.find("*/") {
-                    Some(i) => {
-                        in_block -= 1;
-                        rest = &rest[i + 2..];
-                    }
-                    None => break,
+    let mut chars = text.chars().peekable();
+    let (mut block, mut in_string, mut in_line) = (0usize, false, false);
+    while let Some(c) = chars.next() {
+        let next = chars.peek().copied();
+        if c == '\n' {
+            in_line = false;
+            out.push('\n');
+        } else if in_line {
+        } else if block > 0 {
+            match (c, next) {
+                ('*', Some('/')) => {
+                    chars.next();
+                    block -= 1;
                 }
-            } else {
-                let line_comment = rest.find("//");
-                let block = rest.find("/*");
-                match (line_comment, block) {
-                    (Some(l), Some(b)) if b < l => {
-                        kept.push_str(&rest[..b]);
-                        in_block += 1;
-                        rest = &rest[b + 2..];
-                    }
-                    (Some(l), _) => {
-                        kept.push_str(&rest[..l]);
-                        break;
-                    }
-                    (None, Some(b)) => {
-                        kept.push_str(&rest[..b]);
-                        in_block += 1;
-                        rest = &rest[b + 2..];
-                    }
-                    (None, None) => {
-                        kept.push_str(rest);
-                        break;
-                    }
+                ('/', Some('*')) => {
+                    chars.next();
+                    block += 1;
                 }
+                _ => {}
+            }
+        } else if in_string {
+            match c {
+                // An escape: the next character is the string's (a line break stays).
+                '\\' if chars.peek() != Some(&'\n') => {
+                    chars.next();
+                }
+                '"' => {
+                    in_string = false;
+                    out.push('"');
+                }
+                _ => {}
+            }
+        } else {
+            match (c, next) {
+                ('/', Some('/')) => in_line = true,
+                ('/', Some('*')) => {
+                    chars.next();
+                    block += 1;
+                }
+                ('"', _) => {
+                    in_string = true;
+                    out.push('"');
+                }
+                // A char literal such as '"' must not open a string.
+                ('\'', Some('"')) => {
+                    chars.next();
+                    out.push_str("'\"");
+                }
+                _ => out.push(c),
             }
         }
-        out.push_str(&kept);
-        out.push('\n');
     }
     out
+}
+
+/// The crate root's re-exports (`pub use config::Config;`): a path through the root to
+/// one of them is a path to its module.
+fn root_reexports() -> BTreeMap<String, String> {
+    let lib = std::fs::read_to_string(src_dir().join("lib.rs")).unwrap();
+    lib.lines()
+        .filter_map(|l| l.trim().strip_prefix("pub use ")?.strip_suffix(';'))
+        .filter_map(|path| {
+            let (module, item) = path.split_once("::")?;
+            let item = item.rsplit("::").next()?;
+            Some((item.to_string(), module.to_string()))
+        })
+        .collect()
 }
 
 /// The top-level modules named by `crate::` paths in `code`: `crate::a::b` and every first
@@ -117,7 +143,14 @@ fn crate_paths(code: &str) -> Vec<(String, usize)> {
             }
         }
     }
-    // Items of the crate root (`crate::AppState`, `crate::router`) are not modules.
+    // A root re-export is its module; the root's own items (`crate::AppState`, the wiring)
+    // are above every room, not a node.
+    let reexports = root_reexports();
+    for (name, _) in &mut found {
+        if let Some(module) = reexports.get(name.as_str()) {
+            *name = module.clone();
+        }
+    }
     found.retain(|(name, _)| name.starts_with(|c: char| c.is_ascii_lowercase()));
     found
 }

@@ -260,7 +260,10 @@ fn content_disposition(key: &str) -> HeaderValue {
 }
 
 /// `Last-Modified`'s format (RFC 9110's IMF-fixdate).
+/// Clamped to what the format holds (1970 to 9999): a file's time can be anything.
 fn httpdate(t: time::OffsetDateTime) -> String {
+    let last = time::macros::datetime!(9999-12-31 23:59:59 UTC);
+    let t = t.clamp(time::OffsetDateTime::UNIX_EPOCH, last);
     httpdate::fmt_http_date(t.into())
 }
 

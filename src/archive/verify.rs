@@ -47,9 +47,26 @@ pub fn verify(
     scratch: &Path,
     on_bytes: &mut dyn FnMut(u64),
 ) -> Result<Tally, ArchiveError> {
+    let mut checks = Checks::default();
+    let streamed = stream(plan, archive, start, scratch, on_bytes, &mut checks);
+    // A database whose check fails comes before any entry the stream failed on after it:
+    // its damage is the answer, not a later read error (which would make it inconclusive).
+    checks.wait()?;
+    streamed
+}
+
+/// [`verify`]'s pass over the entries, the checks of the database images left running in
+/// `checks`.
+fn stream(
+    plan: &Plan,
+    archive: &mut impl Read,
+    start: u64,
+    scratch: &Path,
+    on_bytes: &mut dyn FnMut(u64),
+    checks: &mut Checks,
+) -> Result<Tally, ArchiveError> {
     let mut decoder = Decoder::new();
     let mut tally = Tally::default();
-    let mut checks = Checks::default();
     let mut pos = start;
     for item in &plan.items {
         let e = &item.entry;
@@ -59,7 +76,7 @@ pub fn verify(
         crate::archive::bytes::skip(archive, e.offset - pos)?;
         pos = e.offset + local_header(archive, e)?;
         if !item.is_dir {
-            let mut image = Image::new(scratch, e, &mut checks);
+            let mut image = Image::new(scratch, e, checks);
             decoder.entry(archive, e, &mut |data| {
                 on_bytes(data.len() as u64);
                 image.write(data)
@@ -72,7 +89,6 @@ pub fn verify(
         }
         tally.entries += 1;
     }
-    checks.wait()?;
     Ok(tally)
 }
 
@@ -302,6 +318,70 @@ mod tests {
         let zip = crate::archive::test_data::zip(&[("data.db", &bytes)]);
         let (_, mut entries) = crate::archive::zip::reader::index(&zip).unwrap();
         (bytes, entries.remove(0))
+    }
+
+    /// Reads `inner` until `left` bytes are read, then fails as a store read would.
+    struct FailAfter<R> {
+        inner: R,
+        left: usize,
+    }
+
+    impl<R: Read> Read for FailAfter<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.left == 0 {
+                return Err(io::Error::other("the store went away"));
+            }
+            let n = buf.len().min(self.left);
+            let n = self.inner.read(&mut buf[..n])?;
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_damaged_database_is_the_answer_even_when_a_later_entry_cannot_be_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data.db");
+        let db = rusqlite::Connection::open(&path).unwrap();
+        db.execute_batch(
+            "CREATE TABLE t(x TEXT); CREATE INDEX t_x ON t(x);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
+             INSERT INTO t SELECT printf('row %d', i) FROM n;",
+        )
+        .unwrap();
+        drop(db);
+        let mut bytes = std::fs::read(&path).unwrap();
+        // Damage the last pages (the index's), keeping the header: a valid-looking image
+        // that integrity_check refuses.
+        let len = bytes.len();
+        for b in &mut bytes[len - 3 * 4096..len - 4096] {
+            *b ^= 0x5a;
+        }
+        let tail = crate::archive::test_data::noise(256 << 10, 7);
+        let zip = crate::archive::test_data::zip(&[("data.db", &bytes), ("z.bin", &tail)]);
+        let (dir_rec, entries) = crate::archive::zip::reader::index(&zip).unwrap();
+        let plan = crate::archive::check::check_entries(
+            entries,
+            dir_rec.offset,
+            &crate::archive::check::Limits::default(),
+            &[],
+        )
+        .unwrap();
+        let z_offset = plan.items[1].entry.offset;
+        // The store fails in the middle of the entry after the database.
+        let mut archive = FailAfter {
+            inner: &zip[..],
+            left: usize::try_from(z_offset).unwrap() + 1000,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let err = verify(&plan, &mut archive, 0, scratch.path(), &mut |_| {}).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("data.db") && text.contains("integrity_check"),
+            "{text}"
+        );
+        assert!(!matches!(err, ArchiveError::Io(_)), "{err:?}");
+        assert_eq!(std::fs::read_dir(scratch.path()).unwrap().count(), 0);
     }
 
     #[test]

@@ -29,8 +29,18 @@ pub enum RunError {
     /// The store already holds the key.
     #[error("a backup with this name already exists")]
     Exists,
+    /// The create itself failed; nothing is stored.
     #[error(transparent)]
     Create(CreateError),
+}
+
+/// Why [`verify_after_create`] did not find the new backup good.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyAfterCreateError {
+    #[error("the backup failed its verify: {0}")]
+    Failed(String),
+    #[error("the backup could not be verified: {0}")]
+    NotRun(String),
 }
 
 /// The create job of `key`, asked for by `trigger`: the busy lock, the key reserved, the
@@ -74,32 +84,23 @@ pub async fn run(state: &AppState, key: &str, trigger: Trigger) -> Result<Create
 /// covers that trigger ([`crate::verify`] records the result and notifies a failure).
 ///
 /// # Errors
-/// Why the backup failed its verify, or why the verify could not run (notified here). An
-/// inconclusive verify (the store or the disk failed the check, not the backup) is not an
-/// error.
+/// Why the backup failed its verify (which [`crate::verify`] notified), or why the verify
+/// could not run (not notified: the caller decides). An inconclusive verify (the store or
+/// the disk failed the check, not the backup) is not an error.
 pub async fn verify_after_create(
     state: &AppState,
     key: &str,
     trigger: Trigger,
-) -> Result<(), String> {
+) -> Result<(), VerifyAfterCreateError> {
     let wanted = state.settings.current().backups.verify_after_create();
     if !wanted.covers(trigger) {
         return Ok(());
     }
     match crate::verify::verify(state, key, trigger, true).await {
         Ok(v) if v.ok || v.inconclusive => Ok(()),
-        Ok(v) => Err(format!(
-            "the backup failed its verify: {}",
-            crate::verify::failure_text(&v)
-        )),
-        Err(e) => {
-            let why = format!("the backup could not be verified: {e}");
-            state.notifier.send(crate::ops::notify::Event::failed(
-                crate::ops::notify::What::VerifyInconclusive,
-                key,
-                &why,
-            ));
-            Err(why)
-        }
+        Ok(v) => Err(VerifyAfterCreateError::Failed(crate::verify::failure_text(
+            &v,
+        ))),
+        Err(e) => Err(VerifyAfterCreateError::NotRun(e.to_string())),
     }
 }

@@ -59,16 +59,18 @@ pub struct AppView {
 }
 
 impl Lifecycle {
-    /// From the configuration (`--exec`, `--app-stop/--app-start`, their timeout).
-    pub fn from_config(config: &crate::Config) -> Self {
-        match (&config.exec, &config.app_stop, &config.app_start) {
-            (Some(cmd), _, _) => {
-                Self::Exec(Arc::new(Supervisor::new(cmd.clone(), config.app_timeout)))
-            }
-            (None, Some(stop), Some(start)) => Self::Commands {
-                stop: stop.clone(),
-                start: start.clone(),
-                timeout: config.app_timeout,
+    /// From `--exec`, or `--app-stop` with `--app-start`, and their timeout.
+    pub fn new(
+        exec: Option<&str>,
+        stop_start: Option<(&str, &str)>,
+        timeout: std::time::Duration,
+    ) -> Self {
+        match (exec, stop_start) {
+            (Some(cmd), _) => Self::Exec(Arc::new(Supervisor::new(cmd.to_string(), timeout))),
+            (None, Some((stop, start))) => Self::Commands {
+                stop: stop.to_string(),
+                start: start.to_string(),
+                timeout,
             },
             _ => Self::None,
         }

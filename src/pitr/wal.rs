@@ -218,7 +218,8 @@ fn scan<R: Read + Seek>(wal: &mut R, start: &Resume) -> io::Result<Vec<(Commit, 
         }
         let word =
             |i: usize| u32::from_be_bytes([frame[i], frame[i + 1], frame[i + 2], frame[i + 3]]);
-        if (word(8), word(12)) != header.salt {
+        // A frame of another WAL generation, or page 0 (which `wal.c` refuses too).
+        if (word(8), word(12)) != header.salt || word(0) == 0 {
             break;
         }
         let sum = checksum(header.big_endian, running, &frame[..8]);
@@ -253,7 +254,8 @@ fn scan<R: Read + Seek>(wal: &mut R, start: &Resume) -> io::Result<Vec<(Commit, 
 pub struct PageSet {
     /// Page number -> the WAL offset of its newest version.
     pub pages: BTreeMap<u32, u64>,
-    pub db_pages: u32,
+    /// The database's size in pages after the last commit added (none: no commit yet).
+    pub db_pages: Option<u32>,
 }
 
 impl PageSet {
@@ -262,13 +264,16 @@ impl PageSet {
         for f in &commit.frames {
             self.pages.insert(f.page, f.offset);
         }
-        self.db_pages = commit.db_pages;
+        self.db_pages = Some(commit.db_pages);
     }
 }
 
 /// Rolls the database image `db` forward: writes each page of `set` read from `wal`, then
 /// cuts the image to the size of the last commit. The image is then the database exactly
-/// as that commit left it.
+/// as that commit left it; with no commit in `set`, it is left as it is.
+///
+/// The offsets are trusted: `wal` must be the WAL (or the captured copy) that `set` was
+/// read from, unchanged since; a live WAL may have restarted meanwhile.
 ///
 /// # Errors
 /// Read and write errors.
@@ -277,9 +282,12 @@ where
     W: Write + Seek + SetLen,
     R: Read + Seek,
 {
+    let Some(db_pages) = set.db_pages else {
+        return Ok(());
+    };
     let mut page = vec![0u8; page_size as usize];
     for (&number, &offset) in &set.pages {
-        if number > set.db_pages {
+        if number == 0 || number > db_pages {
             continue;
         }
         wal.seek(SeekFrom::Start(offset))?;
@@ -290,7 +298,7 @@ where
         db.write_all(&page)?;
     }
     db.flush()?;
-    db.set_len(u64::from(set.db_pages) * u64::from(page_size))
+    db.set_len(u64::from(db_pages) * u64::from(page_size))
 }
 
 /// A file-like image that can be cut to a length (a [`std::fs::File`]; a cursor in tests).

@@ -118,7 +118,7 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
     let rules = plan::Rules {
         limits: &state.config.restore_limits,
         excluded: &state.excluded_paths(),
-        required: &plan::required_entries(&state.config),
+        required: &plan::required_entries(&state.config.restore_require, &state.config.data_dir),
         data_dir: &state.config.data_dir,
     };
     let checked = plan::prepare(store.as_ref(), key, info.size, &rules).await?;

@@ -75,11 +75,11 @@ pub(crate) fn missing_required(plan: &Plan, required: &[PathBuf]) -> Option<Stri
 /// The files a restore's archive must hold: `--restore-require`, or PocketBase's `data.db`
 /// when the data directory holds one (PocketBase refuses such archives too, but only after
 /// answering `204`).
-pub(crate) fn required_entries(config: &crate::Config) -> Vec<PathBuf> {
-    if !config.restore_require.is_empty() {
-        return config.restore_require.clone();
+pub(crate) fn required_entries(restore_require: &[PathBuf], data_dir: &Path) -> Vec<PathBuf> {
+    if !restore_require.is_empty() {
+        return restore_require.to_vec();
     }
-    if config.data_dir.join("data.db").is_file() {
+    if data_dir.join("data.db").is_file() {
         return vec![PathBuf::from("data.db")];
     }
     Vec::new()

@@ -24,7 +24,7 @@ pub mod cron;
 pub use clock::{Clock, ClockHandle, ManualClock};
 
 use crate::AppState;
-use crate::backup::RunError;
+use crate::backup::{RunError, VerifyAfterCreateError};
 use crate::ops::outcomes::{RunOutcome, RunStatus};
 use crate::ops::progress::Trigger;
 use crate::schedule::cron::{Schedule, minute_start};
@@ -111,7 +111,17 @@ pub async fn run_once(state: &AppState, at: OffsetDateTime) -> RunOutcome {
         Ok(created) => {
             match crate::backup::verify_after_create(state, &key, Trigger::Schedule).await {
                 Ok(()) => (RunStatus::Ok, Some(created.size), None),
-                Err(e) => (RunStatus::Failed, Some(created.size), Some(e)),
+                Err(e) => {
+                    if matches!(e, VerifyAfterCreateError::NotRun(_)) {
+                        // A failed verify notified already; one that could not run, here.
+                        state.notifier.send(crate::ops::notify::Event::failed(
+                            crate::ops::notify::What::VerifyInconclusive,
+                            &key,
+                            &e.to_string(),
+                        ));
+                    }
+                    (RunStatus::Failed, Some(created.size), Some(e.to_string()))
+                }
             }
         }
     };

@@ -141,6 +141,7 @@ impl S3Store {
             pending_dir: None,
             conditional: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             copies: !is_r2(cfg.endpoint.as_deref()),
+            lists: Arc::new(tokio::sync::Semaphore::new(super::LISTS_AT_ONCE)),
         }
     }
 }

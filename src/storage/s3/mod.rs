@@ -52,7 +52,15 @@ pub struct S3Store {
     /// Whether parts may be copied from another object (`UploadPartCopy`): not on
     /// Cloudflare R2, which requires every part but the last to have the same size.
     copies: bool,
+    /// Listings sent at once ([`LISTS_AT_ONCE`]).
+    lists: Arc<tokio::sync::Semaphore>,
 }
+
+/// Listings of the bucket sent at once, however many clients list: each holds a connection
+/// to the store and its answer's buffers, so 200 clients listing at once took the process
+/// 20 MiB over its memory target (bench/README.md, load step). A listing waits for its turn
+/// instead; each takes milliseconds.
+pub const LISTS_AT_ONCE: usize = 4;
 
 /// True for an endpoint of Cloudflare R2.
 pub(super) fn is_r2(endpoint: Option<&str>) -> bool {
@@ -151,6 +159,7 @@ fn to_time(t: Option<&aws_smithy_types::DateTime>) -> time::OffsetDateTime {
 impl BackupStore for S3Store {
     #[tracing::instrument(skip(self))]
     async fn list(&self) -> Result<Vec<BackupInfo>> {
+        let _turn = self.lists.acquire().await.expect("never closed");
         let mut pages = self
             .client
             .list_objects_v2()

@@ -484,12 +484,12 @@ impl<'a> PartReader<'a> {
         }
     }
 
-    /// The next part, or `None` at the end of the body.
     /// Whether the body has ended and every byte of it was handed out.
     pub(super) fn finished(&self) -> bool {
         self.eof && self.pending.is_empty()
     }
 
+    /// The next part, or `None` at the end of the body.
     pub(super) async fn next_part(&mut self) -> Result<Option<Bytes>> {
         let mut buf: Vec<u8> = Vec::new();
         let mut reserved = None;
