@@ -238,6 +238,29 @@ impl<W: Write + Seek + super::wal::SetLen> Rebuild<W> {
         Ok(true)
     }
 
+    /// The WAL generation's salts the rebuild is in.
+    pub fn salt(&self) -> (u32, u32) {
+        self.salt
+    }
+
+    /// Moves on to the next WAL generation (salts `salt`), which SQLite starts when it
+    /// restarts the WAL: the database as the last generation left it is the new one's base.
+    ///
+    /// # Errors
+    /// [`io::ErrorKind::InvalidData`] unless salt-1 is one higher (a restart in between
+    /// that the segments do not show: a gap).
+    pub fn next_generation(&mut self, salt: (u32, u32)) -> io::Result<()> {
+        if salt.0 != self.salt.0.wrapping_add(1) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a WAL generation is missing",
+            ));
+        }
+        self.salt = salt;
+        self.next_seq = 0;
+        Ok(())
+    }
+
     /// The image, cut to the size of the last commit applied.
     ///
     /// # Errors

@@ -1,0 +1,299 @@
+//! Capture: the committed transactions of one live database taken from its WAL before
+//! anything can remove them, round by round, as segments ([`super::segment`]).
+//!
+//! Frames leave a WAL only when it restarts, and SQLite restarts it only when every frame
+//! has been copied into the database and no reader holds a read mark above 0; copying stops
+//! at the lowest reader's mark, and a reader on mark 0 stops it altogether. So the capture
+//! always holds a **pin**, a read transaction of its own, and moves on by **handoff**
+//! (docs/pitr-design.md §2): begin a read on the second pin connection, read every committed
+//! frame now in the WAL, then end the old pin. A pin is released only after every frame
+//! committed while it was held is captured, so a restart its release allows removes only
+//! captured frames, and a restart seen by the next round (new salts, salt-1 one higher) is
+//! a new generation with nothing missing. Anything else (salt-1 not one higher, a WAL read
+//! from its header with no earlier round: the capture was not running) is a gap: the
+//! generation needs a base image of its own.
+//!
+//! The application's checkpoints go on: PASSIVE ones copy up to the pin's mark, and a
+//! TRUNCATE (PocketBase's daily one) waits in its busy handler until a handoff lands the
+//! new pin on mark 0, which happens once the application is quiet and the WAL copied.
+//! Not always, yet: in 25 runs of the test below, 3 had one of the application's 4 TRUNCATEs
+//! wait out its whole busy timeout (10 s) and fail. SQLite's checkpointer, once it finds a
+//! reader's slot busy past its busy handler, stops waiting for the rest of that checkpoint
+//! (`xBusy = 0` in `walCheckpoint`), and a new pin can take the slot of the old one when no
+//! other is free. The design's "settle" (a PASSIVE checkpoint of the capture's own when the
+//! database is quiet, so the next pin lands on mark 0 at once) is what answers it; it is
+//! not built.
+//!
+//! Not built yet: the loop that runs rounds on commit and ships the segments, the seal of
+//! a WAL that grows past 1,000 frames without a quiet moment, and the generation's base.
+
+use super::segment::{self, SegmentHeader};
+use super::wal::{self, Resume};
+use rusqlite::Connection;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// One round's findings.
+#[derive(Debug)]
+pub struct Round {
+    /// The segment of the commits seen this round (none when there were none).
+    pub segment: Option<Vec<u8>>,
+    /// The commits in it.
+    pub commits: usize,
+    /// A new WAL generation began since the last round.
+    pub new_generation: bool,
+    /// Commits may be missing before this round's: the generation needs a base image.
+    pub gap: bool,
+}
+
+/// The capture of one database's WAL.
+pub struct Capture {
+    wal_path: PathBuf,
+    pins: [Connection; 2],
+    /// The pin that holds a read transaction now.
+    held: usize,
+    resume: Option<Resume>,
+    /// The next commit's sequence number in its generation.
+    seq: u64,
+}
+
+impl Capture {
+    /// Opens the pins on the database at `db` (in WAL mode) and takes the first.
+    ///
+    /// # Errors
+    /// SQLite's, as an I/O error.
+    pub fn open(db: &Path) -> io::Result<Self> {
+        let pin = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open_with_flags(
+                db,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            conn.busy_timeout(std::time::Duration::from_secs(1))?;
+            conn.execute_batch("PRAGMA query_only = ON")?;
+            Ok(conn)
+        };
+        let mut wal_path = db.as_os_str().to_owned();
+        wal_path.push("-wal");
+        let capture = Self {
+            wal_path: wal_path.into(),
+            pins: [
+                pin().map_err(io::Error::other)?,
+                pin().map_err(io::Error::other)?,
+            ],
+            held: 0,
+            resume: None,
+            seq: 0,
+        };
+        begin_read(&capture.pins[0])?;
+        Ok(capture)
+    }
+
+    /// One handoff: a read begun on the free pin, every commit now in the WAL read (and
+    /// their pages, into the segment), then the old pin ended. `now_ms` is the time the
+    /// commits are stamped with.
+    ///
+    /// # Errors
+    /// SQLite's and reading the WAL; the old pin is then still held, and the next round
+    /// tries again.
+    pub fn round(&mut self, now_ms: i64) -> io::Result<Round> {
+        let free = 1 - self.held;
+        begin_read(&self.pins[free])?;
+        let read = self.read(now_ms);
+        let ended = if read.is_ok() {
+            end_read(&self.pins[self.held])
+        } else {
+            end_read(&self.pins[free])
+        };
+        let round = read?;
+        ended?;
+        self.held = free;
+        Ok(round)
+    }
+
+    fn read(&mut self, now_ms: i64) -> io::Result<Round> {
+        let mut file = match std::fs::File::open(&self.wal_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(nothing()),
+            Err(e) => return Err(e),
+        };
+        let scanned = match wal::read_committed(&mut file, self.resume)? {
+            Ok(s) => s,
+            // Truncated and not written since: nothing new.
+            Err(wal::WalError::Empty) => return Ok(nothing()),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+        let header = scanned.resume.header;
+        let new_generation = scanned.restarted || self.resume.is_none();
+        let gap = match self.resume {
+            None => true,
+            Some(old) if scanned.restarted => header.salt.0 != old.header.salt.0.wrapping_add(1),
+            Some(_) => false,
+        };
+        if new_generation {
+            self.seq = 0;
+        }
+        let segment = if scanned.commits.is_empty() {
+            None
+        } else {
+            let timed: Vec<_> = scanned.commits.iter().map(|c| (now_ms, c)).collect();
+            let seg_header = SegmentHeader {
+                page_size: header.page_size,
+                salt: header.salt,
+                first_seq: self.seq,
+                commits: u32::try_from(timed.len()).map_err(io::Error::other)?,
+            };
+            Some(segment::encode(seg_header, &timed, &mut file)?)
+        };
+        self.seq += scanned.commits.len() as u64;
+        self.resume = Some(scanned.resume);
+        Ok(Round {
+            segment,
+            commits: scanned.commits.len(),
+            new_generation,
+            gap,
+        })
+    }
+}
+
+fn nothing() -> Round {
+    Round {
+        segment: None,
+        commits: 0,
+        new_generation: false,
+        gap: false,
+    }
+}
+
+/// Begins a read transaction (a `SELECT` starts it; `BEGIN` alone does not).
+fn begin_read(conn: &Connection) -> io::Result<()> {
+    conn.execute_batch("BEGIN; SELECT count(*) FROM sqlite_schema;")
+        .map_err(io::Error::other)
+}
+
+fn end_read(conn: &Connection) -> io::Result<()> {
+    conn.execute_batch("COMMIT").map_err(io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::segment::{Rebuild, Segment};
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    const ROWS: i64 = 400;
+
+    /// PocketBase's connection: WAL, a 10 s busy timeout, NORMAL sync.
+    fn app_connection(db: &Path) -> Connection {
+        let conn = Connection::open(db).unwrap();
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
+        conn
+    }
+
+    /// `base` rolled forward through the segments of `rounds`, generation after generation,
+    /// checked with `integrity_check`: the row count and the sum of `i`.
+    fn rebuilt(dir: &Path, base: Vec<u8>, page_size: u32, rounds: Vec<Round>) -> (i64, i64) {
+        let segments: Vec<Segment> = rounds
+            .into_iter()
+            .filter_map(|r| r.segment)
+            .map(|s| Segment::decode(s).unwrap())
+            .collect();
+        let first = segments[0].header.salt;
+        let mut rebuild = Rebuild::new(std::io::Cursor::new(base), page_size, first);
+        for s in &segments {
+            if s.header.salt != rebuild.salt() {
+                rebuild.next_generation(s.header.salt).unwrap();
+            }
+            assert!(rebuild.apply(s, i64::MAX).unwrap());
+        }
+        let path = dir.join("rebuilt.db");
+        std::fs::write(&path, rebuild.finish().unwrap().into_inner()).unwrap();
+        let conn = Connection::open(&path).unwrap();
+        let check: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(check, "ok");
+        conn.query_row("SELECT count(*), sum(i) FROM t", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_commit_of_a_writer_that_truncates_its_wal_is_captured_across_generations() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        let app = app_connection(&db);
+        app.execute_batch("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        // The generation's base: the database with every frame so far copied in.
+        let base = std::fs::read(&db).unwrap();
+        let page_size: u32 = app.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+
+        let mut capture = Capture::open(&db).unwrap();
+        let done = Arc::new(AtomicBool::new(false));
+        let truncated = Arc::new(Mutex::new(0));
+        let writer = {
+            let (done, truncated) = (done.clone(), truncated.clone());
+            std::thread::spawn(move || {
+                for i in 1..=ROWS {
+                    let v = "z".repeat(if i % 7 == 0 { 5000 } else { 40 });
+                    app.execute("INSERT INTO t (i, v) VALUES (?1, ?2)", (i, v))
+                        .unwrap();
+                    if i % 100 == 50 {
+                        // PocketBase's daily checkpoint: busy (1) when it could not finish.
+                        let busy: i64 = app
+                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+                            .unwrap();
+                        if busy == 0 {
+                            *truncated.lock().unwrap() += 1;
+                        }
+                    }
+                }
+                done.store(true, Ordering::SeqCst);
+                app
+            })
+        };
+        let mut rounds = Vec::new();
+        let mut clock = 0i64;
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            clock += 1;
+            rounds.push(capture.round(clock).unwrap());
+            if finished {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        let _app = writer.join().unwrap();
+        // At least one of the application's TRUNCATE checkpoints went through, so the WAL
+        // restarted under the capture. Not all of them always do: see the module docs.
+        let truncated = *truncated.lock().unwrap();
+        assert!(
+            truncated >= 1,
+            "no TRUNCATE went through: the pins starved all 4"
+        );
+
+        // The first generation needs the base; no later one may have a gap.
+        let generations = rounds.iter().filter(|r| r.new_generation).count();
+        assert_eq!(generations, 1 + truncated, "a generation per restart");
+        let first = rounds.iter().position(|r| r.new_generation).unwrap();
+        assert!(rounds[first].gap);
+        assert!(
+            rounds[first + 1..].iter().all(|r| !r.gap),
+            "a gap after the first"
+        );
+        let captured: usize = rounds.iter().map(|r| r.commits).sum();
+        assert_eq!(captured, ROWS as usize, "every commit, once");
+
+        // Base + every segment, generation after generation: the database, every row.
+        let (rows, sum) = rebuilt(dir.path(), base, page_size, rounds);
+        assert_eq!((rows, sum), (ROWS, ROWS * (ROWS + 1) / 2));
+    }
+}
