@@ -181,7 +181,7 @@ pub struct Rebuild<W> {
     pub last_time_ms: Option<i64>,
 }
 
-impl<W: Write + Seek + super::wal::SetLen> Rebuild<W> {
+impl<W: Write + Seek + SetLen> Rebuild<W> {
     /// Starts from `base`, the generation's image before its first commit.
     pub fn new(base: W, page_size: u32, salt: (u32, u32)) -> Self {
         Self {
@@ -272,6 +272,29 @@ impl<W: Write + Seek + super::wal::SetLen> Rebuild<W> {
                 .set_len(u64::from(pages) * u64::from(self.page_size))?;
         }
         Ok(self.image)
+    }
+}
+
+/// A file-like image that can be cut to a length (a [`std::fs::File`]; a cursor in tests).
+pub trait SetLen {
+    /// Sets the image's length.
+    ///
+    /// # Errors
+    /// As the underlying file's.
+    fn set_len(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl SetLen for std::fs::File {
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        std::fs::File::set_len(self, len)
+    }
+}
+
+impl SetLen for io::Cursor<Vec<u8>> {
+    fn set_len(&mut self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        self.get_mut().resize(len, 0);
+        Ok(())
     }
 }
 

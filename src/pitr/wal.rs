@@ -1,6 +1,6 @@
 //! SQLite's write-ahead log, read as point-in-time restore needs it: only committed
-//! transactions, each frame proved by the WAL's own salts and running checksum, and a
-//! database image rolled forward to any commit.
+//! transactions, each frame proved by the WAL's own salts and running checksum (a database
+//! is rolled forward through them by [`super::segment::Rebuild`]).
 //!
 //! The format (SQLite's `wal.c`, the 3.54 bundled by `libsqlite3-sys`):
 //! - a 32-byte header: magic (`0x377f0682`: checksums over little-endian words, `0x377f0683`:
@@ -19,8 +19,7 @@
 //!
 //! The commits' times are not in the WAL: the stream stamps each when it sees it.
 
-use std::collections::BTreeMap;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 
 /// The WAL header's length.
 pub const HEADER_LEN: u64 = 32;
@@ -248,82 +247,6 @@ fn scan<R: Read + Seek>(wal: &mut R, start: &Resume) -> io::Result<Vec<(Commit, 
     Ok(commits)
 }
 
-/// The pages a run of commits leaves, newest version of each, and the database's size after
-/// the last: what rolling a database image forward through them writes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct PageSet {
-    /// Page number -> the WAL offset of its newest version.
-    pub pages: BTreeMap<u32, u64>,
-    /// The database's size in pages after the last commit added (none: no commit yet).
-    pub db_pages: Option<u32>,
-}
-
-impl PageSet {
-    /// Adds `commit` (newer than every one added before).
-    pub fn add(&mut self, commit: &Commit) {
-        for f in &commit.frames {
-            self.pages.insert(f.page, f.offset);
-        }
-        self.db_pages = Some(commit.db_pages);
-    }
-}
-
-/// Rolls the database image `db` forward: writes each page of `set` read from `wal`, then
-/// cuts the image to the size of the last commit. The image is then the database exactly
-/// as that commit left it; with no commit in `set`, it is left as it is.
-///
-/// The offsets are trusted: `wal` must be the WAL (or the captured copy) that `set` was
-/// read from, unchanged since; a live WAL may have restarted meanwhile.
-///
-/// # Errors
-/// Read and write errors.
-pub fn apply<W, R>(db: &mut W, wal: &mut R, page_size: u32, set: &PageSet) -> io::Result<()>
-where
-    W: Write + Seek + SetLen,
-    R: Read + Seek,
-{
-    let Some(db_pages) = set.db_pages else {
-        return Ok(());
-    };
-    let mut page = vec![0u8; page_size as usize];
-    for (&number, &offset) in &set.pages {
-        if number == 0 || number > db_pages {
-            continue;
-        }
-        wal.seek(SeekFrom::Start(offset))?;
-        wal.read_exact(&mut page)?;
-        db.seek(SeekFrom::Start(
-            u64::from(number - 1) * u64::from(page_size),
-        ))?;
-        db.write_all(&page)?;
-    }
-    db.flush()?;
-    db.set_len(u64::from(db_pages) * u64::from(page_size))
-}
-
-/// A file-like image that can be cut to a length (a [`std::fs::File`]; a cursor in tests).
-pub trait SetLen {
-    /// Sets the image's length.
-    ///
-    /// # Errors
-    /// As the underlying file's.
-    fn set_len(&mut self, len: u64) -> io::Result<()>;
-}
-
-impl SetLen for std::fs::File {
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        std::fs::File::set_len(self, len)
-    }
-}
-
-impl SetLen for io::Cursor<Vec<u8>> {
-    fn set_len(&mut self, len: u64) -> io::Result<()> {
-        let len = usize::try_from(len).map_err(io::Error::other)?;
-        self.get_mut().resize(len, 0);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -354,16 +277,23 @@ mod tests {
 
     /// `base` rolled forward through `commits`, opened: its row count and integrity.
     fn rolled(dir: &Path, base: &[u8], commits: &[Commit], name: &str) -> (i64, String) {
-        let mut set = PageSet::default();
-        for c in commits {
-            set.add(c);
-        }
+        // Through the segment and its rebuild: the one way the stream rolls forward.
+        use super::super::segment::{Rebuild, Segment, SegmentHeader, encode};
         let mut wal = std::fs::File::open(dir.join("data.db-wal")).unwrap();
-        let page_size = read(dir, None).resume.header.page_size;
-        let mut image = io::Cursor::new(base.to_vec());
-        apply(&mut image, &mut wal, page_size, &set).unwrap();
+        let header = read(dir, None).resume.header;
+        let timed: Vec<(i64, &Commit)> = commits.iter().map(|c| (0, c)).collect();
+        let segment = SegmentHeader {
+            page_size: header.page_size,
+            salt: header.salt,
+            first_seq: 0,
+            commits: u32::try_from(timed.len()).unwrap(),
+        };
+        let segment = Segment::decode(encode(segment, &timed, &mut wal).unwrap()).unwrap();
+        let base = io::Cursor::new(base.to_vec());
+        let mut rebuild = Rebuild::new(base, header.page_size, header.salt);
+        assert!(rebuild.apply(&segment, 0).unwrap());
         let path = dir.join(name);
-        std::fs::write(&path, image.into_inner()).unwrap();
+        std::fs::write(&path, rebuild.finish().unwrap().into_inner()).unwrap();
         let conn = Connection::open(&path).unwrap();
         let rows = conn
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
