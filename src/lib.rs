@@ -23,7 +23,8 @@
 //! - [`verify`]: a stored backup read and checked without restoring it, and the results.
 //! - [`lifecycle`]: the application around a restore (`--exec`, `--app-stop/--app-start`)
 //!   and the one runner of the operator's commands.
-//! - [`pitr`]: point-in-time restore (issue 30): so far the WAL reader.
+//! - [`pitr`]: point-in-time restore: the databases' transactions streamed to the store
+//!   (`--pitr`), and each database rebuilt to a moment.
 //!
 //! What they are built on:
 //! - [`archive`]: the zip format, the tree walk and survey, the consistent snapshots of
@@ -78,7 +79,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The store of the current settings, and the `backups.s3` it was opened for: see
     /// [`AppState::store`].
-    store: Arc<std::sync::RwLock<(settings::S3, Arc<dyn storage::BackupStore>)>>,
+    store: StoreCell,
     /// Serialises store changes ([`AppState::apply_settings`]).
     store_change: Arc<tokio::sync::Mutex<()>>,
     pub settings: Arc<settings::SettingsStore>,
@@ -104,6 +105,8 @@ pub struct AppState {
     pub rate_limits: Arc<rate_limit::Limiter>,
     /// The first-run link's token ([`installer`]).
     pub installer: Arc<installer::Installer>,
+    /// The point-in-time stream (`--pitr`), running from the start.
+    pub pitr: Option<Arc<pitr::Pitr>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -182,23 +185,25 @@ impl AppState {
         {
             metrics.set_last_success(metrics::Operation::Verify, t);
         }
-        let notifier = ops::notify::Notifier::new({
-            let settings = settings.clone();
-            Arc::new(move || settings.current().backups.notify_url().map(str::to_string))
-        });
+        let notifier = notifier_of(&settings);
         let app = lifecycle::Lifecycle::new(
             config.exec.as_deref(),
             config.app_stop.as_deref().zip(config.app_start.as_deref()),
             config.app_timeout,
         );
+        let budget = bufpool::Budget::new(config.memory_budget);
+        let store = Arc::new(std::sync::RwLock::new((s3_setting, store)));
+        let pitr = config
+            .pitr
+            .then(|| start_pitr(&config, &store, &budget, &notifier));
         Ok(Self {
-            budget: bufpool::Budget::new(config.memory_budget),
+            budget,
             scheduled_runs: Arc::new(scheduled_runs),
             outcomes: Arc::new(outcomes),
             metrics,
             jobs: jobs::Jobs::new(config.progress_log_every),
             config: Arc::new(config),
-            store: Arc::new(std::sync::RwLock::new((s3_setting, store))),
+            store,
             store_change: Arc::new(tokio::sync::Mutex::new(())),
             settings,
             tokens: Arc::new(auth::Tokens::new(users)),
@@ -210,6 +215,7 @@ impl AppState {
             logins: Arc::new(login::LoginGate::default()),
             rate_limits: Arc::new(rate_limit::Limiter::default()),
             installer: Arc::new(installer::Installer::default()),
+            pitr,
         })
     }
 
@@ -303,6 +309,57 @@ impl AppState {
         }
         lifecycle::runner::scrubbed_env(&secrets)
     }
+}
+
+/// The notifier, to the `backups.notifyUrl` of the settings current at each send.
+fn notifier_of(settings: &Arc<settings::SettingsStore>) -> ops::notify::Notifier {
+    let settings = settings.clone();
+    ops::notify::Notifier::new(Arc::new(move || {
+        settings.current().backups.notify_url().map(str::to_string)
+    }))
+}
+
+/// The current store, as [`AppState::store`] reads it.
+type StoreCell = Arc<std::sync::RwLock<(settings::S3, Arc<dyn storage::BackupStore>)>>;
+
+/// Starts the point-in-time stream of the data directory's databases into the store of
+/// the current settings.
+fn start_pitr(
+    config: &Config,
+    store: &StoreCell,
+    budget: &Arc<bufpool::Budget>,
+    notifier: &ops::notify::Notifier,
+) -> Arc<pitr::Pitr> {
+    let cell = store.clone();
+    let ctx = pitr::stream::Ctx {
+        rt: tokio::runtime::Handle::current(),
+        store: Arc::new(move || cell.read().unwrap_or_else(|e| e.into_inner()).1.clone()),
+        put: storage::PutOptions {
+            part_size: config.part_size,
+            parts_in_flight: config.parts_in_flight,
+            budget: budget.clone(),
+            copy: None,
+        },
+        base_every: config.pitr_base_every,
+    };
+    let notifier = notifier.clone();
+    let on_stall = Box::new(move |db: &str, why: &str| {
+        notifier.send(ops::notify::Event::failed(
+            ops::notify::What::PitrStalled,
+            db,
+            why,
+        ));
+    });
+    let pitr = pitr::Pitr::new(
+        &config.data_dir,
+        excluded_paths(config),
+        ctx,
+        config.pitr_retention,
+        on_stall,
+    );
+    pitr.start();
+    tracing::info!("point-in-time stream on (--pitr)");
+    pitr
 }
 
 /// The store for `s3` (the setting): the flags' bucket when they give one, else the bucket

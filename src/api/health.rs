@@ -1,7 +1,8 @@
 //! `GET /api/health`, as PocketBase answers it; superusers also get `canBackup`, `realIP`
 //! and `possibleProxyHeader` (as in PocketBase), the running job's progress and the
 //! outcomes of the last restore and the last scheduled backup, and the application's
-//! lifecycle (`--exec`: whether its child runs) (the gateway's additions).
+//! lifecycle (`--exec`: whether its child runs), and with `--pitr` the point-in-time
+//! streams that stalled (the gateway's additions).
 
 use crate::AppState;
 use crate::auth::MaybeSuperuser;
@@ -30,6 +31,11 @@ pub async fn health(
             "lastRestore": state.restores.last(),
             "lastScheduledBackup": state.scheduled_runs.last(),
             "app": state.app.view(),
+            "pitr": state.pitr.as_ref().map(|p| json!({
+                "stalled": p.stalled_streams().into_iter()
+                    .map(|(name, reason)| json!({"name": name, "reason": reason}))
+                    .collect::<Vec<_>>(),
+            })),
         })
     } else {
         json!({})

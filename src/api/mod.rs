@@ -13,6 +13,7 @@
 //! - [`installer`]: the first superuser, created through the first-run link.
 //! - [`ui`]: the backups page at `/_/` and `/` (embedded HTML, script and style sheet).
 //! - [`verify`]: verifying a backup without restoring it, and the results.
+//! - [`pitr`]: the point-in-time window and the restore to a moment.
 //!
 //! Unknown routes and methods answer PocketBase's JSON 404. The access log records the
 //! method and the matched route only: never the query string, which may hold a file token.
@@ -26,6 +27,7 @@ pub mod edge;
 pub mod fields;
 pub mod health;
 pub mod installer;
+pub mod pitr;
 pub mod progress;
 pub mod rate_limit;
 pub mod serve;
@@ -94,7 +96,11 @@ fn routes(state: AppState) -> Router {
             get(download::download).delete(backups::delete),
         )
         .route("/api/backups/{key}/restore", post(backups::restore))
-        .route("/api/gateway/restore", get(backups::restore_status))
+        .route(
+            "/api/gateway/restore",
+            get(backups::restore_status).post(pitr::restore),
+        )
+        .route("/api/gateway/pitr", get(pitr::window))
         .route(
             "/api/gateway/backups/{key}/verify",
             post(verify::verify).get(verify::last),

@@ -44,9 +44,31 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         budget_limit: state.budget.total_bytes(),
         budget_in_use: state.budget.in_use_bytes(),
         budget_idle: state.budget.idle_bytes(),
+        pitr: pitr_gauges(&state),
     };
     (
         [(header::CONTENT_TYPE, crate::ops::metrics::CONTENT_TYPE)],
         state.metrics.render(gauges),
     )
+}
+
+/// The point-in-time streams' values now.
+fn pitr_gauges(state: &AppState) -> Vec<crate::ops::metrics::PitrGauges> {
+    let Some(pitr) = &state.pitr else {
+        return Vec::new();
+    };
+    let now = crate::pitr::stream::now_ms();
+    pitr.statuses()
+        .into_iter()
+        .map(|(db, s)| crate::ops::metrics::PitrGauges {
+            db,
+            streaming: s.streaming,
+            lag_seconds: s.lag_now_ms(now) as f64 / 1000.0,
+            commits: s.commits_shipped,
+            segments: s.segments_shipped,
+            bytes: s.bytes_shipped,
+            histories: s.histories_started,
+            last_commit: s.last_shipped_commit_ms.map(|t| t as f64 / 1000.0),
+        })
+        .collect()
 }

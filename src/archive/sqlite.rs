@@ -74,6 +74,15 @@ pub fn starts_with_header(data: &[u8]) -> bool {
 /// file that keeps a connection open past [`LOCK_WAIT`] is taken for the database it is.
 pub fn has_header(path: &Path, meta: &std::fs::Metadata) -> bool {
     let id = file_id(meta);
+    if KNOWN
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains_key(&id)
+    {
+        // A database the point-in-time stream holds open for good: waiting for its
+        // connections to close would wait for ever, and reading it would drop their locks.
+        return true;
+    }
     let open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
     let (_open, wait) = CLOSED
         .wait_timeout_while(open, LOCK_WAIT, |open| {
@@ -108,6 +117,10 @@ fn file_id(meta: &std::fs::Metadata) -> FileId {
 /// The files on which this process has connections open, with their count.
 static OPEN: std::sync::Mutex<std::collections::BTreeMap<FileId, usize>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
+/// The files on which this process holds long-lived connections ([`connect_database`]),
+/// with their count: databases by construction.
+static KNOWN: std::sync::Mutex<std::collections::BTreeMap<FileId, usize>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
 /// Signalled whenever a connection closes.
 static CLOSED: std::sync::Condvar = std::sync::Condvar::new();
 /// The files [`has_header`] began to wait on, once per wait: tests wait on it instead of
@@ -119,6 +132,8 @@ static WAITED_ON: std::sync::Mutex<Vec<FileId>> = std::sync::Mutex::new(Vec::new
 pub struct Db {
     conn: Option<Connection>,
     id: Option<FileId>,
+    /// Registered in [`KNOWN`] too.
+    known: bool,
 }
 
 /// Opens a connection to the database at `path`: the only way the gateway opens one, so
@@ -136,8 +151,35 @@ pub fn connect(path: &Path, flags: OpenFlags) -> rusqlite::Result<Db> {
             .or_default() += 1;
     }
     // Registered first: a failed open unregisters in the drop.
-    let mut db = Db { conn: None, id };
+    let mut db = Db {
+        conn: None,
+        id,
+        known: false,
+    };
     db.conn = Some(Connection::open_with_flags(path, flags)?);
+    Ok(db)
+}
+
+/// [`connect`] for a connection held open for good (the point-in-time stream's pins): the
+/// file is known to be a database, so [`has_header`] answers at once instead of waiting
+/// for it to close.
+///
+/// # Errors
+/// SQLite's, and a file that is not a database.
+pub fn connect_database(path: &Path, flags: OpenFlags) -> rusqlite::Result<Db> {
+    let mut db = connect(path, flags)?;
+    // A read of the schema proves the file is a database before it is vouched for.
+    db.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    if let Some(id) = db.id {
+        *KNOWN
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id)
+            .or_default() += 1;
+        db.known = true;
+    }
     Ok(db)
 }
 
@@ -153,6 +195,15 @@ impl Drop for Db {
         // Closed first (SQLite releases its locks), then unregistered.
         drop(self.conn.take());
         if let Some(id) = self.id {
+            if self.known {
+                let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = known.get_mut(&id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        known.remove(&id);
+                    }
+                }
+            }
             let mut open = OPEN.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(n) = open.get_mut(&id) {
                 *n -= 1;
@@ -633,6 +684,27 @@ mod tests {
         drop(conn);
         assert!(reader.join().unwrap());
         assert!(!OPEN.lock().unwrap().contains_key(&file_id(&meta(&db))));
+    }
+
+    #[test]
+    fn a_database_held_open_for_good_is_vouched_for_without_a_wait_or_a_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("held.db");
+        drop(wal_db(&db));
+        let meta = std::fs::symlink_metadata(&db).unwrap();
+        let held = connect_database(&db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let started = std::time::Instant::now();
+        assert!(has_header(&db, &meta));
+        assert!(!WAITED_ON.lock().unwrap().contains(&file_id(&meta)));
+        assert!(started.elapsed() < LOCK_WAIT);
+        drop(held);
+        assert!(!KNOWN.lock().unwrap().contains_key(&file_id(&meta)));
+        // A file that is not a database is never vouched for.
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, b"not a database, but long enough to have a header").unwrap();
+        assert!(connect_database(&text, OpenFlags::SQLITE_OPEN_READ_ONLY).is_err());
+        let meta = std::fs::symlink_metadata(&text).unwrap();
+        assert!(!KNOWN.lock().unwrap().contains_key(&file_id(&meta)));
     }
 
     #[test]

@@ -120,6 +120,24 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_NOTIFY_URL")]
     pub notify_url: Option<String>,
 
+    /// Stream every WAL database of the data directory to the store, so that
+    /// `POST /api/gateway/restore` can bring them back to any moment (point-in-time
+    /// restore; docs/pitr.md). Off by default while it is being proven.
+    #[arg(long, env = "GATEWAY_PITR", default_value_t = false)]
+    pub pitr: bool,
+
+    /// How many days of point-in-time history are kept: older histories are deleted from
+    /// the store (the newest of each database always stays).
+    #[arg(long, env = "GATEWAY_PITR_RETENTION_DAYS", default_value_t = 7,
+        value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub pitr_retention_days: u32,
+
+    /// Every so many hours a database's stream begins a new history with a fresh base image,
+    /// so that old history can be deleted and a restore reads at most this much of it.
+    #[arg(long, env = "GATEWAY_PITR_BASE_HOURS", default_value_t = 24,
+        value_parser = clap::value_parser!(u32).range(1..=720))]
+    pub pitr_base_hours: u32,
+
     /// Restore refuses archives with more entries than this.
     #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = Limits::DEFAULT.max_entries)]
     pub restore_max_entries: u64,
@@ -431,6 +449,9 @@ impl ServeArgs {
             app_timeout: secs(self.app.app_timeout_secs),
             on_restore_timeout: secs(self.app.on_restore_timeout_secs),
             restore_while_running: self.app.restore_while_running,
+            pitr: self.pitr,
+            pitr_retention: secs(u64::from(self.pitr_retention_days) * 86_400),
+            pitr_base_every: secs(u64::from(self.pitr_base_hours) * 3_600),
             serve_limits: crate::api::serve::Limits {
                 header_read: crate::api::serve::HEADER_READ_TIMEOUT,
                 max_connections: self.max_connections.max(1),

@@ -61,6 +61,19 @@ pub struct Metrics {
     pub store: StoreMetrics,
     jobs_in_flight: IntGaugeVec,
     budget_bytes: IntGaugeVec,
+    pitr: PitrFamilies,
+}
+
+/// The point-in-time streams' families, labelled by database.
+#[derive(Debug)]
+struct PitrFamilies {
+    streaming: IntGaugeVec,
+    lag: GaugeVec,
+    commits: IntGaugeVec,
+    segments: IntGaugeVec,
+    bytes: IntGaugeVec,
+    histories: IntGaugeVec,
+    last_commit: GaugeVec,
 }
 
 /// The store's counters; cheap to clone (the families are shared).
@@ -72,18 +85,119 @@ pub struct StoreMetrics {
 }
 
 /// Values read at scrape time rather than counted.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Gauges {
     pub creates_running: usize,
     pub restores_running: usize,
     pub budget_limit: u64,
     pub budget_in_use: u64,
     pub budget_idle: u64,
+    /// The point-in-time streams (`--pitr`).
+    pub pitr: Vec<PitrGauges>,
+}
+
+/// One point-in-time stream, as its state says at scrape time.
+#[derive(Debug, Clone, Default)]
+pub struct PitrGauges {
+    pub db: String,
+    pub streaming: bool,
+    pub lag_seconds: f64,
+    pub commits: u64,
+    pub segments: u64,
+    pub bytes: u64,
+    pub histories: u64,
+    /// The newest commit stored (Unix seconds), when one is.
+    pub last_commit: Option<f64>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl PitrFamilies {
+    fn new(registry: &Registry) -> Self {
+        let int_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("a valid family");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = GaugeVec::new(Opts::new(name, help), &["db"]).expect("a valid family");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
+            g
+        };
+        let db = &["db"];
+        Self {
+            streaming: int_gauge(
+                "backup_gateway_pitr_streaming",
+                "1 while the database's point-in-time stream runs with its base stored.",
+                db,
+            ),
+            lag: gauge(
+                "backup_gateway_pitr_lag_seconds",
+                "How long the oldest commit captured and not yet stored has waited.",
+            ),
+            commits: int_gauge(
+                "backup_gateway_pitr_commits_shipped",
+                "Commits stored by the stream since the gateway started.",
+                db,
+            ),
+            segments: int_gauge(
+                "backup_gateway_pitr_segments_shipped",
+                "Segments (store writes) stored by the stream since the gateway started.",
+                db,
+            ),
+            bytes: int_gauge(
+                "backup_gateway_pitr_bytes_shipped",
+                "Segment bytes stored by the stream since the gateway started.",
+                db,
+            ),
+            histories: int_gauge(
+                "backup_gateway_pitr_histories_started",
+                "Histories (each from a base image) begun since the gateway started.",
+                db,
+            ),
+            last_commit: gauge(
+                "backup_gateway_pitr_last_shipped_commit_timestamp_seconds",
+                "Unix time of the newest commit stored.",
+            ),
+        }
+    }
+
+    /// The streams' values now; a database no longer streamed leaves the families.
+    fn set(&self, streams: &[PitrGauges]) {
+        for family in [
+            &self.streaming,
+            &self.commits,
+            &self.segments,
+            &self.bytes,
+            &self.histories,
+        ] {
+            family.reset();
+        }
+        self.lag.reset();
+        self.last_commit.reset();
+        for s in streams {
+            let l = &[s.db.as_str()];
+            self.streaming
+                .with_label_values(l)
+                .set(i64::from(s.streaming));
+            self.lag.with_label_values(l).set(s.lag_seconds);
+            let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            self.commits.with_label_values(l).set(int(s.commits));
+            self.segments.with_label_values(l).set(int(s.segments));
+            self.bytes.with_label_values(l).set(int(s.bytes));
+            self.histories.with_label_values(l).set(int(s.histories));
+            if let Some(t) = s.last_commit {
+                self.last_commit.with_label_values(l).set(t);
+            }
+        }
     }
 }
 
@@ -179,6 +293,7 @@ impl Metrics {
             "The memory budget of backup bytes: its limit, the bytes in use, idle pooled.",
             &["state"],
         );
+        let pitr = PitrFamilies::new(&registry);
         Self {
             registry,
             operations,
@@ -188,6 +303,7 @@ impl Metrics {
             store,
             jobs_in_flight,
             budget_bytes,
+            pitr,
         }
     }
 
@@ -245,6 +361,7 @@ impl Metrics {
         ] {
             self.budget_bytes.with_label_values(&[state]).set(v as i64);
         }
+        self.pitr.set(&gauges.pitr);
         let mut out = Vec::new();
         // Encoding into a Vec cannot fail but for a family that breaks the format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
@@ -275,6 +392,13 @@ mod tests {
         );
         let text = m.render(Gauges {
             budget_limit: 128 << 20,
+            pitr: vec![PitrGauges {
+                db: "data.db".into(),
+                streaming: true,
+                lag_seconds: 1.5,
+                commits: 42,
+                ..PitrGauges::default()
+            }],
             ..Gauges::default()
         });
         for line in [
@@ -284,6 +408,9 @@ mod tests {
             r#"backup_gateway_operation_duration_seconds_sum{operation="create"} 2"#,
             r#"backup_gateway_memory_budget_bytes{state="limit"} 134217728"#,
             r#"backup_gateway_jobs_in_flight{kind="restore"} 0"#,
+            r#"backup_gateway_pitr_lag_seconds{db="data.db"} 1.5"#,
+            r#"backup_gateway_pitr_commits_shipped{db="data.db"} 42"#,
+            r#"backup_gateway_pitr_streaming{db="data.db"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "no {line} in\n{text}");
         }

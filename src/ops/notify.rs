@@ -32,6 +32,8 @@ pub enum What {
     /// A verify that could not finish (the store failed, no disk room).
     VerifyInconclusive,
     Restore,
+    /// A point-in-time stream that stalled (`key`: the database).
+    PitrStalled,
 }
 
 /// One notification's body.
@@ -52,6 +54,7 @@ impl Event {
                 What::Verify => "verify_failed",
                 What::VerifyInconclusive => "verify_inconclusive",
                 What::Restore => "restore_failed",
+                What::PitrStalled => "pitr_stalled",
             },
             key: key.to_string(),
             reason: reason.to_string(),

@@ -32,6 +32,7 @@
 
 use super::segment::{self, SegmentHeader};
 use super::wal::{self, Resume};
+use crate::archive::sqlite::{self, Db};
 use rusqlite::Connection;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -52,12 +53,15 @@ pub struct Round {
 /// The capture of one database's WAL.
 pub struct Capture {
     wal_path: PathBuf,
-    pins: [Connection; 2],
+    pins: [Db; 2],
     /// The pin that holds a read transaction now.
     held: usize,
     resume: Option<Resume>,
     /// The next commit's sequence number in its generation.
     seq: u64,
+    /// No WAL was there when the capture began, and none has been read since: the first
+    /// WAL read starts where the pin's snapshot left off (no gap).
+    from_empty: bool,
 }
 
 impl Capture {
@@ -66,11 +70,18 @@ impl Capture {
     /// # Errors
     /// SQLite's, as an I/O error.
     pub fn open(db: &Path) -> io::Result<Self> {
-        let pin = || -> rusqlite::Result<Connection> {
-            let conn = Connection::open_with_flags(
+        let pin = || -> rusqlite::Result<Db> {
+            // Registered as a database held open: nothing of the gateway's opens and closes
+            // the file meanwhile, which would drop the pins' locks.
+            let conn = sqlite::connect_database(
                 db,
                 rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+            )?;
+            conn.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
             )?;
             conn.busy_timeout(std::time::Duration::from_secs(1))?;
             conn.execute_batch("PRAGMA query_only = ON")?;
@@ -78,15 +89,25 @@ impl Capture {
         };
         let mut wal_path = db.as_os_str().to_owned();
         wal_path.push("-wal");
+        let first = pin().map_err(io::Error::other)?;
+        let mode: String = first
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .map_err(io::Error::other)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "the database is in {mode} mode, not WAL: backups cover it, the stream cannot"
+                ),
+            ));
+        }
         let capture = Self {
             wal_path: wal_path.into(),
-            pins: [
-                pin().map_err(io::Error::other)?,
-                pin().map_err(io::Error::other)?,
-            ],
+            pins: [first, pin().map_err(io::Error::other)?],
             held: 0,
             resume: None,
             seq: 0,
+            from_empty: false,
         };
         begin_read(&capture.pins[0])?;
         Ok(capture)
@@ -115,21 +136,29 @@ impl Capture {
     }
 
     fn read(&mut self, now_ms: i64) -> io::Result<Round> {
+        // No WAL (or an empty one) under a held pin: everything committed is in the
+        // database file, which the pin's snapshot holds, and the next WAL continues it.
+        let empty = |this: &mut Self| {
+            if this.resume.is_none() {
+                this.from_empty = true;
+            }
+            Ok(nothing())
+        };
         let mut file = match std::fs::File::open(&self.wal_path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(nothing()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return empty(self),
             Err(e) => return Err(e),
         };
         let scanned = match wal::read_committed(&mut file, self.resume)? {
             Ok(s) => s,
             // Truncated and not written since: nothing new.
-            Err(wal::WalError::Empty) => return Ok(nothing()),
+            Err(wal::WalError::Empty) => return empty(self),
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         };
         let header = scanned.resume.header;
         let new_generation = scanned.restarted || self.resume.is_none();
         let gap = match self.resume {
-            None => true,
+            None => !self.from_empty,
             Some(old) if scanned.restarted => header.salt.0 != old.header.salt.0.wrapping_add(1),
             Some(_) => false,
         };
@@ -156,6 +185,76 @@ impl Capture {
             new_generation,
             gap,
         })
+    }
+}
+
+impl Capture {
+    /// The database's page size.
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn page_size(&self) -> io::Result<u32> {
+        self.pins[self.held]
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(io::Error::other)
+    }
+
+    /// Runs `f` on the database's image as the held pin sees it (the page images in order,
+    /// `page_size` bytes each): the base of a history that the segments of the round just
+    /// run, and of every later round, roll forward. Its WAL generation's commits up to the
+    /// pin's snapshot are in it already; applied again on top of it, they leave each page
+    /// as it was (every page ends at its last version at or before the snapshot), so the
+    /// rebuild may start at the generation's first commit. The pin stays held meanwhile, so
+    /// an application's TRUNCATE waits for it, as during a create's snapshot.
+    ///
+    /// # Errors
+    /// SQLite's, and `f`'s.
+    pub fn read_base<T>(
+        &self,
+        f: impl FnOnce(u32, &mut dyn io::Read) -> io::Result<T>,
+    ) -> io::Result<T> {
+        let conn = &self.pins[self.held];
+        let page_size: u32 = conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .map_err(io::Error::other)?;
+        let mut stmt = conn
+            .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
+            .map_err(io::Error::other)?;
+        let mut rows = stmt.query([]).map_err(io::Error::other)?;
+        let mut reader = Pages {
+            rows: &mut rows,
+            page: Vec::new(),
+            pos: 0,
+        };
+        f(page_size, &mut reader)
+    }
+}
+
+/// The rows of `sqlite_dbpage` as one byte stream.
+struct Pages<'a, 's> {
+    rows: &'a mut rusqlite::Rows<'s>,
+    page: Vec<u8>,
+    pos: usize,
+}
+
+impl io::Read for Pages<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.page.len() {
+            let Some(row) = self.rows.next().map_err(io::Error::other)? else {
+                return Ok(0);
+            };
+            let data = row
+                .get_ref(0)
+                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
+                .map_err(io::Error::other)?;
+            self.page.clear();
+            self.page.extend_from_slice(data);
+            self.pos = 0;
+        }
+        let n = buf.len().min(self.page.len() - self.pos);
+        buf[..n].copy_from_slice(&self.page[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -227,6 +326,46 @@ mod tests {
     }
 
     #[test]
+    fn a_capture_begun_on_a_written_wal_reports_a_gap_and_reads_a_base_that_it_continues() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        let app = app_connection(&db);
+        app.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        app.execute_batch("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        for i in 1..=10 {
+            app.execute("INSERT INTO t (i, v) VALUES (?1, 'x')", [i])
+                .unwrap();
+        }
+        let mut capture = Capture::open(&db).unwrap();
+        let first = capture.round(1).unwrap();
+        assert!(first.gap && first.new_generation, "{first:?}");
+        assert_eq!(
+            first.commits, 11,
+            "the CREATE and 10 INSERTs, from the WAL's start"
+        );
+        let base = capture
+            .read_base(|page_size, r| {
+                assert_eq!(page_size, capture.page_size().unwrap());
+                let mut out = Vec::new();
+                r.read_to_end(&mut out)?;
+                Ok(out)
+            })
+            .unwrap();
+        for i in 11..=15 {
+            app.execute("INSERT INTO t (i, v) VALUES (?1, 'y')", [i])
+                .unwrap();
+        }
+        let later = capture.round(2).unwrap();
+        assert!(!later.gap);
+        let page_size = capture.page_size().unwrap();
+        // The base already holds the first round's commits: applied again, they change
+        // nothing, and the later ones bring the rest.
+        let (rows, sum) = rebuilt(dir.path(), base, page_size, vec![first, later]);
+        assert_eq!((rows, sum), (15, 15 * 16 / 2));
+    }
+
+    #[test]
     fn every_commit_of_a_writer_that_truncates_its_wal_is_captured_across_generations() {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("data.db");
@@ -283,15 +422,11 @@ mod tests {
             "no TRUNCATE went through: the pins starved all 4"
         );
 
-        // The first generation needs the base; no later one may have a gap.
+        // The WAL was empty when the capture began, so its first generation continues the
+        // pin's snapshot (the base): no round may have a gap.
         let generations = rounds.iter().filter(|r| r.new_generation).count();
         assert_eq!(generations, 1 + truncated, "a generation per restart");
-        let first = rounds.iter().position(|r| r.new_generation).unwrap();
-        assert!(rounds[first].gap);
-        assert!(
-            rounds[first + 1..].iter().all(|r| !r.gap),
-            "a gap after the first"
-        );
+        assert!(rounds.iter().all(|r| !r.gap), "a gap");
         let captured: usize = rounds.iter().map(|r| r.commits).sum();
         assert_eq!(captured, ROWS as usize, "every commit, once");
 

@@ -1,23 +1,350 @@
 //! Point-in-time restore (issue 30; docs/pitr-design.md): the databases' committed
 //! transactions streamed to the store, and a database rebuilt to any moment.
 //!
-//! Built so far, the data path, each part tested on real SQLite WALs:
 //! - [`wal`]: the committed transactions of a live database's write-ahead log, each frame
 //!   proved by the WAL's salts and running checksum, read in rounds that resume where the
 //!   last stopped, a restart of the WAL told apart (a gap);
 //! - [`segment`]: a run of those transactions with the times they were seen, as the stream
-//!   will ship them (checked by a CRC-32), and a database rebuilt from its generation's base
-//!   and segments as it was at any moment, generation after generation, a gap or a foreign
-//!   generation refused;
+//!   ships them (checked by a CRC-32), and a database rebuilt from its base and segments as
+//!   it was at any moment, generation after generation, a gap or a foreign generation
+//!   refused;
 //! - [`capture`]: the pin protocol (docs/pitr-design.md §2) and its rounds: every commit of
 //!   a live database taken into segments before SQLite can remove it, across the WAL
-//!   restarts of the application's own TRUNCATE checkpoints, with no gap.
+//!   restarts of the application's own TRUNCATE checkpoints, and the base image;
+//! - [`stream`]: one database's stream, history after history, to the store;
+//! - [`layout`]: the keys of the history in the store;
+//! - [`rebuild`]: the restore's side: the plan from one listing, a database rebuilt into a
+//!   file and checked;
+//! - this module: [`Pitr`], the streams of every WAL database in the data directory, found
+//!   every few seconds, stopped for a restore's swap and started again after it.
 //!
-//! Not built: the loop that runs rounds on commit and ships segments to the store, the
-//! settle and seal steps (see [`capture`]'s docs for what their absence costs), a
-//! generation's base image, compaction, retention, the restore to a time through the API,
-//! the page, metrics.
+//! Not built yet: compaction of the segments into larger spans, retention of the history
+//! (`--pitr-retention`), the page's control, notifications of a stalled stream, and the
+//! settle and seal steps (see [`capture`]'s docs for what their absence costs).
 
 pub mod capture;
+pub mod layout;
+pub mod rebuild;
+pub mod retention;
 pub mod segment;
+pub mod stream;
 pub mod wal;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often the data directory is searched for new databases.
+const SCAN_EVERY: Duration = Duration::from_secs(2);
+/// How often old history is looked for and deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How deep the search goes.
+const MAX_DEPTH: usize = 8;
+
+/// Told when a stream stalls: the database and why.
+pub type OnStall = Box<dyn Fn(&str, &str) + Send + Sync>;
+
+/// The streams of a data directory's WAL databases.
+pub struct Pitr {
+    data_dir: PathBuf,
+    excluded: Vec<PathBuf>,
+    ctx: stream::Ctx,
+    streams: Mutex<BTreeMap<String, Running>>,
+    /// Streams stopped for a restore: none start until it is over.
+    suspended: AtomicBool,
+    /// Databases named once in the log as covered only by backups.
+    named: Mutex<BTreeSet<String>>,
+    /// Told once when a stream stalls (database, reason): the gateway notifies.
+    on_stall: OnStall,
+    /// The streams stalled at the last scan.
+    stalled: Mutex<BTreeSet<String>>,
+    /// How much history is kept (`--pitr-retention-days`).
+    retention: Duration,
+    /// When old history was last deleted.
+    pruned: Mutex<Option<std::time::Instant>>,
+    /// The databases streamed when [`Pitr::suspend`] stopped them: [`Pitr::resume`] starts
+    /// them again at once, WAL or not yet (the restored state is a history's base).
+    suspended_streams: Mutex<BTreeSet<String>>,
+}
+
+struct Running {
+    status: stream::Shared,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Pitr {
+    /// The streams of `data_dir` (`excluded`: the paths no backup holds, relative to it);
+    /// none runs until
+    /// [`Pitr::start`].
+    pub fn new(
+        data_dir: &Path,
+        excluded: Vec<PathBuf>,
+        ctx: stream::Ctx,
+        retention: Duration,
+        on_stall: OnStall,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            data_dir: data_dir.to_path_buf(),
+            excluded,
+            ctx,
+            streams: Mutex::new(BTreeMap::new()),
+            suspended: AtomicBool::new(false),
+            named: Mutex::new(BTreeSet::new()),
+            suspended_streams: Mutex::new(BTreeSet::new()),
+            on_stall,
+            stalled: Mutex::new(BTreeSet::new()),
+            retention,
+            pruned: Mutex::new(None),
+        })
+    }
+
+    /// Starts the search for databases, on a thread of its own, for the life of the
+    /// process.
+    pub fn start(self: &Arc<Self>) {
+        let this = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("pitr-scan".into())
+            .spawn(move || {
+                while let Some(this) = this.upgrade() {
+                    this.scan();
+                    this.watch();
+                    this.prune_if_due();
+                    drop(this);
+                    std::thread::sleep(SCAN_EVERY);
+                }
+            })
+            .expect("a thread");
+    }
+
+    /// Starts a stream for every WAL database found that has none, and ends the streams
+    /// of databases that are gone.
+    pub fn scan(&self) {
+        if self.suspended.load(Ordering::SeqCst) {
+            return;
+        }
+        let (wal, other) = self.find();
+        let mut streams = self.lock();
+        // A stream that ended by itself (a database not in WAL mode) is tried again when
+        // a WAL appears beside it.
+        streams.retain(|_, r| !r.thread.is_finished());
+        let gone: Vec<String> = streams
+            .keys()
+            .filter(|rel| !wal.contains(*rel) && !self.data_dir.join(rel).exists())
+            .cloned()
+            .collect();
+        for rel in gone {
+            if let Some(r) = streams.remove(&rel) {
+                r.stop.store(true, Ordering::SeqCst);
+            }
+        }
+        for rel in wal {
+            if streams.contains_key(&rel) {
+                continue;
+            }
+            tracing::info!(db = %rel, "point-in-time stream starts");
+            streams.insert(rel.clone(), self.spawn(rel));
+        }
+        drop(streams);
+        let mut named = self.named.lock().unwrap_or_else(|e| e.into_inner());
+        for rel in other {
+            if named.insert(rel.clone()) {
+                tracing::info!(db = %rel, "not in WAL mode (no -wal beside it): covered by backups only, not by the point-in-time stream");
+            }
+        }
+    }
+
+    fn spawn(&self, rel: String) -> Running {
+        let status = stream::Shared::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (status, stop, ctx) = (status.clone(), stop.clone(), self.ctx.clone());
+            let path = self.data_dir.join(&rel);
+            std::thread::Builder::new()
+                .name("pitr-stream".into())
+                .spawn(move || stream::run(&path, &rel, &ctx, &stop, &status))
+                .expect("a thread")
+        };
+        Running {
+            status,
+            stop,
+            thread,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Running>> {
+        self.streams.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Drop for Pitr {
+    /// The streams end with the gateway's state (each ships what it captured first).
+    fn drop(&mut self) {
+        for r in self.lock().values() {
+            r.stop.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Pitr {
+    /// Stops every stream, each after shipping what it captured, and starts none until
+    /// [`Pitr::resume`]: a restore's swap replaces the databases under them. Blocking.
+    pub fn suspend(&self) {
+        self.suspended.store(true, Ordering::SeqCst);
+        let streams = std::mem::take(&mut *self.lock());
+        self.suspended_streams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(streams.keys().cloned());
+        for r in streams.values() {
+            r.stop.store(true, Ordering::SeqCst);
+        }
+        for (_, r) in streams {
+            let _ = r.thread.join();
+        }
+    }
+
+    /// Starts the streams again (each with a new history: the restored databases and
+    /// what is written after them).
+    pub fn resume(&self) {
+        self.suspended.store(false, Ordering::SeqCst);
+        let before = std::mem::take(
+            &mut *self
+                .suspended_streams
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        let mut streams = self.lock();
+        for rel in before {
+            if !streams.contains_key(&rel) && self.data_dir.join(&rel).is_file() {
+                streams.insert(rel.clone(), self.spawn(rel));
+            }
+        }
+        drop(streams);
+        self.scan();
+    }
+
+    /// Deletes the history past the retention, once every [`PRUNE_EVERY`] (the first time
+    /// at start).
+    fn prune_if_due(&self) {
+        {
+            let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
+            if pruned.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+                return;
+            }
+            *pruned = Some(std::time::Instant::now());
+        }
+        let store = (self.ctx.store)();
+        let keep = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
+        let done: crate::storage::Result<usize> = self.ctx.rt.block_on(async {
+            let histories = rebuild::histories(store.as_ref()).await?;
+            let gone = retention::expired(&histories, stream::now_ms(), keep);
+            store.delete_objects(&gone).await?;
+            Ok(gone.len())
+        });
+        match done {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                objects = n,
+                "point-in-time history past the retention deleted"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "deleting point-in-time history past the retention failed")
+            }
+        }
+    }
+
+    /// Tells `on_stall` of every stream that stalled since the last look (once per stall).
+    fn watch(&self) {
+        let stalled = self.stalled_streams();
+        let mut before = self.stalled.lock().unwrap_or_else(|e| e.into_inner());
+        for (db, why) in &stalled {
+            if !before.contains(db) {
+                tracing::warn!(db = %db, reason = %why, "point-in-time stream stalled");
+                (self.on_stall)(db, why);
+            }
+        }
+        *before = stalled.into_keys().collect();
+    }
+
+    /// The streams stalled now, with why.
+    pub fn stalled_streams(&self) -> BTreeMap<String, String> {
+        let now = stream::now_ms();
+        self.statuses()
+            .into_iter()
+            .filter_map(|(db, s)| s.stalled(now).map(|why| (db, why)))
+            .collect()
+    }
+
+    /// Every stream's state, by database.
+    pub fn statuses(&self) -> BTreeMap<String, stream::Status> {
+        self.lock()
+            .iter()
+            .map(|(rel, r)| {
+                let s = r.status.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                (rel.clone(), s)
+            })
+            .collect()
+    }
+
+    /// The data directory's databases: those with a `-wal` beside them, and (to be named
+    /// in the log) the other files that look like databases by their name. Only names are
+    /// read, no file is opened: a plain descriptor closed on a database would drop the
+    /// locks the gateway's own connections hold on it.
+    fn find(&self) -> (BTreeSet<String>, BTreeSet<String>) {
+        let mut wal = BTreeSet::new();
+        let mut other = BTreeSet::new();
+        self.walk(&self.data_dir, 0, &mut wal, &mut other);
+        other.retain(|o| !wal.contains(o));
+        (wal, other)
+    }
+
+    fn walk(
+        &self,
+        dir: &Path,
+        depth: usize,
+        wal: &mut BTreeSet<String>,
+        other: &mut BTreeSet<String>,
+    ) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            // The excluded paths are relative to the data directory.
+            let relative = path.strip_prefix(&self.data_dir).unwrap_or(&path);
+            if self.excluded.iter().any(|e| relative.starts_with(e)) {
+                continue;
+            }
+            let Ok(kind) = entry.file_type() else {
+                continue;
+            };
+            if kind.is_dir() && depth < MAX_DEPTH {
+                self.walk(&path, depth + 1, wal, other);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let Some(rel) = path
+                .strip_prefix(&self.data_dir)
+                .ok()
+                .and_then(|r| r.to_str())
+            else {
+                continue;
+            };
+            if let Some(db) = rel.strip_suffix("-wal") {
+                if std::fs::symlink_metadata(self.data_dir.join(db)).is_ok_and(|m| m.is_file()) {
+                    wal.insert(db.to_string());
+                }
+            } else if [".db", ".sqlite", ".sqlite3", ".db3"]
+                .iter()
+                .any(|ext| rel.ends_with(ext))
+            {
+                other.insert(rel.to_string());
+            }
+        }
+    }
+}

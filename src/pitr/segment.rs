@@ -91,6 +91,97 @@ pub fn encode<R: Read + Seek>(
     Ok(out)
 }
 
+/// One segment of the consecutive segments `parts` (encoded, of one WAL generation and page
+/// size, each continuing the last): the stream joins a second's rounds into one object.
+///
+/// # Errors
+/// A part that does not decode, or does not continue the one before it.
+pub fn join(parts: &[Vec<u8>]) -> Result<Vec<u8>, SegmentError> {
+    let first = parts
+        .first()
+        .ok_or(SegmentError::Format("nothing to join"))?;
+    let header = Segment::decode(first.clone())?.header;
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    out.extend_from_slice(&first[..HEADER_LEN]);
+    let mut next = header.first_seq;
+    let mut commits = 0u32;
+    for part in parts {
+        let h = Segment::decode(part.clone())?.header;
+        if h.salt != header.salt || h.page_size != header.page_size || h.first_seq != next {
+            return Err(SegmentError::Format(
+                "parts that do not continue each other",
+            ));
+        }
+        next += u64::from(h.commits);
+        commits = commits
+            .checked_add(h.commits)
+            .ok_or(SegmentError::Format("too many commits"))?;
+        out.extend_from_slice(&part[HEADER_LEN..part.len() - 4]);
+    }
+    out[25..29].copy_from_slice(&commits.to_le_bytes());
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    Ok(out)
+}
+
+const PACK_MAGIC: &[u8; 4] = b"BGWP";
+
+/// The compaction's object: the segments `parts` (encoded, in order, of any WAL
+/// generations) one after the other: magic `BGWP`, version 1, their count (u32), each as
+/// its length (u64) and bytes, then the CRC-32 of everything before.
+pub fn pack(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum::<usize>() + 13);
+    out.extend_from_slice(PACK_MAGIC);
+    out.push(VERSION);
+    out.extend_from_slice(&u32::try_from(parts.len()).unwrap_or(u32::MAX).to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(p);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The segments of a stored object: one segment, or a [`pack`] of them.
+///
+/// # Errors
+/// [`SegmentError`] naming what does not hold.
+pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
+    if !bytes.starts_with(PACK_MAGIC) {
+        return Segment::decode(bytes).map(|s| vec![s]);
+    }
+    if bytes.len() < 13 {
+        return Err(SegmentError::Format("too short"));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_le_bytes() != trailer {
+        return Err(SegmentError::Crc);
+    }
+    if body[4] != VERSION {
+        return Err(SegmentError::Format("version"));
+    }
+    let count = u32::from_le_bytes(body[5..9].try_into().expect("4 bytes"));
+    let mut at = 9;
+    let mut out = Vec::new();
+    for _ in 0..count {
+        let len = body
+            .get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .and_then(|l| usize::try_from(l).ok())
+            .ok_or(SegmentError::Format("truncated pack"))?;
+        let part = body
+            .get(at + 8..at + 8 + len)
+            .ok_or(SegmentError::Format("truncated pack"))?;
+        out.push(Segment::decode(part.to_vec())?);
+        at += 8 + len;
+    }
+    if at != body.len() {
+        return Err(SegmentError::Format("bytes after the last segment"));
+    }
+    Ok(out)
+}
+
 /// A segment read back and checked (magic, version, CRC-32, every length).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Segment {
@@ -396,6 +487,42 @@ mod tests {
                 "at {until_ms} ms"
             );
         }
+    }
+
+    #[test]
+    fn joined_segments_are_one_with_every_moment_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, segments) = two_rounds(dir.path());
+        let parts: Vec<Vec<u8>> = segments.iter().map(|s| s.bytes.clone()).collect();
+        let joined = Segment::decode(join(&parts).unwrap()).unwrap();
+        assert_eq!(joined.header.commits, 9);
+        assert_eq!(joined.header.first_seq, 0);
+        for (until_ms, rows) in [(1_000, 0), (3_000, 2), (7_500, 6), (60_000, 8)] {
+            let one = std::slice::from_ref(&joined);
+            assert_eq!(rows_at(dir.path(), &base, one, until_ms), rows);
+        }
+        // Out of order, or with one missing: refused.
+        let reversed = [parts[1].clone(), parts[0].clone()];
+        assert!(join(&reversed).is_err());
+        assert!(join(&[]).is_err());
+    }
+
+    #[test]
+    fn a_pack_holds_its_segments_whole_and_a_damaged_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, segments) = two_rounds(dir.path());
+        let parts: Vec<&[u8]> = segments.iter().map(|s| s.bytes.as_slice()).collect();
+        let packed = pack(&parts);
+        let back = unpack(packed.clone()).unwrap();
+        assert_eq!(back, segments);
+        assert_eq!(rows_at(dir.path(), &base, &back, 60_000), 8);
+        assert_eq!(
+            unpack(segments[0].bytes.clone()).unwrap(),
+            vec![segments[0].clone()]
+        );
+        let mut bad = packed;
+        bad[20] ^= 1;
+        assert_eq!(unpack(bad), Err(SegmentError::Crc));
     }
 
     #[test]

@@ -39,12 +39,13 @@ mod recovery;
 pub mod status;
 
 pub use recovery::recover;
-pub use status::{Outcome, RestoreStatus, Restores};
+pub use status::{Outcome, PitrDatabase, PointInTime, RestoreStatus, Restores};
 
 use crate::AppState;
 use crate::archive::{ArchiveError, Plan, extract};
 use crate::ops::jobs::{JobGuard, JobKind};
 use crate::ops::progress::{Phase, Progress, Trigger};
+use crate::pitr::rebuild::DbPlan;
 use crate::storage::{BackupStore, StorageError, parallel_reads};
 use crate::util::state_dir;
 use crash::{CrashPoint, pause_at};
@@ -129,7 +130,74 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
     let state = state.clone();
     let size = info.size;
     tokio::spawn(async move {
-        run(state, store, job, status, checked, size).await;
+        run(state, store, job, status, checked, size, Vec::new()).await;
+    });
+    Ok(())
+}
+
+/// Starts a point-in-time restore (`POST /api/gateway/restore`): every streamed database
+/// rebuilt to `until` (`None`: the latest moment stored), the other files from the newest
+/// backup at or before it; then the same stop, swap, start and outcome as a key's restore.
+///
+/// # Errors
+/// [`StartError`]: busy, a moment outside the history or with no backup for the files, a
+/// store failure.
+#[tracing::instrument(skip(state))]
+pub async fn start_pitr(
+    state: &AppState,
+    until: Option<time::OffsetDateTime>,
+) -> Result<(), StartError> {
+    use crate::util::time_fmt;
+    let label = until.map_or_else(|| "latest".to_string(), time_fmt::pb);
+    let job = state
+        .jobs
+        .try_start(
+            JobKind::Restore,
+            Trigger::Api,
+            &format!("point in time {label}"),
+        )
+        .ok_or(StartError::Busy)?;
+    let store = state.store();
+    let histories = crate::pitr::rebuild::histories(store.as_ref())
+        .await
+        .map_err(StartError::Storage)?;
+    let plans = crate::pitr::rebuild::plan(&histories, until.map(time_fmt::unix_ms))
+        .map_err(StartError::Invalid)?;
+    let info = store
+        .list()
+        .await
+        .map_err(StartError::Storage)?
+        .into_iter()
+        .filter(|b| !state.jobs.is_being_written(&b.key))
+        .filter(|b| until.is_none_or(|t| b.modified <= t))
+        .max_by_key(|b| b.modified)
+        .ok_or_else(|| {
+            StartError::Invalid(format!(
+                "no backup at or before {label} holds the data directory's other files: \
+                 create one first"
+            ))
+        })?;
+    refuse_under_live_app(state).await?;
+    let rules = plan::Rules {
+        limits: &state.config.restore_limits,
+        excluded: &state.excluded_paths(),
+        required: &plan::required_entries(&state.config.restore_require, &state.config.data_dir),
+        data_dir: &state.config.data_dir,
+    };
+    let checked = plan::prepare(store.as_ref(), &info.key, info.size, &rules).await?;
+    let mut status = RestoreStatus::running(&info.key);
+    status.point_in_time = Some(PointInTime {
+        time: label,
+        files_from: info.key.clone(),
+        files_time: time_fmt::pb(info.modified),
+        databases: Vec::new(),
+    });
+    state.restores.set(status.clone());
+    job.progress()
+        .set_totals(checked.plan.total_size, checked.plan.items.len() as u64);
+    let state = state.clone();
+    tokio::spawn(async move {
+        run(state, store, job, status, checked, info.size, plans).await;
     });
     Ok(())
 }
@@ -141,10 +209,11 @@ async fn run(
     mut status: RestoreStatus,
     checked: plan::Checked,
     size: u64,
+    rebuilds: Vec<DbPlan>,
 ) {
     let entries = checked.plan.items.len() as u64;
     let progress = Arc::clone(job.progress());
-    let result = restore_data(&state, store, &mut status, checked, &progress).await;
+    let result = restore_data(&state, store, &mut status, checked, &progress, rebuilds).await;
     let error = match &result {
         Ok((_, started)) => started.clone(),
         Err(e) => Some(e.clone()),
@@ -227,10 +296,26 @@ async fn restore_data(
     status: &mut RestoreStatus,
     checked: plan::Checked,
     progress: &Arc<Progress>,
+    rebuilds: Vec<DbPlan>,
 ) -> Result<(journal::Journal, Option<String>), String> {
-    let staged = stage(state, store, &status.key, checked, progress)
+    let staged = stage(state, store.clone(), &status.key, checked, progress)
         .await
         .map_err(|e| e.to_string())?;
+    if !rebuilds.is_empty() {
+        let work = staged.work.clone();
+        match rebuild_staged(store, &work.join("new"), rebuilds).await {
+            Ok(databases) => {
+                if let Some(p) = &mut status.point_in_time {
+                    p.databases = databases;
+                }
+                state.restores.set(status.clone());
+            }
+            Err(e) => {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+                return Err(format!("rebuilding the databases failed: {e}"));
+            }
+        }
+    }
     let env = state.command_env();
     if let Err(why) = stop_app(state, status, progress, &env).await {
         let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staged.work)).await;
@@ -242,10 +327,20 @@ async fn restore_data(
     let excluded = state.excluded_paths();
     let key = status.key.clone();
     let id = staged.id.clone();
+    // The point-in-time streams ship what they captured and let go of the databases; they
+    // begin new histories on the swapped-in ones.
+    let pitr = state.pitr.clone();
     let swapped = tokio::task::spawn_blocking(move || {
+        if let Some(p) = &pitr {
+            p.suspend();
+        }
         pause_at(&data_dir, CrashPoint::AppStopped);
         journal::sync_filesystem(&data_dir);
-        let journal = journal::swap(&data_dir, &id, &excluded, &key)?;
+        let journal = journal::swap(&data_dir, &id, &excluded, &key);
+        if let Some(p) = &pitr {
+            p.resume();
+        }
+        let journal = journal?;
         pause_at(&data_dir, CrashPoint::BeforeAppStart);
         Ok(journal)
     })
@@ -275,6 +370,44 @@ async fn restore_data(
             RestoreError::Swap(e)
         )),
     }
+}
+
+/// Replaces the streamed databases in `staging` by their rebuilds.
+async fn rebuild_staged(
+    store: Arc<dyn BackupStore>,
+    staging: &std::path::Path,
+    plans: Vec<DbPlan>,
+) -> io::Result<Vec<PitrDatabase>> {
+    let staging = staging.to_path_buf();
+    let rt = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut out = Vec::new();
+        for plan in &plans {
+            let path = staging.join(&plan.rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            for suffix in ["", "-wal", "-shm", "-journal"] {
+                let mut p = path.clone().into_os_string();
+                p.push(suffix);
+                match std::fs::remove_file(p) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+            }
+            let rebuilt = crate::pitr::rebuild::rebuild(&rt, store.as_ref(), plan, &path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", plan.rel)))?;
+            out.push(PitrDatabase {
+                name: plan.rel.clone(),
+                history: plan.history.clone(),
+                last_commit: rebuilt.last_commit_ms.map(crate::util::time_fmt::format_ms),
+                segments_read: rebuilt.segments_read,
+            });
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Stops the application when a way is configured, then waits until no process has the

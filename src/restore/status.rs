@@ -36,6 +36,34 @@ pub struct RestoreStatus {
     /// happen.
     #[serde(default)]
     pub app_start: Option<crate::lifecycle::Step>,
+    /// A point-in-time restore's moment, and what each database reached (`key` is then the
+    /// backup the other files came from).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_in_time: Option<PointInTime>,
+}
+
+/// What a point-in-time restore brought back.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PointInTime {
+    /// The moment asked for (PocketBase's format), or `latest`.
+    pub time: String,
+    /// The backup the files other than the streamed databases came from, and its time:
+    /// how old those files are.
+    pub files_from: String,
+    pub files_time: String,
+    pub databases: Vec<PitrDatabase>,
+}
+
+/// One database of a point-in-time restore.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PitrDatabase {
+    pub name: String,
+    pub history: String,
+    /// When the last commit restored was seen (`null`: the history's base, before any).
+    pub last_commit: Option<String>,
+    pub segments_read: usize,
 }
 
 impl RestoreStatus {
@@ -51,6 +79,7 @@ impl RestoreStatus {
             hook_error: None,
             app_stop: None,
             app_start: None,
+            point_in_time: None,
         }
     }
 

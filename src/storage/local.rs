@@ -72,6 +72,47 @@ fn info(key: String, meta: &std::fs::Metadata) -> BackupInfo {
     }
 }
 
+/// Writes `body` to `path` whole or not at all (a temporary file beside it, synced, then
+/// renamed), creating its directories.
+fn write_nested(path: &Path, body: &[u8]) -> io::Result<()> {
+    let parent = path.parent().ok_or_else(|| io::Error::other("no parent"))?;
+    std::fs::create_dir_all(parent)?;
+    let tmp = parent.join(format!(
+        "{TEMP_PREFIX}{}",
+        crate::util::fsutil::random_string(12)
+    ));
+    let guard = TempGuard(tmp.clone());
+    std::fs::write(&tmp, body)?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::mem::forget(guard);
+    crate::util::fsutil::sync_dir(parent)
+}
+
+/// The files under `dir` (recursively), as keys relative to `root`, with their sizes;
+/// temporary files left out. A missing `dir` has none.
+fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        let path = entry.path();
+        if meta.is_dir() {
+            walk(root, &path, out)?;
+        } else if meta.is_file()
+            && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
+            && let Some(key) = path.strip_prefix(root).ok().and_then(|k| k.to_str())
+        {
+            out.push((key.to_string(), meta.len()));
+        }
+    }
+    Ok(())
+}
+
 /// Removes the temporary file on every path: after the final name is linked, on an error,
 /// and when the put future is dropped.
 struct TempGuard(PathBuf);
@@ -133,10 +174,18 @@ impl BackupStore for LocalStore {
         if tokio::fs::symlink_metadata(&final_path).await.is_ok() {
             return Err(StorageError::AlreadyExists);
         }
-        let tmp = self.dir.join(format!(
+        // Beside the final name: a key with `/` (the point-in-time history) lives in
+        // folders of its own.
+        let parent = final_path.parent().unwrap_or(&self.dir).to_path_buf();
+        if parent != self.dir {
+            tokio::fs::create_dir_all(&parent)
+                .await
+                .map_err(|e| io_err("creating a folder", e))?;
+        }
+        let tmp = parent.join(format!(
             "{TEMP_PREFIX}{}-{}",
             crate::util::fsutil::random_string(12),
-            key
+            key.rsplit('/').next().unwrap_or(key)
         ));
         let _guard = TempGuard(tmp.clone());
         let mut file = tokio::fs::OpenOptions::new()
@@ -176,9 +225,58 @@ impl BackupStore for LocalStore {
                     .map_err(|e| io_err("renaming a backup", e))?;
             }
         }
-        let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || crate::util::fsutil::sync_dir(&dir)).await;
+        let _ = tokio::task::spawn_blocking(move || crate::util::fsutil::sync_dir(&parent)).await;
         Ok(size)
+    }
+
+    async fn put_object(&self, key: &str, body: bytes::Bytes) -> Result<()> {
+        let path = self.path(key);
+        tokio::task::spawn_blocking(move || write_nested(&path, &body))
+            .await
+            .map_err(|e| StorageError::backend("writing an object", e))?
+            .map_err(|e| io_err("writing an object", e))
+    }
+
+    async fn list_under(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let (dir, prefix) = (self.dir.clone(), prefix.to_string());
+        tokio::task::spawn_blocking(move || {
+            let start = dir.join(prefix.rsplit_once('/').map_or("", |(d, _)| d));
+            let mut out = Vec::new();
+            walk(&dir, &start, &mut out)?;
+            out.retain(|(k, _): &(String, u64)| k.starts_with(&prefix));
+            out.sort();
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::backend("listing objects", e))?
+        .map_err(|e| io_err("listing objects", e))
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        let (root, paths): (PathBuf, Vec<PathBuf>) = (
+            self.dir.clone(),
+            keys.iter().map(|k| self.path(k)).collect(),
+        );
+        tokio::task::spawn_blocking(move || {
+            for path in &paths {
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                    _ => {}
+                }
+                // Folders left empty go too (never the store's own directory).
+                let mut dir = path.parent();
+                while let Some(d) = dir.filter(|d| *d != root && d.starts_with(&root)) {
+                    if std::fs::remove_dir(d).is_err() {
+                        break;
+                    }
+                    dir = d.parent();
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StorageError::backend("deleting objects", e))?
+        .map_err(|e| io_err("deleting objects", e))
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ByteStream<'static>> {

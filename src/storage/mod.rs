@@ -119,6 +119,19 @@ pub trait BackupStore: Send + Sync + 'static {
     /// Deletes `key`; [`StorageError::NotFound`] if it does not exist.
     async fn delete(&self, key: &str) -> Result<()>;
 
+    /// Stores the small object `body` under `key` in one request, `key` being new by
+    /// construction (the point-in-time stream's segments: [`crate::pitr`]). Keys may hold
+    /// `/`; such keys are never listed by [`BackupStore::list`].
+    async fn put_object(&self, key: &str, body: Bytes) -> Result<()>;
+
+    /// Every object whose key starts with `prefix` (`/` included), with its size, sorted
+    /// by key: the point-in-time history ([`crate::pitr`]), not backups.
+    async fn list_under(&self, prefix: &str) -> Result<Vec<(String, u64)>>;
+
+    /// Deletes the objects `keys` (of [`BackupStore::list_under`]), in as few requests as
+    /// the store allows; keys that do not exist are no error.
+    async fn delete_objects(&self, keys: &[String]) -> Result<()>;
+
     /// True when `put` can copy ranges of an existing backup ([`PutOptions::copy`]).
     fn copies(&self) -> bool {
         false

@@ -22,6 +22,26 @@ pub fn parse_pb(s: &str) -> Option<OffsetDateTime> {
     Some(t.assume_utc())
 }
 
+/// Unix milliseconds in PocketBase's format (clamped to the years 1970..9999).
+pub fn format_ms(ms: i64) -> String {
+    let ms = ms.clamp(0, 253_402_300_799_999);
+    let t = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    pb(t)
+}
+
+/// A time given by a client: PocketBase's format, or RFC 3339 (`2026-12-06T23:00:00Z`).
+pub fn parse_client(s: &str) -> Option<OffsetDateTime> {
+    parse_pb(s).or_else(|| {
+        OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339).ok()
+    })
+}
+
+/// Unix milliseconds of `t`.
+pub fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
 /// Now, in PocketBase's format.
 pub fn now_pb() -> String {
     pb(OffsetDateTime::now_utc())

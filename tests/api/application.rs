@@ -832,3 +832,78 @@ async fn an_exec_child_that_ignores_sigterm_is_killed_after_the_grace_period() {
     );
     gw.kill().await;
 }
+
+/// The stream of `db` in `GET /api/gateway/pitr`, once every commit it captured is stored
+/// (rounds run every 50 ms, segments wait at most 0.7 s: 1.5 s after the last write).
+async fn pitr_settled(gw: &Gateway, db: &str) -> Value {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let state = gw.get_json("/api/gateway/pitr").await;
+        last = state["databases"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == db))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if last["stream"]["streaming"] == true && last["stream"]["lagMs"] == 0 {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stream of {db} never settled: {last}");
+}
+
+fn unix_ms_now() -> i64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    i64::try_from(d.as_millis()).unwrap()
+}
+
+#[tokio::test]
+async fn under_exec_a_restore_to_a_moment_brings_back_pocketbases_records_of_that_moment() {
+    let (_tmp, data_dir) = pocketbase_data_dir();
+    let port = free_port();
+    let pb = format!("http://127.0.0.1:{port}");
+    let mut launch = exec_pocketbase(&data_dir, port);
+    // Configured as compose configures it: by the environment.
+    launch.env.push(("GATEWAY_PITR".into(), "true".into()));
+    let gw = Gateway::start(&data_dir, launch).await;
+    wait_pocketbase(&pb).await;
+    let _guard = KillOnDrop(Some(child_pid(&gw).await));
+    notes_collection(&pb).await;
+    add_notes(&pb, &[1, 2, 3]).await;
+    let res = gw.post("/api/backups", json!({"name": "files.zip"})).await;
+    assert_eq!(res.status(), 204);
+    add_notes(&pb, &[4, 5]).await;
+    pitr_settled(&gw, "data.db").await;
+    let moment = unix_ms_now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    add_notes(&pb, &[6, 7]).await;
+    pitr_settled(&gw, "data.db").await;
+
+    let time = backup_gateway::util::time_fmt::format_ms(moment);
+    let res = gw
+        .post("/api/gateway/restore", json!({ "time": time }))
+        .await;
+
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    let status = wait_gateway_restore(&gw).await;
+    assert_eq!(status["status"], "ok", "{status}");
+    assert_eq!(status["pointInTime"]["filesFrom"], "files.zip", "{status}");
+    assert_eq!(status["appStart"]["ok"], true, "{status}");
+    let dbs = status["pointInTime"]["databases"].as_array().unwrap();
+    assert!(dbs.iter().any(|d| d["name"] == "data.db"), "{status}");
+    let _guard2 = KillOnDrop(Some(child_pid(&gw).await));
+    wait_pocketbase(&pb).await;
+    // Notes 4 and 5, written after the backup, are back; 6 and 7 are not.
+    assert_eq!(served_notes(&pb).await, notes(&[1, 2, 3, 4, 5]));
+    // PocketBase writes on the restored database, and the stream follows it.
+    add_notes(&pb, &[8]).await;
+    let settled = pitr_settled(&gw, "data.db").await;
+    assert!(
+        settled["histories"].as_array().unwrap().len() >= 2,
+        "a new history began on the restored database: {settled}"
+    );
+    gw.terminate(60).await;
+}

@@ -16,6 +16,7 @@ mod incremental;
 mod installer;
 mod load;
 mod observe;
+mod pitr;
 mod process;
 mod rawzip;
 mod restore;

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-const ACCOUNTS: i64 = 500;
-const START_BALANCE: i64 = 1_000;
+pub(crate) const ACCOUNTS: i64 = 500;
+pub(crate) const START_BALANCE: i64 = 1_000;
 
 on_both_backends!(
     a_wal_database_written_during_the_create_is_archived_consistently,
@@ -24,7 +24,7 @@ on_both_backends!(
 );
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Journal {
+pub(crate) enum Journal {
     Wal,
     Rollback,
 }
@@ -32,7 +32,7 @@ enum Journal {
 /// A bank: accounts whose balances always sum to the same total, a ledger with one row per
 /// transfer numbered 1, 2, 3, ..., and `pad_mib` MiB of filler so that streaming it takes a
 /// while.
-fn make_bank(path: &Path, journal: Journal, pad_mib: usize) {
+pub(crate) fn make_bank(path: &Path, journal: Journal, pad_mib: usize) {
     let c = Connection::open(path).unwrap();
     let mode = if journal == Journal::Wal {
         "wal"
@@ -60,7 +60,7 @@ fn make_bank(path: &Path, journal: Journal, pad_mib: usize) {
 /// see a lock the gateway loses): it commits transfers and, for WAL, runs passive
 /// checkpoints in a loop, beside SQLite's autocheckpoint. Its stdout says after each commit
 /// how far it is and how long the commit took.
-struct Writer {
+pub(crate) struct Writer {
     child: std::process::Child,
     /// The ledger's last committed sequence number.
     committed: Arc<AtomicI64>,
@@ -70,7 +70,12 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(path: &Path, journal: Journal) -> Self {
+    pub(crate) fn start(path: &Path, journal: Journal) -> Self {
+        Self::paced(path, journal, 0)
+    }
+
+    /// A writer that sleeps `pause_ms` after each commit.
+    pub(crate) fn paced(path: &Path, journal: Journal, pause_ms: u64) -> Self {
         use std::io::BufRead;
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/bank_writer.py");
         let mode = if journal == Journal::Wal {
@@ -82,6 +87,7 @@ impl Writer {
             .arg(script)
             .arg(path)
             .arg(mode)
+            .arg(pause_ms.to_string())
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -109,7 +115,7 @@ impl Writer {
         }
     }
 
-    fn committed(&self) -> i64 {
+    pub(crate) fn committed(&self) -> i64 {
         self.committed.load(Ordering::SeqCst)
     }
 
@@ -122,7 +128,7 @@ impl Writer {
     }
 
     /// Waits until the writer has committed `n` transfers; fails at once if it died.
-    async fn wait_for(&mut self, n: i64) {
+    pub(crate) async fn wait_for(&mut self, n: i64) {
         wait_until(30, || {
             let alive = self.child.try_wait().unwrap().is_none();
             let done = self.committed() >= n;
@@ -135,7 +141,8 @@ impl Writer {
     }
 
     /// Stops the writer (its stdin closes) and checks that every commit succeeded.
-    fn stop(mut self) {
+    /// Returns the last committed sequence number.
+    pub(crate) fn stop(mut self) -> i64 {
         drop(self.child.stdin.take());
         let out = self.child.wait_with_output().unwrap();
         self.lines.join().unwrap();
@@ -144,6 +151,7 @@ impl Writer {
             "the writer failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        self.committed.load(Ordering::SeqCst)
     }
 }
 

@@ -165,6 +165,9 @@ impl BackupStore for S3Store {
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(&self.prefix)
+            // Backups never hold `/`: whatever lies in "folders" (the point-in-time
+            // history under `.pitr/`) is not paged through.
+            .delimiter("/")
             .into_paginator()
             .send();
         let mut out = Vec::new();
@@ -240,6 +243,84 @@ impl BackupStore for S3Store {
         }
         self.put_multipart(&object_key, first, &mut parts, opts)
             .await
+    }
+
+    async fn put_object(&self, key: &str, body: bytes::Bytes) -> Result<()> {
+        let len = i64::try_from(body.len()).unwrap_or(i64::MAX);
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(self.object_key(key))
+            .content_type("application/octet-stream")
+            .content_length(len)
+            .body(SdkBody::from(body))
+            .customize();
+        if !self.sign_payload {
+            req = req.disable_payload_signing();
+        }
+        req.send()
+            .await
+            .map_err(|e| map_sdk("storing an object", e))?;
+        Ok(())
+    }
+
+    async fn list_under(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
+        let _turn = self.lists.acquire().await.expect("never closed");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.object_key(prefix))
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk("listing objects", e))?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    out.push((key.to_string(), obj.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    async fn delete_objects(&self, keys: &[String]) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        // DeleteObjects takes at most 1,000 keys.
+        for chunk in keys.chunks(1000) {
+            let objects = chunk
+                .iter()
+                .map(|k| ObjectIdentifier::builder().key(self.object_key(k)).build())
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| StorageError::backend("deleting objects", e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StorageError::backend("deleting objects", e))?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| map_sdk("deleting objects", e))?;
+            if let Some(e) = out.errors().first() {
+                return Err(StorageError::Backend(
+                    format!(
+                        "deleting {}: {}",
+                        e.key().unwrap_or_default(),
+                        e.message().unwrap_or_default()
+                    ),
+                    None,
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn get(&self, key: &str, range: Option<ByteRange>) -> Result<ByteStream<'static>> {

@@ -1,0 +1,613 @@
+//! One database's stream: its committed transactions captured ([`super::capture`]) and
+//! shipped to the store as segments, history after history ([`super::layout`]).
+//!
+//! A history begins with a capture round and the database's image as the capture's pin
+//! sees it (the base, streamed to the store as it is read). Then, on a thread of its own:
+//! - a round whenever the WAL's size, time or inode changed since the last, and at least
+//!   every [`IDLE_ROUND`] (the handoff that lets the application's checkpoints through);
+//! - the rounds' segments are joined and handed to the shipper once the oldest of them is
+//!   [`SHIP_AFTER`] old (or [`SHIP_BYTES`] are waiting): about one store write a second
+//!   under a steady writer, none while the database is idle;
+//! - the shipper (a task on the runtime) writes them in order, retrying; the capture
+//!   thread never waits for the store;
+//! - every minute (or [`SHIP_BYTES`]) the segments written since the last time are packed
+//!   into one object, written after them, and then deleted: a restore reads one object per
+//!   minute of history, not one per second.
+//!
+//! The history ends, and a new one begins with a fresh base, after `--pitr-base-hours`
+//! (so that old history can be deleted: [`super::retention`]) and when continuity is lost:
+//! a WAL restart the capture did not see through (a gap), the store changed, the shipper
+//! gave up, or more than [`MAX_UNSHIPPED`] bytes wait for a store that does not answer. A
+//! stop (shutdown, a restore's swap) ships what was captured first.
+
+use super::capture::Capture;
+use super::layout;
+use super::segment;
+use crate::storage::{BackupStore, PutOptions};
+use bytes::Bytes;
+use std::collections::VecDeque;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the WAL is looked at.
+const TICK: Duration = Duration::from_millis(5);
+/// A round at least this often, even with nothing written.
+const IDLE_ROUND: Duration = Duration::from_millis(50);
+/// Captured commits are shipped once the oldest waiting is this old.
+pub const SHIP_AFTER: Duration = Duration::from_millis(700);
+/// Segments are packed into one object once the oldest is this old.
+const COMPACT_AFTER: Duration = Duration::from_secs(60);
+/// ... or once this many bytes wait.
+const SHIP_BYTES: usize = 8 << 20;
+/// Bytes captured but not yet stored past which the history is given up (the store does
+/// not answer): memory stays bounded, and the gap shows.
+const MAX_UNSHIPPED: usize = 64 << 20;
+/// A stream whose store is this far behind is stalled (health, notifications).
+pub const STALLED_AFTER: Duration = Duration::from_secs(10);
+/// Lags kept for the percentiles.
+const LAGS_KEPT: usize = 1024;
+
+/// What a stream needs from the gateway.
+#[derive(Clone)]
+pub struct Ctx {
+    pub rt: tokio::runtime::Handle,
+    /// The store of the current settings: a change begins a new history in the new store.
+    pub store: Arc<dyn Fn() -> Arc<dyn BackupStore> + Send + Sync>,
+    /// How base images are uploaded.
+    pub put: PutOptions,
+    /// A history ends, and a new one begins with a fresh base, after this long
+    /// (`--pitr-base-hours`).
+    pub base_every: Duration,
+}
+
+/// A stream's state, as `GET /api/gateway/pitr` and the metrics show it.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    /// The history being written.
+    pub history: Option<String>,
+    /// When it began (Unix ms).
+    pub history_start_ms: Option<i64>,
+    /// Its base is stored and rounds run.
+    pub streaming: bool,
+    /// The newest commit stored (Unix ms, when the stream saw it).
+    pub last_shipped_commit_ms: Option<i64>,
+    /// When the last segment was stored.
+    pub last_shipped_at_ms: Option<i64>,
+    /// The oldest commit handed to the shipper and not yet stored.
+    pub oldest_unshipped_ms: Option<i64>,
+    /// The oldest commit captured and not yet handed to the shipper.
+    pub pending_since_ms: Option<i64>,
+    pub commits_shipped: u64,
+    pub segments_shipped: u64,
+    pub bytes_shipped: u64,
+    pub histories_started: u64,
+    /// Compacted objects written (each a minute of segments).
+    pub compactions: u64,
+    /// The last failure, cleared by the next success.
+    pub error: Option<String>,
+    /// Commit-to-stored times of the last segments, ms.
+    pub lags_ms: VecDeque<u64>,
+}
+
+impl Status {
+    /// The `p`-th percentile (0..=100) of the kept lags.
+    pub fn lag_percentile(&self, p: usize) -> Option<u64> {
+        let mut lags: Vec<u64> = self.lags_ms.iter().copied().collect();
+        if lags.is_empty() {
+            return None;
+        }
+        lags.sort_unstable();
+        Some(lags[(lags.len() - 1) * p.min(100) / 100])
+    }
+
+    /// Why the stream is stalled at `now_ms`, if it is: it is not streaming (its last
+    /// error), or the store is more than [`STALLED_AFTER`] behind.
+    pub fn stalled(&self, now_ms: i64) -> Option<String> {
+        let lag = self.lag_now_ms(now_ms);
+        if !self.streaming {
+            let why = self.error.as_deref().unwrap_or("starting");
+            // A stream that is only starting is not stalled; one that failed is.
+            return self.error.as_ref().map(|_| format!("not streaming: {why}"));
+        }
+        (lag > STALLED_AFTER.as_millis() as u64).then(|| {
+            format!(
+                "the store is {} s behind{}",
+                lag / 1000,
+                self.error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// How far the store is behind now, ms.
+    pub fn lag_now_ms(&self, now_ms: i64) -> u64 {
+        [self.oldest_unshipped_ms, self.pending_since_ms]
+            .into_iter()
+            .flatten()
+            .min()
+            .map_or(0, |t| u64::try_from(now_ms - t).unwrap_or(0))
+    }
+}
+
+pub type Shared = Arc<Mutex<Status>>;
+
+fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Status> {
+    s.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn now_ms() -> i64 {
+    crate::util::time_fmt::unix_ms(time::OffsetDateTime::now_utc())
+}
+
+/// Streams the database at `path` (named `rel`) until `stop`, history after history.
+pub fn run(path: &Path, rel: &str, ctx: &Ctx, stop: &AtomicBool, status: &Shared) {
+    while !stop.load(Ordering::SeqCst) {
+        if let Err(e) = history(path, rel, ctx, stop, status) {
+            if e.kind() == io::ErrorKind::Unsupported {
+                tracing::info!(db = rel, reason = %e, "point-in-time stream: not streamed");
+                lock(status).error = Some(e.to_string());
+                break;
+            }
+            tracing::warn!(db = rel, error = %e, "point-in-time stream: the history ended; a new one begins");
+            let mut s = lock(status);
+            s.error = Some(e.to_string());
+            s.streaming = false;
+            drop(s);
+            // A pause before the next try, cut short by a stop.
+            let until = Instant::now() + Duration::from_secs(1);
+            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    lock(status).streaming = false;
+}
+
+/// Commits captured and not yet handed to the shipper, all of one WAL generation.
+#[derive(Default)]
+struct Pending {
+    parts: Vec<Vec<u8>>,
+    first_ms: i64,
+    last_ms: i64,
+    commits: usize,
+    bytes: usize,
+}
+
+/// A history's beginning: the capture, its first round, the base stored.
+struct Begun {
+    capture: Capture,
+    store: Arc<dyn BackupStore>,
+    name: String,
+    start: i64,
+    first: super::capture::Round,
+}
+
+fn begin(path: &Path, rel: &str, ctx: &Ctx, status: &Shared) -> io::Result<Begun> {
+    let mut capture = Capture::open(path)?;
+    let store = (ctx.store)();
+    let start = now_ms();
+    let first = capture.round(start)?;
+    let name = layout::history(start);
+    ship_base(
+        &capture,
+        &store,
+        &layout::base_key(rel, &name, capture.page_size()?),
+        ctx,
+    )?;
+    let mut s = lock(status);
+    s.history = Some(name.clone());
+    s.history_start_ms = Some(start);
+    s.streaming = true;
+    s.histories_started += 1;
+    s.error = None;
+    s.oldest_unshipped_ms = None;
+    s.pending_since_ms = None;
+    drop(s);
+    tracing::info!(db = rel, history = %name, "point-in-time stream: a history begins");
+    Ok(Begun {
+        capture,
+        store,
+        name,
+        start,
+        first,
+    })
+}
+
+/// One history, from its base to its end: `Ok` when it ended to begin another (or on
+/// stop), `Err` when it failed.
+fn history(
+    path: &Path,
+    rel: &str,
+    ctx: &Ctx,
+    stop: &AtomicBool,
+    status: &Shared,
+) -> io::Result<()> {
+    let Begun {
+        mut capture,
+        store,
+        name,
+        start,
+        first,
+    } = begin(path, rel, ctx, status)?;
+    let shipper = Shipper::start(ctx, store.clone(), status.clone());
+    let mut out = Out {
+        rel,
+        history: &name,
+        next: 0,
+        shipper: &shipper,
+        status,
+        group: Vec::new(),
+        group_bytes: 0,
+    };
+    let mut pending = Pending::default();
+    if pending.push(first.segment, start, first.commits) {
+        lock(status).pending_since_ms = Some(start);
+    }
+    let mut last_round = Instant::now();
+    let mut last_wal = wal_stamp(path);
+    let mut failures = 0u32;
+    let ended = loop {
+        if stop.load(Ordering::SeqCst) {
+            break Ok(());
+        }
+        std::thread::sleep(TICK);
+        let stamp = wal_stamp(path);
+        if stamp != last_wal || last_round.elapsed() >= IDLE_ROUND {
+            last_wal = stamp;
+            last_round = Instant::now();
+            let now = now_ms();
+            let round = match capture.round(now) {
+                Ok(r) => {
+                    failures = 0;
+                    r
+                }
+                // The old pin is still held: nothing is lost by trying again.
+                Err(e) if failures < 200 => {
+                    failures += 1;
+                    tracing::debug!(db = rel, error = %e, "a capture round failed");
+                    continue;
+                }
+                Err(e) => break Err(e),
+            };
+            if round.gap {
+                break Ok(());
+            }
+            if round.new_generation {
+                out.hand(&mut pending)?;
+            }
+            if pending.push(round.segment, now, round.commits) {
+                lock(status).pending_since_ms = Some(pending.first_ms);
+            }
+        }
+        if pending.commits > 0
+            && (now_ms() - pending.first_ms >= SHIP_AFTER.as_millis() as i64
+                || pending.bytes >= SHIP_BYTES)
+        {
+            out.hand(&mut pending)?;
+        }
+        if let Some(e) = shipper.failed() {
+            break Err(io::Error::other(e));
+        }
+        if shipper.unshipped_bytes() > MAX_UNSHIPPED {
+            break Err(io::Error::other("the store does not take the segments"));
+        }
+        if !Arc::ptr_eq(&(ctx.store)(), &store)
+            || now_ms() - start >= i64::try_from(ctx.base_every.as_millis()).unwrap_or(i64::MAX)
+        {
+            break Ok(());
+        }
+    };
+    // What was captured goes to the store before the history ends (its pins close with
+    // `capture`, after).
+    let handed = out.hand(&mut pending).and_then(|()| out.compact(true));
+    shipper.finish(&ctx.rt);
+    drop(capture);
+    ended.and(handed)
+}
+
+impl Pending {
+    /// Adds a round's segment; true when it is the first waiting.
+    fn push(&mut self, segment: Option<Vec<u8>>, at_ms: i64, commits: usize) -> bool {
+        let Some(segment) = segment else {
+            return false;
+        };
+        let first = self.parts.is_empty();
+        if first {
+            self.first_ms = at_ms;
+        }
+        self.last_ms = at_ms;
+        self.commits += commits;
+        self.bytes += segment.len();
+        self.parts.push(segment);
+        first
+    }
+}
+
+/// Where a history's segments go.
+struct Out<'a> {
+    rel: &'a str,
+    history: &'a str,
+    /// The next segment's number.
+    next: u64,
+    shipper: &'a Shipper,
+    status: &'a Shared,
+    /// The segments handed over since the last compaction, to be packed into one object.
+    group: Vec<Shipment>,
+    group_bytes: usize,
+}
+
+impl Out<'_> {
+    /// Joins the pending parts into one segment and hands it to the shipper; compacts the
+    /// group when it is due.
+    fn hand(&mut self, pending: &mut Pending) -> io::Result<()> {
+        if pending.parts.is_empty() {
+            return Ok(());
+        }
+        let p = std::mem::take(pending);
+        let bytes =
+            segment::join(&p.parts).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let n = self.next;
+        let key = layout::segment_key(self.rel, self.history, (n, n), p.first_ms, p.last_ms);
+        self.next += 1;
+        lock(self.status).pending_since_ms = None;
+        let shipment = Shipment {
+            key,
+            bytes: Bytes::from(bytes),
+            first_ms: p.first_ms,
+            last_ms: p.last_ms,
+            commits: p.commits as u64,
+            n: (n, n),
+            replaces: Vec::new(),
+        };
+        self.group_bytes += shipment.bytes.len();
+        self.group.push(shipment.clone());
+        self.shipper.send(shipment)?;
+        self.compact(false)
+    }
+
+    /// Packs the group into one object once its first segment is [`COMPACT_AFTER`] old or
+    /// it holds [`SHIP_BYTES`] (`now`: at the history's end): the shipper writes it after
+    /// the segments, then deletes them. A restore then reads one object a minute.
+    fn compact(&mut self, now: bool) -> io::Result<()> {
+        let (Some(first), Some(last)) = (self.group.first(), self.group.last()) else {
+            return Ok(());
+        };
+        let n = (first.n.0, last.n.1);
+        let (first_ms, last_ms) = (first.first_ms, last.last_ms);
+        let old = now_ms() - first_ms >= COMPACT_AFTER.as_millis() as i64;
+        if !(now || old || self.group_bytes >= SHIP_BYTES) {
+            return Ok(());
+        }
+        let group = std::mem::take(&mut self.group);
+        self.group_bytes = 0;
+        if group.len() < 2 {
+            return Ok(());
+        }
+        let parts: Vec<&[u8]> = group.iter().map(|s| s.bytes.as_ref()).collect();
+        self.shipper.send(Shipment {
+            key: layout::segment_key(self.rel, self.history, n, first_ms, last_ms),
+            bytes: Bytes::from(segment::pack(&parts)),
+            first_ms,
+            last_ms,
+            commits: 0,
+            n,
+            replaces: group.into_iter().map(|s| s.key).collect(),
+        })
+    }
+}
+
+#[derive(Clone)]
+struct Shipment {
+    key: String,
+    bytes: Bytes,
+    first_ms: i64,
+    last_ms: i64,
+    commits: u64,
+    /// The segment numbers it holds.
+    n: (u64, u64),
+    /// A compaction's: the objects it replaces, deleted once it is stored.
+    replaces: Vec<String>,
+}
+
+impl Shipment {
+    fn is_compaction(&self) -> bool {
+        !self.replaces.is_empty()
+    }
+}
+
+/// The task that writes a history's segments to the store, in order.
+struct Shipper {
+    status: Shared,
+    tx: Option<tokio::sync::mpsc::UnboundedSender<Shipment>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    state: Arc<Mutex<ShipperState>>,
+}
+
+#[derive(Default)]
+struct ShipperState {
+    failed: Option<String>,
+    /// Bytes handed over and not yet stored.
+    unshipped: usize,
+    /// First-commit times of the segments handed over and not yet stored, in order.
+    waiting: VecDeque<i64>,
+}
+
+impl Shipper {
+    fn start(ctx: &Ctx, store: Arc<dyn BackupStore>, status: Shared) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Shipment>();
+        let state = Arc::new(Mutex::new(ShipperState::default()));
+        let task = ctx.rt.spawn({
+            let (state, status) = (state.clone(), status.clone());
+            async move {
+                while let Some(s) = rx.recv().await {
+                    if let Err(e) = store_one(store.as_ref(), &s, &status).await {
+                        state.lock().unwrap_or_else(|e| e.into_inner()).failed = Some(e);
+                        return;
+                    }
+                    let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
+                    st.unshipped -= s.bytes.len();
+                    if !s.is_compaction() {
+                        st.waiting.pop_front();
+                    }
+                    lock(&status).oldest_unshipped_ms = st.waiting.front().copied();
+                }
+            }
+        });
+        Self {
+            status,
+            tx: Some(tx),
+            task: Some(task),
+            state,
+        }
+    }
+
+    /// Bytes are counted here, so memory is bounded by [`MAX_UNSHIPPED`] (the channel
+    /// itself is unbounded: the capture thread never waits on the store).
+    fn send(&self, s: Shipment) -> io::Result<()> {
+        {
+            // Under the shipper's lock, as the shipper updates it: the lag never reads 0
+            // while a segment waits.
+            let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.unshipped += s.bytes.len();
+            if !s.is_compaction() {
+                st.waiting.push_back(s.first_ms);
+            }
+            lock(&self.status).oldest_unshipped_ms = st.waiting.front().copied();
+        }
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(s).ok())
+            .ok_or_else(|| io::Error::other("the shipper stopped"))
+    }
+
+    fn failed(&self) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .failed
+            .clone()
+    }
+
+    fn unshipped_bytes(&self) -> usize {
+        self.state
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .unshipped
+    }
+
+    /// Waits until everything handed over is stored (or the shipper gave up).
+    fn finish(mut self, rt: &tokio::runtime::Handle) {
+        drop(self.tx.take());
+        if let Some(task) = self.task.take() {
+            let _ = rt.block_on(task);
+        }
+    }
+}
+
+/// Stores one segment, retrying with backoff for about a minute.
+async fn store_one(store: &dyn BackupStore, s: &Shipment, status: &Shared) -> Result<(), String> {
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 0;
+    loop {
+        match store.put_object(&s.key, s.bytes.clone()).await {
+            Ok(()) => break,
+            Err(e) if attempt < 8 => {
+                attempt += 1;
+                lock(status).error = Some(format!("storing a segment failed (retrying): {e}"));
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(format!("storing a segment failed: {e}")),
+        }
+    }
+    if s.is_compaction() {
+        // The parts go once the whole is stored; a failure leaves both, which a restore
+        // reads as the whole (`History::chain`), and retention deletes with the history.
+        if let Err(e) = store.delete_objects(&s.replaces).await {
+            tracing::warn!(key = %s.key, error = %e, "deleting compacted segments failed");
+        }
+        lock(status).compactions += 1;
+        return Ok(());
+    }
+    let now = now_ms();
+    let mut st = lock(status);
+    st.last_shipped_commit_ms = Some(s.last_ms);
+    st.last_shipped_at_ms = Some(now);
+    st.commits_shipped += s.commits;
+    st.segments_shipped += 1;
+    st.bytes_shipped += s.bytes.len() as u64;
+    st.error = None;
+    st.lags_ms
+        .push_back(u64::try_from(now - s.first_ms).unwrap_or(0));
+    if st.lags_ms.len() > LAGS_KEPT {
+        st.lags_ms.pop_front();
+    }
+    Ok(())
+}
+
+/// The base image, read through the capture's held pin and uploaded as it is read.
+fn ship_base(
+    capture: &Capture,
+    store: &Arc<dyn BackupStore>,
+    key: &str,
+    ctx: &Ctx,
+) -> io::Result<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|chunk| (chunk, rx))
+    });
+    let put = ctx.rt.spawn({
+        let (store, key, opts) = (store.clone(), key.to_string(), ctx.put.clone());
+        async move { store.put(&key, Box::pin(body), opts).await }
+    });
+    let read = capture.read_base(|_, reader| {
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = read_full(reader, &mut buf)?;
+            if n == 0
+                || tx
+                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+            {
+                return Ok(());
+            }
+        }
+    });
+    if let Err(e) = &read {
+        // The upload fails with it, and leaves nothing.
+        let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+    }
+    drop(tx);
+    let stored = ctx.rt.block_on(put).map_err(io::Error::other)?;
+    read?;
+    stored.map(|_| ()).map_err(io::Error::other)
+}
+
+fn read_full(r: &mut dyn io::Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// The WAL's size, modification time and inode: a change means a round is due.
+fn wal_stamp(db: &Path) -> Option<(u64, i128, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut wal = PathBuf::from(db).into_os_string();
+    wal.push("-wal");
+    let m = std::fs::metadata(wal).ok()?;
+    Some((
+        m.len(),
+        i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        m.ino(),
+    ))
+}

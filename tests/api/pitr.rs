@@ -1,0 +1,327 @@
+//! Point-in-time restore (`--pitr`): a bank application in its own process commits
+//! transfers and a gapless ledger (each row with the application's time) while the gateway
+//! streams its WAL to the store; restores to recorded moments must give the ledger exactly
+//! as the stream saw it then: every commit at least a second older than the moment, none
+//! made after it, the invariant kept, `integrity_check` ok. Then the restored state is the
+//! new "latest", and every earlier moment stays restorable.
+
+use crate::helpers::*;
+use crate::process::{GatewayProcess, Launch, add_superuser};
+use crate::snapshot::{ACCOUNTS, Journal, START_BALANCE, Writer, make_bank};
+use rusqlite::Connection;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+
+crate::on_both_backends!(a_database_is_restored_to_recorded_moments_and_latest);
+
+fn now_ms() -> i64 {
+    i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap()
+}
+
+fn pb_time(ms: i64) -> String {
+    backup_gateway::util::time_fmt::format_ms(ms)
+}
+
+/// The ledger of a restored bank, `(seq, at_ms)` in order, after checking it: it opens,
+/// passes `integrity_check`, keeps the total, has no gap.
+fn ledger(db: &Path) -> Vec<(i64, i64)> {
+    let c = Connection::open(db).unwrap();
+    let check: String = c
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let total: i64 = c
+        .query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, ACCOUNTS * START_BALANCE, "the invariant holds");
+    let mut stmt = c
+        .prepare("SELECT seq, at_ms FROM ledger ORDER BY seq")
+        .unwrap();
+    let rows: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (i, (seq, _)) in rows.iter().enumerate() {
+        assert_eq!(*seq, i as i64 + 1, "the ledger has no gap");
+    }
+    rows
+}
+
+async fn pitr_state(app: &TestApp) -> Value {
+    app.get_json("/api/gateway/pitr").await
+}
+
+/// The stream of `data.db`, once it streams.
+async fn stream_of(app: &TestApp) -> Value {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = pitr_state(app).await;
+        let found = s["databases"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if found["stream"]["streaming"] == true {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no stream of data.db: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until everything the stream captured is stored: rounds run every 50 ms at most,
+/// so 1.5 s after the writer stopped its last commit is captured, and then nothing waits.
+async fn wait_shipped(app: &TestApp) {
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    wait_until(60, || async {
+        stream_of(app).await["stream"]["lagMs"] == 0
+    })
+    .await;
+}
+
+async fn restore_to(app: &TestApp, body: Value) -> Value {
+    let res = app
+        .request(reqwest::Method::POST, "/api/gateway/restore")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204, "{}", res.text().await.unwrap());
+    let status = app.wait_restore_done().await;
+    assert_eq!(status["status"], "ok", "{status}");
+    status
+}
+
+async fn a_database_is_restored_to_recorded_moments_and_latest(backend: Backend) {
+    let mut config = test_config();
+    config.pitr = true;
+    let app = spawn_app_with(Options {
+        backend,
+        config,
+        ..Options::default()
+    })
+    .await;
+    let db = app.data_dir.join("data.db");
+    make_bank(&db, Journal::Wal, 1);
+    let mut writer = Writer::paced(&db, Journal::Wal, 5);
+    writer.wait_for(20).await;
+    let first = stream_of(&app).await;
+    assert!(first["earliest"].is_string(), "{first}");
+    // The other files' backup, older than every moment below.
+    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    let mut moments = Vec::new();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        moments.push(now_ms());
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let last = writer.stop();
+    wait_shipped(&app).await;
+    let state = stream_of(&app).await;
+    assert!(
+        state["stream"]["segmentsShipped"].as_i64().unwrap() >= 3,
+        "{state}"
+    );
+
+    // Latest: every commit.
+    let status = restore_to(&app, json!({"latest": true})).await;
+    assert_eq!(status["key"], "files.zip");
+    assert_eq!(status["pointInTime"]["filesFrom"], "files.zip");
+    let all = ledger(&db);
+    assert_eq!(all.len() as i64, last, "latest holds every commit");
+
+    // Each moment: every commit older than a second, none after.
+    let mut counts = Vec::new();
+    for &t in &moments {
+        restore_to(&app, json!({"time": pb_time(t)})).await;
+        let rows = ledger(&db);
+        let newest = rows.last().map_or(0, |r| r.1);
+        assert!(newest <= t, "a commit of {newest} restored at {t}");
+        let settled = all.iter().filter(|r| r.1 <= t - 1_000).count();
+        assert!(
+            rows.len() >= settled,
+            "at {t}: {} rows, {settled} were committed a second before",
+            rows.len()
+        );
+        assert_eq!(&all[..rows.len()], &rows[..], "the ledger as it was");
+        counts.push(rows.len());
+    }
+    assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
+
+    // The restored state (the last moment's) is the new latest ...
+    wait_until(60, || async {
+        let s = stream_of(&app).await;
+        s["histories"].as_array().map_or(0, Vec::len) >= 2 + moments.len()
+    })
+    .await;
+    restore_to(&app, json!({"latest": true})).await;
+    assert_eq!(ledger(&db).len(), counts[2]);
+    // ... and the first moment is still there.
+    restore_to(&app, json!({"time": pb_time(moments[0])})).await;
+    assert_eq!(ledger(&db).len(), counts[0]);
+    // Backups never list the history.
+    let keys = app.keys().await;
+    assert_eq!(keys, vec!["files.zip".to_string()]);
+}
+
+#[tokio::test]
+async fn a_moment_outside_the_window_or_a_bad_body_is_refused_with_a_reason() {
+    let mut config = test_config();
+    config.pitr = true;
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        config,
+        ..Options::default()
+    })
+    .await;
+    let post = |body: Value| {
+        app.request(reqwest::Method::POST, "/api/gateway/restore")
+            .json(&body)
+            .send()
+    };
+    // No history yet.
+    let res = post(json!({"latest": true})).await.unwrap();
+    let body = assert_error(res, 400, "Failed to restore to the point in time.").await;
+    assert!(
+        body["data"]["time"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("no point-in-time history"),
+        "{body}"
+    );
+    let db = app.data_dir.join("data.db");
+    make_bank(&db, Journal::Wal, 1);
+    let mut writer = Writer::paced(&db, Journal::Wal, 5);
+    writer.wait_for(5).await;
+    stream_of(&app).await;
+    writer.stop();
+    // Before the window.
+    let res = post(json!({"time": "2001-01-01 00:00:00.000Z"}))
+        .await
+        .unwrap();
+    let body = assert_error(res, 400, "Failed to restore to the point in time.").await;
+    let reason = body["data"]["time"]["message"].as_str().unwrap();
+    assert!(reason.contains("data.db can be restored from"), "{reason}");
+    // In the window, but no backup for the other files.
+    let res = post(json!({"latest": true})).await.unwrap();
+    let body = assert_error(res, 400, "Failed to restore to the point in time.").await;
+    let reason = body["data"]["time"]["message"].as_str().unwrap();
+    assert!(reason.contains("no backup at or before"), "{reason}");
+    // Neither a time nor latest; a time that does not parse.
+    for bad in [
+        json!({}),
+        json!({"time": "yesterday"}),
+        json!({"time": "x", "latest": true}),
+    ] {
+        let res = post(bad.clone()).await.unwrap();
+        assert_eq!(res.status(), 400, "{bad}");
+    }
+    // Nothing was started: the busy lock is free.
+    assert_eq!(app.restore_status().await["status"], "none");
+}
+
+/// `data.db` in a gateway process's `GET /api/gateway/pitr`, once `ready` holds for it.
+async fn process_stream(gw: &GatewayProcess, ready: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..600 {
+        let state = gw.get_json("/api/gateway/pitr").await;
+        last = state["databases"]
+            .as_array()
+            .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        if last["stream"]["streaming"] == true && ready(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stream never got there: {last}");
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_stream_begins_a_new_history_and_keeps_every_moment_it_stored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data_dir = tmp.path().join("pb_data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    add_superuser(&data_dir);
+    let db = data_dir.join("data.db");
+    make_bank(&db, Journal::Wal, 1);
+    let mut writer = Writer::paced(&db, Journal::Wal, 5);
+    writer.wait_for(10).await;
+    let launch = || Launch {
+        env: vec![("GATEWAY_PITR".into(), "true".into())],
+        ..Launch::default()
+    };
+    let gw = GatewayProcess::start(&data_dir, launch()).await;
+    process_stream(&gw, |s| s["stream"]["segmentsShipped"].as_i64() >= Some(1)).await;
+    let res = gw.post("/api/backups", json!({"name": "files.zip"})).await;
+    assert_eq!(res.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let before_kill = now_ms();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // SIGKILL while the writer commits: a segment is being captured or shipped.
+    gw.kill().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let gw = GatewayProcess::start(&data_dir, launch()).await;
+    process_stream(&gw, |s| s["histories"].as_array().map_or(0, Vec::len) >= 2).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let last = writer.stop();
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let state = process_stream(&gw, |s| s["stream"]["lagMs"] == 0).await;
+    let spans = state["histories"].as_array().unwrap();
+    assert_eq!(
+        spans.len(),
+        2,
+        "one history per start of the gateway: {state}"
+    );
+
+    // The latest moment: every commit (the writer stopped, everything was stored).
+    let res = gw
+        .post("/api/gateway/restore", json!({"latest": true}))
+        .await;
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    wait_until(120, || async {
+        gw.restore_status().await["status"] != "running"
+    })
+    .await;
+    assert_eq!(gw.restore_status().await["status"], "ok");
+    let all = ledger(&db);
+    assert_eq!(all.len() as i64, last);
+
+    // A moment of the history the kill ended: as it was, nothing torn.
+    let res = gw
+        .post(
+            "/api/gateway/restore",
+            json!({"time": pb_time(before_kill)}),
+        )
+        .await;
+    assert_eq!(res.status(), 204, "{:?}", res.text().await);
+    wait_until(120, || async {
+        gw.restore_status().await["status"] != "running"
+    })
+    .await;
+    let status = gw.restore_status().await;
+    assert_eq!(status["status"], "ok", "{status}");
+    let rows = ledger(&db);
+    assert!(rows.last().unwrap().1 <= before_kill);
+    let settled = all.iter().filter(|r| r.1 <= before_kill - 1_000).count();
+    assert!(
+        rows.len() >= settled,
+        "{} rows, {settled} settled",
+        rows.len()
+    );
+    assert_eq!(&all[..rows.len()], &rows[..]);
+    gw.terminate(60).await;
+}
