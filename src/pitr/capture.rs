@@ -54,6 +54,8 @@ pub struct Round {
 pub struct Capture {
     wal_path: PathBuf,
     pins: [Db; 2],
+    /// The connection that runs the capture's own checkpoints ([`Capture::checkpoint`]).
+    ckpt: Db,
     /// The pin that holds a read transaction now.
     held: usize,
     resume: Option<Resume>,
@@ -101,8 +103,23 @@ impl Capture {
                 ),
             ));
         }
+        let ckpt = sqlite::connect_database(
+            db,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX
+                | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .and_then(|c| {
+            c.set_db_config(
+                rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+                true,
+            )?;
+            Ok(c)
+        })
+        .map_err(io::Error::other)?;
         let capture = Self {
             wal_path: wal_path.into(),
+            ckpt,
             pins: [first, pin().map_err(io::Error::other)?],
             held: 0,
             resume: None,
@@ -189,6 +206,24 @@ impl Capture {
 }
 
 impl Capture {
+    /// A PASSIVE checkpoint of the capture's own: it copies the WAL into the database up to
+    /// the held pin's mark (everything captured), so that the next round's pin can land on
+    /// mark 0 and the application's next commit restart the WAL. Without it, a database
+    /// that is never quiet keeps a growing WAL, and past 1,000 frames SQLite runs a
+    /// checkpoint in every application commit. It writes the database file, never its
+    /// content, and never waits (an application checkpoint that starts meanwhile gets
+    /// `SQLITE_BUSY`). Returns SQLite's (busy, frames in the WAL, frames copied).
+    ///
+    /// # Errors
+    /// SQLite's.
+    pub fn checkpoint(&self) -> io::Result<(i64, i64, i64)> {
+        self.ckpt
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .map_err(io::Error::other)
+    }
+
     /// The database's page size.
     ///
     /// # Errors

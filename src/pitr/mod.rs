@@ -11,16 +11,19 @@
 //! - [`capture`]: the pin protocol (docs/pitr-design.md §2) and its rounds: every commit of
 //!   a live database taken into segments before SQLite can remove it, across the WAL
 //!   restarts of the application's own TRUNCATE checkpoints, and the base image;
-//! - [`stream`]: one database's stream, history after history, to the store;
+//! - [`stream`]: one database's stream, history after history, to the store: segments
+//!   shipped about once a second, a minute of them packed into one object, its own
+//!   checkpoint when the WAL grows past SQLite's autocheckpoint size;
 //! - [`layout`]: the keys of the history in the store;
 //! - [`rebuild`]: the restore's side: the plan from one listing, a database rebuilt into a
 //!   file and checked;
+//! - [`retention`]: whole histories deleted past `--pitr-retention-days`;
 //! - this module: [`Pitr`], the streams of every WAL database in the data directory, found
-//!   every few seconds, stopped for a restore's swap and started again after it.
+//!   every few seconds, stopped for a restore's swap and started again after it, watched
+//!   for stalls (health, metrics, `--notify-url`), and the retention run hourly.
 //!
-//! Not built yet: compaction of the segments into larger spans, retention of the history
-//! (`--pitr-retention`), the page's control, notifications of a stalled stream, and the
-//! settle and seal steps (see [`capture`]'s docs for what their absence costs).
+//! Not built yet: hour-level compaction (a restore reads one object per minute of history,
+//! at most `--pitr-base-hours` of it), the page's control, and a setting beside the flag.
 
 pub mod capture;
 pub mod layout;

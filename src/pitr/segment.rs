@@ -11,6 +11,9 @@
 //!   (u32), its number of pages (u32), then each page: its number (u32) and its bytes;
 //! - a trailer: the CRC-32 of everything before it.
 //!
+//! In the store a segment is [`seal`]ed (Deflate; `BGWD`), and a minute of them is
+//! [`pack`]ed into one object (`BGWP`); [`unpack`] reads any of the three.
+//!
 //! Pages are kept as the WAL holds them, one per frame (a page written twice in one
 //! transaction is kept twice; the later wins): a segment is the transactions, not a digest
 //! of them, so that every commit inside it stays a point to restore to.
@@ -125,9 +128,52 @@ pub fn join(parts: &[Vec<u8>]) -> Result<Vec<u8>, SegmentError> {
 }
 
 const PACK_MAGIC: &[u8; 4] = b"BGWP";
+const SEALED_MAGIC: &[u8; 4] = b"BGWD";
+/// The largest object [`unseal`] inflates.
+const MAX_OBJECT: u64 = 1 << 30;
 
-/// The compaction's object: the segments `parts` (encoded, in order, of any WAL
-/// generations) one after the other: magic `BGWP`, version 1, their count (u32), each as
+/// `bytes` compressed for the store (WAL frames repeat the same pages commit after commit,
+/// and Deflate's window finds the last version): magic `BGWD`, the length before (u64),
+/// raw Deflate at level 1.
+pub fn seal(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut enc = flate2::write::DeflateEncoder::new(
+        Vec::with_capacity(bytes.len() / 4 + 16),
+        flate2::Compression::fast(),
+    );
+    let mut out = Vec::new();
+    out.extend_from_slice(SEALED_MAGIC);
+    out.extend_from_slice(&(bytes.len() as u64).to_le_bytes());
+    enc.write_all(bytes).expect("writing to a Vec");
+    out.extend_from_slice(&enc.finish().expect("writing to a Vec"));
+    out
+}
+
+/// What [`seal`] compressed; other bytes as they are.
+///
+/// # Errors
+/// Damaged compressed data, or a length that does not match.
+pub fn unseal(bytes: Vec<u8>) -> Result<Vec<u8>, SegmentError> {
+    if !bytes.starts_with(SEALED_MAGIC) {
+        return Ok(bytes);
+    }
+    let len = bytes
+        .get(4..12)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .filter(|&l| l <= MAX_OBJECT)
+        .ok_or(SegmentError::Format("a compressed object's length"))?;
+    let mut out = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    let read = flate2::read::DeflateDecoder::new(&bytes[12..])
+        .take(len + 1)
+        .read_to_end(&mut out);
+    if read.is_err() || out.len() as u64 != len {
+        return Err(SegmentError::Format("damaged compressed data"));
+    }
+    Ok(out)
+}
+
+/// The compaction's object: the segments `parts` (encoded, or [`seal`]ed, in order, of any
+/// WAL generations) one after the other: magic `BGWP`, version 1, their count (u32), each as
 /// its length (u64) and bytes, then the CRC-32 of everything before.
 pub fn pack(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum::<usize>() + 13);
@@ -148,6 +194,7 @@ pub fn pack(parts: &[&[u8]]) -> Vec<u8> {
 /// # Errors
 /// [`SegmentError`] naming what does not hold.
 pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
+    let bytes = unseal(bytes)?;
     if !bytes.starts_with(PACK_MAGIC) {
         return Segment::decode(bytes).map(|s| vec![s]);
     }
@@ -173,7 +220,7 @@ pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
         let part = body
             .get(at + 8..at + 8 + len)
             .ok_or(SegmentError::Format("truncated pack"))?;
-        out.push(Segment::decode(part.to_vec())?);
+        out.push(Segment::decode(unseal(part.to_vec())?)?);
         at += 8 + len;
     }
     if at != body.len() {
@@ -523,6 +570,18 @@ mod tests {
         let mut bad = packed;
         bad[20] ^= 1;
         assert_eq!(unpack(bad), Err(SegmentError::Crc));
+        // Sealed parts, in a pack or alone.
+        let sealed: Vec<Vec<u8>> = parts.iter().map(|p| seal(p)).collect();
+        assert!(sealed[1].len() < parts[1].len() / 2, "WAL frames compress");
+        let refs: Vec<&[u8]> = sealed.iter().map(Vec::as_slice).collect();
+        assert_eq!(unpack(pack(&refs)).unwrap(), segments);
+        assert_eq!(
+            unpack(sealed[0].clone()).unwrap(),
+            vec![segments[0].clone()]
+        );
+        let mut cut = sealed[0].clone();
+        cut.truncate(cut.len() - 3);
+        assert!(unpack(cut).is_err());
     }
 
     #[test]

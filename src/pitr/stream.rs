@@ -34,10 +34,15 @@ use std::time::{Duration, Instant};
 
 /// How often the WAL is looked at.
 const TICK: Duration = Duration::from_millis(5);
+/// The WAL's size, in frames, past which the stream copies it into the database itself
+/// (SQLite's own autocheckpoint threshold), ...
+const CHECKPOINT_FRAMES: u64 = 1000;
+/// ... at most this often.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// A round at least this often, even with nothing written.
 const IDLE_ROUND: Duration = Duration::from_millis(50);
 /// Captured commits are shipped once the oldest waiting is this old.
-pub const SHIP_AFTER: Duration = Duration::from_millis(700);
+pub const SHIP_AFTER: Duration = Duration::from_millis(850);
 /// Segments are packed into one object once the oldest is this old.
 const COMPACT_AFTER: Duration = Duration::from_secs(60);
 /// ... or once this many bytes wait.
@@ -251,12 +256,17 @@ fn history(
     let mut last_round = Instant::now();
     let mut last_wal = wal_stamp(path);
     let mut failures = 0u32;
+    let page_size = u64::from(capture.page_size()?);
+    let mut last_checkpoint = Instant::now();
     let ended = loop {
         if stop.load(Ordering::SeqCst) {
             break Ok(());
         }
         std::thread::sleep(TICK);
         let stamp = wal_stamp(path);
+        if checkpoint_if_large(&capture, stamp, page_size, &mut last_checkpoint, rel) {
+            last_wal = None;
+        }
         if stamp != last_wal || last_round.elapsed() >= IDLE_ROUND {
             last_wal = stamp;
             last_round = Instant::now();
@@ -284,10 +294,7 @@ fn history(
                 lock(status).pending_since_ms = Some(pending.first_ms);
             }
         }
-        if pending.commits > 0
-            && (now_ms() - pending.first_ms >= SHIP_AFTER.as_millis() as i64
-                || pending.bytes >= SHIP_BYTES)
-        {
+        if pending.due() {
             out.hand(&mut pending)?;
         }
         if let Some(e) = shipper.failed() {
@@ -310,7 +317,35 @@ fn history(
     ended.and(handed)
 }
 
+/// A WAL past SQLite's autocheckpoint size under a writer that never pauses: the capture
+/// copies it (up to what is captured), at most once every [`CHECKPOINT_EVERY`], so that it
+/// can restart. True when it ran.
+fn checkpoint_if_large(
+    capture: &Capture,
+    stamp: Option<(u64, i128, u64)>,
+    page_size: u64,
+    last: &mut Instant,
+    rel: &str,
+) -> bool {
+    let large = stamp.is_some_and(|s| s.0 > 32 + CHECKPOINT_FRAMES * (24 + page_size));
+    if !large || last.elapsed() < CHECKPOINT_EVERY {
+        return false;
+    }
+    *last = Instant::now();
+    if let Err(e) = capture.checkpoint() {
+        tracing::debug!(db = rel, error = %e, "the stream's checkpoint failed");
+    }
+    true
+}
+
 impl Pending {
+    /// Time to hand the commits over: the oldest waited [`SHIP_AFTER`], or they are many.
+    fn due(&self) -> bool {
+        self.commits > 0
+            && (now_ms() - self.first_ms >= SHIP_AFTER.as_millis() as i64
+                || self.bytes >= SHIP_BYTES)
+    }
+
     /// Adds a round's segment; true when it is the first waiting.
     fn push(&mut self, segment: Option<Vec<u8>>, at_ms: i64, commits: usize) -> bool {
         let Some(segment) = segment else {
@@ -351,6 +386,7 @@ impl Out<'_> {
         let p = std::mem::take(pending);
         let bytes =
             segment::join(&p.parts).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let bytes = segment::seal(&bytes);
         let n = self.next;
         let key = layout::segment_key(self.rel, self.history, (n, n), p.first_ms, p.last_ms);
         self.next += 1;

@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""The point-in-time stream's benchmark (`--pitr`, docs/pitr.md), in one run on one S3
+server, every figure beside its baseline:
+
+    python3 bench/pitr.py                    # release build, 60 s phases, 10 min of history
+    python3 bench/pitr.py --quick            # CI-sized: debug build, short phases
+
+Rows:
+- the application's commit latency (bench/writer.py: one transaction every 10 ms, 100
+  commits/s, WAL, synchronous=NORMAL) with no gateway, then with the gateway streaming the
+  same database: p50, p99, worst, and the ratios;
+- the stream's lag (commit seen to segment stored) p50/p99, as the gateway measures it;
+- the store requests per minute while the writer runs and while the database is idle, and
+  the bytes shipped per minute (from the gateway's own `backup_gateway_store_requests_total`);
+- the gateway's CPU while it streams 100 commits/s, as a share of one core;
+- restore to a moment in the middle of the history, and to the latest: the time, and the
+  store reads, beside a key restore of a backup of the same database.
+
+The numbers are only comparable inside one run: the machine is shared and noisy.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import run  # noqa: E402  (the main benchmark's harness: the S3 server, processes, requests)
+
+REPO = run.REPO
+
+
+def metrics(gw):
+    """The gateway's store requests by operation, and the stream's counters."""
+    with urllib.request.urlopen(gw.metrics_url, timeout=30) as r:
+        text = r.read().decode()
+    out = {"requests": {}, "pitr": {}}
+    for line in text.splitlines():
+        if line.startswith("backup_gateway_store_requests_total{"):
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out["requests"][op] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("backup_gateway_pitr_") and "{" in line:
+            name = line.split("{", 1)[0][len("backup_gateway_pitr_"):]
+            out["pitr"][name] = out["pitr"].get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def delta(after, before):
+    ops = set(after["requests"]) | set(before["requests"])
+    return {op: after["requests"].get(op, 0) - before["requests"].get(op, 0) for op in ops}
+
+
+def pitr_state(gw):
+    status, body = run.request(gw.base, "GET", "/api/gateway/pitr", token=gw.token)
+    run.expect(status, body, 200, "GET /api/gateway/pitr")
+    dbs = [d for d in body["databases"] if d["name"] == "app.db"]
+    return dbs[0] if dbs else {}
+
+
+def wait_streaming(gw, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pitr_state(gw).get("stream", {}).get("streaming"):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"the stream of app.db never started: {pitr_state(gw)}")
+
+
+def wait_settled(gw, timeout=120):
+    time.sleep(1.5)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = pitr_state(gw)
+        if s.get("stream", {}).get("lagMs") == 0:
+            return s
+        time.sleep(0.2)
+    raise RuntimeError(f"the stream never caught up: {pitr_state(gw)}")
+
+
+def restore(gw, path, body):
+    t0 = time.time()
+    status, out = run.request(gw.base, "POST", path, body, token=gw.token)
+    run.expect(status, out, 204, f"POST {path}")
+    st = run.wait_gateway_restore(gw)
+    if st.get("status") != "ok":
+        raise RuntimeError(f"restore {body}: {st}")
+    secs = time.time() - t0
+    # The clean-up after it still holds the busy lock.
+    while run.request(gw.base, "GET", "/api/gateway/progress", token=gw.token)[1].get("running"):
+        time.sleep(0.05)
+    return secs, st
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="debug build, 10 s phases, 20 s of history")
+    ap.add_argument("--phase-secs", type=float, default=None, help="writer phases (default 60; quick 10)")
+    ap.add_argument("--idle-secs", type=float, default=None, help="the idle phase (default 60; quick 10)")
+    ap.add_argument("--history-secs", type=float, default=None,
+                    help="history written before the restores (default 600; quick 20)")
+    ap.add_argument("--profile", choices=["release", "debug"], default=None)
+    ap.add_argument("--work", default=os.path.join(REPO, "target", "bench-pitr"))
+    ap.add_argument("--out", default=None, help="report (default target/bench-pitr/report.md)")
+    args = ap.parse_args()
+    phase = args.phase_secs or (10 if args.quick else 60)
+    idle = args.idle_secs or (10 if args.quick else 60)
+    history = args.history_secs or (20 if args.quick else 600)
+    profile = args.profile or ("debug" if args.quick else "release")
+    build = ["cargo", "build", "--locked", "--bin", "backup-gateway", "--example", "s3-server"]
+    subprocess.run(build + (["--release"] if profile == "release" else []), cwd=REPO, check=True)
+
+    env = run.Env(argparse.Namespace(
+        work=args.work, profile=profile, wan=False, s3_endpoint=None, pocketbase=None,
+        baseline_gateway=None))
+    env.start_s3()
+    res = {"profile": profile, "phase_secs": phase, "idle_secs": idle, "history_secs": history,
+           "cores": os.cpu_count()}
+    try:
+        measure(env, res, phase, idle, history)
+    finally:
+        env.stop_s3()
+    out = args.out or os.path.join(env.work, "report.md")
+    with open(out, "w") as f:
+        f.write(report(res))
+    with open(os.path.join(env.work, "results.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    run.log(f"report: {out}")
+
+
+def measure(env, res, phase, idle, history):
+    data = os.path.join(env.work, "data")
+    subprocess.run(["rm", "-rf", data], check=True)
+    os.makedirs(data)
+    db = os.path.join(data, "app.db")
+    subprocess.run([sys.executable, run.WRITER, "prepare", db], check=True)
+
+    # The baseline: the application alone.
+    run.settle()
+    w = run.Writer(env, "sqlite", db)
+    time.sleep(phase)
+    res["writer_alone"] = w.stop()
+    run.log(f"writer alone: {res['writer_alone']}")
+
+    gw = run.Gateway(env, data)
+    gw.extra_env["GATEWAY_PITR"] = "true"
+    port = run.free_port()
+    gw.extra_env["GATEWAY_METRICS_HTTP"] = f"127.0.0.1:{port}"
+    gw.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    gw.start()
+    try:
+        stream(env, gw, db, res, phase, idle, history)
+    finally:
+        gw.stop()
+
+
+def stream(env, gw, db, res, phase, idle, history):
+    # The other files' backup, before every moment restored.
+    status, body = run.request(gw.base, "POST", "/api/backups", {"name": "files.zip"}, token=gw.token)
+    run.expect(status, body, 204, "create")
+    w = run.Writer(env, "sqlite", db)
+    wait_streaming(gw)
+    before, t0 = metrics(gw), time.time()
+    watch = run.Watch(gw.proc.p.pid)
+    time.sleep(phase)
+    cpu = watch.stop()["cpu"]
+    after, t1 = metrics(gw), time.time()
+    res["writer_streamed"] = w.stop()
+    minutes = (t1 - t0) / 60
+    res["busy_requests_per_min"] = {op: n / minutes for op, n in delta(after, before).items() if n}
+    res["busy_bytes_per_min"] = (after["pitr"].get("bytes_shipped", 0) - before["pitr"].get("bytes_shipped", 0)) / minutes
+    res["busy_commits_per_min"] = (after["pitr"].get("commits_shipped", 0) - before["pitr"].get("commits_shipped", 0)) / minutes
+    res["gateway_cpu_share"] = cpu / (t1 - t0)
+    s = wait_settled(gw)
+    res["lag_p50_ms"], res["lag_p99_ms"] = s["stream"]["lagP50Ms"], s["stream"]["lagP99Ms"]
+    run.log(f"streamed: {res['writer_streamed']}, lag p50/p99 {res['lag_p50_ms']}/{res['lag_p99_ms']} ms, "
+            f"CPU {res['gateway_cpu_share'] * 100:.1f}% of a core, requests/min {res['busy_requests_per_min']}")
+
+    # Idle: the database unchanged.
+    before, t0 = metrics(gw), time.time()
+    time.sleep(idle)
+    after, t1 = metrics(gw), time.time()
+    res["idle_requests_per_min"] = {op: n / ((t1 - t0) / 60) for op, n in delta(after, before).items() if n}
+    run.log(f"idle requests/min: {res['idle_requests_per_min']}")
+
+    # History, then the restores.
+    w = run.Writer(env, "sqlite", db)
+    start = time.time()
+    time.sleep(history)
+    middle_ms = int((start + history / 2) * 1000)
+    w.stop()
+    s = wait_settled(gw)
+    res["history_objects"] = len(s.get("histories", []))
+    res["restores"] = {}
+    for name, path, body in [
+        ("key", "/api/backups/files.zip/restore", None),
+        ("middle", "/api/gateway/restore", {"time": fmt_ms(middle_ms)}),
+        ("latest", "/api/gateway/restore", {"latest": True}),
+    ]:
+        run.settle()
+        m0 = metrics(gw)
+        secs, st = restore(gw, path, body)
+        reads = delta(metrics(gw), m0)
+        res["restores"][name] = {
+            "secs": secs, "gets": reads.get("GetObject", 0), "lists": reads.get("ListObjectsV2", 0),
+            "segments_read": sum(d.get("segmentsRead", 0) for d in (st.get("pointInTime") or {}).get("databases", [])),
+        }
+        run.log(f"restore {name}: {res['restores'][name]}")
+
+
+def fmt_ms(ms):
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def report(res):
+    a, s = res["writer_alone"], res["writer_streamed"]
+
+    def ratio(k):
+        return f"{s[k] / a[k]:.2f}x" if a[k] else "n/a"
+
+    r = res["restores"]
+    lines = [
+        f"# Point-in-time stream benchmark ({res['profile']} build, {res['cores']} cores)",
+        "",
+        f"Writer phases {res['phase_secs']:g} s at 100 commits/s; idle {res['idle_secs']:g} s; "
+        f"{res['history_secs']:g} s of history before the restores. Rerun: `python3 bench/pitr.py`.",
+        "",
+        "| row | alone | streamed | ratio |",
+        "| --- | --- | --- | --- |",
+        f"| commit p50 (ms) | {a['p50_ms']:.2f} | {s['p50_ms']:.2f} | {ratio('p50_ms')} |",
+        f"| commit p99 (ms) | {a['p99_ms']:.2f} | {s['p99_ms']:.2f} | {ratio('p99_ms')} |",
+        f"| commit worst (ms) | {a['worst_ms']:.2f} | {s['worst_ms']:.2f} | {ratio('worst_ms')} |",
+        "",
+        "| row | value |",
+        "| --- | --- |",
+        f"| lag p50 / p99 (ms; target p99 < 1000) | {res['lag_p50_ms']} / {res['lag_p99_ms']} |",
+        f"| store requests per minute, busy | {fmt_ops(res['busy_requests_per_min'])} |",
+        f"| store requests per minute, idle (target 0) | {fmt_ops(res['idle_requests_per_min'])} |",
+        f"| segment bytes shipped per minute, busy | {res['busy_bytes_per_min'] / 2**20:.1f} MiB |",
+        f"| gateway CPU at 100 commits/s (target < 5% of a core) | {res['gateway_cpu_share'] * 100:.1f}% |",
+        "",
+        "| restore | time (s) | GETs | LISTs | segment objects read | time vs the key restore |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("key", "middle", "latest"):
+        x = r[name]
+        lines.append(f"| {name} | {x['secs']:.2f} | {x['gets']:g} | {x['lists']:g} | {x['segments_read']} | "
+                     f"{x['secs'] / r['key']['secs']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def fmt_ops(ops):
+    return ", ".join(f"{op} {n:.1f}" for op, n in sorted(ops.items())) or "none"
+
+
+if __name__ == "__main__":
+    main()
