@@ -490,6 +490,71 @@ async function restore(key) {
     show(status, `Restore of ${key} refused: ${fieldMessage(e, e.data && e.data.app ? "app" : "backup")}`);
     return;
   }
+  await followRestore(key, (s) => s.key === key);
+}
+
+// ---------------------------------------------------------------- point in time
+
+// The window of GET /api/gateway/pitr, shown with the form when the stream is on (--pitr).
+async function loadPitr() {
+  let w;
+  try {
+    w = await api("GET", "/api/gateway/pitr");
+  } catch {
+    return;
+  }
+  $("pitr-form").hidden = !w.enabled;
+  const el = $("pitr-window");
+  el.hidden = !w.enabled;
+  if (!w.enabled) return;
+  const lines = (w.databases || []).map((d) => {
+    const span = d.earliest ? `from ${d.earliest} to ${d.latest}` : "no history yet";
+    const s = d.stream;
+    const lag = s ? (s.streaming ? `, ${s.lagMs} ms behind` : `, not streaming${s.error ? `: ${s.error}` : ""}`) : "";
+    return `${d.name}: ${span}${lag}`;
+  });
+  el.textContent = lines.length ? `Restorable: ${lines.join("; ")}.` : "No database streamed yet.";
+  const earliest = (w.databases || []).map((d) => d.earliest).filter(Boolean).sort()[0];
+  if (earliest) $("pitr-time").min = earliest.slice(0, 19).replace(" ", "T");
+}
+
+// "2026-12-06T23:00:00.000" (the input, read as UTC) as PocketBase's format.
+function pitrTime(value) {
+  const [date, time = "00:00"] = value.split("T");
+  const [hms, ms = "000"] = time.split(".");
+  const full = hms.length === 5 ? `${hms}:00` : hms;
+  return `${date} ${full}.${ms.padEnd(3, "0").slice(0, 3)}Z`;
+}
+
+async function restorePitr(latest) {
+  const value = $("pitr-time").value;
+  if (!latest && !value) {
+    show($("restore-status"), "Choose a moment first.");
+    return;
+  }
+  const when = latest ? "the latest moment stored" : pitrTime(value);
+  const text = `Restore to ${when}? Every streamed database is brought back to that moment, and `
+    + "the other files come from the newest backup at or before it. It replaces the data "
+    + "directory's content; an application the gateway manages is stopped before and started after.";
+  if (!(await confirmDialog("Restore to a point in time", text, "Restore"))) return;
+  const status = $("restore-status");
+  status.className = "notice";
+  show(status, `Restoring to ${when}...`);
+  const before = await api("GET", "/api/gateway/restore").catch(() => ({}));
+  try {
+    await api("POST", "/api/gateway/restore", latest ? { latest: true } : { time: pitrTime(value) });
+  } catch (e) {
+    status.className = "notice failed";
+    show(status, `Restore to ${when} refused: ${fieldMessage(e, e.data && e.data.app ? "app" : "time")}`);
+    return;
+  }
+  await followRestore(when, (s) => s.startedAt !== before.startedAt && Boolean(s.pointInTime));
+  loadPitr();
+}
+
+// Polls the restore's outcome until `mine(status)` is done; its progress meanwhile.
+async function followRestore(label, mine) {
+  const status = $("restore-status");
   for (;;) {
     await new Promise((r) => setTimeout(r, 500));
     let s;
@@ -498,21 +563,25 @@ async function restore(key) {
     } catch {
       continue;
     }
-    if (s.key !== key || s.status === "running") {
+    if (!mine(s) || s.status === "running") {
       const p = await api("GET", "/api/gateway/progress").catch(() => null);
       const r = p && p.running;
       if (r && r.kind === "restore") {
-        show(status, `Restoring ${key}: ${r.phase}, ${humanSize(r.bytesDone)} of ${humanSize(r.bytesTotal)}`);
+        show(status, `Restoring ${label}: ${r.phase}, ${humanSize(r.bytesDone)} of ${humanSize(r.bytesTotal)}`);
       }
       continue;
     }
     loadAppState();
-    if (s.status === "ok") {
+    const pit = s.pointInTime;
+    if (s.status === "ok" && pit) {
       status.className = "notice ok";
-      show(status, `Restored ${key}.`);
+      show(status, `Restored to ${pit.time}; the other files are those of ${pit.filesFrom} (${pit.filesTime}).`);
+    } else if (s.status === "ok") {
+      status.className = "notice ok";
+      show(status, `Restored ${label}.`);
     } else {
       status.className = "notice failed";
-      show(status, `Restore of ${key} failed: ${s.error || "unknown reason"}`);
+      show(status, `Restore of ${label} failed: ${s.error || "unknown reason"}`);
     }
     return;
   }
@@ -720,6 +789,7 @@ async function start() {
   $("logout").hidden = false;
   $("who").textContent = (a.record && a.record.email) || "";
   loadAppState();
+  loadPitr();
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -736,5 +806,10 @@ document.addEventListener("DOMContentLoaded", () => {
     $(id).addEventListener("change", s3Changed);
   }
   $("s3-test").addEventListener("click", testS3);
+  $("pitr-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    restorePitr(false);
+  });
+  $("pitr-latest").addEventListener("click", () => restorePitr(true));
   start();
 });

@@ -16,6 +16,10 @@
 //! | `backup_gateway_store_retries_total` | `operation` | attempts after an operation's first |
 //! | `backup_gateway_jobs_in_flight` | `kind` | creates and restores running (0 or 1) |
 //! | `backup_gateway_memory_budget_bytes` | `state` | the backup-bytes budget: `limit`, `in_use`, `idle` |
+//! | `backup_gateway_pitr_streaming` | `db` | 1 while the point-in-time stream runs with its base stored (`--pitr`) |
+//! | `backup_gateway_pitr_lag_seconds` | `db` | how long the oldest commit captured and not yet stored has waited |
+//! | `backup_gateway_pitr_last_shipped_commit_timestamp_seconds` | `db` | Unix time of the newest commit stored |
+//! | `backup_gateway_pitr_commits_shipped`, `_segments_shipped`, `_bytes_shipped`, `_histories_started` | `db` | the stream's counts since the start |
 
 use crate::ops::progress::Trigger;
 use prometheus::{

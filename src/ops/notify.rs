@@ -4,8 +4,8 @@
 //! failed automated backup; a webhook fits more systems).
 //!
 //! The body is `{"event": "create_failed" | "verify_failed" | "verify_inconclusive" |
-//! "restore_failed", "key",
-//! "reason", "time"}`: the reason is the operation's own error text (which names entries
+//! "restore_failed" | "pitr_stalled", "key", "reason", "time"}` (a stalled point-in-time
+//! stream's key is its database): the reason is the operation's own error text (which names entries
 //! and stores, never credentials), the time PocketBase's format. Sending never holds up the
 //! operation: events go through a bounded queue to one task, which tries each up to
 //! [`ATTEMPTS`] times in all (a connection error, a timeout or a 5xx/429 answer is tried again after

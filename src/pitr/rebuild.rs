@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 /// How one database is brought to the moment.
 #[derive(Debug, Clone)]
@@ -16,8 +17,8 @@ pub struct DbPlan {
     /// Its path in the data directory.
     pub rel: String,
     pub history: String,
-    /// The base image's key and page size.
-    pub base: (String, u32),
+    /// The base image's key, page size and size.
+    pub base: (String, u32, u64),
     /// The segments to apply, in order (the last may hold commits after the moment).
     pub segments: Vec<SegmentRef>,
     /// The moment (Unix ms); `i64::MAX` for the latest.
@@ -93,7 +94,7 @@ pub fn plan(
                 crate::util::time_fmt::format_ms(first.start_ms)
             ));
         };
-        let (base_key, page_size, _) = h.base.clone().expect("filtered");
+        let base = h.base.clone().expect("filtered");
         let segments = h
             .chain()
             .into_iter()
@@ -102,7 +103,7 @@ pub fn plan(
         plans.push(DbPlan {
             rel: rel.clone(),
             history: h.name.clone(),
-            base: (base_key, page_size),
+            base,
             segments,
             until_ms: until,
         });
@@ -130,7 +131,8 @@ pub struct Rebuilt {
 /// The store's, a damaged or discontinuous segment, a database that fails the check.
 pub fn rebuild(
     rt: &tokio::runtime::Handle,
-    store: &dyn BackupStore,
+    store: &Arc<dyn BackupStore>,
+    budget: &Arc<crate::util::bufpool::Budget>,
     plan: &DbPlan,
     out: &Path,
 ) -> io::Result<Rebuilt> {
@@ -138,11 +140,11 @@ pub fn rebuild(
         .write(true)
         .create_new(true)
         .open(out)?;
+    // The base in ranged reads, several at once, within the memory budget (as a restore
+    // reads an archive).
+    let (key, _, size) = plan.base.clone();
+    let mut body = crate::storage::parallel_reads(store.clone(), key, 0..size, budget.clone());
     rt.block_on(async {
-        let mut body = store
-            .get(&plan.base.0, None)
-            .await
-            .map_err(io::Error::other)?;
         while let Some(chunk) = body.try_next().await? {
             file.write_all(&chunk)?;
         }
@@ -158,10 +160,8 @@ pub fn rebuild(
             io::Result::Ok(chunks.concat())
         })?;
         read += 1;
-        let segments = super::segment::unpack(bytes)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", s.key)))?;
-        let mut whole = true;
-        for segment in &segments {
+        let mut applied: io::Result<bool> = Ok(true);
+        super::segment::unpack_each(bytes, |segment| {
             let r = rebuild.get_or_insert_with(|| {
                 Rebuild::new(
                     file.take().expect("taken once"),
@@ -169,15 +169,16 @@ pub fn rebuild(
                     segment.header.salt,
                 )
             });
-            if segment.header.salt != r.salt() {
-                r.next_generation(segment.header.salt)?;
-            }
-            if !r.apply(segment, plan.until_ms)? {
-                whole = false;
-                break;
-            }
-        }
-        if !whole {
+            applied = (|| {
+                if segment.header.salt != r.salt() {
+                    r.next_generation(segment.header.salt)?;
+                }
+                r.apply(&segment, plan.until_ms)
+            })();
+            matches!(applied, Ok(true))
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", s.key)))?;
+        if !applied? {
             break;
         }
     }

@@ -194,9 +194,25 @@ pub fn pack(parts: &[&[u8]]) -> Vec<u8> {
 /// # Errors
 /// [`SegmentError`] naming what does not hold.
 pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
+    let mut out = Vec::new();
+    unpack_each(bytes, |s| {
+        out.push(s);
+        true
+    })?;
+    Ok(out)
+}
+
+/// [`unpack`] one segment at a time (a restore holds one decoded segment, not a whole
+/// pack's): `f` gets each in order, and returns false to stop. The pack's CRC-32 is checked
+/// before the first.
+///
+/// # Errors
+/// [`SegmentError`] naming what does not hold.
+pub fn unpack_each(bytes: Vec<u8>, mut f: impl FnMut(Segment) -> bool) -> Result<(), SegmentError> {
     let bytes = unseal(bytes)?;
     if !bytes.starts_with(PACK_MAGIC) {
-        return Segment::decode(bytes).map(|s| vec![s]);
+        f(Segment::decode(bytes)?);
+        return Ok(());
     }
     if bytes.len() < 13 {
         return Err(SegmentError::Format("too short"));
@@ -210,7 +226,6 @@ pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
     }
     let count = u32::from_le_bytes(body[5..9].try_into().expect("4 bytes"));
     let mut at = 9;
-    let mut out = Vec::new();
     for _ in 0..count {
         let len = body
             .get(at..at + 8)
@@ -220,13 +235,15 @@ pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
         let part = body
             .get(at + 8..at + 8 + len)
             .ok_or(SegmentError::Format("truncated pack"))?;
-        out.push(Segment::decode(unseal(part.to_vec())?)?);
         at += 8 + len;
+        if !f(Segment::decode(unseal(part.to_vec())?)?) {
+            return Ok(());
+        }
     }
     if at != body.len() {
         return Err(SegmentError::Format("bytes after the last segment"));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A segment read back and checked (magic, version, CRC-32, every length).

@@ -258,11 +258,17 @@ fn history(
     let mut failures = 0u32;
     let page_size = u64::from(capture.page_size()?);
     let mut last_checkpoint = Instant::now();
+    let db_id = file_id(path);
     let ended = loop {
         if stop.load(Ordering::SeqCst) {
             break Ok(());
         }
         std::thread::sleep(TICK);
+        if file_id(path) != db_id {
+            // Another file under the name (the database was replaced): its WAL is not this
+            // history's, and is never read into it.
+            break Ok(());
+        }
         let stamp = wal_stamp(path);
         if checkpoint_if_large(&capture, stamp, page_size, &mut last_checkpoint, rel) {
             last_wal = None;
@@ -297,16 +303,8 @@ fn history(
         if pending.due() {
             out.hand(&mut pending)?;
         }
-        if let Some(e) = shipper.failed() {
-            break Err(io::Error::other(e));
-        }
-        if shipper.unshipped_bytes() > MAX_UNSHIPPED {
-            break Err(io::Error::other("the store does not take the segments"));
-        }
-        if !Arc::ptr_eq(&(ctx.store)(), &store)
-            || now_ms() - start >= i64::try_from(ctx.base_every.as_millis()).unwrap_or(i64::MAX)
-        {
-            break Ok(());
+        if let Some(end) = history_over(&shipper, ctx, &store, start) {
+            break end;
         }
     };
     // What was captured goes to the store before the history ends (its pins close with
@@ -315,6 +313,27 @@ fn history(
     shipper.finish(&ctx.rt);
     drop(capture);
     ended.and(handed)
+}
+
+/// Whether the history must end: the shipper gave up or cannot keep up (`Err`), or another
+/// store, or time for a fresh base: `Ok`, a new history.
+fn history_over(
+    shipper: &Shipper,
+    ctx: &Ctx,
+    store: &Arc<dyn BackupStore>,
+    start: i64,
+) -> Option<io::Result<()>> {
+    if let Some(e) = shipper.failed() {
+        return Some(Err(io::Error::other(e)));
+    }
+    if shipper.unshipped_bytes() > MAX_UNSHIPPED {
+        return Some(Err(io::Error::other(
+            "the store does not take the segments",
+        )));
+    }
+    let base_every = i64::try_from(ctx.base_every.as_millis()).unwrap_or(i64::MAX);
+    let over = !Arc::ptr_eq(&(ctx.store)(), store) || now_ms() - start >= base_every;
+    over.then_some(Ok(()))
 }
 
 /// A WAL past SQLite's autocheckpoint size under a writer that never pauses: the capture
@@ -633,6 +652,12 @@ fn read_full(r: &mut dyn io::Read, buf: &mut [u8]) -> io::Result<usize> {
         }
     }
     Ok(n)
+}
+
+/// The database file's device and inode.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// The WAL's size, modification time and inode: a change means a round is due.

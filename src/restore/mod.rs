@@ -303,7 +303,7 @@ async fn restore_data(
         .map_err(|e| e.to_string())?;
     if !rebuilds.is_empty() {
         let work = staged.work.clone();
-        match rebuild_staged(store, &work.join("new"), rebuilds).await {
+        match rebuild_staged(store, state.budget.clone(), &work.join("new"), rebuilds).await {
             Ok(databases) => {
                 if let Some(p) = &mut status.point_in_time {
                     p.databases = databases;
@@ -375,6 +375,7 @@ async fn restore_data(
 /// Replaces the streamed databases in `staging` by their rebuilds.
 async fn rebuild_staged(
     store: Arc<dyn BackupStore>,
+    budget: Arc<crate::util::bufpool::Budget>,
     staging: &std::path::Path,
     plans: Vec<DbPlan>,
 ) -> io::Result<Vec<PitrDatabase>> {
@@ -395,7 +396,7 @@ async fn rebuild_staged(
                     _ => {}
                 }
             }
-            let rebuilt = crate::pitr::rebuild::rebuild(&rt, store.as_ref(), plan, &path)
+            let rebuilt = crate::pitr::rebuild::rebuild(&rt, &store, &budget, plan, &path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", plan.rel)))?;
             out.push(PitrDatabase {
                 name: plan.rel.clone(),

@@ -249,6 +249,15 @@ async fn process_stream(gw: &GatewayProcess, ready: impl Fn(&Value) -> bool) -> 
     panic!("the stream never got there: {last}");
 }
 
+/// Waits until the gateway process's restore ended, its clean-up too (the busy lock free).
+async fn restore_done(gw: &GatewayProcess) {
+    wait_until(120, || async {
+        gw.restore_status().await["status"] != "running"
+            && gw.get_json("/api/gateway/progress").await["running"].is_null()
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_gateway_killed_mid_stream_begins_a_new_history_and_keeps_every_moment_it_stored() {
     let tmp = tempfile::tempdir().unwrap();
@@ -292,10 +301,7 @@ async fn a_gateway_killed_mid_stream_begins_a_new_history_and_keeps_every_moment
         .post("/api/gateway/restore", json!({"latest": true}))
         .await;
     assert_eq!(res.status(), 204, "{:?}", res.text().await);
-    wait_until(120, || async {
-        gw.restore_status().await["status"] != "running"
-    })
-    .await;
+    restore_done(&gw).await;
     assert_eq!(gw.restore_status().await["status"], "ok");
     let all = ledger(&db);
     assert_eq!(all.len() as i64, last);
@@ -308,10 +314,7 @@ async fn a_gateway_killed_mid_stream_begins_a_new_history_and_keeps_every_moment
         )
         .await;
     assert_eq!(res.status(), 204, "{:?}", res.text().await);
-    wait_until(120, || async {
-        gw.restore_status().await["status"] != "running"
-    })
-    .await;
+    restore_done(&gw).await;
     let status = gw.restore_status().await;
     assert_eq!(status["status"], "ok", "{status}");
     let rows = ledger(&db);
@@ -324,4 +327,99 @@ async fn a_gateway_killed_mid_stream_begins_a_new_history_and_keeps_every_moment
     );
     assert_eq!(&all[..rows.len()], &rows[..]);
     gw.terminate(60).await;
+}
+
+#[tokio::test]
+async fn a_person_restores_to_a_point_in_time_in_a_real_browser() {
+    let mut config = test_config();
+    config.pitr = true;
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        config,
+        ..Options::default()
+    })
+    .await;
+    let db = app.data_dir.join("data.db");
+    make_bank(&db, Journal::Wal, 1);
+    let mut writer = Writer::paced(&db, Journal::Wal, 5);
+    writer.wait_for(10).await;
+    stream_of(&app).await;
+    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let moment = now_ms();
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    writer.stop();
+    wait_shipped(&app).await;
+    let input = pb_time(moment)
+        .replace(' ', "T")
+        .trim_end_matches('Z')
+        .to_string();
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("pitr-screenshots");
+    let _ = std::fs::remove_dir_all(&shots);
+
+    run_node_script_with("pitr.mjs", &app, &[shots.to_str().unwrap(), &input]).await;
+
+    // The last restore was the latest: the ledger as it was when the writer stopped.
+    let status = app.restore_status().await;
+    assert_eq!(status["pointInTime"]["time"], "latest", "{status}");
+    let rows = ledger(&db);
+    assert!(!rows.is_empty());
+    for step in [
+        "pitr-window",
+        "pitr-confirm",
+        "pitr-restored",
+        "pitr-latest",
+    ] {
+        assert!(
+            std::fs::read_dir(&shots).unwrap().flatten().any(|e| e
+                .file_name()
+                .to_string_lossy()
+                .ends_with(&format!("-{step}.png"))),
+            "no screenshot of {step}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_database_replaced_under_the_stream_begins_a_new_history_of_the_new_file() {
+    let mut config = test_config();
+    config.pitr = true;
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        config,
+        ..Options::default()
+    })
+    .await;
+    let db = app.data_dir.join("data.db");
+    make_bank(&db, Journal::Wal, 1);
+    let mut writer = Writer::paced(&db, Journal::Wal, 5);
+    writer.wait_for(10).await;
+    stream_of(&app).await;
+    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    writer.stop();
+    wait_shipped(&app).await;
+    // Another database moved in under the name, as a tool's restore does it: the old
+    // file's WAL and index go first (SQLite would read them as the new file's).
+    let other = app.data_dir.join("other.tmp");
+    make_bank(&other, Journal::Wal, 1);
+    for side in ["data.db-wal", "data.db-shm"] {
+        let _ = std::fs::remove_file(app.data_dir.join(side));
+    }
+    std::fs::rename(&other, &db).unwrap();
+    let mut writer = Writer::paced(&db, Journal::Wal, 5);
+    writer.wait_for(30).await;
+    let last = writer.stop();
+    wait_until(60, || async {
+        stream_of(&app).await["histories"]
+            .as_array()
+            .map_or(0, Vec::len)
+            >= 2
+    })
+    .await;
+    wait_shipped(&app).await;
+
+    restore_to(&app, json!({"latest": true})).await;
+
+    // The new file's ledger, every commit of it: not the old file's.
+    assert_eq!(ledger(&db).len() as i64, last);
 }

@@ -1,0 +1,92 @@
+// Drives the backups page's point-in-time control (`--pitr`) in headless Chromium as a
+// person would: the restorable window is shown, a moment typed in the form is restored,
+// then the latest, each confirmed first and its outcome (with the backup the other files
+// came from) on the page. Screenshots go to SHOTS_DIR.
+//
+// Usage: node pitr.mjs BASE EMAIL PASSWORD SHOTS_DIR MOMENT
+// (MOMENT: `YYYY-MM-DDTHH:MM:SS.mmm`, UTC, inside the window)
+import assert from "node:assert/strict";
+import fs from "node:fs";
+import path from "node:path";
+import puppeteer from "puppeteer-core";
+
+const [base, email, password, shots, moment] = process.argv.slice(2);
+fs.mkdirSync(shots, { recursive: true });
+const browser = await puppeteer.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const failures = [];
+const page = await browser.newPage();
+page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
+page.on("console", (m) => {
+  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
+    failures.push(`console error: ${m.text()}`);
+  }
+});
+await page.setViewport({ width: 1200, height: 900 });
+let step = 0;
+async function shot(name) {
+  step += 1;
+  await page.screenshot({ path: path.join(shots, `${String(step).padStart(2, "0")}-${name}.png`), fullPage: true });
+}
+const visible = (sel) => page.waitForSelector(sel, { visible: true, timeout: 30000 });
+async function waitText(sel, pattern) {
+  await page.waitForFunction(
+    (s, p) => {
+      const el = document.querySelector(s);
+      return el && !el.hidden && new RegExp(p).test(el.textContent);
+    },
+    { timeout: 60000 },
+    sel,
+    pattern.source,
+  );
+  return page.$eval(sel, (el) => el.textContent.trim());
+}
+
+try {
+  await page.goto(`${base}/_/`, { waitUntil: "networkidle0" });
+  await visible("#login-form");
+  await page.type("#login-email", email);
+  await page.type("#login-password", password);
+  await page.click("#login-form button[type=submit]");
+  await visible("#app-view");
+
+  // The window, per database, with the stream's lag.
+  await visible("#pitr-form");
+  const window = await waitText("#pitr-window", /data\.db: from/);
+  assert.match(window, /^Restorable: data\.db: from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z to .*, \d+ ms behind/);
+  await shot("pitr-window");
+
+  // A moment typed in the form: confirmed, restored, the other files' backup named.
+  await page.$eval("#pitr-time", (el, v) => {
+    el.value = v;
+    el.dispatchEvent(new Event("input", { bubbles: true }));
+  }, moment);
+  await page.click("#pitr-button");
+  await visible("#confirm");
+  assert.match(await page.$eval("#confirm-text", (el) => el.textContent), /newest backup at or before it/);
+  await shot("pitr-confirm");
+  await page.click("#confirm-ok");
+  const done = await waitText("#restore-status", /Restored to|failed|refused/);
+  assert.match(done, /^Restored to \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z; the other files are those of files\.zip \(/);
+  await shot("pitr-restored");
+
+  // The latest.
+  await page.click("#pitr-latest");
+  await visible("#confirm");
+  await page.click("#confirm-ok");
+  assert.match(await waitText("#restore-status", /Restored to latest|failed|refused/), /^Restored to latest; /);
+  await shot("pitr-latest");
+} catch (e) {
+  await shot("failure").catch(() => {});
+  await browser.close();
+  console.error(e);
+  process.exit(1);
+}
+await browser.close();
+if (failures.length) {
+  console.error(failures.join("\n"));
+  process.exit(1);
+}
