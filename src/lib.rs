@@ -105,8 +105,8 @@ pub struct AppState {
     pub rate_limits: Arc<rate_limit::Limiter>,
     /// The first-run link's token ([`installer`]).
     pub installer: Arc<installer::Installer>,
-    /// The point-in-time stream (`--pitr`), running from the start.
-    pub pitr: Option<Arc<pitr::Pitr>>,
+    /// The point-in-time streams, running while the setting `backups.pitr` is on.
+    pub pitr: Arc<pitr::Pitr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,9 +193,8 @@ impl AppState {
         );
         let budget = bufpool::Budget::new(config.memory_budget);
         let store = Arc::new(std::sync::RwLock::new((s3_setting, store)));
-        let pitr = config
-            .pitr
-            .then(|| start_pitr(&config, &store, &budget, &notifier));
+        let pitr = start_pitr(&config, &store, &budget, &notifier);
+        pitr.set_enabled(settings.current().backups.pitr);
         Ok(Self {
             budget,
             scheduled_runs: Arc::new(scheduled_runs),
@@ -230,8 +229,9 @@ impl AppState {
             .clone()
     }
 
-    /// Puts the saved settings into effect: when `backups.s3` differs from what the current
-    /// store was opened for, the new store is opened (local again when it is disabled).
+    /// Puts the saved settings into effect: the point-in-time streams start or stop with
+    /// `backups.pitr`; when `backups.s3` differs from what the current store was opened
+    /// for, the new store is opened (local again when it is disabled).
     /// Changes are applied one at a time, each to the newest settings, so two PATCHes racing
     /// cannot leave the store of the older one.
     ///
@@ -239,6 +239,9 @@ impl AppState {
     /// When the local backups directory cannot be opened.
     pub async fn apply_settings(&self) -> Result<(), StartupError> {
         let _one_at_a_time = self.store_change.lock().await;
+        let pitr = self.pitr.clone();
+        let on = self.settings.current().backups.pitr;
+        let _ = tokio::task::spawn_blocking(move || pitr.set_enabled(on)).await;
         let wanted = self.settings.current().backups.s3.clone();
         if self.store.read().unwrap_or_else(|e| e.into_inner()).0 == wanted {
             return Ok(());
@@ -322,8 +325,8 @@ fn notifier_of(settings: &Arc<settings::SettingsStore>) -> ops::notify::Notifier
 /// The current store, as [`AppState::store`] reads it.
 type StoreCell = Arc<std::sync::RwLock<(settings::S3, Arc<dyn storage::BackupStore>)>>;
 
-/// Starts the point-in-time stream of the data directory's databases into the store of
-/// the current settings.
+/// The point-in-time streams of the data directory's databases into the store of the
+/// current settings (they run while `backups.pitr` is on).
 fn start_pitr(
     config: &Config,
     store: &StoreCell,
@@ -358,7 +361,6 @@ fn start_pitr(
         on_stall,
     );
     pitr.start();
-    tracing::info!("point-in-time stream on (--pitr)");
     pitr
 }
 

@@ -601,6 +601,7 @@ function fillSettings(s) {
   // The URL is never answered: a saved one shows as a placeholder, kept unless retyped.
   $("notify-url").value = "";
   $("notify-url").placeholder = b.notifyUrlSet ? "set (unchanged)" : "https://hooks.example.com/...";
+  $("pitr-enabled").checked = Boolean(b.pitr);
   $("s3-enabled").checked = !!s3.enabled;
   $("s3-bucket").value = s3.bucket || "";
   $("s3-region").value = s3.region || "";
@@ -650,7 +651,7 @@ function s3Changed() {
   $("s3-test").title = dirty ? "Save the settings first: the test uses the saved ones." : "";
 }
 
-const FIELD_ERRORS = ["cron-error", "cronMaxKeep-error", "verifyAfterCreate-error", "notifyUrl-error", "s3-error", "superuserIPs-error", "trustedProxy-error", "rateLimits-error"];
+const FIELD_ERRORS = ["cron-error", "cronMaxKeep-error", "verifyAfterCreate-error", "notifyUrl-error", "pitr-error", "s3-error", "superuserIPs-error", "trustedProxy-error", "rateLimits-error"];
 
 /** "label max seconds [audience]" lines as PocketBase's rules (numbers left as typed: the
  * API says what is wrong with them). */
@@ -682,6 +683,7 @@ function fieldErrors(err) {
   put("cronMaxKeep-error", b.cronMaxKeep);
   put("verifyAfterCreate-error", b.verifyAfterCreate);
   put("notifyUrl-error", b.notifyUrl);
+  put("pitr-error", b.pitr);
   const s3 = b.s3 || {};
   const s3Messages = Object.entries(s3).map(([k, v]) => `${k}: ${v.message}`).join("\n");
   show($("s3-error"), s3Messages);
@@ -704,6 +706,7 @@ async function saveSettings(ev) {
       verifyAfterCreate: $("verify-after-create").value,
       // Sent only when typed: an empty field keeps the saved URL.
       ...($("notify-url").value.trim() ? { notifyUrl: $("notify-url").value.trim() } : {}),
+      pitr: $("pitr-enabled").checked,
     },
     superuserIPs: ips,
     trustedProxy: {
@@ -720,6 +723,7 @@ async function saveSettings(ev) {
   try {
     fillSettings(await api("PATCH", "/api/settings", body));
     $("settings-status").textContent = "Saved.";
+    loadPitr();
   } catch (e) {
     fieldErrors(e);
     show($("settings-error"), e.message);

@@ -31,8 +31,8 @@ pub async fn health(
             "lastRestore": state.restores.last(),
             "lastScheduledBackup": state.scheduled_runs.last(),
             "app": state.app.view(),
-            "pitr": state.pitr.as_ref().map(|p| json!({
-                "stalled": p.stalled_streams().into_iter()
+            "pitr": state.pitr.is_enabled().then(|| json!({
+                "stalled": state.pitr.stalled_streams().into_iter()
                     .map(|(name, reason)| json!({"name": name, "reason": reason}))
                     .collect::<Vec<_>>(),
             })),

@@ -81,11 +81,7 @@ pub async fn window(
         .await
         .map_err(|e| store_failure(Op::List, &e))?;
     let windows = crate::pitr::rebuild::windows(&histories);
-    let statuses = state
-        .pitr
-        .as_ref()
-        .map(|p| p.statuses())
-        .unwrap_or_default();
+    let statuses = state.pitr.statuses();
     let now = crate::pitr::stream::now_ms();
     let mut names: std::collections::BTreeSet<&String> = windows.keys().collect();
     names.extend(statuses.keys());
@@ -123,7 +119,7 @@ pub async fn window(
         })
         .collect();
     Ok(Json(json!({
-        "enabled": state.pitr.is_some(),
+        "enabled": state.pitr.is_enabled(),
         "databases": databases,
     })))
 }

@@ -54,9 +54,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 
 /// The point-in-time streams' values now.
 fn pitr_gauges(state: &AppState) -> Vec<crate::ops::metrics::PitrGauges> {
-    let Some(pitr) = &state.pitr else {
-        return Vec::new();
-    };
+    let pitr = &state.pitr;
     let now = crate::pitr::stream::now_ms();
     pitr.statuses()
         .into_iter()

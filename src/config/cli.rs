@@ -122,9 +122,11 @@ pub struct ServeArgs {
 
     /// Stream every WAL database of the data directory to the store, so that
     /// `POST /api/gateway/restore` can bring them back to any moment (point-in-time
-    /// restore; docs/pitr.md). Off by default while it is being proven.
-    #[arg(long, env = "GATEWAY_PITR", default_value_t = false)]
-    pub pitr: bool,
+    /// restore; docs/pitr.md). `--pitr` alone is `--pitr true`. Given, it pins
+    /// `backups.pitr` (off by default while it is being proven).
+    #[arg(long, env = "GATEWAY_PITR", num_args = 0..=1, default_missing_value = "true",
+        value_parser = parse_on_off)]
+    pub pitr: Option<bool>,
 
     /// How many days of point-in-time history are kept: older histories are deleted from
     /// the store (the newest of each database always stays).
@@ -449,7 +451,6 @@ impl ServeArgs {
             app_timeout: secs(self.app.app_timeout_secs),
             on_restore_timeout: secs(self.app.on_restore_timeout_secs),
             restore_while_running: self.app.restore_while_running,
-            pitr: self.pitr,
             pitr_retention: secs(u64::from(self.pitr_retention_days) * 86_400),
             pitr_base_every: secs(u64::from(self.pitr_base_hours) * 3_600),
             serve_limits: crate::api::serve::Limits {
@@ -579,6 +580,7 @@ impl ServeArgs {
             trusted_proxy_sources: ips("--trusted-proxies", self.trusted_proxies.take())?,
             verify_after_create: self.verify_after_create.take(),
             notify_url: self.notify_url.take().filter(|u| !u.trim().is_empty()),
+            pitr: self.pitr,
         })
     }
 }

@@ -84,8 +84,6 @@ pub struct Config {
     pub on_restore_timeout: std::time::Duration,
     /// `--restore-while-running`.
     pub restore_while_running: bool,
-    /// `--pitr`: the point-in-time stream ([`crate::pitr`]).
-    pub pitr: bool,
     /// `--pitr-retention-days`.
     pub pitr_retention: std::time::Duration,
     /// `--pitr-base-hours`.
@@ -187,7 +185,6 @@ impl Config {
                 crate::lifecycle::DEFAULT_ON_RESTORE_TIMEOUT_SECS,
             ),
             restore_while_running: false,
-            pitr: false,
             pitr_retention: std::time::Duration::from_secs(7 * 86_400),
             pitr_base_every: std::time::Duration::from_secs(24 * 3_600),
             serve_limits: crate::api::serve::Limits::default(),

@@ -22,8 +22,10 @@
 //!   every few seconds, stopped for a restore's swap and started again after it, watched
 //!   for stalls (health, metrics, `--notify-url`), and the retention run hourly.
 //!
+//! The streams run while the setting `backups.pitr` is on ([`Pitr::set_enabled`]).
+//!
 //! Not built yet: hour-level compaction (a restore reads one object per minute of history,
-//! at most `--pitr-base-hours` of it), the page's control, and a setting beside the flag.
+//! at most `--pitr-base-hours` of it).
 
 pub mod capture;
 pub mod layout;
@@ -55,6 +57,8 @@ pub struct Pitr {
     excluded: Vec<PathBuf>,
     ctx: stream::Ctx,
     streams: Mutex<BTreeMap<String, Running>>,
+    /// The setting `backups.pitr`: no stream runs while it is off.
+    enabled: AtomicBool,
     /// Streams stopped for a restore: none start until it is over.
     suspended: AtomicBool,
     /// Databases named once in the log as covered only by backups.
@@ -94,6 +98,7 @@ impl Pitr {
             excluded,
             ctx,
             streams: Mutex::new(BTreeMap::new()),
+            enabled: AtomicBool::new(false),
             suspended: AtomicBool::new(false),
             named: Mutex::new(BTreeSet::new()),
             suspended_streams: Mutex::new(BTreeSet::new()),
@@ -125,7 +130,7 @@ impl Pitr {
     /// Starts a stream for every WAL database found that has none, and ends the streams
     /// of databases that are gone.
     pub fn scan(&self) {
-        if self.suspended.load(Ordering::SeqCst) {
+        if !self.is_enabled() || self.suspended.load(Ordering::SeqCst) {
             return;
         }
         let (wal, other) = self.find();
@@ -192,21 +197,48 @@ impl Drop for Pitr {
 }
 
 impl Pitr {
+    /// Whether the streams run (the setting `backups.pitr`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::SeqCst)
+    }
+
+    /// Turns the streams on (they start at once) or off (each ships what it captured and
+    /// ends). Blocking when turning off.
+    pub fn set_enabled(&self, on: bool) {
+        if self.enabled.swap(on, Ordering::SeqCst) == on {
+            return;
+        }
+        if on {
+            tracing::info!("point-in-time stream on");
+            self.scan();
+        } else {
+            tracing::info!("point-in-time stream off");
+            self.stop_all();
+        }
+    }
+
+    /// Stops every stream and waits for each to ship what it captured.
+    fn stop_all(&self) -> BTreeSet<String> {
+        let streams = std::mem::take(&mut *self.lock());
+        for r in streams.values() {
+            r.stop.store(true, Ordering::SeqCst);
+        }
+        let names = streams.keys().cloned().collect();
+        for (_, r) in streams {
+            let _ = r.thread.join();
+        }
+        names
+    }
+
     /// Stops every stream, each after shipping what it captured, and starts none until
     /// [`Pitr::resume`]: a restore's swap replaces the databases under them. Blocking.
     pub fn suspend(&self) {
         self.suspended.store(true, Ordering::SeqCst);
-        let streams = std::mem::take(&mut *self.lock());
+        let names = self.stop_all();
         self.suspended_streams
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(streams.keys().cloned());
-        for r in streams.values() {
-            r.stop.store(true, Ordering::SeqCst);
-        }
-        for (_, r) in streams {
-            let _ = r.thread.join();
-        }
+            .extend(names);
     }
 
     /// Starts the streams again (each with a new history: the restored databases and
@@ -219,6 +251,9 @@ impl Pitr {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()),
         );
+        if !self.is_enabled() {
+            return;
+        }
         let mut streams = self.lock();
         for rel in before {
             if !streams.contains_key(&rel) && self.data_dir.join(&rel).is_file() {
@@ -232,6 +267,9 @@ impl Pitr {
     /// Deletes the history past the retention, once every [`PRUNE_EVERY`] (the first time
     /// at start).
     fn prune_if_due(&self) {
+        if !self.is_enabled() {
+            return;
+        }
         {
             let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
             if pruned.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {

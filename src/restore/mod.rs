@@ -331,15 +331,11 @@ async fn restore_data(
     // begin new histories on the swapped-in ones.
     let pitr = state.pitr.clone();
     let swapped = tokio::task::spawn_blocking(move || {
-        if let Some(p) = &pitr {
-            p.suspend();
-        }
+        pitr.suspend();
         pause_at(&data_dir, CrashPoint::AppStopped);
         journal::sync_filesystem(&data_dir);
         let journal = journal::swap(&data_dir, &id, &excluded, &key);
-        if let Some(p) = &pitr {
-            p.resume();
-        }
+        pitr.resume();
         let journal = journal?;
         pause_at(&data_dir, CrashPoint::BeforeAppStart);
         Ok(journal)

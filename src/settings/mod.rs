@@ -127,6 +127,9 @@ pub struct Backups {
     /// The gateway's addition: where failures are POSTed ([`crate::ops::notify`]); empty: nowhere.
     /// Like `s3.secret`, never answered (a webhook URL often holds its token).
     pub notify_url: String,
+    /// The gateway's addition: the point-in-time stream of the data directory's databases
+    /// ([`crate::pitr`]; off by default while it is being proven).
+    pub pitr: bool,
 }
 
 impl std::fmt::Debug for Backups {
@@ -137,6 +140,7 @@ impl std::fmt::Debug for Backups {
             .field("s3", &self.s3)
             .field("verify_after_create", &self.verify_after_create)
             .field("notify_url", &"[redacted]")
+            .field("pitr", &self.pitr)
             .finish()
     }
 }

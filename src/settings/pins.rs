@@ -24,6 +24,8 @@ pub struct Pins {
     pub verify_after_create: Option<String>,
     /// `--notify-url`: `backups.notifyUrl`.
     pub notify_url: Option<String>,
+    /// `--pitr`: `backups.pitr`.
+    pub pitr: Option<bool>,
 }
 
 /// A pinned value: where it sits in the settings' JSON, and the flag that pins it.
@@ -117,6 +119,11 @@ impl Pins {
                 &["backups", "notifyUrl"],
                 "--notify-url (GATEWAY_NOTIFY_URL)",
                 json(&self.notify_url),
+            ),
+            pin(
+                &["backups", "pitr"],
+                "--pitr (GATEWAY_PITR)",
+                json(&self.pitr),
             ),
         ]
         .into_iter()

@@ -48,14 +48,17 @@ pub fn render(settings: &Settings, app_name: &str) -> Value {
 }
 
 /// The gateway's additions to `backups`, answered only when set (so that the answer stays
-/// PocketBase's where they are not used): `verifyAfterCreate`, and `notifyUrlSet` for a
-/// notification URL, which is never answered itself.
+/// PocketBase's where they are not used): `verifyAfterCreate`, `notifyUrlSet` for a
+/// notification URL, which is never answered itself, and `pitr` when it is on.
 fn backups_additions(b: &Backups, out: &mut Value) {
     if !b.verify_after_create.is_empty() {
         out["verifyAfterCreate"] = json!(b.verify_after_create);
     }
     if b.notify_url().is_some() {
         out["notifyUrlSet"] = json!(true);
+    }
+    if b.pitr {
+        out["pitr"] = json!(true);
     }
 }
 

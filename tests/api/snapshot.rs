@@ -141,6 +141,15 @@ impl Writer {
     }
 
     /// Stops the writer (its stdin closes) and checks that every commit succeeded.
+    /// Kills the writer with SIGKILL, mid-transaction or not, as a crash would; returns the
+    /// last sequence number it reported committed.
+    pub(crate) fn kill(mut self) -> i64 {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.lines.join().unwrap();
+        self.committed.load(Ordering::SeqCst)
+    }
+
     /// Returns the last committed sequence number.
     pub(crate) fn stop(mut self) -> i64 {
         drop(self.child.stdin.take());
