@@ -114,7 +114,12 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
                     }
                 });
             }
+            let pitr = state.pitr.clone();
             serve(listener, state, stop.cancelled_owned()).await?;
+            // The point-in-time streams ship what they captured (bounded: a store that does
+            // not answer does not hold the exit up past the retries' minute).
+            let drained = tokio::task::spawn_blocking(move || pitr.shut_down());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(70), drained).await;
             // Cancelled creates and uploads: their aborts reach the store before exit.
             backup_gateway::storage::s3::finish_aborts(std::time::Duration::from_secs(10)).await;
             exit_code = child.and_then(|c| c.exit_code());

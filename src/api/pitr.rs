@@ -80,7 +80,7 @@ pub async fn window(
     let histories = crate::pitr::rebuild::histories(store.as_ref())
         .await
         .map_err(|e| store_failure(Op::List, &e))?;
-    let windows = crate::pitr::rebuild::windows(&histories);
+    let windows = crate::pitr::rebuild::windows(&histories, crate::pitr::stream::now_ms());
     let statuses = state.pitr.statuses();
     let now = crate::pitr::stream::now_ms();
     let mut names: std::collections::BTreeSet<&String> = windows.keys().collect();

@@ -1,7 +1,7 @@
 //! Where the point-in-time history lives in the store: its keys are built and parsed only
 //! here.
 //!
-//! `.pitr/v1/<db>/<history>/base-<page size>.db` and
+//! `.pitr/v1/<db>/<history>/base-<page size>.db`, `.../ready-<ms>`, `.../end-<ms>` and
 //! `.pitr/v1/<db>/<history>/<n>-<m>-<first>-<last>.seg`, where
 //! - `<db>` is the database's path in the data directory, percent-encoded (`/` too);
 //! - `<history>` is `<start ms, 13 digits>-<6 random letters>`: one continuous history of
@@ -10,7 +10,13 @@
 //! - `<n>` numbers the history's segments from 0 (10 digits); an object holds the segments
 //!   `<n>` to `<m>`: one as the stream ships it (`n = m`), or a minute's joined by the
 //!   compaction ([`super::segment::pack`]); `<first>`/`<last>` are the times of its first
-//!   and last commits (Unix ms, 13 digits).
+//!   and last commits (Unix ms, 13 digits);
+//! - `ready-<ms>` (empty) is written once the base is stored and every commit up to `<ms>`
+//!   captured: the history can be restored from that moment on (a history without it
+//!   cannot be restored at all);
+//! - `end-<ms>` (empty) is written when the stream ended the history cleanly (a stop, a
+//!   restore, a new base): nothing was committed between its last segment and `<ms>`. A
+//!   history without it (the gateway was killed) is known only up to its last commit.
 //!
 //! Times live in the keys, so one listing plans a restore with no further requests. The
 //! keys hold `/` and start with `.`: `GET /api/backups` never lists them (nor pages
@@ -33,6 +39,14 @@ pub fn db_prefix(rel: &str) -> String {
 /// A new history's name, begun at `start_ms`.
 pub fn history(start_ms: i64) -> String {
     format!("{start_ms:013}-{}", crate::util::fsutil::random_lower(6))
+}
+
+pub fn ready_key(rel: &str, history: &str, at_ms: i64) -> String {
+    format!("{}{history}/ready-{at_ms:013}", db_prefix(rel))
+}
+
+pub fn end_key(rel: &str, history: &str, at_ms: i64) -> String {
+    format!("{}{history}/end-{at_ms:013}", db_prefix(rel))
 }
 
 pub fn base_key(rel: &str, history: &str, page_size: u32) -> String {
@@ -66,21 +80,44 @@ pub struct SegmentRef {
 pub struct History {
     pub name: String,
     pub start_ms: i64,
-    /// The base image's key and page size (none: its upload never finished, and the
-    /// history cannot be restored).
+    /// The base image's key, page size and size (none: its upload never finished).
     pub base: Option<(String, u32, u64)>,
+    /// From when it can be restored (none: never; its `ready` marker is missing).
+    pub ready_ms: Option<i64>,
+    /// When the stream ended it cleanly, if it did.
+    pub end_marker_ms: Option<i64>,
+    /// The markers' keys (for retention).
+    pub markers: Vec<String>,
     /// In order of `n`.
     pub segments: Vec<SegmentRef>,
 }
 
 impl History {
-    /// The last moment this history holds: its last segment's last commit, else its start.
+    /// The last moment this history is known up to: its end marker, else its last
+    /// commit, else its start.
     pub fn end_ms(&self) -> i64 {
-        self.segments
+        let last_commit = self
+            .segments
             .iter()
             .map(|s| s.last_ms)
             .max()
-            .unwrap_or(self.start_ms)
+            .unwrap_or(self.start_ms);
+        self.end_marker_ms
+            .map_or(last_commit, |e| e.max(last_commit))
+    }
+
+    /// Whether it can be restored: its base and its `ready` marker are stored.
+    pub fn usable(&self) -> bool {
+        self.base.is_some() && self.ready_ms.is_some()
+    }
+
+    /// Every key it holds.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.base
+            .iter()
+            .map(|b| &b.0)
+            .chain(self.segments.iter().map(|s| &s.key))
+            .chain(self.markers.iter())
     }
 
     /// The fewest objects that hold the segments 0, 1, 2, ... with none missing, up to the
@@ -132,8 +169,22 @@ pub fn parse(listing: &[(String, u64)]) -> std::collections::BTreeMap<String, Ve
                 name: name.to_string(),
                 start_ms,
                 base: None,
+                ready_ms: None,
+                end_marker_ms: None,
+                markers: Vec::new(),
                 segments: Vec::new(),
             });
+        let marker = |prefix: &str| -> Option<i64> { file.strip_prefix(prefix)?.parse().ok() };
+        if let Some(t) = marker("ready-") {
+            history.ready_ms = Some(t);
+            history.markers.push(key.clone());
+            continue;
+        }
+        if let Some(t) = marker("end-") {
+            history.end_marker_ms = Some(t);
+            history.markers.push(key.clone());
+            continue;
+        }
         if let Some(page_size) = file
             .strip_prefix("base-")
             .and_then(|f| f.strip_suffix(".db"))

@@ -135,6 +135,11 @@ impl Pitr {
         }
         let (wal, other) = self.find();
         let mut streams = self.lock();
+        // Again under the lock: a stop (the setting off, a restore) that ran meanwhile has
+        // taken the streams, and none may start after it.
+        if !self.is_enabled() || self.suspended.load(Ordering::SeqCst) {
+            return;
+        }
         // A stream that ended by itself (a database not in WAL mode) is tried again when
         // a WAL appears beside it.
         streams.retain(|_, r| !r.thread.is_finished());
@@ -215,6 +220,13 @@ impl Pitr {
             tracing::info!("point-in-time stream off");
             self.stop_all();
         }
+    }
+
+    /// At the gateway's shutdown: every stream ships what it captured and ends its history
+    /// cleanly. Blocking.
+    pub fn shut_down(&self) {
+        self.suspended.store(true, Ordering::SeqCst);
+        self.stop_all();
     }
 
     /// Stops every stream and waits for each to ship what it captured.

@@ -53,17 +53,21 @@ pub async fn histories(
     Ok(layout::parse(&listing))
 }
 
-/// What can be restored of each database.
-pub fn windows(histories: &BTreeMap<String, Vec<History>>) -> BTreeMap<String, Window> {
+/// What can be restored of each database at `now_ms`.
+pub fn windows(
+    histories: &BTreeMap<String, Vec<History>>,
+    now_ms: i64,
+) -> BTreeMap<String, Window> {
     histories
         .iter()
         .map(|(db, hs)| {
             let spans = hs
                 .iter()
-                .filter(|h| h.base.is_some())
-                .map(|h| {
-                    let end = h.chain().last().map_or(h.start_ms, |s| s.last_ms);
-                    (h.start_ms, end)
+                .enumerate()
+                .filter(|(_, h)| h.usable())
+                .filter_map(|(i, h)| {
+                    let until = known_until(h, i + 1 == hs.len(), now_ms);
+                    h.ready_ms.map(|r| (r, until))
                 })
                 .collect();
             (db.clone(), Window { spans })
@@ -71,46 +75,85 @@ pub fn windows(histories: &BTreeMap<String, Vec<History>>) -> BTreeMap<String, W
         .collect()
 }
 
-/// The plan of every database that has a history: the newest history begun at or before
+/// Up to when a restorable history is known: its last commit that can be applied (its
+/// `ready` moment when none); past it up to the end marker when every segment is there;
+/// the newest history of the database (`newest`: none began after it, restorable or not)
+/// without an end marker is being written now: up to `now_ms`.
+fn known_until(h: &History, newest: bool, now_ms: i64) -> i64 {
+    let chain = h.chain();
+    let ready = h.ready_ms.unwrap_or(h.start_ms);
+    let last = chain.last().map_or(ready, |s| s.last_ms.max(ready));
+    let whole = chain.last().map(|s| s.m) == h.segments.iter().map(|s| s.m).max();
+    match h.end_marker_ms {
+        _ if !whole => last,
+        Some(end) => end.max(last),
+        None if newest => now_ms.max(last),
+        None => last,
+    }
+}
+
+/// The plan of every database that has a history: the newest history restorable at
 /// `until_ms` (`None`: the latest moment), with its unbroken segments up to the moment.
 ///
 /// # Errors
-/// Why the moment cannot be restored (no history at all, or a database whose history
-/// begins after it), as a sentence for the API.
+/// Why the moment cannot be restored, as a sentence for the API: no history at all, a
+/// moment in the future, before a database's first history, or in a gap of its history
+/// (the gateway was down, or a segment is missing).
 pub fn plan(
     histories: &BTreeMap<String, Vec<History>>,
     until_ms: Option<i64>,
+    now_ms: i64,
 ) -> Result<Vec<DbPlan>, String> {
+    let fmt = crate::util::time_fmt::format_ms;
+    if until_ms.is_some_and(|t| t > now_ms) {
+        return Err("the moment is in the future".into());
+    }
     let until = until_ms.unwrap_or(i64::MAX);
     let mut plans = Vec::new();
     for (rel, hs) in histories {
-        let usable: Vec<&History> = hs.iter().filter(|h| h.base.is_some()).collect();
-        let Some(h) = usable.iter().rev().find(|h| h.start_ms <= until) else {
+        let usable: Vec<&History> = hs.iter().filter(|h| h.usable()).collect();
+        let Some(i) = usable
+            .iter()
+            .rposition(|h| h.ready_ms.is_some_and(|r| r <= until))
+        else {
             let Some(first) = usable.first() else {
                 continue;
             };
             return Err(format!(
                 "{rel} can be restored from {} on",
-                crate::util::time_fmt::format_ms(first.start_ms)
+                fmt(first.ready_ms.unwrap_or(first.start_ms))
             ));
         };
-        let base = h.base.clone().expect("filtered");
-        let segments = h
-            .chain()
-            .into_iter()
-            .filter(|s| s.first_ms <= until)
-            .collect();
+        let h = usable[i];
+        let newest = hs.last().is_some_and(|last| last.name == h.name);
+        let known = known_until(h, newest, now_ms);
+        if until_ms.is_some() && until > known {
+            let next = usable
+                .get(i + 1)
+                .and_then(|n| n.ready_ms)
+                .map_or_else(|| "now".to_string(), fmt);
+            return Err(format!(
+                "{rel} cannot be restored between {} and {next}: nothing of it was streamed \
+                 then (the gateway was down, or the stream was off or broken)",
+                fmt(known)
+            ));
+        }
         plans.push(DbPlan {
             rel: rel.clone(),
             history: h.name.clone(),
-            base,
-            segments,
+            base: h.base.clone().expect("usable"),
+            segments: h
+                .chain()
+                .into_iter()
+                .filter(|s| s.first_ms <= until)
+                .collect(),
             until_ms: until,
         });
     }
     if plans.is_empty() {
         return Err(
-            "the store holds no point-in-time history (is the gateway running with --pitr?)".into(),
+            "the store holds no point-in-time history (is the stream on: backups.pitr, --pitr?)"
+                .into(),
         );
     }
     Ok(plans)
@@ -223,4 +266,104 @@ fn check(path: &Path) -> io::Result<()> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::{self, base_key, end_key, ready_key, segment_key};
+    use super::*;
+
+    const S: i64 = 1000;
+    const T0: i64 = 1_800_000_000_000;
+
+    fn history(
+        db: &str,
+        start: i64,
+        ready: Option<i64>,
+        last: i64,
+        end: Option<i64>,
+    ) -> Vec<(String, u64)> {
+        let name = format!("{start:013}-abcdef");
+        let mut keys = vec![
+            (base_key(db, &name, 4096), 8192),
+            (segment_key(db, &name, (0, 0), start, last), 10),
+        ];
+        keys.extend(ready.map(|r| (ready_key(db, &name, r), 0)));
+        keys.extend(end.map(|e| (end_key(db, &name, e), 0)));
+        keys
+    }
+
+    fn plan_at(
+        listing: &[(String, u64)],
+        until: Option<i64>,
+        now: i64,
+    ) -> Result<Vec<DbPlan>, String> {
+        let mut listing = listing.to_vec();
+        listing.sort();
+        plan(&layout::parse(&listing), until, now)
+    }
+
+    #[test]
+    fn a_moment_is_planned_from_the_history_that_covers_it_and_refused_in_a_gap() {
+        // Killed at T0+60 s after its last commit at T0+50 s (no end marker); the next
+        // history began at T0+100 s and was stopped cleanly at T0+200 s.
+        let mut listing = history("data.db", T0, Some(T0 + 2 * S), T0 + 50 * S, None);
+        listing.extend(history(
+            "data.db",
+            T0 + 100 * S,
+            Some(T0 + 101 * S),
+            T0 + 150 * S,
+            Some(T0 + 200 * S),
+        ));
+        let now = T0 + 300 * S;
+        let at = |t| plan_at(&listing, Some(t), now);
+        assert_eq!(
+            at(T0 + 10 * S).unwrap()[0].history,
+            format!("{T0:013}-abcdef")
+        );
+        assert_eq!(at(T0 + 50 * S).unwrap()[0].segments.len(), 1);
+        // Between the last commit of the killed history and the next's ready moment.
+        let gap = at(T0 + 70 * S).unwrap_err();
+        assert!(gap.contains("cannot be restored between"), "{gap}");
+        // Up to the clean end of the second, not after it (the stream was stopped).
+        assert!(at(T0 + 199 * S).is_ok());
+        assert!(
+            at(T0 + 250 * S)
+                .unwrap_err()
+                .contains("cannot be restored between")
+        );
+        // Before the first history became restorable, and in the future.
+        assert!(at(T0 + S).unwrap_err().contains("can be restored from"));
+        assert!(at(now + 60 * S).unwrap_err().contains("future"));
+        // The latest: the newest history, every segment.
+        let latest = plan_at(&listing, None, now).unwrap();
+        assert_eq!(latest[0].history, format!("{:013}-abcdef", T0 + 100 * S));
+    }
+
+    #[test]
+    fn the_newest_history_covers_up_to_now_and_one_with_a_successor_only_up_to_its_last_commit() {
+        let mut listing = history("data.db", T0, Some(T0 + S), T0 + 5 * S, None);
+        // A history whose `ready` marker never came (the gateway died during its base).
+        listing.extend(history("data.db", T0 + 10 * S, None, T0 + 10 * S, None));
+        let now = T0 + 60 * S;
+        // The first is the newest restorable one, but another began after it (the gateway
+        // restarted): known up to its last commit only.
+        assert!(plan_at(&listing, Some(T0 + 30 * S), now).is_err());
+        let p = plan_at(&listing, Some(T0 + 4 * S), now).unwrap();
+        assert_eq!(p[0].history, format!("{T0:013}-abcdef"));
+        let w = windows(&layout::parse(&listing), now);
+        assert_eq!(w["data.db"].spans, vec![(T0 + S, T0 + 5 * S)]);
+        // Alone, without an end marker, it is being written: known up to now.
+        let alone = history("data.db", T0, Some(T0 + S), T0 + 5 * S, None);
+        assert!(plan_at(&alone, Some(T0 + 30 * S), now).is_ok());
+        assert_eq!(
+            windows(&layout::parse(&alone), now)["data.db"].spans,
+            vec![(T0 + S, now)]
+        );
+        assert!(
+            plan_at(&[], None, now)
+                .unwrap_err()
+                .contains("no point-in-time history")
+        );
+    }
 }

@@ -94,6 +94,20 @@ pub fn encode<R: Read + Seek>(
     Ok(out)
 }
 
+/// The header of an encoded segment (made here: its CRC-32 is not checked again).
+fn header_of(bytes: &[u8]) -> Result<SegmentHeader, SegmentError> {
+    if bytes.len() < HEADER_LEN + 4 || &bytes[..4] != MAGIC {
+        return Err(SegmentError::Format("not a segment"));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
+    Ok(SegmentHeader {
+        page_size: u32_at(5),
+        salt: (u32_at(9), u32_at(13)),
+        first_seq: u64::from_le_bytes(bytes[17..25].try_into().expect("8 bytes")),
+        commits: u32_at(25),
+    })
+}
+
 /// One segment of the consecutive segments `parts` (encoded, of one WAL generation and page
 /// size, each continuing the last): the stream joins a second's rounds into one object.
 ///
@@ -103,13 +117,13 @@ pub fn join(parts: &[Vec<u8>]) -> Result<Vec<u8>, SegmentError> {
     let first = parts
         .first()
         .ok_or(SegmentError::Format("nothing to join"))?;
-    let header = Segment::decode(first.clone())?.header;
+    let header = header_of(first)?;
     let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
     out.extend_from_slice(&first[..HEADER_LEN]);
     let mut next = header.first_seq;
     let mut commits = 0u32;
     for part in parts {
-        let h = Segment::decode(part.clone())?.header;
+        let h = header_of(part)?;
         if h.salt != header.salt || h.page_size != header.page_size || h.first_seq != next {
             return Err(SegmentError::Format(
                 "parts that do not continue each other",
@@ -275,12 +289,7 @@ impl Segment {
         }
         let u32_at = |i: usize| u32::from_le_bytes(body[i..i + 4].try_into().expect("4 bytes"));
         let u64_at = |i: usize| u64::from_le_bytes(body[i..i + 8].try_into().expect("8 bytes"));
-        let header = SegmentHeader {
-            page_size: u32_at(5),
-            salt: (u32_at(9), u32_at(13)),
-            first_seq: u64_at(17),
-            commits: u32_at(25),
-        };
+        let header = header_of(&bytes)?;
         let page_size = header.page_size as usize;
         let mut at = HEADER_LEN;
         let mut commits = Vec::new();

@@ -20,7 +20,7 @@
 //! gave up, or more than [`MAX_UNSHIPPED`] bytes wait for a store that does not answer. A
 //! stop (shutdown, a restore's swap) ships what was captured first.
 
-use super::capture::Capture;
+use super::capture::{Capture, Round};
 use super::layout;
 use super::segment;
 use crate::storage::{BackupStore, PutOptions};
@@ -183,30 +183,36 @@ struct Pending {
     bytes: usize,
 }
 
-/// A history's beginning: the capture, its first round, the base stored.
+/// A history's beginning: the capture, its first rounds, the base stored.
 struct Begun {
     capture: Capture,
     store: Arc<dyn BackupStore>,
     name: String,
-    start: i64,
-    first: super::capture::Round,
+    /// The rounds run so far, with their times: the first, read before the base, and the
+    /// one after it, which captured every commit made while the base was stored (the
+    /// history can be restored from its time on).
+    rounds: [(Round, i64); 2],
 }
 
-fn begin(path: &Path, rel: &str, ctx: &Ctx, status: &Shared) -> io::Result<Begun> {
+fn begin(
+    path: &Path,
+    rel: &str,
+    ctx: &Ctx,
+    stop: &AtomicBool,
+    status: &Shared,
+) -> io::Result<Begun> {
     let mut capture = Capture::open(path)?;
     let store = (ctx.store)();
     let start = now_ms();
     let first = capture.round(start)?;
     let name = layout::history(start);
-    ship_base(
-        &capture,
-        &store,
-        &layout::base_key(rel, &name, capture.page_size()?),
-        ctx,
-    )?;
+    let base = layout::base_key(rel, &name, capture.page_size()?);
+    ship_base(&capture, &store, &base, ctx, stop)?;
+    let ready = now_ms();
+    let second = capture.round(ready)?;
     let mut s = lock(status);
     s.history = Some(name.clone());
-    s.history_start_ms = Some(start);
+    s.history_start_ms = Some(ready);
     s.streaming = true;
     s.histories_started += 1;
     s.error = None;
@@ -218,9 +224,17 @@ fn begin(path: &Path, rel: &str, ctx: &Ctx, status: &Shared) -> io::Result<Begun
         capture,
         store,
         name,
-        start,
-        first,
+        rounds: [(first, start), (second, ready)],
     })
+}
+
+/// How a history's loop ended.
+enum End {
+    /// Cleanly (a stop, a new base, another store, the database replaced): nothing was
+    /// committed that the stream did not capture, up to now.
+    Clean,
+    /// A WAL restart the capture did not see through: commits may be missing.
+    Gap,
 }
 
 /// One history, from its base to its end: `Ok` when it ended to begin another (or on
@@ -232,13 +246,14 @@ fn history(
     stop: &AtomicBool,
     status: &Shared,
 ) -> io::Result<()> {
+    // Taken first: a file swapped in from now on ends the history.
+    let db_id = file_id(path);
     let Begun {
         mut capture,
         store,
         name,
-        start,
-        first,
-    } = begin(path, rel, ctx, status)?;
+        rounds,
+    } = begin(path, rel, ctx, stop, status)?;
     let shipper = Shipper::start(ctx, store.clone(), status.clone());
     let mut out = Out {
         rel,
@@ -250,37 +265,109 @@ fn history(
         group_bytes: 0,
     };
     let mut pending = Pending::default();
-    if pending.push(first.segment, start, first.commits) {
-        lock(status).pending_since_ms = Some(start);
+    let mut ended = Ok(End::Clean);
+    let [(mut first, start), (second, ready)] = rounds;
+    // The first round's gap is what the base is for (the WAL was read from its start).
+    first.gap = false;
+    for (round, at) in [(first, start), (second, ready)] {
+        if !take(round, at, &mut pending, &mut out)? {
+            ended = Ok(End::Gap);
+        }
     }
+    // The first segments, then the marker that makes the history restorable from `ready`.
+    out.hand(&mut pending)?;
+    shipper.send(Shipment::marker(layout::ready_key(rel, &name, ready)))?;
+    if matches!(ended, Ok(End::Clean)) {
+        ended = run_rounds(
+            path,
+            rel,
+            ctx,
+            stop,
+            &mut capture,
+            &mut pending,
+            &mut out,
+            db_id,
+        );
+    }
+    // What was captured goes to the store before the history ends (its pins close with
+    // `capture`, after): after a clean end, a last round first, and the end marker after
+    // the segments.
+    let last = match ended {
+        Ok(End::Clean) => {
+            let now = now_ms();
+            capture
+                .round(now)
+                .and_then(|r| take(r, now, &mut pending, &mut out))
+                .map(|whole| whole.then_some(now))
+        }
+        _ => Ok(None),
+    };
+    let handed = out.hand(&mut pending).and_then(|()| out.compact(true));
+    if let (Ok(Some(at)), Ok(())) = (&last, &handed) {
+        let _ = shipper.send(Shipment::marker(layout::end_key(rel, &name, *at)));
+    }
+    shipper.finish(&ctx.rt);
+    drop(capture);
+    ended.map(|_| ()).and(handed).and(last.map(|_| ()))
+}
+
+/// Takes a round's commits into `pending` (handing over those of the previous WAL
+/// generation first); false when the round found a gap.
+fn take(round: Round, at: i64, pending: &mut Pending, out: &mut Out<'_>) -> io::Result<bool> {
+    if round.gap {
+        return Ok(false);
+    }
+    if round.new_generation {
+        out.hand(pending)?;
+    }
+    if pending.push(round.segment, at, round.commits) {
+        lock(out.status).pending_since_ms = Some(pending.first_ms);
+    }
+    Ok(true)
+}
+
+/// The rounds of a history until it ends.
+#[allow(clippy::too_many_arguments)] // the loop's state, passed down from `history`
+fn run_rounds(
+    path: &Path,
+    rel: &str,
+    ctx: &Ctx,
+    stop: &AtomicBool,
+    capture: &mut Capture,
+    pending: &mut Pending,
+    out: &mut Out<'_>,
+    db_id: Option<(u64, u64)>,
+) -> io::Result<End> {
+    let started = Instant::now();
     let mut last_round = Instant::now();
     let mut last_wal = wal_stamp(path);
     let mut failures = 0u32;
     let page_size = u64::from(capture.page_size()?);
     let mut last_checkpoint = Instant::now();
-    let db_id = file_id(path);
-    let ended = loop {
+    loop {
         if stop.load(Ordering::SeqCst) {
-            break Ok(());
+            return Ok(End::Clean);
         }
         std::thread::sleep(TICK);
         if file_id(path) != db_id {
             // Another file under the name (the database was replaced): its WAL is not this
             // history's, and is never read into it.
-            break Ok(());
+            return Ok(End::Clean);
         }
         let stamp = wal_stamp(path);
-        if checkpoint_if_large(&capture, stamp, page_size, &mut last_checkpoint, rel) {
+        if checkpoint_if_large(capture, stamp, page_size, &mut last_checkpoint, rel) {
             last_wal = None;
         }
         if stamp != last_wal || last_round.elapsed() >= IDLE_ROUND {
             last_wal = stamp;
             last_round = Instant::now();
             let now = now_ms();
-            let round = match capture.round(now) {
-                Ok(r) => {
+            match capture.round(now) {
+                Ok(round) => {
                     failures = 0;
-                    r
+                    if !take(round, now, pending, out)? {
+                        return Ok(End::Gap);
+                    }
                 }
                 // The old pin is still held: nothing is lost by trying again.
                 Err(e) if failures < 200 => {
@@ -288,41 +375,21 @@ fn history(
                     tracing::debug!(db = rel, error = %e, "a capture round failed");
                     continue;
                 }
-                Err(e) => break Err(e),
-            };
-            if round.gap {
-                break Ok(());
-            }
-            if round.new_generation {
-                out.hand(&mut pending)?;
-            }
-            if pending.push(round.segment, now, round.commits) {
-                lock(status).pending_since_ms = Some(pending.first_ms);
+                Err(e) => return Err(e),
             }
         }
         if pending.due() {
-            out.hand(&mut pending)?;
+            out.hand(pending)?;
         }
-        if let Some(end) = history_over(&shipper, ctx, &store, start) {
-            break end;
+        if let Some(end) = history_over(out.shipper, ctx, started) {
+            return end.map(|()| End::Clean);
         }
-    };
-    // What was captured goes to the store before the history ends (its pins close with
-    // `capture`, after).
-    let handed = out.hand(&mut pending).and_then(|()| out.compact(true));
-    shipper.finish(&ctx.rt);
-    drop(capture);
-    ended.and(handed)
+    }
 }
 
 /// Whether the history must end: the shipper gave up or cannot keep up (`Err`), or another
 /// store, or time for a fresh base: `Ok`, a new history.
-fn history_over(
-    shipper: &Shipper,
-    ctx: &Ctx,
-    store: &Arc<dyn BackupStore>,
-    start: i64,
-) -> Option<io::Result<()>> {
+fn history_over(shipper: &Shipper, ctx: &Ctx, started: Instant) -> Option<io::Result<()>> {
     if let Some(e) = shipper.failed() {
         return Some(Err(io::Error::other(e)));
     }
@@ -331,8 +398,7 @@ fn history_over(
             "the store does not take the segments",
         )));
     }
-    let base_every = i64::try_from(ctx.base_every.as_millis()).unwrap_or(i64::MAX);
-    let over = !Arc::ptr_eq(&(ctx.store)(), store) || now_ms() - start >= base_every;
+    let over = !Arc::ptr_eq(&(ctx.store)(), &shipper.store) || started.elapsed() >= ctx.base_every;
     over.then_some(Ok(()))
 }
 
@@ -418,6 +484,7 @@ impl Out<'_> {
             commits: p.commits as u64,
             n: (n, n),
             replaces: Vec::new(),
+            marker: false,
         };
         self.group_bytes += shipment.bytes.len();
         self.group.push(shipment.clone());
@@ -452,6 +519,7 @@ impl Out<'_> {
             commits: 0,
             n,
             replaces: group.into_iter().map(|s| s.key).collect(),
+            marker: false,
         })
     }
 }
@@ -467,16 +535,34 @@ struct Shipment {
     n: (u64, u64),
     /// A compaction's: the objects it replaces, deleted once it is stored.
     replaces: Vec<String>,
+    /// An empty marker object ([`layout::ready_key`], [`layout::end_key`]).
+    marker: bool,
 }
 
 impl Shipment {
-    fn is_compaction(&self) -> bool {
-        !self.replaces.is_empty()
+    fn marker(key: String) -> Self {
+        Self {
+            key,
+            bytes: Bytes::new(),
+            first_ms: 0,
+            last_ms: 0,
+            commits: 0,
+            n: (0, 0),
+            replaces: Vec::new(),
+            marker: true,
+        }
+    }
+
+    /// Not a segment of commits: it has no lag and no counts.
+    fn is_segment(&self) -> bool {
+        self.replaces.is_empty() && !self.marker
     }
 }
 
 /// The task that writes a history's segments to the store, in order.
 struct Shipper {
+    /// The store the history goes to.
+    store: Arc<dyn BackupStore>,
     status: Shared,
     tx: Option<tokio::sync::mpsc::UnboundedSender<Shipment>>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -497,7 +583,7 @@ impl Shipper {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Shipment>();
         let state = Arc::new(Mutex::new(ShipperState::default()));
         let task = ctx.rt.spawn({
-            let (state, status) = (state.clone(), status.clone());
+            let (state, status, store) = (state.clone(), status.clone(), store.clone());
             async move {
                 while let Some(s) = rx.recv().await {
                     if let Err(e) = store_one(store.as_ref(), &s, &status).await {
@@ -506,7 +592,7 @@ impl Shipper {
                     }
                     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
                     st.unshipped -= s.bytes.len();
-                    if !s.is_compaction() {
+                    if s.is_segment() {
                         st.waiting.pop_front();
                     }
                     lock(&status).oldest_unshipped_ms = st.waiting.front().copied();
@@ -514,6 +600,7 @@ impl Shipper {
             }
         });
         Self {
+            store,
             status,
             tx: Some(tx),
             task: Some(task),
@@ -529,7 +616,7 @@ impl Shipper {
             // while a segment waits.
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
             st.unshipped += s.bytes.len();
-            if !s.is_compaction() {
+            if s.is_segment() {
                 st.waiting.push_back(s.first_ms);
             }
             lock(&self.status).oldest_unshipped_ms = st.waiting.front().copied();
@@ -580,7 +667,10 @@ async fn store_one(store: &dyn BackupStore, s: &Shipment, status: &Shared) -> Re
             Err(e) => return Err(format!("storing a segment failed: {e}")),
         }
     }
-    if s.is_compaction() {
+    if s.marker {
+        return Ok(());
+    }
+    if !s.replaces.is_empty() {
         // The parts go once the whole is stored; a failure leaves both, which a restore
         // reads as the whole (`History::chain`), and retention deletes with the history.
         if let Err(e) = store.delete_objects(&s.replaces).await {
@@ -611,6 +701,7 @@ fn ship_base(
     store: &Arc<dyn BackupStore>,
     key: &str,
     ctx: &Ctx,
+    stop: &AtomicBool,
 ) -> io::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
     let body = futures::stream::unfold(rx, |mut rx| async move {
@@ -623,6 +714,10 @@ fn ship_base(
     let read = capture.read_base(|_, reader| {
         let mut buf = vec![0u8; 1 << 20];
         loop {
+            if stop.load(Ordering::SeqCst) {
+                // A stop (a restore, the setting off) does not wait for a whole base.
+                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
             let n = read_full(reader, &mut buf)?;
             if n == 0
                 || tx

@@ -45,7 +45,6 @@ use crate::AppState;
 use crate::archive::{ArchiveError, Plan, extract};
 use crate::ops::jobs::{JobGuard, JobKind};
 use crate::ops::progress::{Phase, Progress, Trigger};
-use crate::pitr::rebuild::DbPlan;
 use crate::storage::{BackupStore, StorageError, parallel_reads};
 use crate::util::state_dir;
 use crash::{CrashPoint, pause_at};
@@ -130,7 +129,7 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
     let state = state.clone();
     let size = info.size;
     tokio::spawn(async move {
-        run(state, store, job, status, checked, size, Vec::new()).await;
+        run(state, store, job, status, checked, size, None).await;
     });
     Ok(())
 }
@@ -161,7 +160,10 @@ pub async fn start_pitr(
     let histories = crate::pitr::rebuild::histories(store.as_ref())
         .await
         .map_err(StartError::Storage)?;
-    let plans = crate::pitr::rebuild::plan(&histories, until.map(time_fmt::unix_ms))
+    // Checked now, for the answer; planned again once the application is stopped and the
+    // streams have shipped its last commits (the plan is made from what is stored then).
+    let until_ms = until.map(time_fmt::unix_ms);
+    crate::pitr::rebuild::plan(&histories, until_ms, crate::pitr::stream::now_ms())
         .map_err(StartError::Invalid)?;
     let info = store
         .list()
@@ -197,7 +199,16 @@ pub async fn start_pitr(
         .set_totals(checked.plan.total_size, checked.plan.items.len() as u64);
     let state = state.clone();
     tokio::spawn(async move {
-        run(state, store, job, status, checked, info.size, plans).await;
+        run(
+            state,
+            store,
+            job,
+            status,
+            checked,
+            info.size,
+            Some(until_ms),
+        )
+        .await;
     });
     Ok(())
 }
@@ -209,11 +220,11 @@ async fn run(
     mut status: RestoreStatus,
     checked: plan::Checked,
     size: u64,
-    rebuilds: Vec<DbPlan>,
+    pitr_until: Option<Option<i64>>,
 ) {
     let entries = checked.plan.items.len() as u64;
     let progress = Arc::clone(job.progress());
-    let result = restore_data(&state, store, &mut status, checked, &progress, rebuilds).await;
+    let result = restore_data(&state, store, &mut status, checked, &progress, pitr_until).await;
     let error = match &result {
         Ok((_, started)) => started.clone(),
         Err(e) => Some(e.clone()),
@@ -296,14 +307,26 @@ async fn restore_data(
     status: &mut RestoreStatus,
     checked: plan::Checked,
     progress: &Arc<Progress>,
-    rebuilds: Vec<DbPlan>,
+    pitr_until: Option<Option<i64>>,
 ) -> Result<(journal::Journal, Option<String>), String> {
     let staged = stage(state, store.clone(), &status.key, checked, progress)
         .await
         .map_err(|e| e.to_string())?;
-    if !rebuilds.is_empty() {
+    let env = state.command_env();
+    if let Err(why) = stop_app(state, status, progress, &env).await {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staged.work)).await;
+        start_app(state, status, progress, &env).await;
+        return Err(RestoreError::AppStop(why).to_string());
+    }
+    // The point-in-time streams ship what they captured (the application's last commits
+    // included) and let go of the databases; they begin new histories on the swapped-in
+    // ones.
+    let pitr = state.pitr.clone();
+    let _ = tokio::task::spawn_blocking(move || pitr.suspend()).await;
+    if let Some(until) = pitr_until {
         let work = staged.work.clone();
-        match rebuild_staged(store, state.budget.clone(), &work.join("new"), rebuilds).await {
+        let rebuilt = rebuild_staged(store, state.budget.clone(), &work.join("new"), until).await;
+        match rebuilt {
             Ok(databases) => {
                 if let Some(p) = &mut status.point_in_time {
                     p.databases = databases;
@@ -312,26 +335,20 @@ async fn restore_data(
             }
             Err(e) => {
                 let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(work)).await;
+                let pitr = state.pitr.clone();
+                let _ = tokio::task::spawn_blocking(move || pitr.resume()).await;
+                start_app(state, status, progress, &env).await;
                 return Err(format!("rebuilding the databases failed: {e}"));
             }
         }
-    }
-    let env = state.command_env();
-    if let Err(why) = stop_app(state, status, progress, &env).await {
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(staged.work)).await;
-        start_app(state, status, progress, &env).await;
-        return Err(RestoreError::AppStop(why).to_string());
     }
     progress.set_phase(Phase::Swap);
     let data_dir = state.config.data_dir.clone();
     let excluded = state.excluded_paths();
     let key = status.key.clone();
     let id = staged.id.clone();
-    // The point-in-time streams ship what they captured and let go of the databases; they
-    // begin new histories on the swapped-in ones.
     let pitr = state.pitr.clone();
     let swapped = tokio::task::spawn_blocking(move || {
-        pitr.suspend();
         pause_at(&data_dir, CrashPoint::AppStopped);
         journal::sync_filesystem(&data_dir);
         let journal = journal::swap(&data_dir, &id, &excluded, &key);
@@ -368,13 +385,19 @@ async fn restore_data(
     }
 }
 
-/// Replaces the streamed databases in `staging` by their rebuilds.
+/// Replaces the streamed databases in `staging` by their rebuilds to `until` (`None`: the
+/// latest), planned from what the store holds now.
 async fn rebuild_staged(
     store: Arc<dyn BackupStore>,
     budget: Arc<crate::util::bufpool::Budget>,
     staging: &std::path::Path,
-    plans: Vec<DbPlan>,
+    until: Option<i64>,
 ) -> io::Result<Vec<PitrDatabase>> {
+    let histories = crate::pitr::rebuild::histories(store.as_ref())
+        .await
+        .map_err(io::Error::other)?;
+    let plans = crate::pitr::rebuild::plan(&histories, until, crate::pitr::stream::now_ms())
+        .map_err(io::Error::other)?;
     let staging = staging.to_path_buf();
     let rt = tokio::runtime::Handle::current();
     tokio::task::spawn_blocking(move || {

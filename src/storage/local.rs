@@ -31,14 +31,9 @@ impl LocalStore {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
         crate::util::fsutil::make_private_dir(&dir)?;
-        // Leftovers of a crash in the middle of a put.
-        if let Ok(entries) = std::fs::read_dir(&dir) {
-            for e in entries.flatten() {
-                if e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
-                    let _ = std::fs::remove_file(e.path());
-                }
-            }
-        }
+        // Leftovers of a crash in the middle of a put: beside the backups, and in the
+        // point-in-time history's folders.
+        remove_temp_files(&dir, 0);
         Ok(Self { dir })
     }
 
@@ -69,6 +64,22 @@ fn info(key: String, meta: &std::fs::Metadata) -> BackupInfo {
         size: meta.len(),
         modified,
         etag: None,
+    }
+}
+
+/// Deletes the temporary files under `dir` (its folders too, a few levels deep: the
+/// history's `.pitr/v1/<db>/<history>/`).
+fn remove_temp_files(dir: &Path, depth: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let is_dir = e.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && depth < 4 {
+            remove_temp_files(&e.path(), depth + 1);
+        } else if !is_dir && e.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
 
