@@ -445,34 +445,49 @@ impl Snapshot {
             Some(open) => open,
             None => self.begin()?,
         };
-        let err = |e: rusqlite::Error| io::Error::from(SnapshotError::new(&self.rel, &e));
-        let (out, read) = {
-            let mut stmt = open
-                .conn
-                .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
-                .map_err(err)?;
-            let mut pages = PageReader {
-                rows: stmt.query([]).map_err(err)?,
-                page: Vec::new(),
-                pos: 0,
-                read: 0,
-                page_size: open.page_size,
-                rel: &self.rel,
-            };
-            let out = f(&mut pages)?;
-            (out, pages.read)
-        };
-        if read != open.pages {
-            let reason = format!("{read} pages read of {}", open.pages);
-            return Err(SnapshotError::because(&self.rel, reason).into());
-        }
+        let out = read_image(&open.conn, &self.rel, open.page_size, open.pages, f)?;
         // Ends the read transaction (and with it a rollback-journal database's lock).
         drop(open);
         Ok(out)
     }
 }
 
-/// The page images of a snapshot as one byte stream.
+/// Runs `f` on a reader of the page images of the database `conn` has open, in its read
+/// transaction (`sqlite_dbpage`, in page order): the database file as of its snapshot.
+/// Every page must have `page_size` bytes, and `pages` of them must be read (`f` reads to
+/// the end).
+///
+/// # Errors
+/// SQLite's errors while reading ([`SnapshotError`] inside the `io::Error`, with `rel`), a
+/// page of another size or count, and `f`'s.
+pub fn read_image<T>(
+    conn: &Connection,
+    rel: &Path,
+    page_size: u64,
+    pages: u64,
+    f: impl FnOnce(&mut dyn Read) -> io::Result<T>,
+) -> io::Result<T> {
+    let err = |e: rusqlite::Error| io::Error::from(SnapshotError::new(rel, &e));
+    let mut stmt = conn
+        .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
+        .map_err(err)?;
+    let mut reader = PageReader {
+        rows: stmt.query([]).map_err(err)?,
+        page: Vec::new(),
+        pos: 0,
+        read: 0,
+        page_size,
+        rel,
+    };
+    let out = f(&mut reader)?;
+    if reader.read != pages {
+        let reason = format!("{} pages read of {pages}", reader.read);
+        return Err(SnapshotError::because(rel, reason).into());
+    }
+    Ok(out)
+}
+
+/// The page images of a read transaction as one byte stream.
 struct PageReader<'s> {
     rows: rusqlite::Rows<'s>,
     /// The current page when the caller's buffer could not take it whole.

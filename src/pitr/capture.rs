@@ -52,6 +52,7 @@ pub struct Round {
 
 /// The capture of one database's WAL.
 pub struct Capture {
+    db: PathBuf,
     wal_path: PathBuf,
     pins: [Db; 2],
     /// The connection that runs the capture's own checkpoints ([`Capture::checkpoint`]).
@@ -118,6 +119,7 @@ impl Capture {
         })
         .map_err(io::Error::other)?;
         let capture = Self {
+            db: db.to_path_buf(),
             wal_path: wal_path.into(),
             ckpt,
             pins: [first, pin().map_err(io::Error::other)?],
@@ -249,47 +251,14 @@ impl Capture {
         f: impl FnOnce(u32, &mut dyn io::Read) -> io::Result<T>,
     ) -> io::Result<T> {
         let conn = &self.pins[self.held];
-        let page_size: u32 = conn
-            .pragma_query_value(None, "page_size", |r| r.get(0))
-            .map_err(io::Error::other)?;
-        let mut stmt = conn
-            .prepare("SELECT data FROM sqlite_dbpage ORDER BY pgno")
-            .map_err(io::Error::other)?;
-        let mut rows = stmt.query([]).map_err(io::Error::other)?;
-        let mut reader = Pages {
-            rows: &mut rows,
-            page: Vec::new(),
-            pos: 0,
+        let pragma = |name: &str| -> io::Result<u32> {
+            conn.pragma_query_value(None, name, |r| r.get(0))
+                .map_err(io::Error::other)
         };
-        f(page_size, &mut reader)
-    }
-}
-
-/// The rows of `sqlite_dbpage` as one byte stream.
-struct Pages<'a, 's> {
-    rows: &'a mut rusqlite::Rows<'s>,
-    page: Vec<u8>,
-    pos: usize,
-}
-
-impl io::Read for Pages<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.pos == self.page.len() {
-            let Some(row) = self.rows.next().map_err(io::Error::other)? else {
-                return Ok(0);
-            };
-            let data = row
-                .get_ref(0)
-                .and_then(|v| v.as_blob().map_err(rusqlite::Error::from))
-                .map_err(io::Error::other)?;
-            self.page.clear();
-            self.page.extend_from_slice(data);
-            self.pos = 0;
-        }
-        let n = buf.len().min(self.page.len() - self.pos);
-        buf[..n].copy_from_slice(&self.page[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
+        let (page_size, pages) = (pragma("page_size")?, pragma("page_count")?);
+        sqlite::read_image(conn, &self.db, page_size.into(), pages.into(), |r| {
+            f(page_size, r)
+        })
     }
 }
 

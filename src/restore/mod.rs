@@ -115,13 +115,7 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
         .map_err(StartError::Storage)?
         .ok_or(StartError::Missing)?;
     refuse_under_live_app(state).await?;
-    let rules = plan::Rules {
-        limits: &state.config.restore_limits,
-        excluded: &state.excluded_paths(),
-        required: &plan::required_entries(&state.config.restore_require, &state.config.data_dir),
-        data_dir: &state.config.data_dir,
-    };
-    let checked = plan::prepare(store.as_ref(), key, info.size, &rules).await?;
+    let checked = check_archive(state, store.as_ref(), key, info.size).await?;
     let status = RestoreStatus::running(key);
     state.restores.set(status.clone());
     job.progress()
@@ -132,6 +126,22 @@ pub async fn start(state: &AppState, key: &crate::keys::BackupKey) -> Result<(),
         run(state, store, job, status, checked, size, None).await;
     });
     Ok(())
+}
+
+/// The archive `key` checked against the restore's rules (step 1 of the module docs).
+async fn check_archive(
+    state: &AppState,
+    store: &dyn BackupStore,
+    key: &str,
+    size: u64,
+) -> Result<plan::Checked, StartError> {
+    let rules = plan::Rules {
+        limits: &state.config.restore_limits,
+        excluded: &state.excluded_paths(),
+        required: &plan::required_entries(&state.config.restore_require, &state.config.data_dir),
+        data_dir: &state.config.data_dir,
+    };
+    plan::prepare(store, key, size, &rules).await
 }
 
 /// Starts a point-in-time restore (`POST /api/gateway/restore`): every streamed database
@@ -180,13 +190,7 @@ pub async fn start_pitr(
             ))
         })?;
     refuse_under_live_app(state).await?;
-    let rules = plan::Rules {
-        limits: &state.config.restore_limits,
-        excluded: &state.excluded_paths(),
-        required: &plan::required_entries(&state.config.restore_require, &state.config.data_dir),
-        data_dir: &state.config.data_dir,
-    };
-    let checked = plan::prepare(store.as_ref(), &info.key, info.size, &rules).await?;
+    let checked = check_archive(state, store.as_ref(), &info.key, info.size).await?;
     let mut status = RestoreStatus::running(&info.key);
     status.point_in_time = Some(PointInTime {
         time: label,

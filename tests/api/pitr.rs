@@ -10,7 +10,7 @@ use crate::process::{GatewayProcess, Launch, add_superuser};
 use crate::snapshot::{ACCOUNTS, Journal, START_BALANCE, Writer, make_bank};
 use rusqlite::Connection;
 use serde_json::{Value, json};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 crate::on_both_backends!(a_database_is_restored_to_recorded_moments_and_latest);
@@ -103,7 +103,10 @@ async fn restore_to(app: &TestApp, body: Value) -> Value {
     status
 }
 
-async fn a_database_is_restored_to_recorded_moments_and_latest(backend: Backend) {
+/// A gateway on `backend` with the stream on, a bank database in its data directory, its
+/// writer committing (sleeping `pause_ms` after each) and streamed, and `files.zip`, the
+/// backup the other files of a restore come from.
+async fn streamed_bank(backend: Backend, pause_ms: u64) -> (TestApp, PathBuf, Writer) {
     let mut config = test_config();
     config.pins.pitr = Some(true);
     let app = spawn_app_with(Options {
@@ -114,12 +117,17 @@ async fn a_database_is_restored_to_recorded_moments_and_latest(backend: Backend)
     .await;
     let db = app.data_dir.join("data.db");
     make_bank(&db, Journal::Wal, 1);
-    let mut writer = Writer::paced(&db, Journal::Wal, 5);
-    writer.wait_for(20).await;
+    let mut writer = Writer::paced(&db, Journal::Wal, pause_ms);
+    writer.wait_for(10).await;
     let first = stream_of(&app).await;
     assert!(first["earliest"].is_string(), "{first}");
-    // The other files' backup, older than every moment below.
     assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    (app, db, writer)
+}
+
+async fn a_database_is_restored_to_recorded_moments_and_latest(backend: Backend) {
+    // The other files' backup is older than every moment below.
+    let (app, db, writer) = streamed_bank(backend, 5).await;
     let mut moments = Vec::new();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(900)).await;
@@ -331,20 +339,7 @@ async fn a_gateway_killed_mid_stream_begins_a_new_history_and_keeps_every_moment
 
 #[tokio::test]
 async fn a_person_restores_to_a_point_in_time_in_a_real_browser() {
-    let mut config = test_config();
-    config.pins.pitr = Some(true);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        config,
-        ..Options::default()
-    })
-    .await;
-    let db = app.data_dir.join("data.db");
-    make_bank(&db, Journal::Wal, 1);
-    let mut writer = Writer::paced(&db, Journal::Wal, 5);
-    writer.wait_for(10).await;
-    stream_of(&app).await;
-    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    let (app, db, writer) = streamed_bank(Backend::Local, 5).await;
     tokio::time::sleep(Duration::from_millis(1_000)).await;
     let moment = now_ms();
     tokio::time::sleep(Duration::from_millis(1_000)).await;
@@ -382,20 +377,7 @@ async fn a_person_restores_to_a_point_in_time_in_a_real_browser() {
 
 #[tokio::test]
 async fn a_database_replaced_under_the_stream_begins_a_new_history_of_the_new_file() {
-    let mut config = test_config();
-    config.pins.pitr = Some(true);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        config,
-        ..Options::default()
-    })
-    .await;
-    let db = app.data_dir.join("data.db");
-    make_bank(&db, Journal::Wal, 1);
-    let mut writer = Writer::paced(&db, Journal::Wal, 5);
-    writer.wait_for(10).await;
-    stream_of(&app).await;
-    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    let (app, db, writer) = streamed_bank(Backend::Local, 5).await;
     writer.stop();
     wait_shipped(&app).await;
     // Another database moved in under the name, as a tool's restore does it: the old
@@ -426,20 +408,7 @@ async fn a_database_replaced_under_the_stream_begins_a_new_history_of_the_new_fi
 
 #[tokio::test]
 async fn a_writer_killed_mid_transaction_loses_no_acknowledged_commit_in_the_latest_restore() {
-    let mut config = test_config();
-    config.pins.pitr = Some(true);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        config,
-        ..Options::default()
-    })
-    .await;
-    let db = app.data_dir.join("data.db");
-    make_bank(&db, Journal::Wal, 1);
-    let mut writer = Writer::paced(&db, Journal::Wal, 2);
-    writer.wait_for(10).await;
-    stream_of(&app).await;
-    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    let (app, db, mut writer) = streamed_bank(Backend::Local, 2).await;
     writer.wait_for(300).await;
     // SIGKILL: a transaction may be half-written in the WAL, never committed.
     let acknowledged = writer.kill();

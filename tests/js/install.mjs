@@ -5,44 +5,10 @@
 //
 // Usage: node install.mjs LINK EMAIL PASSWORD SHOTS_DIR
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
-import puppeteer from "puppeteer-core";
+import { finish, openPage } from "./browser.mjs";
 
 const [link, email, password, shots] = process.argv.slice(2);
-fs.mkdirSync(shots, { recursive: true });
-
-const browser = await puppeteer.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-const failures = [];
-const page = await browser.newPage();
-page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
-page.on("console", (m) => {
-  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-    failures.push(`console error: ${m.text()}`);
-  }
-});
-let step = 0;
-const shot = async (name) => {
-  step += 1;
-  await page.screenshot({ path: path.join(shots, `${String(step).padStart(2, "0")}-${name}.png`), fullPage: true });
-};
-const visible = (sel) => page.waitForSelector(sel, { visible: true, timeout: 30000 });
-const waitText = async (sel, pattern) => {
-  await page.waitForFunction(
-    (s, p) => {
-      const el = document.querySelector(s);
-      return el && !el.hidden && new RegExp(p).test(el.textContent);
-    },
-    { timeout: 30000 },
-    sel,
-    pattern.source,
-  );
-  return page.$eval(sel, (el) => el.textContent.trim());
-};
+const { browser, page, failures, shot, visible, waitText } = await openPage(shots);
 const fill = async (sel, value) => {
   await page.$eval(sel, (el) => (el.value = ""));
   await page.type(sel, value);
@@ -82,10 +48,5 @@ try {
   await shot("used");
 } catch (e) {
   failures.push(e.stack || String(e));
-} finally {
-  await browser.close();
 }
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+await finish(browser, failures);

@@ -6,44 +6,10 @@
 // Usage: node pitr.mjs BASE EMAIL PASSWORD SHOTS_DIR MOMENT
 // (MOMENT: `YYYY-MM-DDTHH:MM:SS.mmm`, UTC, inside the window)
 import assert from "node:assert/strict";
-import fs from "node:fs";
-import path from "node:path";
-import puppeteer from "puppeteer-core";
+import { finish, openPage } from "./browser.mjs";
 
 const [base, email, password, shots, moment] = process.argv.slice(2);
-fs.mkdirSync(shots, { recursive: true });
-const browser = await puppeteer.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-const failures = [];
-const page = await browser.newPage();
-page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
-page.on("console", (m) => {
-  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-    failures.push(`console error: ${m.text()}`);
-  }
-});
-await page.setViewport({ width: 1200, height: 900 });
-let step = 0;
-async function shot(name) {
-  step += 1;
-  await page.screenshot({ path: path.join(shots, `${String(step).padStart(2, "0")}-${name}.png`), fullPage: true });
-}
-const visible = (sel) => page.waitForSelector(sel, { visible: true, timeout: 30000 });
-async function waitText(sel, pattern) {
-  await page.waitForFunction(
-    (s, p) => {
-      const el = document.querySelector(s);
-      return el && !el.hidden && new RegExp(p).test(el.textContent);
-    },
-    { timeout: 60000 },
-    sel,
-    pattern.source,
-  );
-  return page.$eval(sel, (el) => el.textContent.trim());
-}
+const { browser, page, failures, shot, visible, waitText } = await openPage(shots);
 
 try {
   await page.goto(`${base}/_/`, { waitUntil: "networkidle0" });
@@ -81,12 +47,6 @@ try {
   await shot("pitr-latest");
 } catch (e) {
   await shot("failure").catch(() => {});
-  await browser.close();
-  console.error(e);
-  process.exit(1);
+  failures.push(e.stack || String(e));
 }
-await browser.close();
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+await finish(browser, failures);

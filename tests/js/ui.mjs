@@ -9,51 +9,17 @@
 import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
-import puppeteer from "puppeteer-core";
+import { finish, openPage } from "./browser.mjs";
 
 const [base, email, password, shots, uploadZip, badZip, endpoint, bucket, accessKey, secret] =
   process.argv.slice(2);
 const downloads = path.join(shots, "downloads");
 fs.mkdirSync(downloads, { recursive: true });
 
-const browser = await puppeteer.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
-});
-const failures = [];
-const page = await browser.newPage();
-page.on("pageerror", (e) => failures.push(`page error: ${e.message}`));
-page.on("console", (m) => {
-  // Refused requests (the wrong password, the expired token) are expected; other errors not.
-  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) {
-    failures.push(`console error: ${m.text()}`);
-  }
-});
-await page.setViewport({ width: 1200, height: 900 });
+const { browser, page, failures, shot, visible, waitText } = await openPage(shots);
 const cdp = await page.createCDPSession();
 await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: downloads });
-
-let step = 0;
-async function shot(name) {
-  step += 1;
-  await page.screenshot({ path: path.join(shots, `${String(step).padStart(2, "0")}-${name}.png`), fullPage: true });
-}
-
-const visible = (sel) => page.waitForSelector(sel, { visible: true, timeout: 30000 });
 const text = (sel) => page.$eval(sel, (el) => el.textContent.trim());
-async function waitText(sel, pattern) {
-  await page.waitForFunction(
-    (s, p) => {
-      const el = document.querySelector(s);
-      return el && !el.hidden && new RegExp(p).test(el.textContent);
-    },
-    { timeout: 60000 },
-    sel,
-    pattern.source,
-  );
-  return text(sel);
-}
 const rowKeys = () => page.$$eval("#backups-body tr", (rows) => rows.map((r) => r.dataset.key));
 async function fill(sel, value) {
   await page.$eval(sel, (el) => {
@@ -270,12 +236,6 @@ try {
   await shot("phone");
 } catch (e) {
   await shot("failure").catch(() => {});
-  await browser.close();
-  console.error(e);
-  process.exit(1);
+  failures.push(e.stack || String(e));
 }
-await browser.close();
-if (failures.length) {
-  console.error(failures.join("\n"));
-  process.exit(1);
-}
+await finish(browser, failures);
