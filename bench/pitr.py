@@ -196,11 +196,11 @@ def stream(env, gw, db, res, phase, idle, history):
     res["history_objects"] = len(s.get("histories", []))
     res["restores"] = {}
     for name, path, body in [
-        ("key", "/api/backups/files.zip/restore", None),
-        # The latest before the middle: each restore begins a new history, and "latest"
-        # would then be the restored state.
+        # Each restore begins a new history, so "latest" after any restore would be the
+        # restored state: it goes first, and the key restore (the baseline) last.
         ("latest", "/api/gateway/restore", {"latest": True}),
         ("middle", "/api/gateway/restore", {"time": fmt_ms(middle_ms)}),
+        ("key", "/api/backups/files.zip/restore", None),
     ]:
         run.settle()
         m0 = metrics(gw)
