@@ -20,7 +20,7 @@ pub async fn health(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     headers: HeaderMap,
 ) -> Json<Health> {
-    let data = if user.is_some() {
+    let mut data = if user.is_some() {
         let settings = state.settings.current();
         let peer = peer.map(|Extension(ConnectInfo(a))| a);
         json!({
@@ -31,15 +31,18 @@ pub async fn health(
             "lastRestore": state.restores.last(),
             "lastScheduledBackup": state.scheduled_runs.last(),
             "app": state.app.view(),
-            "pitr": state.pitr.is_enabled().then(|| json!({
-                "stalled": state.pitr.stalled_streams().into_iter()
-                    .map(|(name, reason)| json!({"name": name, "reason": reason}))
-                    .collect::<Vec<_>>(),
-            })),
         })
     } else {
         json!({})
     };
+    // Only while the stream is on: the answer stays as it was otherwise.
+    if user.is_some() && state.pitr.is_enabled() {
+        data["pitr"] = json!({
+            "stalled": state.pitr.stalled_streams().into_iter()
+                .map(|(name, reason)| json!({"name": name, "reason": reason}))
+                .collect::<Vec<_>>(),
+        });
+    }
     Json(Health {
         message: "API is healthy.",
         code: 200,

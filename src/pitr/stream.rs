@@ -2,7 +2,10 @@
 //! shipped to the store as segments, history after history ([`super::layout`]).
 //!
 //! A history begins with a capture round and the database's image as the capture's pin
-//! sees it (the base, streamed to the store as it is read). Then, on a thread of its own:
+//! sees it (the base, streamed to the store as it is read), then a second round, which
+//! captures what was committed meanwhile, and the `ready` marker
+//! ([`layout::ready_key`]): the history is restorable from that moment. Then, on a thread
+//! of its own:
 //! - a round whenever the WAL's size, time or inode changed since the last, and at least
 //!   every [`IDLE_ROUND`] (the handoff that lets the application's checkpoints through);
 //! - the rounds' segments are joined and handed to the shipper once the oldest of them is
@@ -12,13 +15,18 @@
 //!   thread never waits for the store;
 //! - every minute (or [`SHIP_BYTES`]) the segments written since the last time are packed
 //!   into one object, written after them, and then deleted: a restore reads one object per
-//!   minute of history, not one per second.
+//!   minute of history, not one per second;
+//! - once the WAL passes [`CHECKPOINT_FRAMES`], a PASSIVE checkpoint of the stream's own (at
+//!   most every [`CHECKPOINT_EVERY`]) copies what is captured, so that a WAL under a writer
+//!   that never pauses can restart.
 //!
 //! The history ends, and a new one begins with a fresh base, after `--pitr-base-hours`
 //! (so that old history can be deleted: [`super::retention`]) and when continuity is lost:
 //! a WAL restart the capture did not see through (a gap), the store changed, the shipper
 //! gave up, or more than [`MAX_UNSHIPPED`] bytes wait for a store that does not answer. A
-//! stop (shutdown, a restore's swap) ships what was captured first.
+//! clean end (a stop: shutdown, a restore's swap, the setting off; a new base; another
+//! store; the database file replaced) takes a last round, ships what was captured, then
+//! writes the `end` marker ([`layout::end_key`]).
 
 use super::capture::{Capture, Round};
 use super::layout;

@@ -447,6 +447,9 @@ async fn the_setting_turns_the_stream_on_and_off_and_the_flag_pins_it() {
     assert_eq!(res.json::<Value>().await.unwrap()["backups"]["pitr"], true);
     stream_of(&app).await;
     assert_eq!(pitr_state(&app).await["enabled"], true);
+    // The health answer names stalled streams while the stream is on (none here).
+    let health = app.get_json("/api/health").await;
+    assert_eq!(health["data"]["pitr"]["stalled"], json!([]), "{health}");
     let res = patch(false).await.unwrap();
     assert_eq!(res.status(), 200);
     let state = pitr_state(&app).await;
@@ -456,6 +459,12 @@ async fn the_setting_turns_the_stream_on_and_off_and_the_flag_pins_it() {
     assert_eq!(db_state["name"], "data.db", "{state}");
     assert!(db_state["stream"].is_null(), "{state}");
     assert!(db_state["earliest"].is_string(), "{state}");
+    // Off, the health answer is as it was before the stream existed.
+    assert!(
+        app.get_json("/api/health").await["data"]
+            .get("pitr")
+            .is_none()
+    );
     writer.stop();
 
     // Given by the flag, the setting cannot change over the API.
