@@ -59,7 +59,8 @@ async fn pitr_state(app: &TestApp) -> Value {
     app.get_json("/api/gateway/pitr").await
 }
 
-/// The stream of `data.db`, once it streams.
+/// The stream of `data.db`, once it streams and its history is restorable (its `ready`
+/// marker is stored a moment after the stream starts).
 async fn stream_of(app: &TestApp) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -69,7 +70,7 @@ async fn stream_of(app: &TestApp) -> Value {
             .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
             .cloned()
             .unwrap_or(Value::Null);
-        if found["stream"]["streaming"] == true {
+        if found["stream"]["streaming"] == true && found["earliest"].is_string() {
             return found;
         }
         assert!(
