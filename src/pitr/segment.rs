@@ -3,6 +3,9 @@
 //! applied in order to the generation's base image rebuild the database as it was at any
 //! of their commits ([`Rebuild`]).
 //!
+//! One concern: the formats of the stream's objects (segments, their compression and
+//! packs) and the rebuild that applies them, with their tests.
+//!
 //! The format (all integers little-endian), written and read only here:
 //! - a header: magic `BGWS`, version 1, page size (u32), the WAL's salts (2 x u32), the
 //!   sequence number of the segment's first commit in its generation (u64), the number of

@@ -1,6 +1,9 @@
 //! One database's stream: its committed transactions captured ([`super::capture`]) and
 //! shipped to the store as segments, history after history ([`super::layout`]).
 //!
+//! One concern: one database's stream, from its capture to the store (the history's loop,
+//! its shipper task and compaction, its status), about 500 lines of code and its helpers.
+//!
 //! A history begins with a capture round and the database's image as the capture's pin
 //! sees it (the base, streamed to the store as it is read), then a second round, which
 //! captures what was committed meanwhile, and the `ready` marker
