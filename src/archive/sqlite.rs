@@ -209,11 +209,91 @@ impl Drop for Db {
                 *n -= 1;
                 if *n == 0 {
                     open.remove(&id);
+                    // No connection of the gateway's is left on the file, so none holds a
+                    // lock that closing the `-shm` descriptors could drop.
+                    SHM.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                 }
             }
             drop(open);
             CLOSED.notify_all();
         }
+    }
+}
+
+/// The `-shm` descriptors opened by [`Db::wal_locks_elsewhere`], by database: closed once
+/// the last of the gateway's connections to the database closes, never before (closing a
+/// descriptor drops every POSIX lock this process holds on the file).
+static SHM: std::sync::Mutex<std::collections::BTreeMap<FileId, Vec<(FileId, std::fs::File)>>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// SQLite's WAL locks, as bytes of the `-shm` file (os_unix.c: `UNIX_SHM_BASE` is 120, then
+/// the writer's lock, the checkpointer's, the recovery's and the readers').
+const SHM_WRITER_LOCK: u64 = 120;
+const SHM_CHECKPOINTER_LOCK: u64 = 121;
+
+/// The length of the wal-index header at the start of the `-shm`: two copies of the WAL's
+/// state (its frame count, salts, checksums), then the checkpoint's (frames copied into the
+/// database, the readers' marks).
+pub const WAL_INDEX_HEADER: usize = 136;
+
+/// What other processes do with a WAL database, seen from outside: the exclusive locks they
+/// hold, and the wal-index header as it is now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalLocks {
+    /// Another process holds the writer's lock: a write transaction, or a FULL, RESTART or
+    /// TRUNCATE checkpoint (which holds it while it runs, so that nothing commits meanwhile).
+    pub writer: bool,
+    /// Another process holds the checkpointer's lock: a checkpoint runs.
+    pub checkpointer: bool,
+    /// The first [`WAL_INDEX_HEADER`] bytes of the `-shm`.
+    pub index: [u8; WAL_INDEX_HEADER],
+}
+
+impl Db {
+    /// The WAL locks that other processes hold on the database at `path` (this
+    /// connection's), read with `fcntl(F_GETLK)` on its `-shm`, which takes no lock and
+    /// changes nothing, and the wal-index header. Locks of this process are not seen (POSIX
+    /// reports only other processes' locks). The descriptor stays open until the last of the
+    /// gateway's connections to the database closes.
+    ///
+    /// # Errors
+    /// Opening the `-shm` (none: the database is not in WAL mode, or no connection has it
+    /// open), reading it, and `fcntl`'s.
+    pub fn wal_locks(&self, path: &Path) -> io::Result<WalLocks> {
+        use std::os::unix::fs::FileExt;
+        let Some(id) = self.id else {
+            return Err(io::Error::other(
+                "the database's file could not be identified",
+            ));
+        };
+        let mut shm = path.as_os_str().to_owned();
+        shm.push("-shm");
+        let shm = PathBuf::from(shm);
+        let current = file_id(&std::fs::metadata(&shm)?);
+        let mut all = SHM.lock().unwrap_or_else(|e| e.into_inner());
+        let files = all.entry(id).or_default();
+        let file = match files.iter().position(|(f, _)| *f == current) {
+            Some(i) => &files[i].1,
+            None => {
+                // A new `-shm` (the application deleted and recreated it): the old
+                // descriptor stays too, since a connection may still hold locks on it.
+                files.push((current, std::fs::File::open(&shm)?));
+                &files[files.len() - 1].1
+            }
+        };
+        let held = |byte: u64| -> io::Result<bool> {
+            let mut probe = rustix::process::Flock::from(rustix::process::FlockType::WriteLock);
+            probe.start = byte;
+            probe.length = 1;
+            Ok(rustix::process::fcntl_getlk(file, &probe)?.is_some())
+        };
+        let mut index = [0u8; WAL_INDEX_HEADER];
+        file.read_exact_at(&mut index, 0)?;
+        Ok(WalLocks {
+            writer: held(SHM_WRITER_LOCK)?,
+            checkpointer: held(SHM_CHECKPOINTER_LOCK)?,
+            index,
+        })
     }
 }
 

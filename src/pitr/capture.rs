@@ -14,21 +14,30 @@
 //! generation needs a base image of its own.
 //!
 //! The application's checkpoints go on: PASSIVE ones copy up to the pin's mark, and a
-//! TRUNCATE (PocketBase's daily one) waits in its busy handler until a handoff lands the
-//! new pin on mark 0, which happens once the application is quiet and the WAL copied.
-//! Not always, yet. In the test below (4 TRUNCATEs per run, a round every 0.5 ms), 3 runs
-//! in 25, and 2 in 30 of another series, had one TRUNCATE wait out its whole busy timeout
-//! (10 s) and fail. SQLite's checkpointer, once a reader's slot stays busy past its busy
-//! handler, stops waiting for the rest of that checkpoint (`xBusy = 0` in `walCheckpoint`),
-//! and, most likely, a new pin whose mark equals the old one's shares its slot, so that
-//! slot may never be free. The design's "settle" (a PASSIVE checkpoint of the capture's
-//! own once quiet, so that the next pin lands on mark 0) was tried and made it worse: 5
-//! runs in 30 lost a TRUNCATE, because a checkpoint that starts while another holds the
-//! checkpoint lock fails at once. What is left to try: a pin that always takes a slot of
-//! its own (never the old pin's), or pins that step aside while a TRUNCATE waits.
+//! blocking one (PocketBase's daily `wal_checkpoint(TRUNCATE)`) waits in its busy handler,
+//! holding the writer's lock, until the readers are out of its way. The handoff alone is
+//! not always enough: the checkpointer reads a reader slot's mark once, then waits for the
+//! slot's lock; when a pin took that slot between the two (a round right after a commit
+//! does) and the WAL then stays unchanged, every later pin shares the slot (its mark is the
+//! newest), so the slot is never free and the checkpoint waits out its whole busy timeout
+//! (10 s in PocketBase), the application's writes with it. Measured before the fix: 4 to 9
+//! runs in 100 of the test below, under load. So the capture also watches the locks
+//! ([`Capture::make_way`]): when a blocking checkpoint of another process waits to copy the
+//! WAL, the capture takes a last round and steps aside: no pin until the checkpoint has
+//! copied the WAL. The pin then comes back on slot 0, which the restart does not wait for
+//! and which holds off any copy, hence any restart, of what commits next. That loses
+//! nothing: every commit before was captured (the wal-index is checked unchanged across
+//! that last round), and while the checkpoint holds the writer's lock nothing commits. Any
+//! other change (of the WAL's state, of the locks) brings the pin back too. Lost commits
+//! would need the checkpoint to give up (it waited out its busy timeout on other readers),
+//! then a commit, a complete copy of the WAL and a restart, all before the capture's next
+//! look (a millisecond). And a capture starved of CPU for longer than the application
+//! takes to commit and restart its WAL once more after the checkpoint's restart (a
+//! thousand frames and a checkpoint, with PocketBase's settings) misses that restart's
+//! generation: the next round sees two restarts, a gap, and a new history begins.
 //!
-//! Not built yet: the loop that runs rounds on commit and ships the segments, the seal of
-//! a WAL that grows past 1,000 frames without a quiet moment, and the generation's base.
+//! A checkpoint of this process (the tests' in-process writers) is not seen: POSIX reports
+//! only other processes' locks.
 
 use super::segment::{self, SegmentHeader};
 use super::wal::{self, Resume};
@@ -36,6 +45,10 @@ use crate::archive::sqlite::{self, Db};
 use rusqlite::Connection;
 use std::io;
 use std::path::{Path, PathBuf};
+
+/// The WAL's state in the wal-index: the first copy of its header (frames, salts, change
+/// counter, checksum), which every commit and every restart rewrites.
+const WAL_STATE: usize = 48;
 
 /// One round's findings.
 #[derive(Debug)]
@@ -65,6 +78,9 @@ pub struct Capture {
     /// No WAL was there when the capture began, and none has been read since: the first
     /// WAL read starts where the pin's snapshot left off (no gap).
     from_empty: bool,
+    /// No pin is held: the capture stepped aside for a blocking checkpoint, with the WAL's
+    /// state in the wal-index then (its first copy of the WAL header).
+    aside: Option<[u8; WAL_STATE]>,
 }
 
 impl Capture {
@@ -127,6 +143,7 @@ impl Capture {
             resume: None,
             seq: 0,
             from_empty: false,
+            aside: None,
         };
         begin_read(&capture.pins[0])?;
         Ok(capture)
@@ -140,6 +157,14 @@ impl Capture {
     /// SQLite's and reading the WAL; the old pin is then still held, and the next round
     /// tries again.
     pub fn round(&mut self, now_ms: i64) -> io::Result<Round> {
+        if self.aside.is_some() {
+            // Back on a pin: nothing committed while aside (the WAL's state was watched),
+            // and what commits from now on stays in the WAL until the next handoff.
+            begin_read(&self.pins[self.held])?;
+            self.aside = None;
+            // On an error the pin is held: the next round hands it off as usual.
+            return self.read(now_ms);
+        }
         let free = 1 - self.held;
         begin_read(&self.pins[free])?;
         let read = self.read(now_ms);
@@ -208,6 +233,52 @@ impl Capture {
 }
 
 impl Capture {
+    /// Watches the application's blocking checkpoints (module docs): when one waits, a last
+    /// round and a step aside; while aside, a round (back on a pin) at the first change of
+    /// the WAL's state or of the locks. Returns the round it ran, if any. To be called
+    /// often: every few ms, and every ms while [`Capture::aside`].
+    ///
+    /// # Errors
+    /// Reading the locks, and the round's.
+    pub fn make_way(&mut self, now_ms: i64) -> io::Result<Option<Round>> {
+        let locks = self.pins[self.held].wal_locks(&self.db)?;
+        if let Some(state) = self.aside {
+            // Aside only while the same checkpoint waits to copy: once it has copied the
+            // WAL (the pin then takes slot 0, which its restart does not wait for, and
+            // which holds off any copy of later commits), or at the first change of the
+            // WAL's state (the restart, a commit) or of the locks, the pin comes back.
+            return if checkpoint_waits(&locks)
+                && !copied(&locks)
+                && locks.index[..WAL_STATE] == state
+            {
+                Ok(None)
+            } else {
+                self.round(now_ms).map(Some)
+            };
+        }
+        if !checkpoint_waits(&locks) {
+            return Ok(None);
+        }
+        // A round (the handoff moves the pin to the newest mark, or to slot 0 once all is
+        // copied), then, while the checkpoint still waits to copy, no pin, if nothing
+        // committed from before that round to after it.
+        let round = self.round(now_ms)?;
+        let after = self.pins[self.held].wal_locks(&self.db)?;
+        if checkpoint_waits(&after) && !copied(&after) && after.index == locks.index {
+            end_read(&self.pins[self.held])?;
+            let mut state = [0u8; WAL_STATE];
+            state.copy_from_slice(&after.index[..WAL_STATE]);
+            self.aside = Some(state);
+            tracing::debug!(db = %self.db.display(), "the capture steps aside for a checkpoint");
+        }
+        Ok(Some(round))
+    }
+
+    /// No pin is held (see [`Capture::make_way`]): rounds wait until it is back.
+    pub fn aside(&self) -> bool {
+        self.aside.is_some()
+    }
+
     /// A PASSIVE checkpoint of the capture's own: it copies the WAL into the database up to
     /// the held pin's mark (everything captured), so that the next round's pin can land on
     /// mark 0 and the application's next commit restart the WAL. Without it, a database
@@ -260,6 +331,32 @@ impl Capture {
             f(page_size, r)
         })
     }
+}
+
+/// A blocking checkpoint of another process waits: it holds the writer's and the
+/// checkpointer's locks and is not copying frames (a copy in progress has set
+/// `nBackfillAttempted` past `nBackfill`; a wait leaves them equal).
+fn checkpoint_waits(locks: &sqlite::WalLocks) -> bool {
+    locks.writer
+        && locks.checkpointer
+        && index_word(locks, BACKFILLED) == index_word(locks, ATTEMPTED)
+}
+
+/// Every frame of the WAL is copied into the database (`nBackfill` equals `mxFrame`).
+fn copied(locks: &sqlite::WalLocks) -> bool {
+    index_word(locks, BACKFILLED) == index_word(locks, FRAMES)
+}
+
+/// Offsets in the wal-index header (sqlite3.c, "the complete 136-byte header of the
+/// wal-index"): the WAL's frame count in the first copy of its header, then, in the
+/// checkpoint's part after the two 48-byte copies, the frames copied and the frames a copy
+/// began on.
+const FRAMES: usize = 16;
+const BACKFILLED: usize = 96;
+const ATTEMPTED: usize = 128;
+
+fn index_word(locks: &sqlite::WalLocks, at: usize) -> u32 {
+    u32::from_ne_bytes(locks.index[at..at + 4].try_into().expect("4 bytes"))
 }
 
 fn nothing() -> Round {
@@ -437,5 +534,114 @@ mod tests {
         // Base + every segment, generation after generation: the database, every row.
         let (rows, sum) = rebuilt(dir.path(), base, page_size, rounds);
         assert_eq!((rows, sum), (ROWS, ROWS * (ROWS + 1) / 2));
+    }
+
+    /// The application in a process of its own (as PocketBase is) commits 1,000 times and
+    /// runs a `wal_checkpoint(TRUNCATE)` every `every` commits, with a 2 s busy timeout
+    /// (sleeping `pace_ms` after each commit), while the capture runs a round every 0.5 ms
+    /// and watches the locks as the stream does. Returns each checkpoint's busy flag and
+    /// the rounds.
+    fn beside_a_writer_process(every: i64, pace_ms: u64) -> (Vec<i64>, Vec<Round>, Vec<u8>, u32) {
+        const WRITER: &str = r#"
+import json, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], timeout=2.0, isolation_level=None)
+c.execute("PRAGMA synchronous=NORMAL")
+every, pace, out = int(sys.argv[3]), int(sys.argv[4]) / 1000, []
+for i in range(1, int(sys.argv[2]) + 1):
+    c.execute("INSERT INTO t (i, v) VALUES (?, ?)", (i, "z" * (5000 if i % 7 == 0 else 40)))
+    time.sleep(pace)
+    if i % every == every // 2:
+        out.append(c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+print(json.dumps(out))
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        let app = app_connection(&db);
+        app.execute_batch("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .unwrap();
+        drop(app);
+        let base = std::fs::read(&db).unwrap();
+        let mut capture = Capture::open(&db).unwrap();
+        let page_size = capture.page_size().unwrap();
+        let writer = std::process::Command::new("python3")
+            .arg("-c")
+            .arg(WRITER)
+            .arg(&db)
+            .arg(WRITER_COMMITS.to_string())
+            .arg(every.to_string())
+            .arg(pace_ms.to_string())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let done = Arc::new(AtomicBool::new(false));
+        let waiter = {
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let out = writer.wait_with_output().unwrap();
+                done.store(true, Ordering::SeqCst);
+                out
+            })
+        };
+        let mut rounds = Vec::new();
+        let mut clock = 0i64;
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            clock += 1;
+            if let Some(round) = capture.make_way(clock).unwrap() {
+                rounds.push(round);
+            }
+            if !capture.aside() {
+                rounds.push(capture.round(clock).unwrap());
+            }
+            if finished && !capture.aside() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+        let out = waiter.join().unwrap();
+        assert!(out.status.success());
+        let busy: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(busy.len() as i64, WRITER_COMMITS / every);
+        (busy, rounds, base, page_size)
+    }
+
+    const WRITER_COMMITS: i64 = 1000;
+
+    /// A checkpoint every 25 commits, as fast as the writer goes (40 in all): none waits out
+    /// its busy timeout. Without [`Capture::make_way`], 2 runs in 15 (under load) had one
+    /// that did. Restarts this close together may come and go while the capture is aside
+    /// and starved of CPU: a gap (module docs), which this test allows.
+    #[test]
+    fn no_checkpoint_of_another_process_waits_out_the_pins() {
+        let (busy, rounds, _, _) = beside_a_writer_process(25, 0);
+        assert!(
+            busy.iter().all(|b| *b == 0),
+            "checkpoints that waited out their busy timeout: {busy:?}"
+        );
+        assert!(rounds.iter().map(|r| r.commits).sum::<usize>() <= WRITER_COMMITS as usize);
+    }
+
+    /// A commit about every millisecond and a checkpoint every 50 (20 in all): none waits,
+    /// and every commit is captured, across the restarts, into the database whole.
+    #[test]
+    fn every_commit_of_a_writer_process_is_captured_across_its_checkpoints() {
+        let (busy, rounds, base, page_size) = beside_a_writer_process(50, 1);
+        assert!(
+            busy.iter().all(|b| *b == 0),
+            "checkpoints that waited out their busy timeout: {busy:?}"
+        );
+        let generations = rounds.iter().filter(|r| r.new_generation).count();
+        assert_eq!(generations, 1 + busy.len(), "a generation per restart");
+        assert!(rounds.iter().all(|r| !r.gap), "a gap");
+        let captured: usize = rounds.iter().map(|r| r.commits).sum();
+        assert_eq!(captured, WRITER_COMMITS as usize, "every commit, once");
+        let dir = tempfile::tempdir().unwrap();
+        let (rows, sum) = rebuilt(dir.path(), base, page_size, rounds);
+        assert_eq!(
+            (rows, sum),
+            (WRITER_COMMITS, WRITER_COMMITS * (WRITER_COMMITS + 1) / 2)
+        );
     }
 }

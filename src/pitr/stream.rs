@@ -11,6 +11,8 @@
 //! of its own:
 //! - a round whenever the WAL's size, time or inode changed since the last, and at least
 //!   every [`IDLE_ROUND`] (the handoff that lets the application's checkpoints through);
+//! - every tick, a look at the application's locks: a blocking checkpoint that waits gets
+//!   the capture out of its way ([`Capture::make_way`]; rounds pause while it is aside);
 //! - the rounds' segments are joined and handed to the shipper once the oldest of them is
 //!   [`SHIP_AFTER`] old (or [`SHIP_BYTES`] are waiting): about one store write a second
 //!   under a steady writer, none while the database is idle;
@@ -50,6 +52,9 @@ const TICK: Duration = Duration::from_millis(5);
 const CHECKPOINT_FRAMES: u64 = 1000;
 /// ... at most this often.
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// The loop's pace while the capture is aside for a checkpoint: the pin comes back within
+/// this of the checkpoint's end.
+const ASIDE_TICK: Duration = Duration::from_millis(1);
 /// A round at least this often, even with nothing written.
 const IDLE_ROUND: Duration = Duration::from_millis(50);
 /// Captured commits are shipped once the oldest waiting is this old.
@@ -359,11 +364,30 @@ fn run_rounds(
         if stop.load(Ordering::SeqCst) {
             return Ok(End::Clean);
         }
-        std::thread::sleep(TICK);
+        std::thread::sleep(if capture.aside() { ASIDE_TICK } else { TICK });
         if file_id(path) != db_id {
             // Another file under the name (the database was replaced): its WAL is not this
             // history's, and is never read into it.
             return Ok(End::Clean);
+        }
+        // The application's blocking checkpoints never wait on the pins (capture.rs).
+        let now = now_ms();
+        match capture.make_way(now) {
+            Ok(Some(round)) => {
+                failures = 0;
+                last_round = Instant::now();
+                if !take(round, now, pending, out)? {
+                    return Ok(End::Gap);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::debug!(db = rel, error = %e, "the checkpoint watch failed"),
+        }
+        if capture.aside() {
+            if pending.due() {
+                out.hand(pending)?;
+            }
+            continue;
         }
         let stamp = wal_stamp(path);
         if checkpoint_if_large(capture, stamp, page_size, &mut last_checkpoint, rel) {
