@@ -13,6 +13,10 @@ Rows:
 - the store requests per minute while the writer runs and while the database is idle, and
   the bytes shipped per minute (from the gateway's own `backup_gateway_store_requests_total`);
 - the gateway's CPU while it streams 100 commits/s, as a share of one core;
+- PocketBase's daily `wal_checkpoint(TRUNCATE)`, run by another process (10 s busy
+  timeout, as PocketBase's) every 0.5 s in a phase of its own while the writer runs, alone
+  and streamed: each checkpoint's time, whether it gave up busy, the writer's commit
+  latency beside them, and the histories the stream had to begin (a gap) meanwhile;
 - restore to a moment in the middle of the history, and to the latest: the time, and the
   store reads, beside a key restore of a backup of the same database.
 
@@ -81,6 +85,34 @@ def wait_settled(gw, timeout=120):
     raise RuntimeError(f"the stream never caught up: {pitr_state(gw)}")
 
 
+TRUNCATER = r"""
+import json, sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], timeout=10.0, isolation_level=None)
+out = []
+for _ in range(int(sys.argv[2])):
+    time.sleep(0.5)
+    t = time.monotonic()
+    busy = c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+    out.append([busy, (time.monotonic() - t) * 1000])
+print(json.dumps(out))
+"""
+
+
+class Truncates:
+    """The application's `wal_checkpoint(TRUNCATE)` from a process of its own, every 0.5 s
+    for `secs`, in the background."""
+
+    def __init__(self, db, secs):
+        self.p = subprocess.Popen([sys.executable, "-c", TRUNCATER, db, str(max(1, int(secs * 2) - 2))],
+                                  stdout=subprocess.PIPE)
+
+    def stop(self):
+        out, _ = self.p.communicate(timeout=600)
+        ms = sorted(m for _, m in json.loads(out))
+        return {"n": len(ms), "busy": sum(b for b, _ in json.loads(out)),
+                "p50_ms": ms[len(ms) // 2], "max_ms": ms[-1]}
+
+
 def restore(gw, path, body):
     t0 = time.time()
     status, out = run.request(gw.base, "POST", path, body, token=gw.token)
@@ -144,6 +176,12 @@ def measure(env, res, phase, idle, history):
     time.sleep(phase)
     res["writer_alone"] = w.stop()
     run.log(f"writer alone: {res['writer_alone']}")
+    w = run.Writer(env, "sqlite", db)
+    t = Truncates(db, phase)
+    time.sleep(phase)
+    res["truncate_alone"] = t.stop()
+    res["writer_alone_truncating"] = w.stop()
+    run.log(f"TRUNCATE alone: {res['truncate_alone']}, writer {res['writer_alone_truncating']}")
 
     gw = run.Gateway(env, data)
     gw.extra_env["GATEWAY_PITR"] = "true"
@@ -178,6 +216,18 @@ def stream(env, gw, db, res, phase, idle, history):
     res["lag_p50_ms"], res["lag_p99_ms"] = s["stream"]["lagP50Ms"], s["stream"]["lagP99Ms"]
     run.log(f"streamed: {res['writer_streamed']}, lag p50/p99 {res['lag_p50_ms']}/{res['lag_p99_ms']} ms, "
             f"CPU {res['gateway_cpu_share'] * 100:.1f}% of a core, requests/min {res['busy_requests_per_min']}")
+
+    # The application's TRUNCATE checkpoints, from another connection, while it writes.
+    histories = metrics(gw)["pitr"].get("histories_started", 0)
+    w = run.Writer(env, "sqlite", db)
+    t = Truncates(db, phase)
+    time.sleep(phase)
+    res["truncate_streamed"] = t.stop()
+    res["writer_streamed_truncating"] = w.stop()
+    wait_settled(gw)
+    res["truncate_histories_begun"] = int(metrics(gw)["pitr"].get("histories_started", 0) - histories)
+    run.log(f"TRUNCATE streamed: {res['truncate_streamed']}, writer {res['writer_streamed_truncating']}, "
+            f"histories begun {res['truncate_histories_begun']}")
 
     # Idle: the database unchanged.
     before, t0 = metrics(gw), time.time()
@@ -220,6 +270,8 @@ def fmt_ms(ms):
 
 def report(res):
     a, s = res["writer_alone"], res["writer_streamed"]
+    ta, ts = res["truncate_alone"], res["truncate_streamed"]
+    at, st = res["writer_alone_truncating"], res["writer_streamed_truncating"]
 
     def ratio(k):
         return f"{s[k] / a[k]:.2f}x" if a[k] else "n/a"
@@ -236,10 +288,16 @@ def report(res):
         f"| commit p50 (ms) | {a['p50_ms']:.2f} | {s['p50_ms']:.2f} | {ratio('p50_ms')} |",
         f"| commit p99 (ms) | {a['p99_ms']:.2f} | {s['p99_ms']:.2f} | {ratio('p99_ms')} |",
         f"| commit worst (ms) | {a['worst_ms']:.2f} | {s['worst_ms']:.2f} | {ratio('worst_ms')} |",
+        f"| TRUNCATE checkpoint p50 (ms) | {ta['p50_ms']:.1f} | {ts['p50_ms']:.1f} | {ts['p50_ms'] / ta['p50_ms']:.2f}x |",
+        f"| TRUNCATE checkpoint worst (ms) | {ta['max_ms']:.1f} | {ts['max_ms']:.1f} | {ts['max_ms'] / ta['max_ms']:.2f}x |",
+        f"| TRUNCATE checkpoints busy (gave up) | {ta['busy']} of {ta['n']} | {ts['busy']} of {ts['n']} | |",
+        f"| commit p99 beside the TRUNCATEs (ms) | {at['p99_ms']:.2f} | {st['p99_ms']:.2f} | {st['p99_ms'] / at['p99_ms']:.2f}x |",
+        f"| commit worst beside the TRUNCATEs (ms) | {at['worst_ms']:.2f} | {st['worst_ms']:.2f} | {st['worst_ms'] / at['worst_ms']:.2f}x |",
         "",
         "| row | value |",
         "| --- | --- |",
         f"| lag p50 / p99 (ms; target p99 < 1000) | {res['lag_p50_ms']} / {res['lag_p99_ms']} |",
+        f"| new histories during the TRUNCATE phase (target 0) | {res['truncate_histories_begun']} |",
         f"| store requests per minute, busy | {fmt_ops(res['busy_requests_per_min'])} |",
         f"| store requests per minute, idle (target 0) | {fmt_ops(res['idle_requests_per_min'])} |",
         f"| segment bytes shipped per minute, busy | {res['busy_bytes_per_min'] / 2**20:.1f} MiB |",

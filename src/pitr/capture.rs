@@ -8,9 +8,11 @@
 //! (docs/pitr-design.md §2): begin a read on the second pin connection, read every committed
 //! frame now in the WAL, then end the old pin. A pin is released only after every frame
 //! committed while it was held is captured, so a restart its release allows removes only
-//! captured frames, and a restart seen by the next round (new salts, salt-1 one higher) is
-//! a new generation with nothing missing. Anything else (salt-1 not one higher, a WAL read
-//! from its header with no earlier round: the capture was not running) is a gap: the
+//! captured frames, and a restart seen by the next round (new salts) is a new generation
+//! with nothing missing. (The salts cannot tell more: salt-1 is one higher after a restart,
+//! but a writer connection that never restarted the WAL itself gives the next WAL random
+//! salts, as PocketBase's does after its daily TRUNCATE on another connection.) A WAL read
+//! from its header with no earlier round (the capture was not running) is a gap: the
 //! generation needs a base image of its own.
 //!
 //! The application's checkpoints go on: PASSIVE ones copy up to the pin's mark, and a
@@ -28,16 +30,19 @@
 //! and which holds off any copy, hence any restart, of what commits next. That loses
 //! nothing: every commit before was captured (the wal-index is checked unchanged across
 //! that last round), and while the checkpoint holds the writer's lock nothing commits. Any
-//! other change (of the WAL's state, of the locks) brings the pin back too. Lost commits
-//! would need the checkpoint to give up (it waited out its busy timeout on other readers),
-//! then a commit, a complete copy of the WAL and a restart, all before the capture's next
-//! look (a millisecond). And a capture starved of CPU for longer than the application
-//! takes to commit and restart its WAL once more after the checkpoint's restart (a
-//! thousand frames and a checkpoint, with PocketBase's settings) misses that restart's
-//! generation: the next round sees two restarts, a gap, and a new history begins.
+//! other change (of the WAL's state, of the locks) brings the pin back too. The first read
+//! back counts the commits: the wal-index's change counter (one more at every commit,
+//! across restarts) says how many there were since the step aside, and the read must find
+//! them all in the WAL; fewer (the WAL restarted again before the pin came back: the
+//! checkpoint copied and restarted, and the application committed, copied and restarted
+//! once more, while the capture was starved of CPU) is a gap, and a new history begins.
 //!
 //! A checkpoint of this process (the tests' in-process writers) is not seen: POSIX reports
 //! only other processes' locks.
+//!
+//! One concern: taking the commits from the WAL without losing any and without holding up
+//! the application (its tests, with writers in this process and in another, are half the
+//! file).
 
 use super::segment::{self, SegmentHeader};
 use super::wal::{self, Resume};
@@ -78,9 +83,8 @@ pub struct Capture {
     /// No WAL was there when the capture began, and none has been read since: the first
     /// WAL read starts where the pin's snapshot left off (no gap).
     from_empty: bool,
-    /// No pin is held: the capture stepped aside for a blocking checkpoint, with the WAL's
-    /// state in the wal-index then (its first copy of the WAL header).
-    aside: Option<[u8; WAL_STATE]>,
+    /// No pin is held: the capture stepped aside for a blocking checkpoint.
+    aside: Option<Aside>,
 }
 
 impl Capture {
@@ -157,17 +161,25 @@ impl Capture {
     /// SQLite's and reading the WAL; the old pin is then still held, and the next round
     /// tries again.
     pub fn round(&mut self, now_ms: i64) -> io::Result<Round> {
-        if self.aside.is_some() {
-            // Back on a pin: nothing committed while aside (the WAL's state was watched),
-            // and what commits from now on stays in the WAL until the next handoff.
+        if let Some(aside) = self.aside {
+            // Back on a pin, which keeps what commits from now on. What committed while
+            // aside must all be in the WAL: the wal-index, read under the pin, says how
+            // many commits there were (`expect`), and a gap is declared if the read finds
+            // fewer (the WAL restarted again meanwhile).
             begin_read(&self.pins[self.held])?;
             self.aside = None;
+            let expect = self.pins[self.held]
+                .wal_locks(&self.db)
+                .ok()
+                .map(|l| Expect::from_index(&l.index, aside.changes));
+            // Without the wal-index nothing proves the aside lost nothing: a gap.
+            let expect = expect.unwrap_or(Expect::UNKNOWN);
             // On an error the pin is held: the next round hands it off as usual.
-            return self.read(now_ms);
+            return self.read(now_ms, Some(expect));
         }
         let free = 1 - self.held;
         begin_read(&self.pins[free])?;
-        let read = self.read(now_ms);
+        let read = self.read(now_ms, None);
         let ended = if read.is_ok() {
             end_read(&self.pins[self.held])
         } else {
@@ -179,14 +191,18 @@ impl Capture {
         Ok(round)
     }
 
-    fn read(&mut self, now_ms: i64) -> io::Result<Round> {
+    /// Reads the commits since the last read. `expect`: the first read back from aside,
+    /// which must find every commit made since the step aside.
+    fn read(&mut self, now_ms: i64, expect: Option<Expect>) -> io::Result<Round> {
         // No WAL (or an empty one) under a held pin: everything committed is in the
         // database file, which the pin's snapshot holds, and the next WAL continues it.
         let empty = |this: &mut Self| {
             if this.resume.is_none() {
                 this.from_empty = true;
             }
-            Ok(nothing())
+            let mut round = nothing();
+            round.gap = expect.is_some_and(|e| e.commits() != 0);
+            Ok(round)
         };
         let mut file = match std::fs::File::open(&self.wal_path) {
             Ok(f) => f,
@@ -201,10 +217,22 @@ impl Capture {
         };
         let header = scanned.resume.header;
         let new_generation = scanned.restarted || self.resume.is_none();
-        let gap = match self.resume {
-            None => !self.from_empty,
-            Some(old) if scanned.restarted => header.salt.0 != old.header.salt.0.wrapping_add(1),
-            Some(_) => false,
+        let gap = match (self.resume, expect) {
+            (None, _) => !self.from_empty,
+            (Some(_), Some(e)) => {
+                // The commits of this read up to the wal-index's state under the pin.
+                let frame_len = 24 + u64::from(header.page_size);
+                let found = scanned
+                    .commits
+                    .iter()
+                    .filter(|c| (c.end - 32) / frame_len <= u64::from(e.frames))
+                    .count();
+                header.salt.0 != e.salt || found as u64 != u64::from(e.commits())
+            }
+            // A restart seen from under a held pin loses nothing: the pin kept every frame
+            // not read yet (module docs). The salts say nothing here: a writer connection
+            // that never restarted the WAL itself gives the next WAL random salts.
+            (Some(_), None) => false,
         };
         if new_generation {
             self.seq = 0;
@@ -242,7 +270,7 @@ impl Capture {
     /// Reading the locks, and the round's.
     pub fn make_way(&mut self, now_ms: i64) -> io::Result<Option<Round>> {
         let locks = self.pins[self.held].wal_locks(&self.db)?;
-        if let Some(state) = self.aside {
+        if let Some(Aside { state, .. }) = self.aside {
             // Aside only while the same checkpoint waits to copy: once it has copied the
             // WAL (the pin then takes slot 0, which its restart does not wait for, and
             // which holds off any copy of later commits), or at the first change of the
@@ -268,7 +296,10 @@ impl Capture {
             end_read(&self.pins[self.held])?;
             let mut state = [0u8; WAL_STATE];
             state.copy_from_slice(&after.index[..WAL_STATE]);
-            self.aside = Some(state);
+            self.aside = Some(Aside {
+                state,
+                changes: index_word(&after, CHANGES),
+            });
             tracing::debug!(db = %self.db.display(), "the capture steps aside for a checkpoint");
         }
         Ok(Some(round))
@@ -351,12 +382,60 @@ fn copied(locks: &sqlite::WalLocks) -> bool {
 /// wal-index"): the WAL's frame count in the first copy of its header, then, in the
 /// checkpoint's part after the two 48-byte copies, the frames copied and the frames a copy
 /// began on.
+const CHANGES: usize = 8;
 const FRAMES: usize = 16;
+const SALT: usize = 32;
 const BACKFILLED: usize = 96;
 const ATTEMPTED: usize = 128;
 
 fn index_word(locks: &sqlite::WalLocks, at: usize) -> u32 {
-    u32::from_ne_bytes(locks.index[at..at + 4].try_into().expect("4 bytes"))
+    word(&locks.index, at)
+}
+
+fn word(index: &[u8], at: usize) -> u32 {
+    u32::from_ne_bytes(index[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// A step aside: the WAL's state then (the first copy of its header in the wal-index) and
+/// its change counter (`iChange`: one more at every commit, across restarts).
+#[derive(Debug, Clone, Copy)]
+struct Aside {
+    state: [u8; WAL_STATE],
+    changes: u32,
+}
+
+/// What the first read back from aside must find: the commits made since the step aside,
+/// as the wal-index counted them under the new pin, in its generation and up to its frame.
+#[derive(Debug, Clone, Copy)]
+struct Expect {
+    since: u32,
+    now: u32,
+    frames: u32,
+    salt: u32,
+}
+
+impl Expect {
+    /// Nothing known: the read is a gap.
+    const UNKNOWN: Self = Self {
+        since: 0,
+        now: u32::MAX,
+        frames: 0,
+        salt: 0,
+    };
+
+    fn from_index(index: &[u8], since: u32) -> Self {
+        Self {
+            since,
+            now: word(index, CHANGES),
+            frames: word(index, FRAMES),
+            // The salts are copied from the WAL's header as they are: big-endian.
+            salt: u32::from_be_bytes(index[SALT..SALT + 4].try_into().expect("4 bytes")),
+        }
+    }
+
+    fn commits(self) -> u32 {
+        self.now.wrapping_sub(self.since)
+    }
 }
 
 fn nothing() -> Round {
@@ -546,12 +625,15 @@ mod tests {
 import json, sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1], timeout=2.0, isolation_level=None)
 c.execute("PRAGMA synchronous=NORMAL")
+# The checkpoints on a connection of their own, as PocketBase's pool does: the writer's
+# connection never restarts the WAL itself, so SQLite gives each new WAL random salts.
+k = sqlite3.connect(sys.argv[1], timeout=2.0, isolation_level=None)
 every, pace, out = int(sys.argv[3]), int(sys.argv[4]) / 1000, []
 for i in range(1, int(sys.argv[2]) + 1):
     c.execute("INSERT INTO t (i, v) VALUES (?, ?)", (i, "z" * (5000 if i % 7 == 0 else 40)))
     time.sleep(pace)
     if i % every == every // 2:
-        out.append(c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+        out.append(k.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
 print(json.dumps(out))
 "#;
         let dir = tempfile::tempdir().unwrap();

@@ -413,14 +413,18 @@ impl<W: Write + Seek + SetLen> Rebuild<W> {
     /// Moves on to the next WAL generation (salts `salt`), which SQLite starts when it
     /// restarts the WAL: the database as the last generation left it is the new one's base.
     ///
+    /// The salts do not show whether a generation is missing (a writer connection that
+    /// never restarted the WAL itself gives the next one random salts): the capture ends a
+    /// history at any gap, the segments' numbers show a missing object, and the new
+    /// generation's first segment must start at its first commit ([`Rebuild::apply`]).
+    ///
     /// # Errors
-    /// [`io::ErrorKind::InvalidData`] unless salt-1 is one higher (a restart in between
-    /// that the segments do not show: a gap).
+    /// [`io::ErrorKind::InvalidData`] when the salts are the current generation's.
     pub fn next_generation(&mut self, salt: (u32, u32)) -> io::Result<()> {
-        if salt.0 != self.salt.0.wrapping_add(1) {
+        if salt == self.salt {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "a WAL generation is missing",
+                "not a new WAL generation",
             ));
         }
         self.salt = salt;

@@ -45,8 +45,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How often the WAL is looked at.
-const TICK: Duration = Duration::from_millis(5);
+/// How often the WAL and the application's locks are looked at: an application checkpoint
+/// that waits on the capture is let through within about this (its busy handler sleeps 1,
+/// 2, 5, then 10 ms between tries).
+const TICK: Duration = Duration::from_millis(2);
 /// The WAL's size, in frames, past which the stream copies it into the database itself
 /// (SQLite's own autocheckpoint threshold), ...
 const CHECKPOINT_FRAMES: u64 = 1000;

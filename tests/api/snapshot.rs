@@ -170,7 +170,18 @@ fn check_bank(image: &[u8], min_seq: i64) -> i64 {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("restored.db");
     std::fs::write(&path, image).unwrap();
-    let c = Connection::open(&path).unwrap();
+    let max = bank_ledger(&path).len() as i64;
+    assert!(
+        max >= min_seq,
+        "the image ({max} transfers) is older than the create request ({min_seq})"
+    );
+    max
+}
+
+/// The ledger of the bank at `db`, `(seq, at_ms)` in order, after checking it: it opens,
+/// passes `integrity_check`, keeps the total, has no gap.
+pub fn bank_ledger(db: &Path) -> Vec<(i64, i64)> {
+    let c = Connection::open(db).unwrap();
     let check: String = c
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
@@ -179,19 +190,18 @@ fn check_bank(image: &[u8], min_seq: i64) -> i64 {
         .query_row("SELECT sum(balance) FROM accounts", [], |r| r.get(0))
         .unwrap();
     assert_eq!(total, ACCOUNTS * START_BALANCE, "the invariant holds");
-    let (count, max): (i64, i64) = c
-        .query_row(
-            "SELECT count(*), coalesce(max(seq), 0) FROM ledger",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+    let mut stmt = c
+        .prepare("SELECT seq, at_ms FROM ledger ORDER BY seq")
         .unwrap();
-    assert_eq!(count, max, "the ledger has no gap");
-    assert!(
-        max >= min_seq,
-        "the image ({max} transfers) is older than the create request ({min_seq})"
-    );
-    max
+    let rows: Vec<(i64, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    for (i, (seq, _)) in rows.iter().enumerate() {
+        assert_eq!(*seq, i as i64 + 1, "the ledger has no gap");
+    }
+    rows
 }
 
 async fn live_database_is_archived_consistently(backend: Backend, journal: Journal) {
