@@ -476,6 +476,27 @@ mod tests {
         conn
     }
 
+    /// The capture's rounds, one every 0.5 ms with the lock watch as the stream runs it,
+    /// until `done` and one round more (back on a pin, if it was aside).
+    fn rounds_until(capture: &mut Capture, done: &AtomicBool) -> Vec<Round> {
+        let mut rounds = Vec::new();
+        let mut clock = 0i64;
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            clock += 1;
+            if let Some(round) = capture.make_way(clock).unwrap() {
+                rounds.push(round);
+            }
+            if !capture.aside() {
+                rounds.push(capture.round(clock).unwrap());
+            }
+            if finished && !capture.aside() {
+                return rounds;
+            }
+            std::thread::sleep(std::time::Duration::from_micros(500));
+        }
+    }
+
     /// `base` rolled forward through the segments of `rounds`, generation after generation,
     /// checked with `integrity_check`: the row count and the sum of `i`.
     fn rebuilt(dir: &Path, base: Vec<u8>, page_size: u32, rounds: Vec<Round>) -> (i64, i64) {
@@ -582,17 +603,7 @@ mod tests {
                 app
             })
         };
-        let mut rounds = Vec::new();
-        let mut clock = 0i64;
-        loop {
-            let finished = done.load(Ordering::SeqCst);
-            clock += 1;
-            rounds.push(capture.round(clock).unwrap());
-            if finished {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_micros(500));
-        }
+        let rounds = rounds_until(&mut capture, &done);
         let _app = writer.join().unwrap();
         // At least one of the application's TRUNCATE checkpoints went through, so the WAL
         // restarted under the capture. Not all of them always do: see the module docs.
@@ -666,22 +677,7 @@ print(json.dumps(out))
                 out
             })
         };
-        let mut rounds = Vec::new();
-        let mut clock = 0i64;
-        loop {
-            let finished = done.load(Ordering::SeqCst);
-            clock += 1;
-            if let Some(round) = capture.make_way(clock).unwrap() {
-                rounds.push(round);
-            }
-            if !capture.aside() {
-                rounds.push(capture.round(clock).unwrap());
-            }
-            if finished && !capture.aside() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_micros(500));
-        }
+        let rounds = rounds_until(&mut capture, &done);
         let out = waiter.join().unwrap();
         assert!(out.status.success());
         let busy: Vec<i64> = serde_json::from_slice(&out.stdout).unwrap();

@@ -91,8 +91,6 @@ pub struct Ctx {
 pub struct Status {
     /// The history being written.
     pub history: Option<String>,
-    /// When it began (Unix ms).
-    pub history_start_ms: Option<i64>,
     /// Its base is stored and rounds run.
     pub streaming: bool,
     /// The newest commit stored (Unix ms, when the stream saw it).
@@ -230,7 +228,6 @@ fn begin(
     let second = capture.round(ready)?;
     let mut s = lock(status);
     s.history = Some(name.clone());
-    s.history_start_ms = Some(ready);
     s.streaming = true;
     s.histories_started += 1;
     s.error = None;
