@@ -220,7 +220,7 @@ impl Drop for Db {
     }
 }
 
-/// The `-shm` descriptors opened by [`Db::wal_locks_elsewhere`], by database: closed once
+/// The `-shm` descriptors opened by [`Db::wal_locks`], by database: closed once
 /// the last of the gateway's connections to the database closes, never before (closing a
 /// descriptor drops every POSIX lock this process holds on the file).
 static SHM: std::sync::Mutex<std::collections::BTreeMap<FileId, Vec<(FileId, std::fs::File)>>> =

@@ -298,7 +298,7 @@ impl Capture {
             state.copy_from_slice(&after.index[..WAL_STATE]);
             self.aside = Some(Aside {
                 state,
-                changes: index_word(&after, CHANGES),
+                changes: word(&after.index, CHANGES),
             });
             tracing::debug!(db = %self.db.display(), "the capture steps aside for a checkpoint");
         }
@@ -370,12 +370,12 @@ impl Capture {
 fn checkpoint_waits(locks: &sqlite::WalLocks) -> bool {
     locks.writer
         && locks.checkpointer
-        && index_word(locks, BACKFILLED) == index_word(locks, ATTEMPTED)
+        && word(&locks.index, BACKFILLED) == word(&locks.index, ATTEMPTED)
 }
 
 /// Every frame of the WAL is copied into the database (`nBackfill` equals `mxFrame`).
 fn copied(locks: &sqlite::WalLocks) -> bool {
-    index_word(locks, BACKFILLED) == index_word(locks, FRAMES)
+    word(&locks.index, BACKFILLED) == word(&locks.index, FRAMES)
 }
 
 /// Offsets in the wal-index header (sqlite3.c, "the complete 136-byte header of the
@@ -387,10 +387,6 @@ const FRAMES: usize = 16;
 const SALT: usize = 32;
 const BACKFILLED: usize = 96;
 const ATTEMPTED: usize = 128;
-
-fn index_word(locks: &sqlite::WalLocks, at: usize) -> u32 {
-    word(&locks.index, at)
-}
 
 fn word(index: &[u8], at: usize) -> u32 {
     u32::from_ne_bytes(index[at..at + 4].try_into().expect("4 bytes"))
