@@ -18,7 +18,9 @@ Rows:
   and streamed: each checkpoint's time, whether it gave up busy, the writer's commit
   latency beside them, and the histories the stream had to begin (a gap) meanwhile;
 - restore to a moment in the middle of the history, and to the latest: the time, and the
-  store reads, beside a key restore of a backup of the same database.
+  store reads, beside a key restore of a backup of the same database; the packs written
+  before (a minute's segments, an hour's minutes: `--history-secs 3600` shows an hour
+  packed again).
 
 The numbers are only comparable inside one run: the machine is shared and noisy.
 """
@@ -49,6 +51,8 @@ def metrics(gw):
             out["requests"][op] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("backup_gateway_pitr_") and "{" in line:
             name = line.split("{", 1)[0][len("backup_gateway_pitr_"):]
+            if 'level="' in line:
+                name += "_" + line.split('level="', 1)[1].split('"', 1)[0]
             out["pitr"][name] = out["pitr"].get(name, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
@@ -244,6 +248,9 @@ def stream(env, gw, db, res, phase, idle, history):
     w.stop()
     s = wait_settled(gw)
     res["history_objects"] = len(s.get("histories", []))
+    m = metrics(gw)["pitr"]
+    res["packs"] = {level: int(m.get(f"packs_{level}", 0)) for level in ("minute", "hour")}
+    run.log(f"packs: {res['packs']}")
     res["restores"] = {}
     for name, path, body in [
         # Each restore begins a new history, so "latest" after any restore would be the
@@ -302,6 +309,8 @@ def report(res):
         f"| store requests per minute, idle (target 0) | {fmt_ops(res['idle_requests_per_min'])} |",
         f"| segment bytes shipped per minute, busy | {res['busy_bytes_per_min'] / 2**20:.1f} MiB |",
         f"| gateway CPU at 100 commits/s (target < 5% of a core) | {res['gateway_cpu_share'] * 100:.1f}% |",
+        f"| objects packed before the restores: a minute's segments / an hour's minutes | "
+        f"{res['packs']['minute']} / {res['packs']['hour']} |",
         "",
         "| restore | time (s) | GETs | LISTs | segment objects read | time vs the key restore |",
         "| --- | --- | --- | --- | --- | --- |",

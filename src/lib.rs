@@ -344,6 +344,7 @@ fn start_pitr(
             copy: None,
         },
         base_every: config.pitr_base_every,
+        levels: config.pitr_levels,
     };
     let notifier = notifier.clone();
     let on_stall = Box::new(move |db: &str, why: &str| {

@@ -112,6 +112,8 @@ pub async fn window(
                     "segmentsShipped": s.segments_shipped,
                     "bytesShipped": s.bytes_shipped,
                     "historiesStarted": s.histories_started,
+                    "minutePacks": s.minute_packs,
+                    "hourPacks": s.hour_packs,
                     "error": s.error,
                 });
             }

@@ -66,6 +66,8 @@ fn pitr_gauges(state: &AppState) -> Vec<crate::ops::metrics::PitrGauges> {
             segments: s.segments_shipped,
             bytes: s.bytes_shipped,
             histories: s.histories_started,
+            minute_packs: s.minute_packs,
+            hour_packs: s.hour_packs,
             last_commit: s.last_shipped_commit_ms.map(|t| t as f64 / 1000.0),
         })
         .collect()

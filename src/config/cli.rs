@@ -453,6 +453,7 @@ impl ServeArgs {
             restore_while_running: self.app.restore_while_running,
             pitr_retention: secs(u64::from(self.pitr_retention_days) * 86_400),
             pitr_base_every: secs(u64::from(self.pitr_base_hours) * 3_600),
+            pitr_levels: crate::pitr::compact::Levels::default(),
             serve_limits: crate::api::serve::Limits {
                 header_read: crate::api::serve::HEADER_READ_TIMEOUT,
                 max_connections: self.max_connections.max(1),

@@ -88,6 +88,9 @@ pub struct Config {
     pub pitr_retention: std::time::Duration,
     /// `--pitr-base-hours`.
     pub pitr_base_every: std::time::Duration,
+    /// When the point-in-time history is packed into fewer objects (no flag: a minute and
+    /// an hour; the tests shorten them).
+    pub pitr_levels: crate::pitr::compact::Levels,
     /// `--max-connections`, `--body-gap-secs`, `--small-body-secs`.
     pub serve_limits: crate::api::serve::Limits,
 }
@@ -187,6 +190,7 @@ impl Config {
             restore_while_running: false,
             pitr_retention: std::time::Duration::from_secs(7 * 86_400),
             pitr_base_every: std::time::Duration::from_secs(24 * 3_600),
+            pitr_levels: crate::pitr::compact::Levels::default(),
             serve_limits: crate::api::serve::Limits::default(),
         }
     }

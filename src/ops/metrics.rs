@@ -20,6 +20,7 @@
 //! | `backup_gateway_pitr_lag_seconds` | `db` | how long the oldest commit captured and not yet stored has waited |
 //! | `backup_gateway_pitr_last_shipped_commit_timestamp_seconds` | `db` | Unix time of the newest commit stored |
 //! | `backup_gateway_pitr_commits_shipped`, `_segments_shipped`, `_bytes_shipped`, `_histories_started` | `db` | the stream's counts since the start |
+//! | `backup_gateway_pitr_packs` | `db`, `level` | objects packed from others since the start: `minute` (segments), `hour` (minutes) |
 
 use crate::ops::progress::Trigger;
 use prometheus::{
@@ -77,6 +78,7 @@ struct PitrFamilies {
     segments: IntGaugeVec,
     bytes: IntGaugeVec,
     histories: IntGaugeVec,
+    packs: IntGaugeVec,
     last_commit: GaugeVec,
 }
 
@@ -110,6 +112,9 @@ pub struct PitrGauges {
     pub segments: u64,
     pub bytes: u64,
     pub histories: u64,
+    /// Packs written: a minute's segments, an hour's minutes.
+    pub minute_packs: u64,
+    pub hour_packs: u64,
     /// The newest commit stored (Unix seconds), when one is.
     pub last_commit: Option<f64>,
 }
@@ -167,6 +172,12 @@ impl PitrFamilies {
                 "Histories (each from a base image) begun since the gateway started.",
                 db,
             ),
+            packs: int_gauge(
+                "backup_gateway_pitr_packs",
+                "Objects packed from others since the gateway started: a minute's segments \
+                 (level minute), an hour's minutes (level hour).",
+                &["db", "level"],
+            ),
             last_commit: gauge(
                 "backup_gateway_pitr_last_shipped_commit_timestamp_seconds",
                 "Unix time of the newest commit stored.",
@@ -182,6 +193,7 @@ impl PitrFamilies {
             &self.segments,
             &self.bytes,
             &self.histories,
+            &self.packs,
         ] {
             family.reset();
         }
@@ -198,6 +210,11 @@ impl PitrFamilies {
             self.segments.with_label_values(l).set(int(s.segments));
             self.bytes.with_label_values(l).set(int(s.bytes));
             self.histories.with_label_values(l).set(int(s.histories));
+            for (level, n) in [("minute", s.minute_packs), ("hour", s.hour_packs)] {
+                self.packs
+                    .with_label_values(&[s.db.as_str(), level])
+                    .set(int(n));
+            }
             if let Some(t) = s.last_commit {
                 self.last_commit.with_label_values(l).set(t);
             }

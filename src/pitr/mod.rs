@@ -12,8 +12,10 @@
 //!   a live database taken into segments before SQLite can remove it, across the WAL
 //!   restarts of the application's own TRUNCATE checkpoints, and the base image;
 //! - [`stream`]: one database's stream, history after history, to the store: segments
-//!   shipped about once a second, a minute of them packed into one object, its own
-//!   checkpoint when the WAL grows past SQLite's autocheckpoint size;
+//!   shipped about once a second, its own checkpoint when the WAL grows past SQLite's
+//!   autocheckpoint size;
+//! - [`compact`]: a history's objects packed into fewer: a minute of segments, then an hour
+//!   of those, so that a restore of a day reads a few dozen;
 //! - [`layout`]: the keys of the history in the store;
 //! - [`rebuild`]: the restore's side: the plan from one listing, a database rebuilt into a
 //!   file and checked;
@@ -24,10 +26,9 @@
 //!
 //! The streams run while the setting `backups.pitr` is on ([`Pitr::set_enabled`]).
 //!
-//! Not built yet: hour-level compaction (a restore reads one object per minute of history,
-//! at most `--pitr-base-hours` of it).
 
 pub mod capture;
+pub mod compact;
 pub mod layout;
 pub mod rebuild;
 pub mod retention;

@@ -197,14 +197,20 @@ pub fn rebuild(
     let mut file = Some(file);
     let mut read = 0;
     for s in &plan.segments {
-        let bytes = rt.block_on(async {
-            let body = store.get(&s.key, None).await.map_err(io::Error::other)?;
-            let chunks: Vec<bytes::Bytes> = body.try_collect().await?;
-            io::Result::Ok(chunks.concat())
-        })?;
+        // Read as it arrives: an hour's pack is held one part at a time.
+        let body = rt
+            .block_on(store.get(&s.key, None))
+            .map_err(io::Error::other)?;
+        let mut reader = io::BufReader::with_capacity(
+            256 << 10,
+            tokio_util::io::SyncIoBridge::new_with_handle(
+                tokio_util::io::StreamReader::new(body),
+                rt.clone(),
+            ),
+        );
         read += 1;
         let mut applied: io::Result<bool> = Ok(true);
-        super::segment::unpack_each(bytes, |segment| {
+        super::segment::unpack_read(&mut reader, |segment| {
             let r = rebuild.get_or_insert_with(|| {
                 Rebuild::new(
                     file.take().expect("taken once"),
@@ -220,7 +226,7 @@ pub fn rebuild(
             })();
             matches!(applied, Ok(true))
         })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", s.key)))?;
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", s.key)))?;
         if !applied? {
             break;
         }

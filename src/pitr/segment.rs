@@ -14,8 +14,9 @@
 //!   (u32), its number of pages (u32), then each page: its number (u32) and its bytes;
 //! - a trailer: the CRC-32 of everything before it.
 //!
-//! In the store a segment is [`seal`]ed (Deflate; `BGWD`), and a minute of them is
-//! [`pack`]ed into one object (`BGWP`); [`unpack`] reads any of the three.
+//! In the store a segment is [`seal`]ed (Deflate; `BGWD`), a minute of them is [`pack`]ed
+//! into one object (`BGWP`), and an hour of those packed again ([`Packer`]); [`unpack`]
+//! reads any of them, [`unpack_read`] one part at a time.
 //!
 //! Pages are kept as the WAL holds them, one per frame (a page written twice in one
 //! transaction is kept twice; the later wins): a segment is the transactions, not a digest
@@ -189,21 +190,58 @@ pub fn unseal(bytes: Vec<u8>) -> Result<Vec<u8>, SegmentError> {
     Ok(out)
 }
 
-/// The compaction's object: the segments `parts` (encoded, or [`seal`]ed, in order, of any
-/// WAL generations) one after the other: magic `BGWP`, version 1, their count (u32), each as
-/// its length (u64) and bytes, then the CRC-32 of everything before.
+/// The compaction's object: the objects `parts` (segments, [`seal`]ed or not, or packs of
+/// them, in order, of any WAL generations) one after the other: magic `BGWP`, version 1,
+/// their count (u32), each as its length (u64) and bytes, then the CRC-32 of everything
+/// before. A minute's pack holds segments; an hour's holds minute packs (and segments), no
+/// deeper ([`unpack_each`]).
 pub fn pack(parts: &[&[u8]]) -> Vec<u8> {
+    let mut packer = Packer::default();
     let mut out = Vec::with_capacity(parts.iter().map(|p| p.len() + 8).sum::<usize>() + 13);
-    out.extend_from_slice(PACK_MAGIC);
-    out.push(VERSION);
-    out.extend_from_slice(&u32::try_from(parts.len()).unwrap_or(u32::MAX).to_le_bytes());
+    out.extend_from_slice(&packer.head(u32::try_from(parts.len()).unwrap_or(u32::MAX)));
     for p in parts {
-        out.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        out.extend_from_slice(&packer.part_len(p.len() as u64));
+        packer.bytes(p);
         out.extend_from_slice(p);
     }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&packer.trailer());
     out
+}
+
+/// A [`pack`] written piece by piece, for a pack too large to hold (the hour's, streamed
+/// from its parts in the store to the store): [`Packer::head`], then for each part
+/// [`Packer::part_len`] and its bytes through [`Packer::bytes`], then [`Packer::trailer`].
+#[derive(Default)]
+pub struct Packer {
+    crc: crc32fast::Hasher,
+}
+
+impl Packer {
+    /// The pack's first bytes, for `count` parts.
+    pub fn head(&mut self, count: u32) -> Vec<u8> {
+        let mut out = PACK_MAGIC.to_vec();
+        out.push(VERSION);
+        out.extend_from_slice(&count.to_le_bytes());
+        self.crc.update(&out);
+        out
+    }
+
+    /// The bytes before a part of `len` bytes.
+    pub fn part_len(&mut self, len: u64) -> [u8; 8] {
+        let out = len.to_le_bytes();
+        self.crc.update(&out);
+        out
+    }
+
+    /// A part's bytes, as they pass.
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        self.crc.update(bytes);
+    }
+
+    /// The pack's last bytes.
+    pub fn trailer(self) -> [u8; 4] {
+        self.crc.finalize().to_le_bytes()
+    }
 }
 
 /// The segments of a stored object: one segment, or a [`pack`] of them.
@@ -220,16 +258,27 @@ pub fn unpack(bytes: Vec<u8>) -> Result<Vec<Segment>, SegmentError> {
 }
 
 /// [`unpack`] one segment at a time (a restore holds one decoded segment, not a whole
-/// pack's): `f` gets each in order, and returns false to stop. The pack's CRC-32 is checked
-/// before the first.
+/// pack's): `f` gets each in order, and returns false to stop. A pack's CRC-32 is checked
+/// before its first part; a pack inside a pack is read the same way, one level deep.
 ///
 /// # Errors
 /// [`SegmentError`] naming what does not hold.
 pub fn unpack_each(bytes: Vec<u8>, mut f: impl FnMut(Segment) -> bool) -> Result<(), SegmentError> {
+    each(bytes, 0, &mut f).map(|_| ())
+}
+
+/// [`unpack_each`] of an object at nesting `depth`; false when `f` stopped.
+fn each(
+    bytes: Vec<u8>,
+    depth: usize,
+    f: &mut dyn FnMut(Segment) -> bool,
+) -> Result<bool, SegmentError> {
     let bytes = unseal(bytes)?;
     if !bytes.starts_with(PACK_MAGIC) {
-        f(Segment::decode(bytes)?);
-        return Ok(());
+        return Ok(f(Segment::decode(bytes)?));
+    }
+    if depth > 1 {
+        return Err(SegmentError::Format("a pack nested too deep"));
     }
     if bytes.len() < 13 {
         return Err(SegmentError::Format("too short"));
@@ -253,12 +302,75 @@ pub fn unpack_each(bytes: Vec<u8>, mut f: impl FnMut(Segment) -> bool) -> Result
             .get(at + 8..at + 8 + len)
             .ok_or(SegmentError::Format("truncated pack"))?;
         at += 8 + len;
-        if !f(Segment::decode(unseal(part.to_vec())?)?) {
-            return Ok(());
+        if !each(part.to_vec(), depth + 1, f)? {
+            return Ok(false);
         }
     }
     if at != body.len() {
         return Err(SegmentError::Format("bytes after the last segment"));
+    }
+    Ok(true)
+}
+
+/// [`unpack_each`] of an object read from `r`, a pack one part at a time: a restore holds
+/// one part of an hour's pack (a minute's pack, itself checked whole before its first
+/// segment), never the whole hour. Each part is checked before it is used; the whole pack's
+/// CRC-32 once it is read to its end (an object whose reading stops early, at the moment
+/// restored to, is not read further).
+///
+/// # Errors
+/// Reading failed, or the object is damaged ([`io::ErrorKind::InvalidData`]).
+pub fn unpack_read(r: &mut dyn Read, mut f: impl FnMut(Segment) -> bool) -> io::Result<()> {
+    let bad = |e: SegmentError| io::Error::new(io::ErrorKind::InvalidData, e);
+    let mut head = [0u8; 9];
+    let mut got = 0;
+    while got < head.len() {
+        match r.read(&mut head[got..])? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    if got < head.len() || &head[..4] != PACK_MAGIC {
+        // One segment, sealed or not: small, read whole.
+        let mut bytes = head[..got].to_vec();
+        r.take(MAX_OBJECT).read_to_end(&mut bytes)?;
+        return unpack_each(bytes, f).map_err(bad);
+    }
+    if head[4] != VERSION {
+        return Err(bad(SegmentError::Format("version")));
+    }
+    let truncated = |e: io::Error| match e.kind() {
+        io::ErrorKind::UnexpectedEof => bad(SegmentError::Format("truncated pack")),
+        _ => e,
+    };
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&head);
+    let count = u32::from_le_bytes(head[5..9].try_into().expect("4 bytes"));
+    for _ in 0..count {
+        let mut len = [0u8; 8];
+        r.read_exact(&mut len).map_err(truncated)?;
+        crc.update(&len);
+        let len = u64::from_le_bytes(len);
+        if len > MAX_OBJECT {
+            return Err(bad(SegmentError::Format("a part too large")));
+        }
+        let mut part = Vec::with_capacity(usize::try_from(len.min(64 << 20)).unwrap_or(0));
+        r.take(len).read_to_end(&mut part)?;
+        if part.len() as u64 != len {
+            return Err(bad(SegmentError::Format("truncated pack")));
+        }
+        crc.update(&part);
+        if !each(part, 1, &mut f).map_err(bad)? {
+            return Ok(());
+        }
+    }
+    let mut trailer = [0u8; 4];
+    r.read_exact(&mut trailer).map_err(truncated)?;
+    if crc.finalize().to_le_bytes() != trailer {
+        return Err(bad(SegmentError::Crc));
+    }
+    if r.read(&mut [0u8; 1])? != 0 {
+        return Err(bad(SegmentError::Format("bytes after the last segment")));
     }
     Ok(())
 }
@@ -615,6 +727,72 @@ mod tests {
         let mut cut = sealed[0].clone();
         cut.truncate(cut.len() - 3);
         assert!(unpack(cut).is_err());
+    }
+
+    #[test]
+    fn an_hours_pack_of_packs_reads_back_whole_from_memory_or_a_reader_and_no_deeper() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, segments) = two_rounds(dir.path());
+        let sealed: Vec<Vec<u8>> = segments.iter().map(|s| seal(&s.bytes)).collect();
+        // A minute's pack of both, and one segment alone (a minute of one), packed again
+        // piece by piece as the hour's compaction streams it.
+        let minute = pack(&[&sealed[0], &sealed[1]]);
+        let parts: [&[u8]; 2] = [&minute, &sealed[1]];
+        let mut packer = Packer::default();
+        let mut hour = packer.head(2);
+        for p in parts {
+            hour.extend_from_slice(&packer.part_len(p.len() as u64));
+            packer.bytes(p);
+            hour.extend_from_slice(p);
+        }
+        hour.extend_from_slice(&packer.trailer());
+        assert_eq!(hour, pack(&parts), "the streamed pack is the packed one");
+        let want = vec![
+            segments[0].clone(),
+            segments[1].clone(),
+            segments[1].clone(),
+        ];
+        assert_eq!(unpack(hour.clone()).unwrap(), want);
+        let read = |bytes: &[u8]| {
+            let mut out = Vec::new();
+            unpack_read(&mut io::Cursor::new(bytes), |s| {
+                out.push(s);
+                true
+            })
+            .map(|()| out)
+        };
+        assert_eq!(read(&hour).unwrap(), want);
+        assert_eq!(rows_at(dir.path(), &base, &want[..2], 60_000), 8);
+        // A single object through the reader, and a stop after the first segment.
+        assert_eq!(read(&sealed[0]).unwrap(), vec![segments[0].clone()]);
+        let mut seen = 0;
+        unpack_read(&mut io::Cursor::new(&hour), |_| {
+            seen += 1;
+            false
+        })
+        .unwrap();
+        assert_eq!(seen, 1);
+        // Damage in the second part, in the trailer, a cut, and bytes after it.
+        let mut bad = hour.clone();
+        let second = 9 + 8 + minute.len() + 8 + 20;
+        bad[second] ^= 1;
+        assert!(read(&bad).is_err());
+        assert!(unpack(bad).is_err());
+        let mut bad = hour.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let err = read(&bad).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData, "{err}");
+        assert!(read(&hour[..hour.len() - 10]).is_err());
+        let mut longer = hour.clone();
+        longer.push(0);
+        assert!(read(&longer).is_err());
+        // A pack three deep is no object of the stream's.
+        let deep = pack(&[&hour]);
+        assert_eq!(
+            unpack(deep.clone()),
+            Err(SegmentError::Format("a pack nested too deep"))
+        );
+        assert!(read(&deep).is_err());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! shipped to the store as segments, history after history ([`super::layout`]).
 //!
 //! One concern: one database's stream, from its capture to the store (the history's loop,
-//! its shipper task and compaction, its status), about 500 lines of code and its helpers.
+//! its shipper task, its status), about 500 lines of code and its helpers.
 //!
 //! A history begins with a capture round and the database's image as the capture's pin
 //! sees it (the base, streamed to the store as it is read), then a second round, which
@@ -18,9 +18,9 @@
 //!   under a steady writer, none while the database is idle;
 //! - the shipper (a task on the runtime) writes them in order, retrying; the capture
 //!   thread never waits for the store;
-//! - every minute (or [`SHIP_BYTES`]) the segments written since the last time are packed
-//!   into one object, written after them, and then deleted: a restore reads one object per
-//!   minute of history, not one per second;
+//! - every minute the segments written since the last time are packed into one object,
+//!   and every hour those objects again, in the background ([`super::compact`]): a restore
+//!   of a day reads a few dozen objects, not one per second;
 //! - once the WAL passes [`CHECKPOINT_FRAMES`], a PASSIVE checkpoint of the stream's own (at
 //!   most every [`CHECKPOINT_EVERY`]) copies what is captured, so that a WAL under a writer
 //!   that never pauses can restart.
@@ -34,6 +34,7 @@
 //! writes the `end` marker ([`layout::end_key`]).
 
 use super::capture::{Capture, Round};
+use super::compact::{self, Job, Piece, Planner};
 use super::layout;
 use super::segment;
 use crate::storage::{BackupStore, PutOptions};
@@ -61,8 +62,6 @@ const ASIDE_TICK: Duration = Duration::from_millis(1);
 const IDLE_ROUND: Duration = Duration::from_millis(50);
 /// Captured commits are shipped once the oldest waiting is this old.
 pub const SHIP_AFTER: Duration = Duration::from_millis(850);
-/// Segments are packed into one object once the oldest is this old.
-const COMPACT_AFTER: Duration = Duration::from_secs(60);
 /// ... or once this many bytes wait.
 const SHIP_BYTES: usize = 8 << 20;
 /// Bytes captured but not yet stored past which the history is given up (the store does
@@ -84,6 +83,8 @@ pub struct Ctx {
     /// A history ends, and a new one begins with a fresh base, after this long
     /// (`--pitr-base-hours`).
     pub base_every: Duration,
+    /// When the history's objects are packed into fewer.
+    pub levels: compact::Levels,
 }
 
 /// A stream's state, as `GET /api/gateway/pitr` and the metrics show it.
@@ -105,8 +106,9 @@ pub struct Status {
     pub segments_shipped: u64,
     pub bytes_shipped: u64,
     pub histories_started: u64,
-    /// Compacted objects written (each a minute of segments).
-    pub compactions: u64,
+    /// Packs written: each a minute of segments, and each an hour of those.
+    pub minute_packs: u64,
+    pub hour_packs: u64,
     /// The last failure, cleared by the next success.
     pub error: Option<String>,
     /// Commit-to-stored times of the last segments, ms.
@@ -276,8 +278,7 @@ fn history(
         next: 0,
         shipper: &shipper,
         status,
-        group: Vec::new(),
-        group_bytes: 0,
+        planner: Planner::new(rel, &name, ctx.levels),
     };
     let mut pending = Pending::default();
     let mut ended = Ok(End::Clean);
@@ -291,7 +292,7 @@ fn history(
     }
     // The first segments, then the marker that makes the history restorable from `ready`.
     out.hand(&mut pending)?;
-    shipper.send(Shipment::marker(layout::ready_key(rel, &name, ready)))?;
+    shipper.send(Shipment::Marker(layout::ready_key(rel, &name, ready)))?;
     if matches!(ended, Ok(End::Clean)) {
         ended = run_rounds(
             path,
@@ -317,9 +318,9 @@ fn history(
         }
         _ => Ok(None),
     };
-    let handed = out.hand(&mut pending).and_then(|()| out.compact(true));
+    let handed = out.hand(&mut pending).and_then(|()| out.end());
     if let (Ok(Some(at)), Ok(())) = (&last, &handed) {
-        let _ = shipper.send(Shipment::marker(layout::end_key(rel, &name, *at)));
+        let _ = shipper.send(Shipment::Marker(layout::end_key(rel, &name, *at)));
     }
     shipper.finish(&ctx.rt);
     drop(capture);
@@ -490,14 +491,13 @@ struct Out<'a> {
     next: u64,
     shipper: &'a Shipper,
     status: &'a Shared,
-    /// The segments handed over since the last compaction, to be packed into one object.
-    group: Vec<Shipment>,
-    group_bytes: usize,
+    /// When the segments are packed into fewer objects.
+    planner: Planner,
 }
 
 impl Out<'_> {
-    /// Joins the pending parts into one segment and hands it to the shipper; compacts the
-    /// group when it is due.
+    /// Joins the pending parts into one segment and hands it to the shipper, with the packs
+    /// that are due.
     fn hand(&mut self, pending: &mut Pending) -> io::Result<()> {
         if pending.parts.is_empty() {
             return Ok(());
@@ -505,91 +505,66 @@ impl Out<'_> {
         let p = std::mem::take(pending);
         let bytes =
             segment::join(&p.parts).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let bytes = segment::seal(&bytes);
+        let bytes = Bytes::from(segment::seal(&bytes));
         let n = self.next;
-        let key = layout::segment_key(self.rel, self.history, (n, n), p.first_ms, p.last_ms);
         self.next += 1;
         lock(self.status).pending_since_ms = None;
-        let shipment = Shipment {
-            key,
-            bytes: Bytes::from(bytes),
+        let piece = Piece {
+            key: layout::segment_key(self.rel, self.history, (n, n), p.first_ms, p.last_ms),
+            size: bytes.len() as u64,
+            n: (n, n),
             first_ms: p.first_ms,
             last_ms: p.last_ms,
-            commits: p.commits as u64,
-            n: (n, n),
-            replaces: Vec::new(),
-            marker: false,
         };
-        self.group_bytes += shipment.bytes.len();
-        self.group.push(shipment.clone());
-        self.shipper.send(shipment)?;
-        self.compact(false)
+        self.shipper.send(Shipment::Segment {
+            piece: piece.clone(),
+            bytes: bytes.clone(),
+            commits: p.commits as u64,
+        })?;
+        for job in self.planner.shipped(piece, bytes, now_ms()) {
+            self.shipper.send(Shipment::Compaction(job))?;
+        }
+        Ok(())
     }
 
-    /// Packs the group into one object once its first segment is [`COMPACT_AFTER`] old or
-    /// it holds [`SHIP_BYTES`] (`now`: at the history's end): the shipper writes it after
-    /// the segments, then deletes them. A restore then reads one object a minute.
-    fn compact(&mut self, now: bool) -> io::Result<()> {
-        let (Some(first), Some(last)) = (self.group.first(), self.group.last()) else {
-            return Ok(());
-        };
-        let n = (first.n.0, last.n.1);
-        let (first_ms, last_ms) = (first.first_ms, last.last_ms);
-        let old = now_ms() - first_ms >= COMPACT_AFTER.as_millis() as i64;
-        if !(now || old || self.group_bytes >= SHIP_BYTES) {
-            return Ok(());
+    /// At the history's end: the last minute's pack.
+    fn end(&mut self) -> io::Result<()> {
+        match self.planner.end() {
+            Some(job) => self.shipper.send(Shipment::Compaction(job)),
+            None => Ok(()),
         }
-        let group = std::mem::take(&mut self.group);
-        self.group_bytes = 0;
-        if group.len() < 2 {
-            return Ok(());
-        }
-        let parts: Vec<&[u8]> = group.iter().map(|s| s.bytes.as_ref()).collect();
-        self.shipper.send(Shipment {
-            key: layout::segment_key(self.rel, self.history, n, first_ms, last_ms),
-            bytes: Bytes::from(segment::pack(&parts)),
-            first_ms,
-            last_ms,
-            commits: 0,
-            n,
-            replaces: group.into_iter().map(|s| s.key).collect(),
-            marker: false,
-        })
     }
 }
 
-#[derive(Clone)]
-struct Shipment {
-    key: String,
-    bytes: Bytes,
-    first_ms: i64,
-    last_ms: i64,
-    commits: u64,
-    /// The segment numbers it holds.
-    n: (u64, u64),
-    /// A compaction's: the objects it replaces, deleted once it is stored.
-    replaces: Vec<String>,
+/// What the shipper stores, in order.
+enum Shipment {
+    /// A segment of commits.
+    Segment {
+        piece: Piece,
+        bytes: Bytes,
+        commits: u64,
+    },
     /// An empty marker object ([`layout::ready_key`], [`layout::end_key`]).
-    marker: bool,
+    Marker(String),
+    /// An object that replaces others, once they are stored.
+    Compaction(Job),
 }
 
 impl Shipment {
-    fn marker(key: String) -> Self {
-        Self {
-            key,
-            bytes: Bytes::new(),
-            first_ms: 0,
-            last_ms: 0,
-            commits: 0,
-            n: (0, 0),
-            replaces: Vec::new(),
-            marker: true,
+    /// The bytes it holds in memory.
+    fn held(&self) -> usize {
+        match self {
+            Self::Segment { bytes, .. } | Self::Compaction(Job::Pack { bytes, .. }) => bytes.len(),
+            Self::Marker(_) | Self::Compaction(Job::Repack { .. }) => 0,
         }
     }
 
-    /// Not a segment of commits: it has no lag and no counts.
-    fn is_segment(&self) -> bool {
-        self.replaces.is_empty() && !self.marker
+    /// A segment's first commit: it has a lag.
+    fn first_ms(&self) -> Option<i64> {
+        match self {
+            Self::Segment { piece, .. } => Some(piece.first_ms),
+            _ => None,
+        }
     }
 }
 
@@ -618,18 +593,40 @@ impl Shipper {
         let state = Arc::new(Mutex::new(ShipperState::default()));
         let task = ctx.rt.spawn({
             let (state, status, store) = (state.clone(), status.clone(), store.clone());
+            let put = ctx.put.clone();
             async move {
+                // The hour's pack runs beside the shipments, one at a time: the segments
+                // never wait for it. The history's end cancels it (its parts stay).
+                let mut repack: Option<tokio::task::JoinHandle<()>> = None;
                 while let Some(s) = rx.recv().await {
+                    if let Shipment::Compaction(Job::Repack { piece, parts }) = s {
+                        if let Some(previous) = repack.take() {
+                            let _ = previous.await;
+                        }
+                        let (store, put, status) = (store.clone(), put.clone(), status.clone());
+                        repack = Some(tokio::spawn(async move {
+                            let key = piece.key.clone();
+                            match compact::repack(store, piece, parts, put).await {
+                                Ok(_) => lock(&status).hour_packs += 1,
+                                Err(e) => tracing::warn!(key = %key, error = %e,
+                                    "packing an hour of the history failed; its minutes stay"),
+                            }
+                        }));
+                        continue;
+                    }
                     if let Err(e) = store_one(store.as_ref(), &s, &status).await {
                         state.lock().unwrap_or_else(|e| e.into_inner()).failed = Some(e);
-                        return;
+                        break;
                     }
                     let mut st = state.lock().unwrap_or_else(|e| e.into_inner());
-                    st.unshipped -= s.bytes.len();
-                    if s.is_segment() {
+                    st.unshipped -= s.held();
+                    if s.first_ms().is_some() {
                         st.waiting.pop_front();
                     }
                     lock(&status).oldest_unshipped_ms = st.waiting.front().copied();
+                }
+                if let Some(repack) = repack {
+                    repack.abort();
                 }
             }
         });
@@ -649,9 +646,9 @@ impl Shipper {
             // Under the shipper's lock, as the shipper updates it: the lag never reads 0
             // while a segment waits.
             let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.unshipped += s.bytes.len();
-            if s.is_segment() {
-                st.waiting.push_back(s.first_ms);
+            st.unshipped += s.held();
+            if let Some(first_ms) = s.first_ms() {
+                st.waiting.push_back(first_ms);
             }
             lock(&self.status).oldest_unshipped_ms = st.waiting.front().copied();
         }
@@ -685,12 +682,18 @@ impl Shipper {
     }
 }
 
-/// Stores one segment, retrying with backoff for about a minute.
+/// Stores one segment, marker or minute's pack, retrying with backoff for about a minute.
 async fn store_one(store: &dyn BackupStore, s: &Shipment, status: &Shared) -> Result<(), String> {
+    let (key, bytes) = match s {
+        Shipment::Segment { piece, bytes, .. }
+        | Shipment::Compaction(Job::Pack { piece, bytes, .. }) => (&piece.key, bytes.clone()),
+        Shipment::Marker(key) => (key, Bytes::new()),
+        Shipment::Compaction(Job::Repack { .. }) => return Ok(()),
+    };
     let mut delay = Duration::from_millis(200);
     let mut attempt = 0;
     loop {
-        match store.put_object(&s.key, s.bytes.clone()).await {
+        match store.put_object(key, bytes.clone()).await {
             Ok(()) => break,
             Err(e) if attempt < 8 => {
                 attempt += 1;
@@ -701,30 +704,31 @@ async fn store_one(store: &dyn BackupStore, s: &Shipment, status: &Shared) -> Re
             Err(e) => return Err(format!("storing a segment failed: {e}")),
         }
     }
-    if s.marker {
-        return Ok(());
-    }
-    if !s.replaces.is_empty() {
-        // The parts go once the whole is stored; a failure leaves both, which a restore
-        // reads as the whole (`History::chain`), and retention deletes with the history.
-        if let Err(e) = store.delete_objects(&s.replaces).await {
-            tracing::warn!(key = %s.key, error = %e, "deleting compacted segments failed");
+    match s {
+        Shipment::Segment { piece, commits, .. } => {
+            let now = now_ms();
+            let mut st = lock(status);
+            st.last_shipped_commit_ms = Some(piece.last_ms);
+            st.last_shipped_at_ms = Some(now);
+            st.commits_shipped += commits;
+            st.segments_shipped += 1;
+            st.bytes_shipped += bytes.len() as u64;
+            st.error = None;
+            st.lags_ms
+                .push_back(u64::try_from(now - piece.first_ms).unwrap_or(0));
+            if st.lags_ms.len() > LAGS_KEPT {
+                st.lags_ms.pop_front();
+            }
         }
-        lock(status).compactions += 1;
-        return Ok(());
-    }
-    let now = now_ms();
-    let mut st = lock(status);
-    st.last_shipped_commit_ms = Some(s.last_ms);
-    st.last_shipped_at_ms = Some(now);
-    st.commits_shipped += s.commits;
-    st.segments_shipped += 1;
-    st.bytes_shipped += s.bytes.len() as u64;
-    st.error = None;
-    st.lags_ms
-        .push_back(u64::try_from(now - s.first_ms).unwrap_or(0));
-    if st.lags_ms.len() > LAGS_KEPT {
-        st.lags_ms.pop_front();
+        Shipment::Compaction(Job::Pack { replaces, .. }) => {
+            // The parts go once the whole is stored; a failure leaves both, which a restore
+            // reads as the whole (`History::chain`), and retention deletes with the history.
+            if let Err(e) = store.delete_objects(replaces).await {
+                tracing::warn!(key = %key, error = %e, "deleting packed segments failed");
+            }
+            lock(status).minute_packs += 1;
+        }
+        Shipment::Marker(_) | Shipment::Compaction(Job::Repack { .. }) => {}
     }
     Ok(())
 }

@@ -8,11 +8,15 @@
 use crate::helpers::*;
 use crate::process::{GatewayProcess, Launch, add_superuser};
 use crate::snapshot::{Journal, Writer, bank_ledger as ledger, make_bank};
+use backup_gateway::pitr::compact::Levels;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-crate::on_both_backends!(a_database_is_restored_to_recorded_moments_and_latest);
+crate::on_both_backends!(
+    a_database_is_restored_to_recorded_moments_and_latest,
+    an_hour_packed_again_restores_every_moment_from_a_few_objects,
+);
 
 fn now_ms() -> i64 {
     i64::try_from(
@@ -81,8 +85,18 @@ async fn restore_to(app: &TestApp, body: Value) -> Value {
 /// writer committing (sleeping `pause_ms` after each) and streamed, and `files.zip`, the
 /// backup the other files of a restore come from.
 async fn streamed_bank(backend: Backend, pause_ms: u64) -> (TestApp, PathBuf, Writer) {
+    streamed_bank_packed(backend, pause_ms, Levels::default()).await
+}
+
+/// [`streamed_bank`] with the history packed at `levels`.
+async fn streamed_bank_packed(
+    backend: Backend,
+    pause_ms: u64,
+    levels: Levels,
+) -> (TestApp, PathBuf, Writer) {
     let mut config = test_config();
     config.pins.pitr = Some(true);
+    config.pitr_levels = levels;
     let app = spawn_app_with(Options {
         backend,
         config,
@@ -191,6 +205,79 @@ async fn a_database_is_restored_to_recorded_moments_and_latest(backend: Backend)
     // Backups never list the history.
     let keys = app.keys().await;
     assert_eq!(keys, vec!["files.zip".to_string()]);
+}
+
+/// The history's objects packed by the minute and again by the hour, both shortened (a
+/// "minute" of 1 s, an "hour" of 5 s): each moment restores exactly, reading the hour's packs
+/// part by part, and every object a pack replaced is gone from the store.
+async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: Backend) {
+    let levels = Levels {
+        minute: Duration::from_secs(1),
+        hour: Duration::from_secs(5),
+    };
+    let (app, db, writer) = streamed_bank_packed(backend, 5, levels).await;
+    let mut moments = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        moments.push(now_ms());
+    }
+    wait_until(60, || async {
+        stream_of(&app).await["stream"]["hourPacks"].as_u64() >= Some(2)
+    })
+    .await;
+    let last = writer.stop();
+    wait_shipped(&app).await;
+    let stream = stream_of(&app).await["stream"].clone();
+    let shipped = stream["segmentsShipped"].as_u64().unwrap();
+    assert!(stream["minutePacks"].as_u64() >= Some(4), "{stream}");
+
+    // In the store: the history is one chain of objects, none left that a pack replaced
+    // (the hour's own, the one in progress, may still be on its way).
+    let listing = app
+        .state
+        .store()
+        .list_under(backup_gateway::pitr::layout::NAMESPACE)
+        .await
+        .unwrap();
+    let histories = backup_gateway::pitr::layout::parse(&listing);
+    let history = &histories["data.db"][0];
+    let chain = history.chain();
+    assert_eq!(
+        chain.last().map(|s| s.m),
+        history.segments.iter().map(|s| s.m).max(),
+        "the chain reaches the last segment"
+    );
+    let leftovers = history.segments.len() - chain.len();
+    assert!(
+        leftovers <= 3,
+        "{leftovers} objects replaced and not deleted"
+    );
+    let first = &chain[0];
+    assert!(
+        first.m - first.n + 1 >= 4,
+        "the first object is an hour of several minutes: {first:?}"
+    );
+
+    // Latest and each moment, exactly; few objects read.
+    let status = restore_to(&app, json!({"latest": true})).await;
+    let all = ledger(&db);
+    assert_eq!(all.len() as i64, last, "latest holds every commit");
+    let read = status["pointInTime"]["databases"][0]["segmentsRead"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        read * 3 <= shipped,
+        "{read} objects read for {shipped} segments shipped"
+    );
+    for &t in &moments {
+        restore_to(&app, json!({"time": pb_time(t)})).await;
+        let rows = ledger(&db);
+        let newest = rows.last().map_or(0, |r| r.1);
+        assert!(newest <= t, "a commit of {newest} restored at {t}");
+        let settled = all.iter().filter(|r| r.1 <= t - 1_000).count();
+        assert!(rows.len() >= settled, "at {t}: {} rows", rows.len());
+        assert_eq!(&all[..rows.len()], &rows[..], "the ledger as it was");
+    }
 }
 
 #[tokio::test]
