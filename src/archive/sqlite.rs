@@ -245,7 +245,8 @@ pub struct WalLocks {
     pub writer: bool,
     /// Another process holds the checkpointer's lock: a checkpoint runs.
     pub checkpointer: bool,
-    /// The first [`WAL_INDEX_HEADER`] bytes of the `-shm`.
+    /// The first [`WAL_INDEX_HEADER`] bytes of the `-shm` (what they mean is read where
+    /// the WAL's format is: `pitr::wal::WalIndex`).
     pub index: [u8; WAL_INDEX_HEADER],
 }
 

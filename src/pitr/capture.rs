@@ -45,15 +45,11 @@
 //! file).
 
 use super::segment::{self, SegmentHeader};
-use super::wal::{self, Resume};
+use super::wal::{self, Resume, WAL_STATE, WalIndex};
 use crate::archive::sqlite::{self, Db};
 use rusqlite::Connection;
 use std::io;
 use std::path::{Path, PathBuf};
-
-/// The WAL's state in the wal-index: the first copy of its header (frames, salts, change
-/// counter, checksum), which every commit and every restart rewrites.
-const WAL_STATE: usize = 48;
 
 /// One round's findings.
 #[derive(Debug)]
@@ -171,7 +167,7 @@ impl Capture {
             let expect = self.pins[self.held]
                 .wal_locks(&self.db)
                 .ok()
-                .map(|l| Expect::from_index(&l.index, aside.changes));
+                .map(|l| Expect::from_index(WalIndex(&l.index), aside.changes));
             // Without the wal-index nothing proves the aside lost nothing: a gap.
             let expect = expect.unwrap_or(Expect::UNKNOWN);
             // On an error the pin is held: the next round hands it off as usual.
@@ -277,7 +273,7 @@ impl Capture {
             // WAL's state (the restart, a commit) or of the locks, the pin comes back.
             return if checkpoint_waits(&locks)
                 && !copied(&locks)
-                && locks.index[..WAL_STATE] == state
+                && WalIndex(&locks.index).state() == state
             {
                 Ok(None)
             } else {
@@ -294,11 +290,10 @@ impl Capture {
         let after = self.pins[self.held].wal_locks(&self.db)?;
         if checkpoint_waits(&after) && !copied(&after) && after.index == locks.index {
             end_read(&self.pins[self.held])?;
-            let mut state = [0u8; WAL_STATE];
-            state.copy_from_slice(&after.index[..WAL_STATE]);
+            let index = WalIndex(&after.index);
             self.aside = Some(Aside {
-                state,
-                changes: word(&after.index, CHANGES),
+                state: index.state(),
+                changes: index.changes(),
             });
             tracing::debug!(db = %self.db.display(), "the capture steps aside for a checkpoint");
         }
@@ -368,28 +363,14 @@ impl Capture {
 /// checkpointer's locks and is not copying frames (a copy in progress has set
 /// `nBackfillAttempted` past `nBackfill`; a wait leaves them equal).
 fn checkpoint_waits(locks: &sqlite::WalLocks) -> bool {
-    locks.writer
-        && locks.checkpointer
-        && word(&locks.index, BACKFILLED) == word(&locks.index, ATTEMPTED)
+    let index = WalIndex(&locks.index);
+    locks.writer && locks.checkpointer && index.backfilled() == index.attempted()
 }
 
 /// Every frame of the WAL is copied into the database (`nBackfill` equals `mxFrame`).
 fn copied(locks: &sqlite::WalLocks) -> bool {
-    word(&locks.index, BACKFILLED) == word(&locks.index, FRAMES)
-}
-
-/// Offsets in the wal-index header (sqlite3.c, "the complete 136-byte header of the
-/// wal-index"): the WAL's frame count in the first copy of its header, then, in the
-/// checkpoint's part after the two 48-byte copies, the frames copied and the frames a copy
-/// began on.
-const CHANGES: usize = 8;
-const FRAMES: usize = 16;
-const SALT: usize = 32;
-const BACKFILLED: usize = 96;
-const ATTEMPTED: usize = 128;
-
-fn word(index: &[u8], at: usize) -> u32 {
-    u32::from_ne_bytes(index[at..at + 4].try_into().expect("4 bytes"))
+    let index = WalIndex(&locks.index);
+    index.backfilled() == index.frames()
 }
 
 /// A step aside: the WAL's state then (the first copy of its header in the wal-index) and
@@ -419,13 +400,12 @@ impl Expect {
         salt: 0,
     };
 
-    fn from_index(index: &[u8], since: u32) -> Self {
+    fn from_index(index: WalIndex<'_>, since: u32) -> Self {
         Self {
             since,
-            now: word(index, CHANGES),
-            frames: word(index, FRAMES),
-            // The salts are copied from the WAL's header as they are: big-endian.
-            salt: u32::from_be_bytes(index[SALT..SALT + 4].try_into().expect("4 bytes")),
+            now: index.changes(),
+            frames: index.frames(),
+            salt: index.salt1(),
         }
     }
 

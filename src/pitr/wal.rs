@@ -18,6 +18,10 @@
 //! proved from the header on, however many rounds it takes.
 //!
 //! The commits' times are not in the WAL: the stream stamps each when it sees it.
+//!
+//! [`WalIndex`] reads the header of the wal-index, the WAL's shared state at the start of
+//! the `-shm` (SQLite keeps it; the capture only reads it, through
+//! [`crate::archive::sqlite::Db::wal_locks`]).
 
 use std::io::{self, Read, Seek, SeekFrom};
 
@@ -28,6 +32,55 @@ pub const FRAME_HEADER_LEN: u64 = 24;
 const MAGIC_LE: u32 = 0x377f_0682;
 const MAGIC_BE: u32 = 0x377f_0683;
 const VERSION: u32 = 3_007_000;
+
+/// The wal-index header as SQLite keeps it (sqlite3.c, "the complete 136-byte header of
+/// the wal-index"; words in the machine's order): two 48-byte copies of the WAL's state,
+/// then the checkpoint's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WalIndex<'a>(pub &'a [u8; crate::archive::sqlite::WAL_INDEX_HEADER]);
+
+/// The length of the WAL's state in the wal-index: the first copy of its header (frames,
+/// salts, change counter, checksum), which every commit and every restart rewrites.
+pub const WAL_STATE: usize = 48;
+
+impl WalIndex<'_> {
+    /// The WAL's state ([`WAL_STATE`] bytes).
+    pub fn state(&self) -> [u8; WAL_STATE] {
+        let mut out = [0u8; WAL_STATE];
+        out.copy_from_slice(&self.0[..WAL_STATE]);
+        out
+    }
+
+    /// `iChange`: one more at every commit, across restarts.
+    pub fn changes(&self) -> u32 {
+        self.word(8)
+    }
+
+    /// `mxFrame`: the frames of the WAL's last commit.
+    pub fn frames(&self) -> u32 {
+        self.word(16)
+    }
+
+    /// The WAL's salt-1 (copied from its header as it is there: big-endian).
+    pub fn salt1(&self) -> u32 {
+        u32::from_be_bytes(self.0[32..36].try_into().expect("4 bytes"))
+    }
+
+    /// `nBackfill`: the frames copied into the database.
+    pub fn backfilled(&self) -> u32 {
+        self.word(96)
+    }
+
+    /// `nBackfillAttempted`: the frames a copy began on (past [`WalIndex::backfilled`]
+    /// while a copy runs).
+    pub fn attempted(&self) -> u32 {
+        self.word(128)
+    }
+
+    fn word(&self, at: usize) -> u32 {
+        u32::from_ne_bytes(self.0[at..at + 4].try_into().expect("4 bytes"))
+    }
+}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum WalError {
