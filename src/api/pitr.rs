@@ -114,6 +114,7 @@ pub async fn window(
                     "historiesStarted": s.histories_started,
                     "minutePacks": s.minute_packs,
                     "hourPacks": s.hour_packs,
+                    "basesGivenWay": s.bases_given_way,
                     "error": s.error,
                 });
             }

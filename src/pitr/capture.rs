@@ -305,6 +305,15 @@ impl Capture {
         self.aside.is_some()
     }
 
+    /// A blocking checkpoint of another process waits, on the pins or on anything else
+    /// (false when the locks cannot be read): a base read, which must keep its pin, gives
+    /// way to it by ending (`stream.rs`).
+    pub fn checkpoint_waiting(&self) -> bool {
+        self.pins[self.held]
+            .wal_locks(&self.db)
+            .is_ok_and(|l| checkpoint_waits(&l))
+    }
+
     /// A PASSIVE checkpoint of the capture's own: it copies the WAL into the database up to
     /// the held pin's mark (everything captured), so that the next round's pin can land on
     /// mark 0 and the application's next commit restart the WAL. Without it, a database
@@ -339,7 +348,8 @@ impl Capture {
     /// pin's snapshot are in it already; applied again on top of it, they leave each page
     /// as it was (every page ends at its last version at or before the snapshot), so the
     /// rebuild may start at the generation's first commit. The pin stays held meanwhile, so
-    /// an application's TRUNCATE waits for it, as during a create's snapshot.
+    /// an application's TRUNCATE waits for it, unless `f` ends the read
+    /// ([`Capture::checkpoint_waiting`]).
     ///
     /// # Errors
     /// SQLite's, and `f`'s.

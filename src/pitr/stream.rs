@@ -5,7 +5,9 @@
 //! its shipper task, its status), about 500 lines of code and its helpers.
 //!
 //! A history begins with a capture round and the database's image as the capture's pin
-//! sees it (the base, streamed to the store as it is read), then a second round, which
+//! sees it (the base, streamed to the store as it is read; an application checkpoint that
+//! waits for the pin meanwhile ends the read, which begins again a moment later: for at
+//! most [`GIVE_WAY_FOR`]), then a second round, which
 //! captures what was committed meanwhile, and the `ready` marker
 //! ([`layout::ready_key`]): the history is restorable from that moment. Then, on a thread
 //! of its own:
@@ -71,6 +73,12 @@ const MAX_UNSHIPPED: usize = 64 << 20;
 pub const STALLED_AFTER: Duration = Duration::from_secs(10);
 /// Lags kept for the percentiles.
 const LAGS_KEPT: usize = 1024;
+/// A base read gives way to an application's blocking checkpoint (which would wait for its
+/// pin, holding the application's writes) and begins again this long after ...
+const BASE_AGAIN_AFTER: Duration = Duration::from_millis(250);
+/// ... for this long; then it is read through, the checkpoint waiting (a database whose
+/// checkpoints never pause still gets a history).
+const GIVE_WAY_FOR: Duration = Duration::from_secs(60);
 
 /// What a stream needs from the gateway.
 #[derive(Clone)]
@@ -109,6 +117,8 @@ pub struct Status {
     /// Packs written: each a minute of segments, and each an hour of those.
     pub minute_packs: u64,
     pub hour_packs: u64,
+    /// Base reads ended to let an application checkpoint through.
+    pub bases_given_way: u64,
     /// The last failure, cleared by the next success.
     pub error: Option<String>,
     /// Commit-to-stored times of the last segments, ms.
@@ -169,26 +179,45 @@ pub fn now_ms() -> i64 {
 
 /// Streams the database at `path` (named `rel`) until `stop`, history after history.
 pub fn run(path: &Path, rel: &str, ctx: &Ctx, stop: &AtomicBool, status: &Shared) {
+    // Since when the base reads have given way to the application's checkpoints, one after
+    // the other.
+    let mut giving_way: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        if let Err(e) = history(path, rel, ctx, stop, status) {
-            if e.kind() == io::ErrorKind::Unsupported {
+        let give_way = giving_way.is_none_or(|t| t.elapsed() < GIVE_WAY_FOR);
+        match history(path, rel, ctx, stop, status, give_way) {
+            Ok(()) => giving_way = None,
+            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+                // Not a failure: the stream is starting.
+                giving_way.get_or_insert_with(Instant::now);
+                lock(status).bases_given_way += 1;
+                tracing::debug!(db = rel, reason = %e, "point-in-time stream: the base gave way");
+                pause(stop, BASE_AGAIN_AFTER);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                 tracing::info!(db = rel, reason = %e, "point-in-time stream: not streamed");
                 lock(status).error = Some(e.to_string());
                 break;
             }
-            tracing::warn!(db = rel, error = %e, "point-in-time stream: the history ended; a new one begins");
-            let mut s = lock(status);
-            s.error = Some(e.to_string());
-            s.streaming = false;
-            drop(s);
-            // A pause before the next try, cut short by a stop.
-            let until = Instant::now() + Duration::from_secs(1);
-            while Instant::now() < until && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(Duration::from_millis(20));
+            Err(e) => {
+                giving_way = None;
+                tracing::warn!(db = rel, error = %e, "point-in-time stream: the history ended; a new one begins");
+                let mut s = lock(status);
+                s.error = Some(e.to_string());
+                s.streaming = false;
+                drop(s);
+                pause(stop, Duration::from_secs(1));
             }
         }
     }
     lock(status).streaming = false;
+}
+
+/// Sleeps `d`, cut short by a stop.
+fn pause(stop: &AtomicBool, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// Commits captured and not yet handed to the shipper, all of one WAL generation.
@@ -218,6 +247,7 @@ fn begin(
     ctx: &Ctx,
     stop: &AtomicBool,
     status: &Shared,
+    give_way: bool,
 ) -> io::Result<Begun> {
     let mut capture = Capture::open(path)?;
     let store = (ctx.store)();
@@ -225,7 +255,7 @@ fn begin(
     let first = capture.round(start)?;
     let name = layout::history(start);
     let base = layout::base_key(rel, &name, capture.page_size()?);
-    ship_base(&capture, &store, &base, ctx, stop)?;
+    ship_base(&capture, &store, &base, ctx, stop, give_way)?;
     let ready = now_ms();
     let second = capture.round(ready)?;
     let mut s = lock(status);
@@ -255,13 +285,15 @@ enum End {
 }
 
 /// One history, from its base to its end: `Ok` when it ended to begin another (or on
-/// stop), `Err` when it failed.
+/// stop), `Err` when it failed ([`io::ErrorKind::ResourceBusy`]: its base gave way to an
+/// application checkpoint, with `give_way`).
 fn history(
     path: &Path,
     rel: &str,
     ctx: &Ctx,
     stop: &AtomicBool,
     status: &Shared,
+    give_way: bool,
 ) -> io::Result<()> {
     // Taken first: a file swapped in from now on ends the history.
     let db_id = file_id(path);
@@ -270,7 +302,7 @@ fn history(
         store,
         name,
         rounds,
-    } = begin(path, rel, ctx, stop, status)?;
+    } = begin(path, rel, ctx, stop, status, give_way)?;
     let shipper = Shipper::start(ctx, store.clone(), status.clone());
     let mut out = Out {
         rel,
@@ -733,13 +765,17 @@ async fn store_one(store: &dyn BackupStore, s: &Shipment, status: &Shared) -> Re
     Ok(())
 }
 
-/// The base image, read through the capture's held pin and uploaded as it is read.
+/// The base image, read through the capture's held pin and uploaded as it is read. With
+/// `give_way`, a blocking checkpoint of the application that waits (for the pin, which the
+/// read must keep) ends the read ([`io::ErrorKind::ResourceBusy`]; the upload leaves
+/// nothing), and the history begins again after it.
 fn ship_base(
     capture: &Capture,
     store: &Arc<dyn BackupStore>,
     key: &str,
     ctx: &Ctx,
     stop: &AtomicBool,
+    give_way: bool,
 ) -> io::Result<()> {
     let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
     let body = futures::stream::unfold(rx, |mut rx| async move {
@@ -755,6 +791,12 @@ fn ship_base(
             if stop.load(Ordering::SeqCst) {
                 // A stop (a restore, the setting off) does not wait for a whole base.
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+            }
+            if give_way && capture.checkpoint_waiting() {
+                return Err(io::Error::new(
+                    io::ErrorKind::ResourceBusy,
+                    "an application checkpoint waits: the base is read again after it",
+                ));
             }
             let n = read_full(reader, &mut buf)?;
             if n == 0
