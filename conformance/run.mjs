@@ -894,8 +894,11 @@ for (const [name, fn] of Object.entries(scenarios)) {
   } catch (e) {
     results[name] = { error: String(e?.message || e) };
   }
-  // The superuser token may change (PocketBase restarts, nothing else): refresh it.
+  // A restore restarts PocketBase, maybe after the scenario saw it answer (a second
+  // restore it accepted): the next scenario starts once the server answers again. The
+  // superuser token may change (PocketBase restarts, nothing else): refresh it.
   try {
+    await waitHealthy();
     await login();
   } catch {}
 }
