@@ -81,6 +81,23 @@ async fn restore_to(app: &TestApp, body: Value) -> Value {
     status
 }
 
+/// Restores the moment `t` and checks the ledger against `all` (the latest's): every commit
+/// older than a second is there, none after `t`, in order. Returns its rows.
+async fn restore_moment(app: &TestApp, db: &Path, all: &[(i64, i64)], t: i64) -> usize {
+    restore_to(app, json!({"time": pb_time(t)})).await;
+    let rows = ledger(db);
+    let newest = rows.last().map_or(0, |r| r.1);
+    assert!(newest <= t, "a commit of {newest} restored at {t}");
+    let settled = all.iter().filter(|r| r.1 <= t - 1_000).count();
+    assert!(
+        rows.len() >= settled,
+        "at {t}: {} rows, {settled} were committed a second before",
+        rows.len()
+    );
+    assert_eq!(&all[..rows.len()], &rows[..], "the ledger as it was");
+    rows.len()
+}
+
 /// A gateway on `backend` with the stream on, a bank database in its data directory, its
 /// writer committing (sleeping `pause_ms` after each) and streamed, and `files.zip`, the
 /// backup the other files of a restore come from.
@@ -178,18 +195,7 @@ async fn a_database_is_restored_to_recorded_moments_and_latest(backend: Backend)
     // Each moment: every commit older than a second, none after.
     let mut counts = Vec::new();
     for &t in &moments {
-        restore_to(&app, json!({"time": pb_time(t)})).await;
-        let rows = ledger(&db);
-        let newest = rows.last().map_or(0, |r| r.1);
-        assert!(newest <= t, "a commit of {newest} restored at {t}");
-        let settled = all.iter().filter(|r| r.1 <= t - 1_000).count();
-        assert!(
-            rows.len() >= settled,
-            "at {t}: {} rows, {settled} were committed a second before",
-            rows.len()
-        );
-        assert_eq!(&all[..rows.len()], &rows[..], "the ledger as it was");
-        counts.push(rows.len());
+        counts.push(restore_moment(&app, &db, &all, t).await);
     }
     assert!(counts.windows(2).all(|w| w[0] < w[1]), "{counts:?}");
 
@@ -272,13 +278,7 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
         "{read} objects read for {shipped} segments shipped"
     );
     for &t in &moments {
-        restore_to(&app, json!({"time": pb_time(t)})).await;
-        let rows = ledger(&db);
-        let newest = rows.last().map_or(0, |r| r.1);
-        assert!(newest <= t, "a commit of {newest} restored at {t}");
-        let settled = all.iter().filter(|r| r.1 <= t - 1_000).count();
-        assert!(rows.len() >= settled, "at {t}: {} rows", rows.len());
-        assert_eq!(&all[..rows.len()], &rows[..], "the ledger as it was");
+        restore_moment(&app, &db, &all, t).await;
     }
 }
 
