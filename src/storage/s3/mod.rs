@@ -120,6 +120,36 @@ impl S3Store {
         format!("{}{key}", self.prefix)
     }
 
+    /// Every object whose key (under the store's prefix) starts with `prefix`, page after
+    /// page, to `f` with that key; with `delimiter`, what lies in "folders" is left out. One
+    /// of the store's few listings at a time (`lists`).
+    async fn each_object(
+        &self,
+        prefix: &str,
+        delimiter: Option<&str>,
+        what: &str,
+        mut f: impl FnMut(&str, &aws_sdk_s3::types::Object),
+    ) -> Result<()> {
+        let _turn = self.lists.acquire().await.expect("never closed");
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(self.object_key(prefix))
+            .set_delimiter(delimiter.map(str::to_string))
+            .into_paginator()
+            .send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| map_sdk(what, e))?;
+            for obj in page.contents() {
+                if let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) {
+                    f(key, obj);
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn head(
         &self,
         object_key: &str,
@@ -159,35 +189,21 @@ fn to_time(t: Option<&aws_smithy_types::DateTime>) -> time::OffsetDateTime {
 impl BackupStore for S3Store {
     #[tracing::instrument(skip(self))]
     async fn list(&self) -> Result<Vec<BackupInfo>> {
-        let _turn = self.lists.acquire().await.expect("never closed");
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(&self.prefix)
-            // Backups never hold `/`: whatever lies in "folders" (the point-in-time
-            // history under `.pitr/`) is not paged through.
-            .delimiter("/")
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk("listing backups", e))?;
-            for obj in page.contents() {
-                let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else {
-                    continue;
-                };
-                if crate::keys::check_key(key).is_err() {
-                    continue; // nested "folders" and names the API could not address
-                }
-                out.push(BackupInfo {
-                    key: key.to_string(),
-                    size: obj.size().unwrap_or(0).max(0) as u64,
-                    modified: to_time(obj.last_modified()),
-                    etag: obj.e_tag().map(str::to_string),
-                });
+        // Backups never hold `/`: whatever lies in "folders" (the point-in-time history
+        // under `.pitr/`) is not paged through.
+        self.each_object("", Some("/"), "listing backups", |key, obj| {
+            if crate::keys::check_key(key).is_err() {
+                return; // names the API could not address
             }
-        }
+            out.push(BackupInfo {
+                key: key.to_string(),
+                size: obj.size().unwrap_or(0).max(0) as u64,
+                modified: to_time(obj.last_modified()),
+                etag: obj.e_tag().map(str::to_string),
+            });
+        })
+        .await?;
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
     }
@@ -266,23 +282,11 @@ impl BackupStore for S3Store {
     }
 
     async fn list_under(&self, prefix: &str) -> Result<Vec<(String, u64)>> {
-        let _turn = self.lists.acquire().await.expect("never closed");
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(self.object_key(prefix))
-            .into_paginator()
-            .send();
         let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| map_sdk("listing objects", e))?;
-            for obj in page.contents() {
-                if let Some(key) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) {
-                    out.push((key.to_string(), obj.size().unwrap_or(0).max(0) as u64));
-                }
-            }
-        }
+        self.each_object(prefix, None, "listing objects", |key, obj| {
+            out.push((key.to_string(), obj.size().unwrap_or(0).max(0) as u64));
+        })
+        .await?;
         out.sort();
         Ok(out)
     }
