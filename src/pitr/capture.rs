@@ -51,6 +51,11 @@ use rusqlite::Connection;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The page bytes past which one read's commits are not taken into memory (a `VACUUM` or a
+/// bulk import: one transaction of much of the database): [`Capture::round`] reports a gap
+/// instead, and the stream begins a new history from a fresh base, read as it streams.
+pub const MAX_ROUND_BYTES: u64 = 32 << 20;
+
 /// One round's findings.
 #[derive(Debug)]
 pub struct Round {
@@ -232,6 +237,24 @@ impl Capture {
         };
         if new_generation {
             self.seq = 0;
+        }
+        let frames: usize = scanned.commits.iter().map(|c| c.frames.len()).sum();
+        let bytes = frames as u64 * u64::from(header.page_size);
+        if bytes > MAX_ROUND_BYTES {
+            // Not held in memory. The first read of a capture needs none of it: the base,
+            // read through this round's pin, holds these commits, so the segments begin
+            // after them. Any later read: a gap, and the next history's base holds it.
+            let first = self.resume.is_none();
+            self.resume = Some(scanned.resume);
+            tracing::info!(
+                db = %self.db.display(),
+                mib = bytes >> 20,
+                "a transaction too large to hold (a VACUUM?): a new history from a fresh base"
+            );
+            let mut round = nothing();
+            round.new_generation = new_generation;
+            round.gap = if first { gap } else { true };
+            return Ok(round);
         }
         let segment = if scanned.commits.is_empty() {
             None
@@ -550,6 +573,48 @@ mod tests {
         // nothing, and the later ones bring the rest.
         let (rows, sum) = rebuilt(dir.path(), base, page_size, vec![first, later]);
         assert_eq!((rows, sum), (15, 15 * 16 / 2));
+    }
+
+    #[test]
+    fn a_transaction_too_large_to_hold_is_left_to_the_base_first_and_a_gap_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        let app = app_connection(&db);
+        app.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        // About 40 MiB in one transaction: a row a page.
+        let huge = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
+                    INSERT INTO t (i, v) SELECT i, randomblob(4000) FROM n";
+        app.execute_batch(&format!(
+            "CREATE TABLE t (i INTEGER PRIMARY KEY, v BLOB); {huge}"
+        ))
+        .unwrap();
+        let wal = std::fs::metadata(dir.path().join("data.db-wal"))
+            .unwrap()
+            .len();
+        assert!(wal > MAX_ROUND_BYTES, "{wal}");
+        // The first read: nothing taken, the base holds it.
+        let mut capture = Capture::open(&db).unwrap();
+        let first = capture.round(1).unwrap();
+        assert!(first.segment.is_none() && first.new_generation, "{first:?}");
+        let base = capture
+            .read_base(|_, r| {
+                let mut out = Vec::new();
+                r.read_to_end(&mut out)?;
+                Ok(out)
+            })
+            .unwrap();
+        app.execute("INSERT INTO t (i, v) VALUES (10001, x'00')", [])
+            .unwrap();
+        let later = capture.round(2).unwrap();
+        assert!(!later.gap && later.commits == 1, "{later:?}");
+        let page_size = capture.page_size().unwrap();
+        let (rows, sum) = rebuilt(dir.path(), base, page_size, vec![first, later]);
+        assert_eq!((rows, sum), (10001, 10001 * 10002 / 2));
+        // Later: a gap, nothing held.
+        app.execute("UPDATE t SET v = randomblob(4000)", [])
+            .unwrap();
+        let big = capture.round(3).unwrap();
+        assert!(big.gap && big.segment.is_none(), "{big:?}");
     }
 
     #[test]

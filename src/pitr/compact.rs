@@ -54,6 +54,7 @@ impl Default for Levels {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Piece {
     pub key: String,
+    /// Its length in bytes (0 for an hour's pack, whose length the upload tells).
     pub size: u64,
     /// The segment numbers it holds.
     pub n: (u64, u64),
@@ -167,13 +168,14 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// The hour's pack: `parts`, read from the store one after the other, streamed into one
-/// upload under `piece.key` (memory: the upload's part buffers, within the budget, and one
-/// read's chunks), then deleted. Returns the stored size.
+/// The hour's pack: `parts`, read from the store one after the other, each checked whole
+/// (sizes, CRC-32s, compression) before it goes in, streamed into one upload under
+/// `piece.key` (memory: the upload's part buffers, within the budget, and one part), then
+/// deleted. Returns the stored size.
 ///
 /// # Errors
-/// A read or the upload failed, or a part is not the size it was stored with: nothing is
-/// stored then and nothing deleted.
+/// A read or the upload failed, or a part is not the size it was stored with or is damaged:
+/// nothing is stored then and nothing deleted.
 pub async fn repack(
     store: Arc<dyn BackupStore>,
     piece: Piece,
@@ -201,20 +203,24 @@ pub async fn repack(
                 let count = u32::try_from(parts.len()).map_err(|e| e.to_string())?;
                 sent(Bytes::from(packer.head(count))).await?;
                 for p in &parts {
-                    sent(Bytes::copy_from_slice(&packer.part_len(p.size))).await?;
+                    // Read whole and checked before it goes in (its original is deleted
+                    // after): one part held at a time, a minute's pack.
                     let mut body = store.get(&p.key, None).await.map_err(|e| e.to_string())?;
-                    let mut got = 0u64;
+                    let mut part = Vec::with_capacity(usize::try_from(p.size).unwrap_or(0));
                     while let Some(chunk) = body.try_next().await.map_err(|e| e.to_string())? {
-                        got += chunk.len() as u64;
-                        if got > p.size {
-                            break;
+                        if (part.len() + chunk.len()) as u64 > p.size {
+                            return Err(format!("{} is larger than {} bytes", p.key, p.size));
                         }
-                        packer.bytes(&chunk);
-                        sent(chunk).await?;
+                        part.extend_from_slice(&chunk);
                     }
-                    if got != p.size {
-                        return Err(format!("{} is {got} bytes, not {}", p.key, p.size));
+                    if part.len() as u64 != p.size {
+                        return Err(format!("{} is {} bytes, not {}", p.key, part.len(), p.size));
                     }
+                    segment::unpack_each(part.clone(), |_| true)
+                        .map_err(|e| format!("{}: {e}", p.key))?;
+                    sent(Bytes::copy_from_slice(&packer.part_len(p.size))).await?;
+                    packer.bytes(&part);
+                    sent(Bytes::from(part)).await?;
                 }
                 sent(Bytes::copy_from_slice(&packer.trailer())).await
             };

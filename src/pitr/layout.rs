@@ -8,9 +8,9 @@
 //!   the database, from its base image on. A new one begins when continuity is lost (the
 //!   gateway started, a restore, a WAL restart it did not see, another store);
 //! - `<n>` numbers the history's segments from 0 (10 digits); an object holds the segments
-//!   `<n>` to `<m>`: one as the stream ships it (`n = m`), or a minute's joined by the
-//!   compaction ([`super::segment::pack`]); `<first>`/`<last>` are the times of its first
-//!   and last commits (Unix ms, 13 digits);
+//!   `<n>` to `<m>`: one as the stream ships it (`n = m`), a minute's packed into one, or
+//!   an hour of those packed again ([`super::compact`]); `<first>`/`<last>` are the times of
+//!   its first and last commits (Unix ms, 13 digits);
 //! - `ready-<ms>` (empty) is written once the base is stored and every commit up to `<ms>`
 //!   captured: the history can be restored from that moment on (a history without it
 //!   cannot be restored at all);

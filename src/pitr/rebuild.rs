@@ -83,13 +83,17 @@ fn known_until(h: &History, newest: bool, now_ms: i64) -> i64 {
     let chain = h.chain();
     let ready = h.ready_ms.unwrap_or(h.start_ms);
     let last = chain.last().map_or(ready, |s| s.last_ms.max(ready));
-    let whole = chain.last().map(|s| s.m) == h.segments.iter().map(|s| s.m).max();
     match h.end_marker_ms {
-        _ if !whole => last,
+        _ if !whole(h, &chain) => last,
         Some(end) => end.max(last),
         None if newest => now_ms.max(last),
         None => last,
     }
+}
+
+/// Whether `chain` (of `h`) reaches its last segment: none is missing in between.
+fn whole(h: &History, chain: &[SegmentRef]) -> bool {
+    chain.last().map(|s| s.m) == h.segments.iter().map(|s| s.m).max()
 }
 
 /// The plan of every database that has a history: the newest history restorable at
@@ -138,15 +142,22 @@ pub fn plan(
                 fmt(known)
             ));
         }
+        let chain = h.chain();
+        if until_ms.is_none() && !whole(h, &chain) {
+            // "Latest" is never less than the latest.
+            let missing = chain.last().map_or(0, |s| s.m + 1);
+            return Err(format!(
+                "{rel}: segment {missing} of its newest history is not in the store's \
+                 listing, though later ones are (the listing met a compaction, or an object \
+                 is lost): try again, or restore a moment up to {}",
+                fmt(known)
+            ));
+        }
         plans.push(DbPlan {
             rel: rel.clone(),
             history: h.name.clone(),
             base: h.base.clone().expect("usable"),
-            segments: h
-                .chain()
-                .into_iter()
-                .filter(|s| s.first_ms <= until)
-                .collect(),
+            segments: chain.into_iter().filter(|s| s.first_ms <= until).collect(),
             until_ms: until,
         });
     }
@@ -344,6 +355,26 @@ mod tests {
         // The latest: the newest history, every segment.
         let latest = plan_at(&listing, None, now).unwrap();
         assert_eq!(latest[0].history, format!("{:013}-abcdef", T0 + 100 * S));
+    }
+
+    #[test]
+    fn latest_is_refused_when_a_segment_is_missing_and_a_moment_before_it_is_not() {
+        let name = format!("{T0:013}-abcdef");
+        let mut listing = history("data.db", T0, Some(T0 + S), T0 + 5 * S, None);
+        listing.push((
+            segment_key("data.db", &name, (2, 2), T0 + 8 * S, T0 + 9 * S),
+            10,
+        ));
+        let now = T0 + 60 * S;
+        let err = plan_at(&listing, None, now).unwrap_err();
+        assert!(err.contains("segment 1 of its newest history"), "{err}");
+        assert_eq!(
+            plan_at(&listing, Some(T0 + 4 * S), now).unwrap()[0]
+                .segments
+                .len(),
+            1
+        );
+        assert!(plan_at(&listing, Some(T0 + 9 * S), now).is_err());
     }
 
     #[test]

@@ -316,7 +316,9 @@ fn each(
 /// one part of an hour's pack (a minute's pack, itself checked whole before its first
 /// segment), never the whole hour. Each part is checked before it is used; the whole pack's
 /// CRC-32 once it is read to its end (an object whose reading stops early, at the moment
-/// restored to, is not read further).
+/// restored to, is not read further). So a minute's pack read here gives its first segments
+/// before its own CRC-32 is checked: each segment has its own, and the rebuild refuses a
+/// segment that does not continue the one before.
 ///
 /// # Errors
 /// Reading failed, or the object is damaged ([`io::ErrorKind::InvalidData`]).

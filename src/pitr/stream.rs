@@ -186,7 +186,7 @@ pub fn run(path: &Path, rel: &str, ctx: &Ctx, stop: &AtomicBool, status: &Shared
         let give_way = giving_way.is_none_or(|t| t.elapsed() < GIVE_WAY_FOR);
         match history(path, rel, ctx, stop, status, give_way) {
             Ok(()) => giving_way = None,
-            Err(e) if e.kind() == io::ErrorKind::ResourceBusy => {
+            Err(e) if GaveWay::is(&e) => {
                 // Not a failure: the stream is starting.
                 giving_way.get_or_insert_with(Instant::now);
                 lock(status).bases_given_way += 1;
@@ -210,6 +210,28 @@ pub fn run(path: &Path, rel: &str, ctx: &Ctx, stop: &AtomicBool, status: &Shared
         }
     }
     lock(status).streaming = false;
+}
+
+/// A base read that ended to let an application checkpoint through ([`ship_base`]).
+#[derive(Debug)]
+struct GaveWay;
+
+impl std::fmt::Display for GaveWay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an application checkpoint waits: the base is read again after it")
+    }
+}
+
+impl std::error::Error for GaveWay {}
+
+impl GaveWay {
+    fn error() -> io::Error {
+        io::Error::other(Self)
+    }
+
+    fn is(e: &io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<Self>())
+    }
 }
 
 /// Sleeps `d`, cut short by a stop.
@@ -285,8 +307,8 @@ enum End {
 }
 
 /// One history, from its base to its end: `Ok` when it ended to begin another (or on
-/// stop), `Err` when it failed ([`io::ErrorKind::ResourceBusy`]: its base gave way to an
-/// application checkpoint, with `give_way`).
+/// stop), `Err` when it failed ([`GaveWay`]: its base gave way to an application
+/// checkpoint, with `give_way`).
 fn history(
     path: &Path,
     rel: &str,
@@ -340,6 +362,10 @@ fn history(
     // What was captured goes to the store before the history ends (its pins close with
     // `capture`, after): after a clean end, a last round first, and the end marker after
     // the segments.
+    if matches!(ended, Ok(End::Gap)) {
+        tracing::warn!(db = rel, history = %name,
+            "point-in-time stream: commits may be missing (a gap); a new history begins");
+    }
     let last = match ended {
         Ok(End::Clean) => {
             let now = now_ms();
@@ -628,12 +654,16 @@ impl Shipper {
             let put = ctx.put.clone();
             async move {
                 // The hour's pack runs beside the shipments, one at a time: the segments
-                // never wait for it. The history's end cancels it (its parts stay).
+                // never wait for it. One that comes while the last still runs (an hour
+                // later: a store that hardly answers) is left out, and so is one running
+                // at the history's end: their minutes stay.
                 let mut repack: Option<tokio::task::JoinHandle<()>> = None;
                 while let Some(s) = rx.recv().await {
                     if let Shipment::Compaction(Job::Repack { piece, parts }) = s {
-                        if let Some(previous) = repack.take() {
-                            let _ = previous.await;
+                        if repack.as_ref().is_some_and(|r| !r.is_finished()) {
+                            tracing::warn!(key = %piece.key,
+                                "the last hour's pack still runs: this hour stays in minutes");
+                            continue;
                         }
                         let (store, put, status) = (store.clone(), put.clone(), status.clone());
                         repack = Some(tokio::spawn(async move {
@@ -767,8 +797,8 @@ async fn store_one(store: &dyn BackupStore, s: &Shipment, status: &Shared) -> Re
 
 /// The base image, read through the capture's held pin and uploaded as it is read. With
 /// `give_way`, a blocking checkpoint of the application that waits (for the pin, which the
-/// read must keep) ends the read ([`io::ErrorKind::ResourceBusy`]; the upload leaves
-/// nothing), and the history begins again after it.
+/// read must keep) ends the read ([`GaveWay`]; the upload leaves nothing), also while the
+/// upload cannot take more, and the history begins again after it.
 fn ship_base(
     capture: &Capture,
     store: &Arc<dyn BackupStore>,
@@ -793,29 +823,43 @@ fn ship_base(
                 return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
             }
             if give_way && capture.checkpoint_waiting() {
-                return Err(io::Error::new(
-                    io::ErrorKind::ResourceBusy,
-                    "an application checkpoint waits: the base is read again after it",
-                ));
+                return Err(GaveWay::error());
             }
             let n = read_full(reader, &mut buf)?;
-            if n == 0
-                || tx
-                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                    .is_err()
-            {
+            if n == 0 {
                 return Ok(());
+            }
+            // Handed over as soon as the upload takes it; meanwhile the stop and the
+            // application's checkpoints are watched (a slow store must not hold them up).
+            let mut chunk = Ok(Bytes::copy_from_slice(&buf[..n]));
+            loop {
+                match tx.try_send(chunk) {
+                    Ok(()) => break,
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Ok(()),
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => chunk = back,
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+                }
+                if give_way && capture.checkpoint_waiting() {
+                    return Err(GaveWay::error());
+                }
+                std::thread::sleep(TICK);
             }
         }
     });
-    if let Err(e) = &read {
-        // The upload fails with it, and leaves nothing.
-        let _ = tx.blocking_send(Err(io::Error::other(e.to_string())));
+    if read.is_err() {
+        // The upload is dropped, which leaves nothing (`BackupStore::put`), at once: the
+        // body's end must not complete it, and a full body must not be waited on.
+        put.abort();
     }
     drop(tx);
-    let stored = ctx.rt.block_on(put).map_err(io::Error::other)?;
+    let stored = ctx.rt.block_on(put);
     read?;
-    stored.map(|_| ()).map_err(io::Error::other)
+    stored
+        .map_err(io::Error::other)?
+        .map(|_| ())
+        .map_err(io::Error::other)
 }
 
 fn read_full(r: &mut dyn io::Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -282,18 +282,31 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
     }
 }
 
-/// PocketBase's TRUNCATE while a history's base is read (here at the stream's start, of a
-/// 128 MiB database): the read gives way and begins again after it, so no checkpoint waits
-/// out its busy timeout, and the history begins once they pause.
 #[tokio::test]
 async fn a_checkpoint_during_a_base_read_goes_through_and_the_base_is_read_after_it() {
+    a_checkpoint_during_a_base_read_goes_through(false).await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_during_a_slow_base_upload_goes_through_and_the_base_is_read_after_it() {
+    a_checkpoint_during_a_base_read_goes_through(true).await;
+}
+
+/// PocketBase's TRUNCATE while a history's base is read (here at the stream's start, of a
+/// 128 MiB database): the read gives way and begins again after it, so no checkpoint waits
+/// out its busy timeout, and the history begins once they pause. `slow_store`: the store
+/// takes 1.5 s per part meanwhile, so the read also waits for the upload to take more.
+async fn a_checkpoint_during_a_base_read_goes_through(slow_store: bool) {
     let mut config = test_config();
     config.pins.pitr = Some(true);
-    let app = spawn_app_with(Options {
+    let (app, s3) = spawn_app_with_faults_and(Options {
         config,
         ..Options::default()
     })
     .await;
+    if slow_store {
+        s3.delay_parts_ms(1_500);
+    }
     let built = app.data_dir.parent().unwrap().join("big.db");
     make_bank(&built, Journal::Wal, 128);
     let db = app.data_dir.join("data.db");
@@ -319,6 +332,7 @@ async fn a_checkpoint_during_a_base_read_goes_through_and_the_base_is_read_after
         .await
         .unwrap();
     assert!(out.status.success());
+    s3.delay_parts_ms(0);
     let results = String::from_utf8(out.stdout).unwrap();
     assert!(results.lines().count() >= 20, "{results}");
     assert!(
