@@ -179,8 +179,19 @@ impl Capture {
             return self.read(now_ms, Some(expect));
         }
         let free = 1 - self.held;
-        begin_read(&self.pins[free])?;
+        // A capture's first read scans the WAL before the new pin begins (the held pin keeps
+        // the WAL from restarting meanwhile): the base, read through that pin, then holds
+        // every commit the read found, also those it leaves out of memory
+        // ([`MAX_ROUND_BYTES`]). Any other read begins the pin first, so that nothing
+        // committed during the read can be lost.
+        let first = self.resume.is_none();
+        if !first {
+            begin_read(&self.pins[free])?;
+        }
         let read = self.read(now_ms, None);
+        if first && read.is_ok() {
+            begin_read(&self.pins[free])?;
+        }
         let ended = if read.is_ok() {
             end_read(&self.pins[self.held])
         } else {

@@ -110,12 +110,20 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, u64)>) -> io::Result<()>
     };
     for entry in entries {
         let entry = entry?;
-        let meta = entry.metadata()?;
+        if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        // An object deleted since the directory was read (a compaction's parts) is not
+        // listed, and is no error.
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
         let path = entry.path();
         if meta.is_dir() {
             walk(root, &path, out)?;
         } else if meta.is_file()
-            && !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX)
             && let Some(key) = path.strip_prefix(root).ok().and_then(|k| k.to_str())
         {
             out.push((key.to_string(), meta.len()));

@@ -102,14 +102,15 @@ async fn restore_moment(app: &TestApp, db: &Path, all: &[(i64, i64)], t: i64) ->
 /// writer committing (sleeping `pause_ms` after each) and streamed, and `files.zip`, the
 /// backup the other files of a restore come from.
 async fn streamed_bank(backend: Backend, pause_ms: u64) -> (TestApp, PathBuf, Writer) {
-    streamed_bank_packed(backend, pause_ms, Levels::default()).await
+    streamed_bank_with(backend, pause_ms, Levels::default(), 1).await
 }
 
-/// [`streamed_bank`] with the history packed at `levels`.
-async fn streamed_bank_packed(
+/// [`streamed_bank`] with the history packed at `levels` and `pad_mib` of padding.
+async fn streamed_bank_with(
     backend: Backend,
     pause_ms: u64,
     levels: Levels,
+    pad_mib: usize,
 ) -> (TestApp, PathBuf, Writer) {
     let mut config = test_config();
     config.pins.pitr = Some(true);
@@ -121,7 +122,7 @@ async fn streamed_bank_packed(
     })
     .await;
     let db = app.data_dir.join("data.db");
-    make_bank(&db, Journal::Wal, 1);
+    make_bank(&db, Journal::Wal, pad_mib);
     let mut writer = Writer::paced(&db, Journal::Wal, pause_ms);
     writer.wait_for(10).await;
     let first = stream_of(&app).await;
@@ -223,7 +224,7 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
         minute: Duration::from_secs(1),
         hour: Duration::from_secs(5),
     };
-    let (app, db, writer) = streamed_bank_packed(backend, 5, levels).await;
+    let (app, db, writer) = streamed_bank_with(backend, 5, levels, 1).await;
     let mut moments = Vec::new();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(2_000)).await;
@@ -290,6 +291,36 @@ async fn a_checkpoint_during_a_base_read_goes_through_and_the_base_is_read_after
 #[tokio::test]
 async fn a_checkpoint_during_a_slow_base_upload_goes_through_and_the_base_is_read_after_it() {
     a_checkpoint_during_a_base_read_goes_through(true).await;
+}
+
+/// A `VACUUM` of a 48 MiB database while the application writes: one transaction of the
+/// whole database, too large to hold in memory, so the history ends (a gap) and a new one
+/// begins from a fresh base; "latest" has every commit, before and after it.
+#[tokio::test]
+async fn a_vacuum_too_large_to_hold_begins_a_new_history_and_latest_has_every_commit() {
+    let (app, db, writer) = streamed_bank_with(Backend::Local, 5, Levels::default(), 48).await;
+    let before = stream_of(&app).await["stream"]["history"].clone();
+    let vacuum = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             k = sqlite3.connect(sys.argv[1], timeout=10.0, isolation_level=None)\n\
+             k.execute('DELETE FROM pad WHERE id % 2 = 0')\n\
+             k.execute('VACUUM')\n",
+        )
+        .arg(&db)
+        .status()
+        .expect("python3");
+    assert!(vacuum.success());
+    wait_until(60, || async {
+        let s = stream_of(&app).await;
+        s["stream"]["history"] != before && s["stream"]["historiesStarted"] == 2
+    })
+    .await;
+    let last = writer.stop();
+    wait_shipped(&app).await;
+    restore_to(&app, json!({"latest": true})).await;
+    assert_eq!(ledger(&db).len() as i64, last, "latest holds every commit");
 }
 
 /// PocketBase's TRUNCATE while a history's base is read (here at the stream's start, of a
