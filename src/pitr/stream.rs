@@ -271,6 +271,9 @@ fn begin(
     status: &Shared,
     give_way: bool,
 ) -> io::Result<Begun> {
+    // Not streaming until the base is stored (the last history ended; the API and the
+    // metrics show the gap while a base is read, or gives way).
+    lock(status).streaming = false;
     let mut capture = Capture::open(path)?;
     let store = (ctx.store)();
     let start = now_ms();
