@@ -14,6 +14,7 @@
 //! - [`stream`]: one database's stream, history after history, to the store: segments
 //!   shipped about once a second, its own checkpoint when the WAL grows past SQLite's
 //!   autocheckpoint size;
+//! - `ship`: a history's shipper, the task that writes its objects in order, retrying;
 //! - [`compact`]: a history's objects packed into fewer: a minute of segments, then an hour
 //!   of those, so that a restore of a day reads a few dozen;
 //! - [`layout`]: the keys of the history in the store;
@@ -33,6 +34,7 @@ pub mod layout;
 pub mod rebuild;
 pub mod retention;
 pub mod segment;
+mod ship;
 pub mod stream;
 pub mod wal;
 
