@@ -86,7 +86,17 @@ pub struct Capture {
     from_empty: bool,
     /// No pin is held: the capture stepped aside for a blocking checkpoint.
     aside: Option<Aside>,
+    /// When the locks last looked like a blocking checkpoint that waits, and the wal-index
+    /// then ([`Capture::make_way`] steps aside only once it is confirmed).
+    suspect: Option<(std::time::Instant, [u8; sqlite::WAL_INDEX_HEADER])>,
 }
+
+/// How long the locks must look like a blocking checkpoint that waits, with nothing
+/// committed meanwhile, before the capture steps aside: a PASSIVE checkpoint (the
+/// application's autocheckpoint) beside a write transaction holds the same two locks for a
+/// moment, and stepping aside for it would let a second PASSIVE copy and restart the WAL
+/// under commits not yet read (a gap).
+const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
 
 impl Capture {
     /// Opens the pins on the database at `db` (in WAL mode) and takes the first.
@@ -149,6 +159,7 @@ impl Capture {
             seq: 0,
             from_empty: false,
             aside: None,
+            suspect: None,
         };
         begin_read(&capture.pins[0])?;
         Ok(capture)
@@ -315,8 +326,21 @@ impl Capture {
             };
         }
         if !checkpoint_waits(&locks) {
+            self.suspect = None;
             return Ok(None);
         }
+        match self.suspect {
+            Some((since, index)) if index == locks.index => {
+                if since.elapsed() < CONFIRM_AFTER {
+                    return Ok(None);
+                }
+            }
+            _ => {
+                self.suspect = Some((std::time::Instant::now(), locks.index));
+                return Ok(None);
+            }
+        }
+        self.suspect = None;
         // A round (the handoff moves the pin to the newest mark, or to slot 0 once all is
         // copied), then, while the checkpoint still waits to copy, no pin, if nothing
         // committed from before that round to after it.
