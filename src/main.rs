@@ -75,6 +75,8 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
         Command::Serve(args) => {
             let (addr, metrics_addr) = (args.http, args.metrics_http);
             let config = args.into_config()?;
+            // Before the `--exec` application starts (`AppState::new`).
+            let signals = ShutdownSignals::listen()?;
             let state = AppState::new(config).await?;
             let listener = tokio::net::TcpListener::bind(addr).await?;
             if let Some(link) =
@@ -92,7 +94,7 @@ async fn run(cli: Cli) -> Result<Option<i32>, Box<dyn std::error::Error>> {
             tokio::spawn({
                 let (stop, child) = (stop.clone(), child.clone());
                 async move {
-                    let signal = shutdown_signal().await;
+                    let signal = signals.first().await;
                     // The `--exec` application gets the same signal at once, and stops
                     // while the open requests finish.
                     if let Some(c) = &child {
@@ -162,26 +164,31 @@ fn print_first_run_link(link: &str, format: LogFormat, dir: &std::path::Path) {
     }
 }
 
-/// Ctrl-C (SIGINT) or SIGTERM: which one came.
-async fn shutdown_signal() -> rustix::process::Signal {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    let signal = tokio::select! {
-        () = ctrl_c => rustix::process::Signal::INT,
-        () = term => rustix::process::Signal::TERM,
-    };
-    tracing::info!("shutting down");
-    signal
+/// Ctrl-C (SIGINT) and SIGTERM, listened to from the start: their handlers are installed
+/// before the `--exec` application is spawned, so that it starts with their default
+/// actions (an exec resets handled signals, not ignored ones) even when the gateway
+/// inherited them ignored (`nohup`, a background job of a script), and its own traps work.
+struct ShutdownSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn listen() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
+    }
+
+    /// Which one came first.
+    async fn first(mut self) -> rustix::process::Signal {
+        let signal = tokio::select! {
+            _ = self.int.recv() => rustix::process::Signal::INT,
+            _ = self.term.recv() => rustix::process::Signal::TERM,
+        };
+        tracing::info!("shutting down");
+        signal
+    }
 }
