@@ -351,6 +351,18 @@ async fn sigterm_reaches_the_exec_child_and_the_gateway_exits_with_its_code() {
 
 #[tokio::test]
 async fn sigint_reaches_the_exec_child_as_sigint() {
+    sigint_reaches_the_child(false).await;
+}
+
+/// A gateway started with SIGINT ignored (a background job of a script, `nohup`) still
+/// starts its application with SIGINT at its default action, so the application's own
+/// trap runs (it inherited SIGINT ignored before, and outlived the gateway's SIGINT).
+#[tokio::test]
+async fn sigint_reaches_the_exec_child_when_the_gateway_started_with_it_ignored() {
+    sigint_reaches_the_child(true).await;
+}
+
+async fn sigint_reaches_the_child(sigint_ignored: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("pb_data");
     std::fs::create_dir_all(&data_dir).unwrap();
@@ -360,6 +372,7 @@ async fn sigint_reaches_the_exec_child_as_sigint() {
             "--exec".into(),
             "trap 'exit 9' INT; trap 'exit 7' TERM; while :; do sleep 0.05; done".into(),
         ],
+        sigint_ignored,
         ..Launch::default()
     };
     let gw = Gateway::start(&data_dir, launch).await;

@@ -26,6 +26,8 @@ pub struct Launch {
     /// Run as a user that file permissions apply to: as `nobody` (through `setpriv`) when
     /// the tests run as root, as the tests' own user otherwise.
     pub unprivileged: bool,
+    /// Start it with SIGINT ignored, as a background job of a script (or `nohup`) does.
+    pub sigint_ignored: bool,
 }
 
 pub struct GatewayProcess {
@@ -75,6 +77,10 @@ impl GatewayProcess {
                 .arg(format!("--regid={NOBODY}"))
                 .arg("--clear-groups")
                 .arg(bin);
+            c
+        } else if launch.sigint_ignored {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg("trap '' INT; exec \"$0\" \"$@\"").arg(bin);
             c
         } else {
             Command::new(bin)
