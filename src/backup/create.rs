@@ -201,7 +201,7 @@ async fn create_from(
         0 => None,
         bytes => Some(state.budget.reserve(bytes).await),
     };
-    let (tx, mut rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
+    let (tx, body) = crate::storage::channel_body(CHANNEL_DEPTH);
     let write = WriteOptions {
         level: state.config.compression_level,
         exclude,
@@ -210,8 +210,7 @@ async fn create_from(
     };
     let writer =
         tokio::task::spawn_blocking(move || write_archive(&root, &write, databases, &reuse, tx));
-    let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
-    let put = store.put(key, Box::pin(body), opts.clone()).await;
+    let put = store.put(key, body, opts.clone()).await;
     let written = writer
         .await
         .map_err(|e| CreateError::Archive(io::Error::other(e)))?;

@@ -182,10 +182,7 @@ pub async fn repack(
     parts: Vec<Piece>,
     opts: PutOptions,
 ) -> Result<u64, String> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(2);
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    let (tx, body) = crate::storage::channel_body(2);
     let read = {
         let store = store.clone();
         let parts = parts.clone();
@@ -232,7 +229,7 @@ pub async fn repack(
             result
         }
     };
-    let put = store.put(&piece.key, Box::pin(body), opts);
+    let put = store.put(&piece.key, body, opts);
     let (read, stored) = tokio::join!(read, put);
     let size = stored.map_err(|e| format!("storing {}: {e}", piece.key))?;
     read?;

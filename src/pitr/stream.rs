@@ -610,24 +610,26 @@ fn ship_base(
     stop: &AtomicBool,
     give_way: bool,
 ) -> io::Result<()> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(2);
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|chunk| (chunk, rx))
-    });
+    let (tx, body) = crate::storage::channel_body(2);
     let put = ctx.rt.spawn({
         let (store, key, opts) = (store.clone(), key.to_string(), ctx.put.clone());
-        async move { store.put(&key, Box::pin(body), opts).await }
+        async move { store.put(&key, body, opts).await }
     });
+    // A stop (a restore, the setting off) does not wait for a whole base, nor does an
+    // application checkpoint (with `give_way`).
+    let halted = || -> io::Result<()> {
+        if stop.load(Ordering::SeqCst) {
+            return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
+        }
+        if give_way && capture.checkpoint_waiting() {
+            return Err(GaveWay::error());
+        }
+        Ok(())
+    };
     let read = capture.read_base(|_, reader| {
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            if stop.load(Ordering::SeqCst) {
-                // A stop (a restore, the setting off) does not wait for a whole base.
-                return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
-            }
-            if give_way && capture.checkpoint_waiting() {
-                return Err(GaveWay::error());
-            }
+            halted()?;
             let n = read_full(reader, &mut buf)?;
             if n == 0 {
                 return Ok(());
@@ -641,12 +643,7 @@ fn ship_base(
                     Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return Ok(()),
                     Err(tokio::sync::mpsc::error::TrySendError::Full(back)) => chunk = back,
                 }
-                if stop.load(Ordering::SeqCst) {
-                    return Err(io::Error::new(io::ErrorKind::Interrupted, "stopped"));
-                }
-                if give_way && capture.checkpoint_waiting() {
-                    return Err(GaveWay::error());
-                }
+                halted()?;
                 std::thread::sleep(TICK);
             }
         }

@@ -21,6 +21,21 @@ use time::OffsetDateTime;
 /// from the request); bodies coming out are `'static`.
 pub type ByteStream<'a> = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send + 'a>>;
 
+/// A body fed through a channel `depth` chunks deep: what is sent is what the store reads,
+/// and an `Err` sent fails the `put` (which then leaves nothing).
+pub fn channel_body(
+    depth: usize,
+) -> (
+    tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    ByteStream<'static>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(depth);
+    (
+        tx,
+        Box::pin(futures::stream::poll_fn(move |cx| rx.poll_recv(cx))),
+    )
+}
+
 /// One backup as listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackupInfo {
