@@ -505,10 +505,8 @@ fn end_read(conn: &Connection) -> io::Result<()> {
 mod tests {
     use super::super::segment::{Rebuild, Segment};
     use super::*;
+    use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
-
-    const ROWS: i64 = 400;
 
     /// PocketBase's connection: WAL, a 10 s busy timeout, NORMAL sync.
     fn app_connection(db: &Path) -> Connection {
@@ -652,79 +650,31 @@ mod tests {
         assert!(big.gap && big.segment.is_none(), "{big:?}");
     }
 
-    #[test]
-    fn every_commit_of_a_writer_that_truncates_its_wal_is_captured_across_generations() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("data.db");
-        let app = app_connection(&db);
-        app.execute_batch("CREATE TABLE t (i INTEGER PRIMARY KEY, v TEXT)")
-            .unwrap();
-        app.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
-            .unwrap();
-        // The generation's base: the database with every frame so far copied in.
-        let base = std::fs::read(&db).unwrap();
-        let page_size: u32 = app.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
-
-        let mut capture = Capture::open(&db).unwrap();
-        let done = Arc::new(AtomicBool::new(false));
-        let truncated = Arc::new(Mutex::new(0));
-        let writer = {
-            let (done, truncated) = (done.clone(), truncated.clone());
-            std::thread::spawn(move || {
-                for i in 1..=ROWS {
-                    let v = "z".repeat(if i % 7 == 0 { 5000 } else { 40 });
-                    app.execute("INSERT INTO t (i, v) VALUES (?1, ?2)", (i, v))
-                        .unwrap();
-                    if i % 100 == 50 {
-                        // PocketBase's daily checkpoint: busy (1) when it could not finish.
-                        let busy: i64 = app
-                            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
-                            .unwrap();
-                        if busy == 0 {
-                            *truncated.lock().unwrap() += 1;
-                        }
-                    }
-                }
-                done.store(true, Ordering::SeqCst);
-                app
-            })
-        };
-        let rounds = rounds_until(&mut capture, &done);
-        let _app = writer.join().unwrap();
-        // At least one of the application's TRUNCATE checkpoints went through, so the WAL
-        // restarted under the capture. Not all of them always do: see the module docs.
-        let truncated = *truncated.lock().unwrap();
-        assert!(
-            truncated >= 1,
-            "no TRUNCATE went through: the pins starved all 4"
-        );
-
-        // The WAL was empty when the capture began, so its first generation continues the
-        // pin's snapshot (the base): no round may have a gap.
-        let generations = rounds.iter().filter(|r| r.new_generation).count();
-        assert_eq!(generations, 1 + truncated, "a generation per restart");
-        assert!(rounds.iter().all(|r| !r.gap), "a gap");
-        let captured: usize = rounds.iter().map(|r| r.commits).sum();
-        assert_eq!(captured, ROWS as usize, "every commit, once");
-
-        // Base + every segment, generation after generation: the database, every row.
-        let (rows, sum) = rebuilt(dir.path(), base, page_size, rounds);
-        assert_eq!((rows, sum), (ROWS, ROWS * (ROWS + 1) / 2));
+    /// Which connection of the application runs its checkpoints.
+    #[derive(Clone, Copy, PartialEq)]
+    enum Checkpointer {
+        /// One of its own, as PocketBase's pool does: the writer's connection never
+        /// restarts the WAL itself, so SQLite gives each new WAL random salts.
+        Own,
+        /// The writer's: each new WAL's salt-1 is one higher.
+        Writer,
     }
 
     /// The application in a process of its own (as PocketBase is) commits 1,000 times and
-    /// runs a `wal_checkpoint(TRUNCATE)` every `every` commits, with a 2 s busy timeout
-    /// (sleeping `pace_ms` after each commit), while the capture runs a round every 0.5 ms
-    /// and watches the locks as the stream does. Returns each checkpoint's busy flag and
-    /// the rounds.
-    fn beside_a_writer_process(every: i64, pace_ms: u64) -> (Vec<i64>, Vec<Round>, Vec<u8>, u32) {
+    /// runs a `wal_checkpoint(TRUNCATE)` every `every` commits on `checkpointer`, with a
+    /// 2 s busy timeout (sleeping `pace_ms` after each commit), while the capture runs a
+    /// round every 0.5 ms and watches the locks as the stream does. Returns each
+    /// checkpoint's busy flag and the rounds.
+    fn beside_a_writer_process(
+        every: i64,
+        pace_ms: u64,
+        checkpointer: Checkpointer,
+    ) -> (Vec<i64>, Vec<Round>, Vec<u8>, u32) {
         const WRITER: &str = r#"
 import json, sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1], timeout=2.0, isolation_level=None)
 c.execute("PRAGMA synchronous=NORMAL")
-# The checkpoints on a connection of their own, as PocketBase's pool does: the writer's
-# connection never restarts the WAL itself, so SQLite gives each new WAL random salts.
-k = sqlite3.connect(sys.argv[1], timeout=2.0, isolation_level=None)
+k = sqlite3.connect(sys.argv[1], timeout=2.0, isolation_level=None) if sys.argv[5] == "own" else c
 every, pace, out = int(sys.argv[3]), int(sys.argv[4]) / 1000, []
 for i in range(1, int(sys.argv[2]) + 1):
     c.execute("INSERT INTO t (i, v) VALUES (?, ?)", (i, "z" * (5000 if i % 7 == 0 else 40)))
@@ -751,6 +701,11 @@ print(json.dumps(out))
             .arg(WRITER_COMMITS.to_string())
             .arg(every.to_string())
             .arg(pace_ms.to_string())
+            .arg(if checkpointer == Checkpointer::Own {
+                "own"
+            } else {
+                "writer"
+            })
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
@@ -779,7 +734,7 @@ print(json.dumps(out))
     /// and starved of CPU: a gap (module docs), which this test allows.
     #[test]
     fn no_checkpoint_of_another_process_waits_out_the_pins() {
-        let (busy, rounds, _, _) = beside_a_writer_process(25, 0);
+        let (busy, rounds, _, _) = beside_a_writer_process(25, 0, Checkpointer::Own);
         assert!(
             busy.iter().all(|b| *b == 0),
             "checkpoints that waited out their busy timeout: {busy:?}"
@@ -787,11 +742,23 @@ print(json.dumps(out))
         assert!(rounds.iter().map(|r| r.commits).sum::<usize>() <= WRITER_COMMITS as usize);
     }
 
-    /// A commit about every millisecond and a checkpoint every 50 (20 in all): none waits,
-    /// and every commit is captured, across the restarts, into the database whole.
+    /// A commit about every millisecond and a checkpoint every 50 (20 in all) on a
+    /// connection of its own: none waits, and every commit is captured, across the
+    /// restarts, into the database whole.
     #[test]
     fn every_commit_of_a_writer_process_is_captured_across_its_checkpoints() {
-        let (busy, rounds, base, page_size) = beside_a_writer_process(50, 1);
+        every_commit_is_captured_across_checkpoints_on(Checkpointer::Own);
+    }
+
+    /// The same with the checkpoints on the writer's connection: the restarted WALs' salts
+    /// follow on from the last ones instead of being random.
+    #[test]
+    fn every_commit_of_a_writer_that_truncates_its_own_wal_is_captured_across_generations() {
+        every_commit_is_captured_across_checkpoints_on(Checkpointer::Writer);
+    }
+
+    fn every_commit_is_captured_across_checkpoints_on(checkpointer: Checkpointer) {
+        let (busy, rounds, base, page_size) = beside_a_writer_process(50, 1, checkpointer);
         assert!(
             busy.iter().all(|b| *b == 0),
             "checkpoints that waited out their busy timeout: {busy:?}"
