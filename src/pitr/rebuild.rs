@@ -207,11 +207,22 @@ pub fn rebuild(
     let mut rebuild: Option<Rebuild<std::fs::File>> = None;
     let mut file = Some(file);
     let mut read = 0;
-    for s in &plan.segments {
-        // Read as it arrives: an hour's pack is held one part at a time.
+    // The next object is asked for while one is applied (a remote store's round trip, once
+    // an object), and read as it arrives: an hour's pack is held one part at a time.
+    let fetch = |s: &SegmentRef| {
+        let (store, key) = (store.clone(), s.key.clone());
+        // Dropped (the moment reached, an error), it is cancelled.
+        tokio_util::task::AbortOnDropHandle::new(
+            rt.spawn(async move { store.get(&key, None).await }),
+        )
+    };
+    let mut next = plan.segments.first().map(fetch);
+    for (i, s) in plan.segments.iter().enumerate() {
         let body = rt
-            .block_on(store.get(&s.key, None))
+            .block_on(next.take().expect("asked for"))
+            .map_err(io::Error::other)?
             .map_err(io::Error::other)?;
+        next = plan.segments.get(i + 1).map(fetch);
         let mut reader = io::BufReader::with_capacity(
             256 << 10,
             tokio_util::io::SyncIoBridge::new_with_handle(
