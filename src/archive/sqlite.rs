@@ -45,9 +45,51 @@ use std::time::Duration;
 pub const HEADER: &[u8; 16] = b"SQLite format 3\0";
 /// A database file holds at least one page of at least 512 bytes.
 pub const MIN_FILE_LEN: u64 = 512;
-/// Files that belong to the database beside them and are never archived: the image
-/// already holds what they add.
-const SIDECARS: [&[u8]; 3] = [b"-wal", b"-shm", b"-journal"];
+/// A file that belongs to the database beside it (named after it) and is never archived:
+/// the image already holds what it adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sidecar {
+    /// The write-ahead log.
+    Wal,
+    /// The WAL's index, and its locks.
+    Shm,
+    /// The rollback journal.
+    Journal,
+}
+
+impl Sidecar {
+    pub const ALL: [Self; 3] = [Self::Wal, Self::Shm, Self::Journal];
+
+    pub const fn suffix(self) -> &'static str {
+        match self {
+            Self::Wal => "-wal",
+            Self::Shm => "-shm",
+            Self::Journal => "-journal",
+        }
+    }
+
+    /// Its path beside the database at `db`.
+    pub fn of(self, db: &Path) -> PathBuf {
+        let mut path = db.as_os_str().to_owned();
+        path.push(self.suffix());
+        path.into()
+    }
+}
+
+/// Removes the database file at `db` and its sidecars, those that are there.
+///
+/// # Errors
+/// The first removal that fails for another reason than the file not being there.
+pub fn remove_with_sidecars(db: &Path) -> io::Result<()> {
+    let paths = std::iter::once(db.to_path_buf()).chain(Sidecar::ALL.map(|s| s.of(db)));
+    for path in paths {
+        match std::fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
 /// WAL databases whose read transaction is held from the start; past this many (an
 /// application with a database per tenant), each further one is opened when it is reached,
 /// so that a create never needs thousands of descriptors.
@@ -267,9 +309,7 @@ impl Db {
                 "the database's file could not be identified",
             ));
         };
-        let mut shm = path.as_os_str().to_owned();
-        shm.push("-shm");
-        let shm = PathBuf::from(shm);
+        let shm = Sidecar::Shm.of(path);
         let current = file_id(&std::fs::metadata(&shm)?);
         let mut all = SHM.lock().unwrap_or_else(|e| e.into_inner());
         let files = all.entry(id).or_default();
@@ -301,8 +341,8 @@ impl Db {
 /// True for `<db>-wal`, `<db>-shm` and `<db>-journal` of a database among `databases` (zip
 /// names).
 pub(crate) fn is_sidecar(name: &[u8], databases: &HashSet<Vec<u8>>) -> bool {
-    SIDECARS.iter().any(|suffix| {
-        name.strip_suffix(*suffix)
+    Sidecar::ALL.iter().any(|s| {
+        name.strip_suffix(s.suffix().as_bytes())
             .is_some_and(|db| databases.contains(db))
     })
 }

@@ -91,12 +91,15 @@ pub struct Capture {
     suspect: Option<(std::time::Instant, [u8; sqlite::WAL_INDEX_HEADER])>,
 }
 
-/// How long the locks must look like a blocking checkpoint that waits, with nothing
-/// committed meanwhile, before the capture steps aside: a PASSIVE checkpoint (the
-/// application's autocheckpoint) beside a write transaction holds the same two locks for a
-/// moment, and stepping aside for it would let a second PASSIVE copy and restart the WAL
-/// under commits not yet read (a gap).
-const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(2);
+/// How long the locks must look like a blocking checkpoint that waits, at every look and
+/// with the wal-index unchanged (nothing committed, nothing copied), before the capture
+/// steps aside: a PASSIVE checkpoint (the application's autocheckpoint) beside a write
+/// transaction holds the same two locks for a moment, and stepping aside for it would let
+/// a second PASSIVE copy and restart the WAL under commits not yet read (a gap). While a
+/// checkpoint is suspected the caller looks every [`Capture::suspects`] tick. The blocking
+/// checkpoint's busy handler tries again 1, 3 and 8 ms after it began: confirmed within
+/// 1 ms of being seen, it goes through at its second or third try.
+const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl Capture {
     /// Opens the pins on the database at `db` (in WAL mode) and takes the first.
@@ -121,8 +124,7 @@ impl Capture {
             conn.execute_batch("PRAGMA query_only = ON")?;
             Ok(conn)
         };
-        let mut wal_path = db.as_os_str().to_owned();
-        wal_path.push("-wal");
+        let wal_path = sqlite::Sidecar::Wal.of(db);
         let first = pin().map_err(io::Error::other)?;
         let mode: String = first
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
@@ -151,7 +153,7 @@ impl Capture {
         .map_err(io::Error::other)?;
         let capture = Self {
             db: db.to_path_buf(),
-            wal_path: wal_path.into(),
+            wal_path,
             ckpt,
             pins: [first, pin().map_err(io::Error::other)?],
             held: 0,
@@ -361,6 +363,12 @@ impl Capture {
     /// No pin is held (see [`Capture::make_way`]): rounds wait until it is back.
     pub fn aside(&self) -> bool {
         self.aside.is_some()
+    }
+
+    /// A blocking checkpoint seems to wait and is being confirmed ([`Capture::make_way`]):
+    /// to be called again soon (every 0.25 ms), each look resetting it at any change.
+    pub fn suspects(&self) -> bool {
+        self.suspect.is_some()
     }
 
     /// A blocking checkpoint of another process waits, on the pins or on anything else

@@ -391,7 +391,7 @@ impl Pitr {
             else {
                 continue;
             };
-            if let Some(db) = rel.strip_suffix("-wal") {
+            if let Some(db) = rel.strip_suffix(crate::archive::sqlite::Sidecar::Wal.suffix()) {
                 if std::fs::symlink_metadata(self.data_dir.join(db)).is_ok_and(|m| m.is_file()) {
                     wal.insert(db.to_string());
                 }

@@ -4,6 +4,7 @@
 
 use super::layout::{self, History, SegmentRef};
 use super::segment::Rebuild;
+use crate::archive::sqlite::Sidecar;
 use crate::storage::BackupStore;
 use futures::TryStreamExt;
 use std::collections::BTreeMap;
@@ -266,10 +267,8 @@ pub fn rebuild(
     drop(file);
     check(out)?;
     // The check's connection leaves nothing beside the image, or only empty files.
-    for suffix in ["-wal", "-shm"] {
-        let mut side = out.as_os_str().to_owned();
-        side.push(suffix);
-        let _ = std::fs::remove_file(side);
+    for side in [Sidecar::Wal, Sidecar::Shm] {
+        let _ = std::fs::remove_file(side.of(out));
     }
     Ok(Rebuilt {
         last_commit_ms,

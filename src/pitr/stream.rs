@@ -40,11 +40,12 @@ use super::compact::{self, Piece, Planner};
 use super::layout;
 use super::segment;
 use super::ship::{Shipment, Shipper};
+use crate::archive::sqlite::Sidecar;
 use crate::storage::{BackupStore, PutOptions};
 use bytes::Bytes;
 use std::collections::VecDeque;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -61,6 +62,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// The loop's pace while the capture is aside for a checkpoint: the pin comes back within
 /// this of the checkpoint's end.
 const ASIDE_TICK: Duration = Duration::from_millis(1);
+/// The loop's pace while a checkpoint that waits is being confirmed ([`Capture::suspects`]).
+const SUSPECT_TICK: Duration = Duration::from_micros(250);
 /// A round at least this often, even with nothing written.
 const IDLE_ROUND: Duration = Duration::from_millis(50);
 /// Captured commits are shipped once the oldest waiting is this old.
@@ -426,7 +429,13 @@ fn run_rounds(
         if stop.load(Ordering::SeqCst) {
             return Ok(End::Clean);
         }
-        std::thread::sleep(if capture.aside() { ASIDE_TICK } else { TICK });
+        std::thread::sleep(if capture.suspects() {
+            SUSPECT_TICK
+        } else if capture.aside() {
+            ASIDE_TICK
+        } else {
+            TICK
+        });
         if file_id(path) != db_id {
             // Another file under the name (the database was replaced): its WAL is not this
             // history's, and is never read into it.
@@ -682,9 +691,7 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 /// The WAL's size, modification time and inode: a change means a round is due.
 fn wal_stamp(db: &Path) -> Option<(u64, i128, u64)> {
     use std::os::unix::fs::MetadataExt;
-    let mut wal = PathBuf::from(db).into_os_string();
-    wal.push("-wal");
-    let m = std::fs::metadata(wal).ok()?;
+    let m = std::fs::metadata(Sidecar::Wal.of(db)).ok()?;
     Some((
         m.len(),
         i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),

@@ -411,14 +411,7 @@ async fn rebuild_staged(
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            for suffix in ["", "-wal", "-shm", "-journal"] {
-                let mut p = path.clone().into_os_string();
-                p.push(suffix);
-                match std::fs::remove_file(p) {
-                    Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                    _ => {}
-                }
-            }
+            crate::archive::sqlite::remove_with_sidecars(&path)?;
             let rebuilt = crate::pitr::rebuild::rebuild(&rt, &store, &budget, plan, &path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", plan.rel)))?;
             out.push(PitrDatabase {
