@@ -231,27 +231,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// `bench-tool rebuild` (module docs).
 fn rebuild(dir: &Path, commits: i64) -> anyhow::Result<()> {
-    use backup_gateway::pitr::segment::{Rebuild, Segment, SegmentHeader, encode, seal, unseal};
-    use backup_gateway::pitr::wal::{self, Commit};
-    use std::io::{Seek, SeekFrom};
-    const ACCOUNTS: i64 = 100;
-    const PER_SEGMENT: i64 = 6_000;
+    use backup_gateway::pitr::segment::{Rebuild, Segment, unseal};
     std::fs::create_dir(dir)?;
-    let db = dir.join("data.db");
-    let conn = rusqlite::Connection::open(&db)?;
-    conn.pragma_update(None, "journal_mode", "wal")?;
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    conn.execute_batch(
-        "CREATE TABLE bench_accounts (id INTEGER PRIMARY KEY, balance INTEGER);
-         CREATE TABLE bench_ledger (seq INTEGER PRIMARY KEY, at REAL, note BLOB);",
-    )?;
-    for id in 0..ACCOUNTS {
-        conn.execute("INSERT INTO bench_accounts VALUES (?1, 1000)", [id])?;
-    }
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-    let base = std::fs::read(&db)?;
+    let (conn, page_size, base) = rebuild_bench::ledger(dir)?;
     let image = |name: &str| -> io::Result<std::fs::File> {
         let path = dir.join(name);
         std::fs::write(&path, &base)?;
@@ -262,16 +244,117 @@ fn rebuild(dir: &Path, commits: i64) -> anyhow::Result<()> {
     };
     let mut rebuild: Option<Rebuild<std::fs::File>> = None;
     let mut rebuilt_image = Some(image("rebuilt.db")?);
-    let mut baseline = image("baseline.db")?;
-    let mut baseline_pages = 0u32;
-    let (mut rebuild_secs, mut baseline_secs) = (0f64, 0f64);
-    let (mut page_writes, mut baseline_page_writes) = (0u64, 0u64);
-    let (mut n, mut segments) = (0i64, 0u64);
-    let (mut raw_bytes, mut sealed_bytes, mut read_secs) = (0u64, 0u64, 0f64);
-    while n < commits {
-        for _ in 0..PER_SEGMENT.min(commits - n) {
-            n += 1;
-            let (a, b) = (n % ACCOUNTS, (n * 7) % ACCOUNTS);
+    let mut baseline = rebuild_bench::EveryCommit::new(image("baseline.db")?, page_size);
+    let mut t = rebuild_bench::Totals::default();
+    while t.commits < commits {
+        rebuild_bench::transfers(&conn, &mut t.commits, commits)?;
+        let (sealed, raw) = rebuild_bench::minute(dir, page_size, t.commits)?;
+        (t.raw_bytes, t.sealed_bytes, t.segments) = (
+            t.raw_bytes + raw,
+            t.sealed_bytes + sealed.len() as u64,
+            t.segments + 1,
+        );
+        // Read back as a restore reads it: inflated, checked, indexed.
+        let started = Instant::now();
+        let segment = Segment::decode(unseal(sealed)?)?;
+        t.read_secs += started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let salt = segment.header.salt;
+        let r = rebuild.get_or_insert_with(|| {
+            Rebuild::new(rebuilt_image.take().expect("taken once"), page_size, salt)
+        });
+        if r.salt() != salt {
+            r.next_generation(salt)?;
+        }
+        anyhow::ensure!(r.apply(&segment, i64::MAX)?, "a commit past the moment");
+        t.rebuild_secs += started.elapsed().as_secs_f64();
+        t.page_writes += segment
+            .commits
+            .iter()
+            .flat_map(|c| c.pages.iter().map(|p| p.0))
+            .collect::<std::collections::HashSet<u32>>()
+            .len() as u64;
+
+        let started = Instant::now();
+        baseline.apply(&segment)?;
+        t.baseline_secs += started.elapsed().as_secs_f64();
+
+        // The WAL restarts: the next minute is a new generation.
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        anyhow::ensure!(busy == 0, "the checkpoint could not finish");
+    }
+    let started = Instant::now();
+    let rebuilt = rebuild.expect("one segment at least").finish()?;
+    rebuilt.sync_all()?;
+    t.rebuild_secs += started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    t.baseline_page_writes = baseline.finish()?;
+    t.baseline_secs += started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        std::fs::read(dir.join("rebuilt.db"))? == std::fs::read(dir.join("baseline.db"))?,
+        "the two images differ"
+    );
+    let check: String = rusqlite::Connection::open(dir.join("rebuilt.db"))?.query_row(
+        "PRAGMA integrity_check",
+        [],
+        |r| r.get(0),
+    )?;
+    anyhow::ensure!(check == "ok", "the rebuilt database: {check}");
+    println!("{}", serde_json::to_string(&t)?);
+    Ok(())
+}
+
+/// The parts of `bench-tool rebuild`.
+mod rebuild_bench {
+    use backup_gateway::pitr::segment::{Segment, SegmentHeader, encode, seal};
+    use backup_gateway::pitr::wal::{self, Commit};
+    use std::io::{self, Seek, SeekFrom, Write};
+    use std::path::Path;
+
+    const ACCOUNTS: i64 = 100;
+    /// A minute at 100 commits/s.
+    const PER_SEGMENT: i64 = 6_000;
+
+    /// What the run measured (printed as JSON).
+    #[derive(Default, serde::Serialize)]
+    pub struct Totals {
+        pub commits: i64,
+        pub segments: u64,
+        pub raw_bytes: u64,
+        pub sealed_bytes: u64,
+        pub read_secs: f64,
+        pub page_writes: u64,
+        pub baseline_page_writes: u64,
+        pub rebuild_secs: f64,
+        pub baseline_secs: f64,
+    }
+
+    /// `bench/writer.py`'s database in `dir`, in WAL mode with no autocheckpoint: the
+    /// connection, the page size, and the image before any commit of the run.
+    pub fn ledger(dir: &Path) -> anyhow::Result<(rusqlite::Connection, u32, Vec<u8>)> {
+        let db = dir.join("data.db");
+        let conn = rusqlite::Connection::open(&db)?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        conn.execute_batch(
+            "CREATE TABLE bench_accounts (id INTEGER PRIMARY KEY, balance INTEGER);
+             CREATE TABLE bench_ledger (seq INTEGER PRIMARY KEY, at REAL, note BLOB);",
+        )?;
+        for id in 0..ACCOUNTS {
+            conn.execute("INSERT INTO bench_accounts VALUES (?1, 1000)", [id])?;
+        }
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let page_size = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+        Ok((conn, page_size, std::fs::read(db)?))
+    }
+
+    /// A minute of `bench/writer.py`'s transfers (fewer if `until` comes first).
+    pub fn transfers(conn: &rusqlite::Connection, n: &mut i64, until: i64) -> anyhow::Result<()> {
+        for _ in 0..PER_SEGMENT.min(until - *n) {
+            *n += 1;
+            let (a, b) = (*n % ACCOUNTS, (*n * 7) % ACCOUNTS);
             conn.execute_batch("BEGIN IMMEDIATE")?;
             conn.execute(
                 "UPDATE bench_accounts SET balance = balance - 1 WHERE id = ?1",
@@ -283,106 +366,73 @@ fn rebuild(dir: &Path, commits: i64) -> anyhow::Result<()> {
             )?;
             conn.execute(
                 "INSERT INTO bench_ledger (at, note) VALUES (?1, randomblob(100))",
-                [n as f64],
+                [*n as f64],
             )?;
             conn.execute_batch("COMMIT")?;
         }
-        // The minute's commits, as the stream takes them from the WAL.
+        Ok(())
+    }
+
+    /// The WAL's commits (the last being number `last`) as the stream's segment,
+    /// compressed as it ships them; and its size before.
+    pub fn minute(dir: &Path, page_size: u32, last: i64) -> anyhow::Result<(Vec<u8>, u64)> {
         let mut wal_file = std::fs::File::open(dir.join("data.db-wal"))?;
         let scanned = wal::read_committed(&mut wal_file, None)?
             .map_err(|e| anyhow::anyhow!("the WAL: {e:?}"))?;
-        let first = n - i64::try_from(scanned.commits.len())?;
-        let timed: Vec<(i64, &Commit)> = scanned
-            .commits
-            .iter()
-            .enumerate()
-            .map(|(k, c)| (first + k as i64, c))
-            .collect();
+        let first = last - i64::try_from(scanned.commits.len())?;
+        let timed: Vec<(i64, &Commit)> = (first..).zip(&scanned.commits).collect();
         let header = SegmentHeader {
             page_size,
             salt: scanned.resume.header.salt,
             first_seq: 0,
             commits: u32::try_from(timed.len())?,
         };
-        // Compressed as the stream ships it; read back as a restore reads it.
         let raw = encode(header, &timed, &mut wal_file)?;
-        let sealed = seal(&raw);
-        (raw_bytes, sealed_bytes) = (
-            raw_bytes + raw.len() as u64,
-            sealed_bytes + sealed.len() as u64,
-        );
-        drop(raw);
-        let started = Instant::now();
-        let segment = Segment::decode(unseal(sealed)?)?;
-        read_secs += started.elapsed().as_secs_f64();
-        segments += 1;
-
-        let started = Instant::now();
-        let r = rebuild.get_or_insert_with(|| {
-            Rebuild::new(
-                rebuilt_image.take().expect("taken once"),
-                page_size,
-                header.salt,
-            )
-        });
-        if r.salt() != header.salt {
-            r.next_generation(header.salt)?;
-        }
-        anyhow::ensure!(r.apply(&segment, i64::MAX)?, "a commit past the moment");
-        rebuild_secs += started.elapsed().as_secs_f64();
-        page_writes += segment
-            .commits
-            .iter()
-            .flat_map(|c| c.pages.iter().map(|p| p.0))
-            .collect::<std::collections::HashSet<u32>>()
-            .len() as u64;
-
-        // The baseline: every commit's pages in turn.
-        let started = Instant::now();
-        for commit in &segment.commits {
-            for &(number, offset) in &commit.pages {
-                if number == 0 {
-                    continue;
-                }
-                baseline.seek(SeekFrom::Start(
-                    u64::from(number - 1) * u64::from(page_size),
-                ))?;
-                baseline.write_all(segment.page(offset))?;
-                baseline_page_writes += 1;
-            }
-            baseline_pages = commit.db_pages;
-        }
-        baseline_secs += started.elapsed().as_secs_f64();
-
-        // The WAL restarts: the next minute is a new generation.
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        anyhow::ensure!(busy == 0, "the checkpoint could not finish");
+        Ok((seal(&raw), raw.len() as u64))
     }
-    let started = Instant::now();
-    let rebuilt = rebuild.expect("one segment at least").finish()?;
-    rebuilt.sync_all()?;
-    rebuild_secs += started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    baseline.set_len(u64::from(baseline_pages) * u64::from(page_size))?;
-    baseline.sync_all()?;
-    baseline_secs += started.elapsed().as_secs_f64();
-    anyhow::ensure!(
-        std::fs::read(dir.join("rebuilt.db"))? == std::fs::read(dir.join("baseline.db"))?,
-        "the two images differ"
-    );
-    let check: String = rusqlite::Connection::open(dir.join("rebuilt.db"))?.query_row(
-        "PRAGMA integrity_check",
-        [],
-        |r| r.get(0),
-    )?;
-    anyhow::ensure!(check == "ok", "the rebuilt database: {check}");
-    println!(
-        "{{\"commits\": {n}, \"segments\": {segments}, \"raw_bytes\": {raw_bytes}, \
-         \"sealed_bytes\": {sealed_bytes}, \"read_secs\": {read_secs:.4}, \
-         \"page_writes\": {page_writes}, \"baseline_page_writes\": {baseline_page_writes}, \
-         \"rebuild_secs\": {rebuild_secs:.4}, \"baseline_secs\": {baseline_secs:.4}}}"
-    );
-    Ok(())
+
+    /// The baseline: every commit's pages written in turn.
+    pub struct EveryCommit {
+        image: std::fs::File,
+        page_size: u32,
+        db_pages: u32,
+        writes: u64,
+    }
+
+    impl EveryCommit {
+        pub fn new(image: std::fs::File, page_size: u32) -> Self {
+            Self {
+                image,
+                page_size,
+                db_pages: 0,
+                writes: 0,
+            }
+        }
+
+        pub fn apply(&mut self, segment: &Segment) -> io::Result<()> {
+            for commit in &segment.commits {
+                for &(number, offset) in &commit.pages {
+                    if number == 0 {
+                        continue;
+                    }
+                    let at = u64::from(number - 1) * u64::from(self.page_size);
+                    self.image.seek(SeekFrom::Start(at))?;
+                    self.image.write_all(segment.page(offset))?;
+                    self.writes += 1;
+                }
+                self.db_pages = commit.db_pages;
+            }
+            Ok(())
+        }
+
+        /// Cuts the image to the last commit's size and syncs it; returns the pages written.
+        pub fn finish(self) -> io::Result<u64> {
+            self.image
+                .set_len(u64::from(self.db_pages) * u64::from(self.page_size))?;
+            self.image.sync_all()?;
+            Ok(self.writes)
+        }
+    }
 }
 
 /// Zips `dir` into a counter: the ceiling of the create's pipeline (no store).
