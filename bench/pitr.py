@@ -233,12 +233,17 @@ def stream(env, gw, db, res, phase, idle, history):
     run.log(f"TRUNCATE streamed: {res['truncate_streamed']}, writer {res['writer_streamed_truncating']}, "
             f"histories begun {res['truncate_histories_begun']}")
 
-    # Idle: the database unchanged.
+    # Idle: the database unchanged (quiet after 5 s: the stream looks at it slowly).
     before, t0 = metrics(gw), time.time()
+    watch = run.Watch(gw.proc.p.pid)
     time.sleep(idle)
+    cpu = watch.stop()["cpu"]
     after, t1 = metrics(gw), time.time()
     res["idle_requests_per_min"] = {op: n / ((t1 - t0) / 60) for op, n in delta(after, before).items() if n}
-    run.log(f"idle requests/min: {res['idle_requests_per_min']}")
+    res["idle_cpu_share"] = cpu / (t1 - t0)
+    res["idle_quiet"] = pitr_state(gw).get("stream", {}).get("quiet")
+    run.log(f"idle requests/min: {res['idle_requests_per_min']}, CPU {res['idle_cpu_share'] * 100:.2f}% "
+            f"of a core, quiet at the end: {res['idle_quiet']}")
 
     # History, then the restores.
     w = run.Writer(env, "sqlite", db)
@@ -309,6 +314,7 @@ def report(res):
         f"| store requests per minute, idle (target 0) | {fmt_ops(res['idle_requests_per_min'])} |",
         f"| segment bytes shipped per minute, busy | {res['busy_bytes_per_min'] / 2**20:.1f} MiB |",
         f"| gateway CPU at 100 commits/s (target < 5% of a core) | {res['gateway_cpu_share'] * 100:.1f}% |",
+        f"| gateway CPU idle (quiet at the end: {res.get('idle_quiet')}) | {res.get('idle_cpu_share', 0) * 100:.2f}% |",
         f"| objects packed before the restores: a minute's segments / an hour's minutes | "
         f"{res['packs']['minute']} / {res['packs']['hour']} |",
         "",

@@ -102,6 +102,7 @@ pub async fn window(
             if let Some(s) = statuses.get(name) {
                 db["stream"] = json!({
                     "streaming": s.streaming,
+                    "quiet": s.streaming && s.quiet,
                     "history": s.history,
                     "lagMs": s.lag_now_ms(now),
                     "lagP50Ms": s.lag_percentile(50),

@@ -371,6 +371,16 @@ impl Capture {
         self.suspect.is_some()
     }
 
+    /// Every frame of the WAL is copied into the database (or the WAL is empty): a pin
+    /// that begins now reads the database alone (slot 0), which neither a blocking
+    /// checkpoint with nothing to copy nor a WAL restart waits for.
+    ///
+    /// # Errors
+    /// Reading the wal-index.
+    pub fn all_copied(&self) -> io::Result<bool> {
+        Ok(copied(&self.pins[self.held].wal_locks(&self.db)?))
+    }
+
     /// A blocking checkpoint of another process waits, on the pins or on anything else
     /// (false when the locks cannot be read): a base read, which must keep its pin, gives
     /// way to it by ending (`stream.rs`).

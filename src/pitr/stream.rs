@@ -66,6 +66,16 @@ const ASIDE_TICK: Duration = Duration::from_millis(1);
 const SUSPECT_TICK: Duration = Duration::from_micros(250);
 /// A round at least this often, even with nothing written.
 const IDLE_ROUND: Duration = Duration::from_millis(50);
+/// A database with nothing written for this long is **quiet**: the stream copies what it
+/// captured into the database (a PASSIVE checkpoint), moves its pin to slot 0 (the
+/// database alone), and then looks only every [`QUIET_TICK`], a round every
+/// [`QUIET_ROUND`]. From slot 0 the pin is in no checkpoint's way while nothing is
+/// written (there is nothing to copy, and a WAL restart waits only for the other slots);
+/// the first change of the WAL ends the quiet. An idle stream then costs about a tenth of
+/// what it did (docs/pitr.md).
+const QUIET_AFTER: Duration = Duration::from_secs(5);
+const QUIET_TICK: Duration = Duration::from_millis(20);
+const QUIET_ROUND: Duration = Duration::from_secs(1);
 /// Captured commits are shipped once the oldest waiting is this old.
 pub const SHIP_AFTER: Duration = Duration::from_millis(850);
 /// ... or once this many bytes wait.
@@ -106,6 +116,9 @@ pub struct Status {
     pub history: Option<String>,
     /// Its base is stored and rounds run.
     pub streaming: bool,
+    /// Nothing written for a while: the stream looks at the database at a slow pace
+    /// ([`QUIET_AFTER`]).
+    pub quiet: bool,
     /// The newest commit stored (Unix ms, when the stream saw it).
     pub last_shipped_commit_ms: Option<i64>,
     /// When the last segment was stored.
@@ -277,7 +290,9 @@ fn begin(
 ) -> io::Result<Begun> {
     // Not streaming until the base is stored (the last history ended; the API and the
     // metrics show the gap while a base is read, or gives way).
-    lock(status).streaming = false;
+    let mut s = lock(status);
+    (s.streaming, s.quiet) = (false, false);
+    drop(s);
     let mut capture = Capture::open(path)?;
     let store = (ctx.store)();
     let start = now_ms();
@@ -425,17 +440,12 @@ fn run_rounds(
     let mut failures = 0u32;
     let page_size = u64::from(capture.page_size()?);
     let mut last_checkpoint = Instant::now();
+    let mut quiet = Quiet::new();
     loop {
         if stop.load(Ordering::SeqCst) {
             return Ok(End::Clean);
         }
-        std::thread::sleep(if capture.suspects() {
-            SUSPECT_TICK
-        } else if capture.aside() {
-            ASIDE_TICK
-        } else {
-            TICK
-        });
+        std::thread::sleep(pace(capture, &quiet));
         if file_id(path) != db_id {
             // Another file under the name (the database was replaced): its WAL is not this
             // history's, and is never read into it.
@@ -461,18 +471,35 @@ fn run_rounds(
             continue;
         }
         let stamp = wal_stamp(path);
-        if checkpoint_if_large(capture, stamp, page_size, &mut last_checkpoint, rel) {
+        if stamp != last_wal && quiet.settled {
+            lock(out.status).quiet = false;
+        }
+        if stamp != last_wal {
+            quiet = Quiet::new();
+        }
+        if checkpoint_if_large(capture, stamp, page_size, &mut last_checkpoint, rel)
+            || quiet.settle(capture, rel)
+        {
             last_wal = None;
         }
-        if stamp != last_wal || last_round.elapsed() >= IDLE_ROUND {
+        let idle_round = if quiet.settled {
+            QUIET_ROUND
+        } else {
+            IDLE_ROUND
+        };
+        if stamp != last_wal || last_round.elapsed() >= idle_round {
             last_wal = stamp;
             last_round = Instant::now();
             let now = now_ms();
             match capture.round(now) {
                 Ok(round) => {
                     failures = 0;
+                    let nothing = round.commits == 0 && !round.new_generation;
                     if !take(round, now, pending, out)? {
                         return Ok(End::Gap);
+                    }
+                    if quiet.after_round(capture, nothing && wal_stamp(path) == stamp) {
+                        lock(out.status).quiet = true;
                     }
                 }
                 // The old pin is still held: nothing is lost by trying again.
@@ -490,6 +517,19 @@ fn run_rounds(
         if let Some(end) = history_over(out.shipper, ctx, started) {
             return end.map(|()| End::Clean);
         }
+    }
+}
+
+/// How long the loop sleeps before it looks again.
+fn pace(capture: &Capture, quiet: &Quiet) -> Duration {
+    if capture.suspects() {
+        SUSPECT_TICK
+    } else if capture.aside() {
+        ASIDE_TICK
+    } else if quiet.settled {
+        QUIET_TICK
+    } else {
+        TICK
     }
 }
 
@@ -527,6 +567,57 @@ fn checkpoint_if_large(
         tracing::debug!(db = rel, error = %e, "the stream's checkpoint failed");
     }
     true
+}
+
+/// Whether the database is quiet (see [`QUIET_AFTER`]).
+struct Quiet {
+    /// Since when the WAL has not changed.
+    since: Instant,
+    /// The stream's checkpoint ran for this quiet, and the next round's pin is to land on
+    /// slot 0.
+    copied: bool,
+    /// The pin is on slot 0, with nothing written since: the slow pace.
+    settled: bool,
+}
+
+impl Quiet {
+    fn new() -> Self {
+        Self {
+            since: Instant::now(),
+            copied: false,
+            settled: false,
+        }
+    }
+
+    /// Once the WAL has not changed for [`QUIET_AFTER`]: the stream's checkpoint, which
+    /// copies every frame (all captured: nothing was written since the last round) unless
+    /// a reader of the application holds some back. True when it ran (a round is due).
+    fn settle(&mut self, capture: &Capture, rel: &str) -> bool {
+        if self.copied || self.since.elapsed() < QUIET_AFTER {
+            return false;
+        }
+        self.copied = true;
+        if let Err(e) = capture.checkpoint() {
+            tracing::debug!(db = rel, error = %e, "the stream's checkpoint failed");
+        }
+        true
+    }
+
+    /// After a round: settled when the stream's checkpoint ran, the round found nothing
+    /// and the WAL did not change across it (`unchanged`), and every frame is copied: the
+    /// round's pin then began on slot 0. Else, the checkpoint is tried again a quiet
+    /// period later (an application reader held frames back). True when it just settled.
+    fn after_round(&mut self, capture: &Capture, unchanged: bool) -> bool {
+        if !self.copied || self.settled {
+            return false;
+        }
+        if unchanged && capture.all_copied().unwrap_or(false) {
+            self.settled = true;
+        } else {
+            *self = Self::new();
+        }
+        self.settled
+    }
 }
 
 impl Pending {

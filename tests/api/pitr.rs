@@ -683,3 +683,121 @@ async fn the_setting_turns_the_stream_on_and_off_and_the_flag_pins_it() {
     );
     assert_eq!(pitr_state(&pinned).await["enabled"], false);
 }
+
+/// The application of [`a_quiet_database_is_watched_slowly_and_loses_nothing_when_written_again`],
+/// in a process of its own, one step per line of its input: `commit N` (N commits of a
+/// row each), `truncate` (PocketBase's checkpoint on a connection of its own, 1 s busy
+/// timeout), `commit-truncate` (one commit, then at once the checkpoint). It answers each
+/// with a line: the rows so far, or the checkpoint's busy flag.
+const QUIET_APP: &str = r#"
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], timeout=1.0, isolation_level=None)
+c.execute("PRAGMA journal_mode=wal")
+c.execute("CREATE TABLE IF NOT EXISTS q (i INTEGER PRIMARY KEY, v TEXT)")
+k = sqlite3.connect(sys.argv[1], timeout=1.0, isolation_level=None)
+n = 0
+def commit():
+    global n
+    n += 1
+    c.execute("INSERT INTO q (i, v) VALUES (?, ?)", (n, "x" * 300))
+for line in sys.stdin:
+    step = line.split()
+    if step[0] == "commit":
+        for _ in range(int(step[1])):
+            commit()
+        print(n, flush=True)
+    elif step[0] == "truncate":
+        print(k.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0], flush=True)
+    elif step[0] == "commit-truncate":
+        commit()
+        print(k.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0], flush=True)
+"#;
+
+/// A database with nothing written for a while is quiet: the stream copies what it
+/// captured, holds its pin on the database alone and looks at it slowly. A checkpoint
+/// then goes through, a commit followed at once by a checkpoint (which, with the pin on
+/// the database alone, must wait for the stream to see it) goes through too, the history
+/// goes on without a gap, and "latest" has every row.
+#[tokio::test]
+async fn a_quiet_database_is_watched_slowly_and_loses_nothing_when_written_again() {
+    use std::io::{BufRead, Write};
+    let mut config = test_config();
+    config.pins.pitr = Some(true);
+    let app = spawn_app_with(Options {
+        backend: Backend::Local,
+        config,
+        ..Options::default()
+    })
+    .await;
+    let db = app.data_dir.join("data.db");
+    let mut child = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(QUIET_APP)
+        .arg(&db)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut input = child.stdin.take().unwrap();
+    let mut output = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut step = |s: &str| -> i64 {
+        writeln!(input, "{s}").unwrap();
+        let mut line = String::new();
+        output.read_line(&mut line).unwrap();
+        line.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{s}: {line:?}"))
+    };
+    step("commit 20");
+    let history = stream_of(&app).await["stream"]["history"].clone();
+    assert_eq!(app.create(Some("files.zip")).await.status(), 204);
+    let quiet = || async {
+        wait_until(30, || async {
+            stream_of(&app).await["stream"]["quiet"] == true
+        })
+        .await;
+    };
+    for round in 0..3 {
+        quiet().await;
+        assert_eq!(
+            step("truncate"),
+            0,
+            "round {round}: a checkpoint of the quiet database"
+        );
+        step("commit 5");
+        wait_until(10, || async {
+            stream_of(&app).await["stream"]["quiet"] == false
+        })
+        .await;
+        quiet().await;
+        assert_eq!(
+            step("commit-truncate"),
+            0,
+            "round {round}: a checkpoint right after a commit to the quiet database"
+        );
+        step("commit 3");
+    }
+    let rows = step("commit 1");
+    assert_eq!(rows, 20 + 3 * 9 + 1);
+    drop(input);
+    assert!(child.wait().unwrap().success());
+    wait_shipped(&app).await;
+    let state = stream_of(&app).await;
+    assert_eq!(
+        state["stream"]["history"], history,
+        "the quiet periods began a new history (a gap): {state}"
+    );
+    assert!(
+        state["stream"]["commitsShipped"].as_i64().unwrap() >= rows,
+        "{state}"
+    );
+
+    restore_to(&app, json!({"latest": true})).await;
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let (count, max): (i64, i64) = conn
+        .query_row("SELECT count(*), max(i) FROM q", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((count, max), (rows, rows), "latest has every row");
+}
