@@ -328,20 +328,30 @@ mod tests {
         read_committed(&mut wal, resume).unwrap().unwrap()
     }
 
-    /// `base` rolled forward through `commits`, opened: its row count and integrity.
-    fn rolled(dir: &Path, base: &[u8], commits: &[Commit], name: &str) -> (i64, String) {
-        // Through the segment and its rebuild: the one way the stream rolls forward.
-        use super::super::segment::{Rebuild, Segment, SegmentHeader, encode};
-        let mut wal = std::fs::File::open(dir.join("data.db-wal")).unwrap();
-        let header = read(dir, None).resume.header;
-        let timed: Vec<(i64, &Commit)> = commits.iter().map(|c| (0, c)).collect();
+    /// The segment of `timed`, the commits of the WAL of `header` read from `wal`, checked.
+    fn segment_of(
+        header: Header,
+        timed: &[(i64, &Commit)],
+        wal: &mut std::fs::File,
+    ) -> super::super::segment::Segment {
+        use super::super::segment::{Segment, SegmentHeader, encode};
         let segment = SegmentHeader {
             page_size: header.page_size,
             salt: header.salt,
             first_seq: 0,
             commits: u32::try_from(timed.len()).unwrap(),
         };
-        let segment = Segment::decode(encode(segment, &timed, &mut wal).unwrap()).unwrap();
+        Segment::decode(encode(segment, timed, wal).unwrap()).unwrap()
+    }
+
+    /// `base` rolled forward through `commits`, opened: its row count and integrity.
+    fn rolled(dir: &Path, base: &[u8], commits: &[Commit], name: &str) -> (i64, String) {
+        // Through the segment and its rebuild: the one way the stream rolls forward.
+        use super::super::segment::Rebuild;
+        let mut wal = std::fs::File::open(dir.join("data.db-wal")).unwrap();
+        let header = read(dir, None).resume.header;
+        let timed: Vec<(i64, &Commit)> = commits.iter().map(|c| (0, c)).collect();
+        let segment = segment_of(header, &timed, &mut wal);
         let base = io::Cursor::new(base.to_vec());
         let mut rebuild = Rebuild::new(base, header.page_size, header.salt);
         assert!(rebuild.apply(&segment, 0).unwrap());
@@ -426,7 +436,7 @@ mod tests {
     /// the database holds exactly what SQLite held after that commit.
     #[test]
     fn a_segment_rebuilt_up_to_each_of_its_commits_holds_what_sqlite_held_then() {
-        use super::super::segment::{Rebuild, Segment, SegmentHeader, encode};
+        use super::super::segment::Rebuild;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("data.db");
         let conn = Connection::open(&path).unwrap();
@@ -476,13 +486,7 @@ mod tests {
             .map(|(k, c)| (k as i64, c))
             .collect();
         let mut wal = std::fs::File::open(dir.path().join("data.db-wal")).unwrap();
-        let segment = SegmentHeader {
-            page_size: header.page_size,
-            salt: header.salt,
-            first_seq: 0,
-            commits: u32::try_from(timed.len()).unwrap(),
-        };
-        let segment = Segment::decode(encode(segment, &timed, &mut wal).unwrap()).unwrap();
+        let segment = segment_of(header, &timed, &mut wal);
         for (k, expected) in seen.iter().enumerate() {
             let mut rebuild =
                 Rebuild::new(io::Cursor::new(base.clone()), header.page_size, header.salt);

@@ -98,6 +98,20 @@ async fn restore_moment(app: &TestApp, db: &Path, all: &[(i64, i64)], t: i64) ->
     rows.len()
 }
 
+/// A gateway on `backend` with the stream on (pinned by the flag), its history packed at
+/// `levels`.
+async fn pitr_app(backend: Backend, levels: Levels) -> TestApp {
+    let mut config = test_config();
+    config.pins.pitr = Some(true);
+    config.pitr_levels = levels;
+    spawn_app_with(Options {
+        backend,
+        config,
+        ..Options::default()
+    })
+    .await
+}
+
 /// A gateway on `backend` with the stream on, a bank database in its data directory, its
 /// writer committing (sleeping `pause_ms` after each) and streamed, and `files.zip`, the
 /// backup the other files of a restore come from.
@@ -112,15 +126,7 @@ async fn streamed_bank_with(
     levels: Levels,
     pad_mib: usize,
 ) -> (TestApp, PathBuf, Writer) {
-    let mut config = test_config();
-    config.pins.pitr = Some(true);
-    config.pitr_levels = levels;
-    let app = spawn_app_with(Options {
-        backend,
-        config,
-        ..Options::default()
-    })
-    .await;
+    let app = pitr_app(backend, levels).await;
     let db = app.data_dir.join("data.db");
     make_bank(&db, Journal::Wal, pad_mib);
     let mut writer = Writer::paced(&db, Journal::Wal, pause_ms);
@@ -379,14 +385,7 @@ async fn a_checkpoint_during_a_base_read_goes_through(slow_store: bool) {
 
 #[tokio::test]
 async fn a_moment_outside_the_window_or_a_bad_body_is_refused_with_a_reason() {
-    let mut config = test_config();
-    config.pins.pitr = Some(true);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        config,
-        ..Options::default()
-    })
-    .await;
+    let app = pitr_app(Backend::Local, Levels::default()).await;
     let post = |body: Value| {
         app.request(reqwest::Method::POST, "/api/gateway/restore")
             .json(&body)
@@ -721,14 +720,7 @@ for line in sys.stdin:
 #[tokio::test]
 async fn a_quiet_database_is_watched_slowly_and_loses_nothing_when_written_again() {
     use std::io::{BufRead, Write};
-    let mut config = test_config();
-    config.pins.pitr = Some(true);
-    let app = spawn_app_with(Options {
-        backend: Backend::Local,
-        config,
-        ..Options::default()
-    })
-    .await;
+    let app = pitr_app(Backend::Local, Levels::default()).await;
     let db = app.data_dir.join("data.db");
     let mut child = std::process::Command::new("python3")
         .arg("-c")
