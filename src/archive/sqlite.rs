@@ -76,19 +76,21 @@ impl Sidecar {
     }
 }
 
-/// Removes the database file at `db` and its sidecars, those that are there.
+/// Removes the database file at `db` and its sidecars, those that are there (each one
+/// tried, whatever became of the others).
 ///
 /// # Errors
-/// The first removal that fails for another reason than the file not being there.
+/// The first removal that failed for another reason than the file not being there.
 pub fn remove_with_sidecars(db: &Path) -> io::Result<()> {
     let paths = std::iter::once(db.to_path_buf()).chain(Sidecar::ALL.map(|s| s.of(db)));
+    let mut first = Ok(());
     for path in paths {
         match std::fs::remove_file(path) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(e) if e.kind() != io::ErrorKind::NotFound && first.is_ok() => first = Err(e),
             _ => {}
         }
     }
-    Ok(())
+    first
 }
 /// WAL databases whose read transaction is held from the start; past this many (an
 /// application with a database per tenant), each further one is opened when it is reached,
@@ -1000,5 +1002,27 @@ mod tests {
         for name in ["sub/a.db", "a.db-wal", "sub/b.db-wal", "sub/a.db-walx"] {
             assert!(!snaps.is_sidecar(name.as_bytes()), "{name}");
         }
+    }
+
+    #[test]
+    fn a_database_goes_with_its_sidecars_each_tried_whatever_the_others_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        for path in [db.clone(), Sidecar::Wal.of(&db), Sidecar::Journal.of(&db)] {
+            std::fs::write(path, b"x").unwrap();
+        }
+        // The `-shm` cannot be removed as a file: an error, and the rest still go.
+        std::fs::create_dir(Sidecar::Shm.of(&db)).unwrap();
+        assert!(remove_with_sidecars(&db).is_err());
+        for path in [db.clone(), Sidecar::Wal.of(&db), Sidecar::Journal.of(&db)] {
+            assert!(!path.exists(), "{}", path.display());
+        }
+        std::fs::remove_dir(Sidecar::Shm.of(&db)).unwrap();
+        // Nothing there is no error.
+        remove_with_sidecars(&db).unwrap();
+        assert_eq!(
+            Sidecar::ALL.map(|s| s.of(&db).file_name().unwrap().to_owned()),
+            ["data.db-wal", "data.db-shm", "data.db-journal"].map(std::ffi::OsString::from)
+        );
     }
 }
