@@ -471,10 +471,10 @@ fn run_rounds(
             continue;
         }
         let stamp = wal_stamp(path);
-        if stamp != last_wal && quiet.settled {
-            lock(out.status).quiet = false;
-        }
         if stamp != last_wal {
+            if quiet.settled {
+                lock(out.status).quiet = false;
+            }
             quiet = Quiet::new();
         }
         if checkpoint_if_large(capture, stamp, page_size, &mut last_checkpoint, rel)
@@ -563,10 +563,16 @@ fn checkpoint_if_large(
         return false;
     }
     *last = Instant::now();
+    own_checkpoint(capture, rel);
+    true
+}
+
+/// The stream's own PASSIVE checkpoint ([`Capture::checkpoint`]); a failure only logged (it
+/// never waits, and the next one tries again).
+fn own_checkpoint(capture: &Capture, rel: &str) {
     if let Err(e) = capture.checkpoint() {
         tracing::debug!(db = rel, error = %e, "the stream's checkpoint failed");
     }
-    true
 }
 
 /// Whether the database is quiet (see [`QUIET_AFTER`]).
@@ -597,9 +603,7 @@ impl Quiet {
             return false;
         }
         self.copied = true;
-        if let Err(e) = capture.checkpoint() {
-            tracing::debug!(db = rel, error = %e, "the stream's checkpoint failed");
-        }
+        own_checkpoint(capture, rel);
         true
     }
 
