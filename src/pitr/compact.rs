@@ -8,9 +8,10 @@
 //!   into one object once the first is [`Levels::minute`] old or [`PACK_BYTES`] wait. The
 //!   stream still holds their bytes, so this costs one write and no read;
 //! - **the hour**: the minute's objects since the last repack, packed again once the first
-//!   is [`Levels::hour`] old ([`repack`]): read from the store one after the other and
-//!   streamed into one upload (bounded memory however large the hour), in the background
-//!   beside the stream, so the segments' lag never waits for it.
+//!   is [`Levels::hour`] old and a second has come ([`repack`]; a lone one waits to be
+//!   packed with the next): read from the store one after the other and streamed into one
+//!   upload (bounded memory however large the hour), in the background beside the stream,
+//!   so the segments' lag never waits for it.
 //!
 //! Each new object is stored whole before the ones it replaces are deleted: a crash between
 //! the two leaves both, and a restore reads the new one. A history's end packs its last
@@ -111,16 +112,15 @@ impl Planner {
         if self.minute_bytes >= PACK_BYTES || now_ms - first_ms >= millis(self.levels.minute) {
             jobs.extend(self.pack_minute());
         }
-        if let Some(first) = self.hour.first()
-            && now_ms - first.first_ms >= millis(self.levels.hour)
-        {
+        // A lone object waits for the next one (an hour with a single minute of commits,
+        // or a stream held up past the hour): they are packed together then, so that the
+        // history's first hour is one object whenever the stream ran at the hour.
+        if self.hour.len() >= 2 && now_ms - self.hour[0].first_ms >= millis(self.levels.hour) {
             let parts = std::mem::take(&mut self.hour);
-            if parts.len() >= 2 {
-                jobs.push(Job::Repack {
-                    piece: self.piece(&parts, 0),
-                    parts,
-                });
-            }
+            jobs.push(Job::Repack {
+                piece: self.piece(&parts, 0),
+                parts,
+            });
         }
         jobs
     }
@@ -331,5 +331,35 @@ mod tests {
         };
         assert_eq!(parts.len(), 2);
         assert_eq!(piece.n, (0, 2));
+    }
+
+    #[test]
+    fn an_hour_of_one_object_waits_for_the_next_and_is_packed_with_it() {
+        let levels = Levels {
+            minute: Duration::from_secs(1),
+            hour: Duration::from_secs(5),
+        };
+        let mut planner = Planner::new("data.db", "h", levels);
+        // Three segments 0.4 s apart: one pack of the minute.
+        let mut jobs = Vec::new();
+        for n in 0..3 {
+            let (piece, bytes) = segment(n, n as i64 * 400);
+            jobs.extend(planner.shipped(piece, bytes, n as i64 * 400 + 500));
+        }
+        assert!(matches!(&jobs[..], [Job::Pack { .. }]), "{jobs:?}");
+        // The stream held up past the hour: the next segment is recent, its minute not due,
+        // and the hour holds the pack alone. Nothing is repacked, nothing is forgotten.
+        let (late, bytes) = segment(3, 9_000);
+        assert!(planner.shipped(late.clone(), bytes, 9_400).is_empty());
+        assert_eq!(planner.hour.len(), 1);
+        // The next minute's object joins it, and the two are one object.
+        let (next, bytes) = segment(4, 10_000);
+        let jobs = planner.shipped(next, bytes, 10_600);
+        let Some(Job::Repack { piece, parts }) = jobs.last() else {
+            panic!("{jobs:?}");
+        };
+        assert_eq!(parts.len(), 2);
+        assert_eq!(piece.n, (0, 4));
+        assert!(planner.hour.is_empty());
     }
 }

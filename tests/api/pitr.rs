@@ -255,6 +255,7 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
         .await
         .unwrap();
     let histories = backup_gateway::pitr::layout::parse(&listing);
+    assert_eq!(histories["data.db"].len(), 1, "one history: {listing:#?}");
     let history = &histories["data.db"][0];
     let chain = history.chain();
     assert_eq!(
@@ -270,7 +271,7 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
     let first = &chain[0];
     assert!(
         first.m - first.n + 1 >= 4,
-        "the first object is an hour of several minutes: {first:?}"
+        "the first object is an hour of several minutes: {listing:#?}"
     );
 
     // Latest and each moment, exactly; few objects read.
