@@ -123,7 +123,7 @@ pub struct ServeArgs {
     /// Stream every WAL database of the data directory to the store, so that
     /// `POST /api/gateway/restore` can bring them back to any moment (point-in-time
     /// restore; docs/pitr.md). `--pitr` alone is `--pitr true`. Given, it pins
-    /// `backups.pitr` (off by default while it is being proven).
+    /// `backups.pitr` (off by default: docs/pitr.md says why).
     #[arg(long, env = "GATEWAY_PITR", num_args = 0..=1, default_missing_value = "true",
         value_parser = parse_on_off)]
     pub pitr: Option<bool>,

@@ -128,7 +128,7 @@ pub struct Backups {
     /// Like `s3.secret`, never answered (a webhook URL often holds its token).
     pub notify_url: String,
     /// The gateway's addition: the point-in-time stream of the data directory's databases
-    /// ([`crate::pitr`]; off by default while it is being proven).
+    /// ([`crate::pitr`]; off by default: docs/pitr.md says why).
     pub pitr: bool,
 }
 
