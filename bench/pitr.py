@@ -26,7 +26,6 @@ The numbers are only comparable inside one run: the machine is shared and noisy.
 """
 
 import argparse
-import datetime
 import json
 import os
 import subprocess
@@ -261,7 +260,7 @@ def stream(env, gw, db, res, phase, idle, history):
         # Each restore begins a new history, so "latest" after any restore would be the
         # restored state: it goes first, and the key restore (the baseline) last.
         ("latest", "/api/gateway/restore", {"latest": True}),
-        ("middle", "/api/gateway/restore", {"time": fmt_ms(middle_ms)}),
+        ("middle", "/api/gateway/restore", {"time": run.pb_time(middle_ms)}),
         ("key", "/api/backups/files.zip/restore", None),
     ]:
         run.settle()
@@ -275,18 +274,10 @@ def stream(env, gw, db, res, phase, idle, history):
         run.log(f"restore {name}: {res['restores'][name]}")
 
 
-def fmt_ms(ms):
-    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
 def report(res):
     a, s = res["writer_alone"], res["writer_streamed"]
     ta, ts = res["truncate_alone"], res["truncate_streamed"]
     at, st = res["writer_alone_truncating"], res["writer_streamed_truncating"]
-
-    def ratio(k):
-        return f"{s[k] / a[k]:.2f}x" if a[k] else "n/a"
 
     r = res["restores"]
     lines = [
@@ -297,9 +288,7 @@ def report(res):
         "",
         "| row | alone | streamed | ratio |",
         "| --- | --- | --- | --- |",
-        f"| commit p50 (ms) | {a['p50_ms']:.2f} | {s['p50_ms']:.2f} | {ratio('p50_ms')} |",
-        f"| commit p99 (ms) | {a['p99_ms']:.2f} | {s['p99_ms']:.2f} | {ratio('p99_ms')} |",
-        f"| commit worst (ms) | {a['worst_ms']:.2f} | {s['worst_ms']:.2f} | {ratio('worst_ms')} |",
+        *run.latency_rows("commit", a, s),
         f"| TRUNCATE checkpoint p50 (ms) | {ta['p50_ms']:.1f} | {ts['p50_ms']:.1f} | {ts['p50_ms'] / ta['p50_ms']:.2f}x |",
         f"| TRUNCATE checkpoint worst (ms) | {ta['max_ms']:.1f} | {ts['max_ms']:.1f} | {ts['max_ms'] / ta['max_ms']:.2f}x |",
         f"| TRUNCATE checkpoints busy (gave up) | {ta['busy']} of {ta['n']} | {ts['busy']} of {ts['n']} | |",

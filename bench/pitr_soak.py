@@ -34,7 +34,6 @@ The numbers are only comparable inside one run: the machine is shared and noisy.
 """
 
 import argparse
-import datetime
 import http.client
 import json
 import os
@@ -54,11 +53,6 @@ REPO = run.REPO
 
 def now_ms():
     return time.time_ns() // 1_000_000
-
-
-def fmt_ms(ms):
-    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
-    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def pct(xs, q):
@@ -393,7 +387,7 @@ def soak(env, data, res, minutes, every, pause):
             lo, hi = s["from_ms"] + 2000, s["to_ms"] - 500
             moment = rng.randint(lo, hi) if hi > lo else s["to_ms"]
             d.settled()
-            secs, st = d.restore({"time": fmt_ms(moment)})
+            secs, st = d.restore({"time": run.pb_time(moment)})
             served = served_records(d.pb_base)
             ok, detail = timeline.check(moment, served)
             detail.update({"kind": kind, "secs": round(secs, 2)})
@@ -456,9 +450,6 @@ def report(res):
     offt, ont = res["creates_off_truncating"], res["creates_on_truncating"]
     tof, ton = res["creates_off_truncates"], res["creates_on_truncates"]
 
-    def ratio(k):
-        return f"{on[k] / off[k]:.2f}x" if off[k] else "n/a"
-
     t = res["truncates"]
     lines = [
         f"# Point-in-time soak beside the real PocketBase ({res['profile']} build, {res['cores']} cores)",
@@ -468,9 +459,7 @@ def report(res):
         "",
         "| PocketBase record create | stream off | stream on | ratio |",
         "| --- | --- | --- | --- |",
-        f"| p50 (ms) | {off['p50_ms']:.2f} | {on['p50_ms']:.2f} | {ratio('p50_ms')} |",
-        f"| p99 (ms) | {off['p99_ms']:.2f} | {on['p99_ms']:.2f} | {ratio('p99_ms')} |",
-        f"| worst (ms) | {off['worst_ms']:.2f} | {on['worst_ms']:.2f} | {ratio('worst_ms')} |",
+        *run.latency_rows("create", off, on),
         f"| creates | {off['n']} | {on['n']} | |",
         f"| p99 beside a TRUNCATE every second (ms) | {offt['p99_ms']:.2f} | {ont['p99_ms']:.2f} | "
         f"{ont['p99_ms'] / offt['p99_ms']:.2f}x |",

@@ -571,6 +571,22 @@ def expect(status, body, want, what):
         raise RuntimeError(f"{what}: HTTP {status} {body}")
 
 
+def pb_time(ms):
+    """A Unix time in ms as PocketBase writes times (`2026-12-06 23:00:00.000Z`)."""
+    t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)
+    return t.strftime("%Y-%m-%d %H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def latency_rows(what, base, other):
+    """Markdown rows of a latency (dicts with p50_ms, p99_ms, worst_ms): `base`, `other`
+    beside it, and the ratio."""
+    rows = []
+    for key, name in (("p50_ms", "p50"), ("p99_ms", "p99"), ("worst_ms", "worst")):
+        ratio = f"{other[key] / base[key]:.2f}x" if base[key] else "n/a"
+        rows.append(f"| {what} {name} (ms) | {base[key]:.2f} | {other[key]:.2f} | {ratio} |")
+    return rows
+
+
 def wait_gateway_restore(gw, timeout=3600):
     deadline = time.time() + timeout
     while time.time() < deadline:
