@@ -511,7 +511,8 @@ async function loadPitr() {
     const span = d.earliest ? `from ${d.earliest} to ${d.latest}` : "no history yet";
     const s = d.stream;
     const lag = s ? (s.streaming ? `, ${s.lagMs} ms behind` : `, not streaming${s.error ? `: ${s.error}` : ""}`) : "";
-    return `${d.name}: ${span}${lag}`;
+    const stored = d.storedBytes ? `, ${(d.storedBytes / 1048576).toFixed(1)} MiB stored` : "";
+    return `${d.name}: ${span}${lag}${stored}`;
   });
   el.textContent = lines.length ? `Restorable: ${lines.join("; ")}.` : "No database streamed yet.";
   const earliest = (w.databases || []).map((d) => d.earliest).filter(Boolean).sort()[0];

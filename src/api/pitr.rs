@@ -98,6 +98,10 @@ pub async fn window(
                     "start": time_fmt::format_ms(*a),
                     "end": time_fmt::format_ms(*b),
                 })).collect::<Vec<_>>()).unwrap_or_default(),
+                // What its history takes in the store (it grows with the writes: docs/pitr.md).
+                "storedBytes": histories.get(name.as_str()).map_or(0, |hs| {
+                    hs.iter().map(crate::pitr::layout::History::stored_bytes).sum::<u64>()
+                }),
             });
             if let Some(s) = statuses.get(name) {
                 db["stream"] = json!({

@@ -111,6 +111,11 @@ impl History {
         self.base.is_some() && self.ready_ms.is_some()
     }
 
+    /// The bytes its base and its segment objects take in the store.
+    pub fn stored_bytes(&self) -> u64 {
+        self.base.as_ref().map_or(0, |b| b.2) + self.segments.iter().map(|s| s.size).sum::<u64>()
+    }
+
     /// Every key it holds.
     pub fn keys(&self) -> impl Iterator<Item = &String> {
         self.base
@@ -253,6 +258,9 @@ mod tests {
         assert_eq!(histories[0].chain().len(), 2);
         assert_eq!(histories[0].end_ms(), 1_700_000_003_000);
         assert_eq!(histories[1].end_ms(), histories[1].start_ms);
+        // Its base and its segments; the other keys are not its.
+        assert_eq!(histories[0].stored_bytes(), 4096 + 10 + 11);
+        assert_eq!(histories[1].stored_bytes(), 8192);
     }
 
     #[test]

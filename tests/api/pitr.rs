@@ -653,6 +653,20 @@ async fn the_setting_turns_the_stream_on_and_off_and_the_flag_pins_it() {
     assert_eq!(db_state["name"], "data.db", "{state}");
     assert!(db_state["stream"].is_null(), "{state}");
     assert!(db_state["earliest"].is_string(), "{state}");
+    // What it takes in the store: every object of its histories, the empty markers aside.
+    let listing = app
+        .state
+        .store()
+        .list_under(backup_gateway::pitr::layout::NAMESPACE)
+        .await
+        .unwrap();
+    let held: u64 = listing
+        .iter()
+        .filter(|(k, _)| k.starts_with(".pitr/v1/data.db/"))
+        .map(|(_, size)| size)
+        .sum();
+    assert!(held > 0);
+    assert_eq!(db_state["storedBytes"], held, "{state}");
     // Off, the health answer is as it was before the stream existed.
     assert!(
         app.get_json("/api/health").await["data"]

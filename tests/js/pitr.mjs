@@ -19,10 +19,10 @@ try {
   await page.click("#login-form button[type=submit]");
   await visible("#app-view");
 
-  // The window, per database, with the stream's lag.
+  // The window, per database, with the stream's lag and what its history takes in the store.
   await visible("#pitr-form");
   const window = await waitText("#pitr-window", /data\.db: from/);
-  assert.match(window, /^Restorable: data\.db: from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z to .*, \d+ ms behind/);
+  assert.match(window, /^Restorable: data\.db: from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z to .*, \d+ ms behind, \d+\.\d MiB stored/);
   await shot("pitr-window");
 
   // A moment typed in the form: confirmed, restored, the other files' backup named.
