@@ -98,6 +98,15 @@ async fn restore_moment(app: &TestApp, db: &Path, all: &[(i64, i64)], t: i64) ->
     rows.len()
 }
 
+/// Every object of the point-in-time history in the store (key, size).
+async fn history_listing(app: &TestApp) -> Vec<(String, u64)> {
+    app.state
+        .store()
+        .list_under(backup_gateway::pitr::layout::NAMESPACE)
+        .await
+        .unwrap()
+}
+
 /// A gateway on `backend` with the stream on (pinned by the flag), its history packed at
 /// `levels`.
 async fn pitr_app(backend: Backend, levels: Levels) -> TestApp {
@@ -248,12 +257,7 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
 
     // In the store: the history is one chain of objects, none left that a pack replaced
     // (the hour's own, the one in progress, may still be on its way).
-    let listing = app
-        .state
-        .store()
-        .list_under(backup_gateway::pitr::layout::NAMESPACE)
-        .await
-        .unwrap();
+    let listing = history_listing(&app).await;
     let histories = backup_gateway::pitr::layout::parse(&listing);
     assert_eq!(histories["data.db"].len(), 1, "one history: {listing:#?}");
     let history = &histories["data.db"][0];
@@ -654,13 +658,8 @@ async fn the_setting_turns_the_stream_on_and_off_and_the_flag_pins_it() {
     assert!(db_state["stream"].is_null(), "{state}");
     assert!(db_state["earliest"].is_string(), "{state}");
     // What it takes in the store: every object of its histories, the empty markers aside.
-    let listing = app
-        .state
-        .store()
-        .list_under(backup_gateway::pitr::layout::NAMESPACE)
+    let held: u64 = history_listing(&app)
         .await
-        .unwrap();
-    let held: u64 = listing
         .iter()
         .filter(|(k, _)| k.starts_with(".pitr/v1/data.db/"))
         .map(|(_, size)| size)
