@@ -28,7 +28,8 @@ What it does, in one run on one S3 server (examples/s3-server.rs):
 Rows: the create latency off/on; each restore (kind, seconds, records, how many of the
 last second before the moment were not in it); TRUNCATEs (time, gave up busy); the
 histories begun against those the restores and the restart explain; gateway CPU share and
-peak RSS; store requests per minute. Any wrong restore fails the run (exit 1).
+peak RSS; store requests per minute. Any wrong restore, or a history that neither a restore
+nor a start explains (a gap), fails the run (exit 1).
 
 The numbers are only comparable inside one run: the machine is shared and noisy.
 """
@@ -440,6 +441,8 @@ def soak(env, data, res, minutes, every, pause):
     # (the latency phase's, the soak's, the restart's: the stream begins again from a fresh
     # base when it cannot prove continuity); any more is a gap.
     res["histories"] = {"data.db": len(histories), "explained": 2 + restarts + len(res["restores"])}
+    if res["histories"]["data.db"] > res["histories"]["explained"]:
+        failures.append({"gap": res["histories"]})
     res["failures"] = failures
     run.log(f"histories of data.db: {res['histories']}, TRUNCATEs {res['truncates']}, "
             f"CPU {res['gateway_cpu_share'] * 100:.1f}%, peak RSS {res['gateway_peak_rss_mib']:.0f} MiB")
@@ -497,7 +500,7 @@ def report(res):
           f"({(h['segments_mib_per_hour'] * 24 * 7 + 8 * h['base_mib']) / 1024:.1f} GiB) |"
           for db, h in sorted(res.get("history", {}).items())],
         f"| store requests per minute | {', '.join(f'{k} {v:.0f}' for k, v in sorted(res['requests_per_min'].items()) if v)} |",
-        f"| wrong restores (target 0) | {len(res['failures'])} |",
+        f"| wrong restores and unexplained histories (target 0) | {len(res['failures'])} |",
     ]
     return "\n".join(lines) + "\n"
 

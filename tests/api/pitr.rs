@@ -255,27 +255,38 @@ async fn an_hour_packed_again_restores_every_moment_from_a_few_objects(backend: 
     let shipped = stream["segmentsShipped"].as_u64().unwrap();
     assert!(stream["minutePacks"].as_u64() >= Some(4), "{stream}");
 
-    // In the store: the history is one chain of objects, none left that a pack replaced
-    // (the hour's own, the one in progress, may still be on its way).
+    // In the store: each history is one chain of objects, none left that a pack replaced
+    // (the hour's own, the one in progress, may still be on its way). A gateway starved of
+    // CPU under load can see a gap and begin a new history (docs/pitr.md, "Not yet"; seen in
+    // CI on SeaweedFS): each history is then checked alike, and at least one held an hour.
     let listing = history_listing(&app).await;
     let histories = backup_gateway::pitr::layout::parse(&listing);
-    assert_eq!(histories["data.db"].len(), 1, "one history: {listing:#?}");
-    let history = &histories["data.db"][0];
-    let chain = history.chain();
-    assert_eq!(
-        chain.last().map(|s| s.m),
-        history.segments.iter().map(|s| s.m).max(),
-        "the chain reaches the last segment"
-    );
-    let leftovers = history.segments.len() - chain.len();
+    let histories = &histories["data.db"];
+    if histories.len() > 1 {
+        eprintln!(
+            "{} histories (a gap under load): {listing:#?}",
+            histories.len()
+        );
+    }
+    for history in histories {
+        let chain = history.chain();
+        assert_eq!(
+            chain.last().map(|s| s.m),
+            history.segments.iter().map(|s| s.m).max(),
+            "the chain reaches the last segment: {listing:#?}"
+        );
+        let leftovers = history.segments.len() - chain.len();
+        assert!(
+            leftovers <= 3,
+            "{leftovers} objects replaced and not deleted: {listing:#?}"
+        );
+    }
     assert!(
-        leftovers <= 3,
-        "{leftovers} objects replaced and not deleted"
-    );
-    let first = &chain[0];
-    assert!(
-        first.m - first.n + 1 >= 4,
-        "the first object is an hour of several minutes: {listing:#?}"
+        histories
+            .iter()
+            .filter_map(|h| h.chain().first().map(|first| first.m - first.n + 1))
+            .any(|segments| segments >= 4),
+        "a history's first object is an hour of several minutes: {listing:#?}"
     );
 
     // Latest and each moment, exactly; few objects read.
