@@ -31,7 +31,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the main benchmark's harness: the S3 server, processes, requests)
@@ -41,19 +40,7 @@ REPO = run.REPO
 
 def metrics(gw):
     """The gateway's store requests by operation, and the stream's counters."""
-    with urllib.request.urlopen(gw.metrics_url, timeout=30) as r:
-        text = r.read().decode()
-    out = {"requests": {}, "pitr": {}}
-    for line in text.splitlines():
-        if line.startswith("backup_gateway_store_requests_total{"):
-            op = line.split('operation="', 1)[1].split('"', 1)[0]
-            out["requests"][op] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("backup_gateway_pitr_") and "{" in line:
-            name = line.split("{", 1)[0][len("backup_gateway_pitr_"):]
-            if 'level="' in line:
-                name += "_" + line.split('level="', 1)[1].split('"', 1)[0]
-            out["pitr"][name] = out["pitr"].get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
+    return run.scrape(gw.metrics_url)
 
 
 def delta(after, before):
@@ -188,9 +175,7 @@ def measure(env, res, phase, idle, history):
 
     gw = run.Gateway(env, data)
     gw.extra_env["GATEWAY_PITR"] = "true"
-    port = run.free_port()
-    gw.extra_env["GATEWAY_METRICS_HTTP"] = f"127.0.0.1:{port}"
-    gw.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    gw.with_metrics()
     gw.start()
     try:
         stream(env, gw, db, res, phase, idle, history)

@@ -44,7 +44,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import run  # noqa: E402  (the main benchmark's harness: the S3 server, processes, requests)
@@ -223,9 +222,7 @@ class Deployment:
             "GATEWAY_EXEC": f"exec {env.pb_bin} serve --http 127.0.0.1:{self.pb_port} --dir '{data}'",
             "GATEWAY_PITR": "true" if pitr else "false",
         })
-        mport = run.free_port()
-        self.gw.extra_env["GATEWAY_METRICS_HTTP"] = f"127.0.0.1:{mport}"
-        self.metrics_url = f"http://127.0.0.1:{mport}/metrics"
+        self.gw.with_metrics()
 
     def start(self):
         LIVE.append(self)
@@ -243,14 +240,7 @@ class Deployment:
         return used
 
     def requests(self):
-        with urllib.request.urlopen(self.metrics_url, timeout=30) as r:
-            text = r.read().decode()
-        out = {}
-        for line in text.splitlines():
-            if line.startswith("backup_gateway_store_requests_total{"):
-                op = line.split('operation="', 1)[1].split('"', 1)[0]
-                out[op] = out.get(op, 0) + float(line.rsplit(" ", 1)[1])
-        return out
+        return run.scrape(self.gw.metrics_url)["requests"]
 
     def pitr(self, name="data.db"):
         status, body = run.request(self.gw.base, "GET", "/api/gateway/pitr", token=self.gw.token)

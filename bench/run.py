@@ -29,6 +29,7 @@ import sysconfig
 import threading
 import time
 import urllib.parse
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import datasets  # noqa: E402
@@ -455,6 +456,13 @@ class Gateway:
         )
         self.proc = None
 
+    def with_metrics(self):
+        """Serves Prometheus metrics (`GATEWAY_METRICS_HTTP`) at `self.metrics_url`."""
+        port = free_port()
+        self.extra_env["GATEWAY_METRICS_HTTP"] = f"127.0.0.1:{port}"
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        return self
+
     def start(self):
         port = free_port()
         self.base = f"http://127.0.0.1:{port}"
@@ -569,6 +577,24 @@ def link_delta(before, after):
 def expect(status, body, want, what):
     if status != want:
         raise RuntimeError(f"{what}: HTTP {status} {body}")
+
+
+def scrape(metrics_url):
+    """A gateway's metrics: its store requests by operation (`requests`), and its stream's
+    counters summed over databases (`pitr`, a pack's level appended to its name)."""
+    with urllib.request.urlopen(metrics_url, timeout=30) as r:
+        text = r.read().decode()
+    out = {"requests": {}, "pitr": {}}
+    for line in text.splitlines():
+        if line.startswith("backup_gateway_store_requests_total{"):
+            op = line.split('operation="', 1)[1].split('"', 1)[0]
+            out["requests"][op] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("backup_gateway_pitr_") and "{" in line:
+            name = line.split("{", 1)[0][len("backup_gateway_pitr_"):]
+            if 'level="' in line:
+                name += "_" + line.split('level="', 1)[1].split('"', 1)[0]
+            out["pitr"][name] = out["pitr"].get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def pb_time(ms):
