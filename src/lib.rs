@@ -345,6 +345,7 @@ fn start_pitr(
         },
         base_every: config.pitr_base_every,
         levels: config.pitr_levels,
+        max_bytes: config.pitr_max_bytes,
     };
     let notifier = notifier.clone();
     let on_stall = Box::new(move |db: &str, why: &str| {
@@ -358,7 +359,11 @@ fn start_pitr(
         &config.data_dir,
         excluded_paths(config),
         ctx,
-        config.pitr_retention,
+        pitr::Keep {
+            retention: config.pitr_retention,
+            max_bytes: config.pitr_max_bytes,
+            exclude: config.pitr_exclude.clone(),
+        },
         on_stall,
     );
     pitr.start();

@@ -511,10 +511,13 @@ async function loadPitr() {
     const span = d.earliest ? `from ${d.earliest} to ${d.latest}` : "no history yet";
     const s = d.stream;
     const lag = s ? (s.streaming ? `, ${s.lagMs} ms behind` : `, not streaming${s.error ? `: ${s.error}` : ""}`) : "";
-    const stored = d.storedBytes ? `, ${(d.storedBytes / 1048576).toFixed(1)} MiB stored` : "";
+    const mib = (n) => (n / 1048576).toFixed(1);
+    const bound = w.maxStoredBytes ? ` of ${mib(w.maxStoredBytes)}` : "";
+    const stored = d.storedBytes ? `, ${mib(d.storedBytes)}${bound} MiB stored` : "";
     return `${d.name}: ${span}${lag}${stored}`;
   });
-  el.textContent = lines.length ? `Restorable: ${lines.join("; ")}.` : "No database streamed yet.";
+  const skipped = (w.excluded || []).length ? ` Not streamed (backups only): ${w.excluded.join(", ")}.` : "";
+  el.textContent = (lines.length ? `Restorable: ${lines.join("; ")}.` : "No database streamed yet.") + skipped;
   const earliest = (w.databases || []).map((d) => d.earliest).filter(Boolean).sort()[0];
   if (earliest) $("pitr-time").min = earliest.slice(0, 19).replace(" ", "T");
 }

@@ -77,7 +77,9 @@ pub async fn window(
     _auth: SuperuserAuth,
 ) -> Result<Json<Value>, ApiError> {
     let store = state.store();
-    let histories = crate::pitr::rebuild::histories(store.as_ref())
+    let histories = state
+        .pitr
+        .histories(store.as_ref())
         .await
         .map_err(|e| store_failure(Op::List, &e))?;
     let windows = crate::pitr::rebuild::windows(&histories, crate::pitr::stream::now_ms());
@@ -126,8 +128,14 @@ pub async fn window(
             db
         })
         .collect();
+    let keep = state.pitr.keep();
     Ok(Json(json!({
         "enabled": state.pitr.is_enabled(),
+        // The most each database's history may take (`--pitr-max-size-mib`; null: no
+        // bound but the retention), and the databases never streamed (`--pitr-exclude`).
+        "maxStoredBytes": keep.max_bytes,
+        "retentionDays": keep.retention.as_secs() / 86_400,
+        "excluded": keep.exclude,
         "databases": databases,
     })))
 }

@@ -123,7 +123,7 @@ pub struct ServeArgs {
     /// Stream every WAL database of the data directory to the store, so that
     /// `POST /api/gateway/restore` can bring them back to any moment (point-in-time
     /// restore; docs/pitr.md). `--pitr` alone is `--pitr true`. Given, it pins
-    /// `backups.pitr` (off by default: docs/pitr.md says why).
+    /// `backups.pitr` (on by default, bounded by `--pitr-max-size-mib`).
     #[arg(long, env = "GATEWAY_PITR", num_args = 0..=1, default_missing_value = "true",
         value_parser = parse_on_off)]
     pub pitr: Option<bool>,
@@ -139,6 +139,24 @@ pub struct ServeArgs {
     #[arg(long, env = "GATEWAY_PITR_BASE_HOURS", default_value_t = 24,
         value_parser = clap::value_parser!(u32).range(1..=720))]
     pub pitr_base_hours: u32,
+
+    /// The most each database's point-in-time history may take in the store, in MiB (0:
+    /// no bound but the retention). Past it the oldest histories are deleted first, and a
+    /// history that reaches half of it ends and a new one begins, so that the one before
+    /// can go: a busy database keeps a shorter window than the retention (docs/pitr.md).
+    #[arg(long, env = "GATEWAY_PITR_MAX_SIZE_MIB", default_value_t = crate::pitr::DEFAULT_MAX_MIB)]
+    pub pitr_max_size_mib: u64,
+
+    /// The databases never streamed, comma-separated paths in the data directory (empty:
+    /// none): covered by backups only, a restore to a moment takes them from the backup.
+    /// By default PocketBase's request logs.
+    #[arg(
+        long,
+        env = "GATEWAY_PITR_EXCLUDE",
+        value_delimiter = ',',
+        default_value = "auxiliary.db"
+    )]
+    pub pitr_exclude: Vec<String>,
 
     /// Restore refuses archives with more entries than this.
     #[arg(long, env = "GATEWAY_RESTORE_MAX_ENTRIES", default_value_t = Limits::DEFAULT.max_entries)]
@@ -453,6 +471,9 @@ impl ServeArgs {
             restore_while_running: self.app.restore_while_running,
             pitr_retention: secs(u64::from(self.pitr_retention_days) * 86_400),
             pitr_base_every: secs(u64::from(self.pitr_base_hours) * 3_600),
+            pitr_max_bytes: (self.pitr_max_size_mib > 0)
+                .then(|| self.pitr_max_size_mib.saturating_mul(1 << 20)),
+            pitr_exclude: data_paths(&self.pitr_exclude),
             pitr_levels: crate::pitr::compact::Levels::default(),
             serve_limits: crate::api::serve::Limits {
                 header_read: crate::api::serve::HEADER_READ_TIMEOUT,
@@ -609,6 +630,16 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
     }
 }
 
+/// Paths in the data directory as given (`a.db`, `./a.db`, with spaces after commas), the
+/// empty ones dropped.
+fn data_paths(given: &[String]) -> Vec<String> {
+    given
+        .iter()
+        .map(|s| s.trim().trim_start_matches("./").to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -728,5 +759,31 @@ mod tests {
                 .starts_with("invalid configuration: --exclude:"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_stream_is_bounded_and_leaves_auxiliary_db_out_unless_told_otherwise() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec!["backup-gateway", "serve"];
+            argv.extend_from_slice(extra);
+            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+                panic!("not serve")
+            };
+            args.into_config().unwrap()
+        };
+        let c = parse(&[]);
+        assert_eq!(c.pitr_max_bytes, Some(1 << 30));
+        assert_eq!(c.pitr_exclude, ["auxiliary.db"]);
+        assert!(c.pins.pitr.is_none());
+        let c = parse(&["--pitr-max-size-mib", "0", "--pitr-exclude", ""]);
+        assert_eq!(c.pitr_max_bytes, None);
+        assert!(c.pitr_exclude.is_empty());
+        let c = parse(&[
+            "--pitr-exclude",
+            "./a.db, sub/b.db",
+            "--pitr-max-size-mib=64",
+        ]);
+        assert_eq!(c.pitr_exclude, ["a.db", "sub/b.db"]);
+        assert_eq!(c.pitr_max_bytes, Some(64 << 20));
     }
 }

@@ -88,6 +88,11 @@ pub struct Config {
     pub pitr_retention: std::time::Duration,
     /// `--pitr-base-hours`.
     pub pitr_base_every: std::time::Duration,
+    /// `--pitr-max-size-mib`, in bytes: the most each database's history may take in the
+    /// store (`None`: bounded by age only).
+    pub pitr_max_bytes: Option<u64>,
+    /// `--pitr-exclude`: the databases (paths in the data directory) never streamed.
+    pub pitr_exclude: Vec<String>,
     /// When the point-in-time history is packed into fewer objects (no flag: a minute and
     /// an hour; the tests shorten them).
     pub pitr_levels: crate::pitr::compact::Levels,
@@ -190,6 +195,11 @@ impl Config {
             restore_while_running: false,
             pitr_retention: std::time::Duration::from_secs(7 * 86_400),
             pitr_base_every: std::time::Duration::from_secs(24 * 3_600),
+            pitr_max_bytes: Some(crate::pitr::DEFAULT_MAX_MIB << 20),
+            pitr_exclude: crate::pitr::DEFAULT_EXCLUDE
+                .iter()
+                .map(|s| (*s).to_string())
+                .collect(),
             pitr_levels: crate::pitr::compact::Levels::default(),
             serve_limits: crate::api::serve::Limits::default(),
         }

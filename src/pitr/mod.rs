@@ -20,7 +20,8 @@
 //! - [`layout`]: the keys of the history in the store;
 //! - [`rebuild`]: the restore's side: the plan from one listing, a database rebuilt into a
 //!   file and checked;
-//! - [`retention`]: whole histories deleted past `--pitr-retention-days`;
+//! - [`retention`]: whole histories deleted past `--pitr-retention-days`, or past
+//!   `--pitr-max-size-mib`, oldest first;
 //! - this module: [`Pitr`], the streams of every WAL database in the data directory, found
 //!   every few seconds, stopped for a restore's swap and started again after it, watched
 //!   for stalls (health, metrics, `--notify-url`), and the retention run hourly.
@@ -50,6 +51,34 @@ const SCAN_EVERY: Duration = Duration::from_secs(2);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How deep the search goes.
 const MAX_DEPTH: usize = 8;
+/// `--pitr-max-size-mib`'s default: at most 1 GiB of history per database. A database
+/// written at 40 commits a second keeps about an hour and a half in it, one written once a
+/// second the whole retention (docs/pitr.md).
+pub const DEFAULT_MAX_MIB: u64 = 1024;
+/// `--pitr-exclude`'s default: PocketBase's request logs, a quarter of the history of a
+/// busy PocketBase and of little use at a moment (docs/pitr.md).
+pub const DEFAULT_EXCLUDE: &[&str] = &["auxiliary.db"];
+/// With a size bound, old history is also looked for once the streams have shipped this
+/// fraction of it since the last look (and never while they are idle).
+const PRUNE_AFTER_SHARE: u64 = 8;
+
+/// How much history is kept, and of which databases.
+#[derive(Debug, Clone)]
+pub struct Keep {
+    /// `--pitr-retention-days`.
+    pub retention: Duration,
+    /// `--pitr-max-size-mib`: the most each database's history may take in the store.
+    pub max_bytes: Option<u64>,
+    /// `--pitr-exclude`: databases never streamed (paths in the data directory).
+    pub exclude: Vec<String>,
+}
+
+impl Keep {
+    /// Whether the database at `rel` is streamed (not excluded).
+    pub fn streams(&self, rel: &str) -> bool {
+        !self.exclude.iter().any(|e| e == rel)
+    }
+}
 
 /// Told when a stream stalls: the database and why.
 pub type OnStall = Box<dyn Fn(&str, &str) + Send + Sync>;
@@ -70,10 +99,14 @@ pub struct Pitr {
     on_stall: OnStall,
     /// The streams stalled at the last scan.
     stalled: Mutex<BTreeSet<String>>,
-    /// How much history is kept (`--pitr-retention-days`).
-    retention: Duration,
-    /// When old history was last deleted.
-    pruned: Mutex<Option<std::time::Instant>>,
+    /// How much history is kept, of which databases.
+    keep: Keep,
+    /// When old history was last looked for, and the bytes the streams had shipped and the
+    /// histories they had begun then.
+    pruned: Mutex<Option<(std::time::Instant, u64, u64)>>,
+    /// The last look left a database over the size bound until its newest history is
+    /// restorable: the next scan looks again.
+    unsettled: AtomicBool,
     /// The databases streamed when [`Pitr::suspend`] stopped them: [`Pitr::resume`] starts
     /// them again at once, WAL or not yet (the restored state is a history's base).
     suspended_streams: Mutex<BTreeSet<String>>,
@@ -93,7 +126,7 @@ impl Pitr {
         data_dir: &Path,
         excluded: Vec<PathBuf>,
         ctx: stream::Ctx,
-        retention: Duration,
+        keep: Keep,
         on_stall: OnStall,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -107,8 +140,9 @@ impl Pitr {
             suspended_streams: Mutex::new(BTreeSet::new()),
             on_stall,
             stalled: Mutex::new(BTreeSet::new()),
-            retention,
+            keep,
             pruned: Mutex::new(None),
+            unsettled: AtomicBool::new(false),
         })
     }
 
@@ -156,6 +190,8 @@ impl Pitr {
                 r.stop.store(true, Ordering::SeqCst);
             }
         }
+        let (wal, skipped): (BTreeSet<String>, BTreeSet<String>) =
+            wal.into_iter().partition(|rel| self.keep.streams(rel));
         for rel in wal {
             if streams.contains_key(&rel) {
                 continue;
@@ -168,6 +204,11 @@ impl Pitr {
         for rel in other {
             if named.insert(rel.clone()) {
                 tracing::info!(db = %rel, "not in WAL mode (no -wal beside it): covered by backups only, not by the point-in-time stream");
+            }
+        }
+        for rel in skipped {
+            if named.insert(rel.clone()) {
+                tracing::info!(db = %rel, "excluded (--pitr-exclude): covered by backups only, not by the point-in-time stream");
             }
         }
     }
@@ -205,6 +246,11 @@ impl Drop for Pitr {
 }
 
 impl Pitr {
+    /// How much history is kept, of which databases.
+    pub fn keep(&self) -> &Keep {
+        &self.keep
+    }
+
     /// Whether the streams run (the setting `backups.pitr`).
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::SeqCst)
@@ -271,7 +317,10 @@ impl Pitr {
         }
         let mut streams = self.lock();
         for rel in before {
-            if !streams.contains_key(&rel) && self.data_dir.join(&rel).is_file() {
+            if !streams.contains_key(&rel)
+                && self.keep.streams(&rel)
+                && self.data_dir.join(&rel).is_file()
+            {
                 streams.insert(rel.clone(), self.spawn(rel));
             }
         }
@@ -279,35 +328,74 @@ impl Pitr {
         self.scan();
     }
 
-    /// Deletes the history past the retention, once every [`PRUNE_EVERY`] (the first time
-    /// at start).
+    /// The stored history of the databases that are streamed (`--pitr-exclude` leaves the
+    /// others out: a restore to a moment takes them from a backup, whatever history of
+    /// them an earlier run stored), from one listing.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn histories(
+        &self,
+        store: &dyn crate::storage::BackupStore,
+    ) -> crate::storage::Result<BTreeMap<String, Vec<layout::History>>> {
+        let mut histories = rebuild::histories(store).await?;
+        histories.retain(|rel, _| self.keep.streams(rel));
+        Ok(histories)
+    }
+
+    /// Deletes the history past the retention or the size bound: every [`PRUNE_EVERY`]
+    /// (the first time at start) and, with a size bound, whenever the streams have shipped
+    /// an eighth of it, or begun a history, since the last look, or the last look found a
+    /// database over it until its newest history is restorable.
     fn prune_if_due(&self) {
         if !self.is_enabled() {
             return;
         }
+        let statuses = self.statuses();
+        let shipped: u64 = statuses.values().map(|s| s.bytes_shipped).sum();
+        let started: u64 = statuses.values().map(|s| s.histories_started).sum();
         {
             let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
-            if pruned.is_some_and(|t| t.elapsed() < PRUNE_EVERY) {
+            // With a size bound: the streams shipped an eighth of it, or began a history
+            // (one that ended for size can go once the next is restorable). Their counts
+            // begin again when they do (a restore).
+            let grown = |(since, before): (u64, u64)| {
+                self.keep.max_bytes.is_some_and(|max| {
+                    shipped < since
+                        || shipped - since >= max / PRUNE_AFTER_SHARE
+                        || started != before
+                })
+            };
+            if pruned.is_some_and(|(t, since, before)| {
+                t.elapsed() < PRUNE_EVERY && !grown((since, before))
+            }) {
                 return;
             }
-            *pruned = Some(std::time::Instant::now());
+            *pruned = Some((std::time::Instant::now(), shipped, started));
         }
         let store = (self.ctx.store)();
-        let keep = i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX);
-        let done: crate::storage::Result<usize> = self.ctx.rt.block_on(async {
+        let keep = i64::try_from(self.keep.retention.as_millis()).unwrap_or(i64::MAX);
+        let done: crate::storage::Result<retention::Expired> = self.ctx.rt.block_on(async {
+            // Excluded databases' old histories are pruned as well (by the same rules).
             let histories = rebuild::histories(store.as_ref()).await?;
-            let gone = retention::expired(&histories, stream::now_ms(), keep);
-            store.delete_objects(&gone).await?;
-            Ok(gone.len())
+            let gone = retention::expired(&histories, stream::now_ms(), keep, self.keep.max_bytes);
+            store.delete_objects(&gone.keys).await?;
+            Ok(gone)
         });
+        self.unsettled.store(
+            done.as_ref().is_ok_and(|gone| gone.unsettled),
+            Ordering::SeqCst,
+        );
         match done {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(
-                objects = n,
-                "point-in-time history past the retention deleted"
+            Ok(gone) if gone.keys.is_empty() => {}
+            Ok(gone) => tracing::info!(
+                objects = gone.keys.len(),
+                histories_past_retention = gone.past_retention,
+                histories_past_size = gone.past_size,
+                "point-in-time history deleted (past the retention or the size bound)"
             ),
             Err(e) => {
-                tracing::warn!(error = %e, "deleting point-in-time history past the retention failed")
+                tracing::warn!(error = %e, "deleting old point-in-time history failed")
             }
         }
     }

@@ -1,8 +1,11 @@
-//! Retention of the point-in-time history (`--pitr-retention-days`): whole histories are
-//! deleted once their last moment is older than the retention, the newest of each database
-//! always kept. A stream begins a new history (a fresh base) every `--pitr-base-hours`, so
-//! histories end and the old ones can go; a segment is never deleted from a history that
-//! is kept, since every moment of it rests on the ones before.
+//! Retention of the point-in-time history: whole histories are deleted once their last
+//! moment is older than the retention (`--pitr-retention-days`), and, oldest first, while a
+//! database's histories take more than the size bound (`--pitr-max-size-mib`); the newest
+//! restorable history of each database (and any begun after it) always kept. A stream
+//! begins a new history (a fresh base) every `--pitr-base-hours`, and when its history
+//! reaches half the size bound, so histories end and the old ones can go; a segment is
+//! never deleted from a history that is kept, since every moment of it rests on the ones
+//! before.
 
 use super::layout::History;
 use std::collections::BTreeMap;
@@ -11,33 +14,99 @@ use std::collections::BTreeMap;
 /// the making before it counts as abandoned (a base upload that a crash cut short).
 const ABANDONED_AFTER_MS: i64 = 24 * 3600 * 1000;
 
-/// The keys of the histories to delete at `now_ms`, keeping `keep_ms` of history: a history
-/// goes once the next restorable one began before the cutoff (every moment it covers is
-/// older than the retention; an idle database's history covers the time up to the next
-/// one, commits or not).
+/// What [`expired`] found.
+#[derive(Debug, Default)]
+pub struct Expired {
+    /// The objects to delete.
+    pub keys: Vec<String>,
+    /// Histories past the retention (or abandoned).
+    pub past_retention: usize,
+    /// Histories inside the retention, deleted for the size bound.
+    pub past_size: usize,
+    /// A database's histories still take more than the size bound, with an older one kept
+    /// only because the newest is not restorable yet (its base is being stored): worth
+    /// looking again soon.
+    pub unsettled: bool,
+}
+
+/// The keys of the histories to delete at `now_ms`, keeping `keep_ms` of history and at
+/// most `max_bytes` of each database's: a history goes once the next restorable one began
+/// before the cutoff (every moment it covers is older than the retention; an idle
+/// database's history covers the time up to the next one, commits or not), or once it
+/// and the histories after it take more than `max_bytes` (every older one then goes too:
+/// the window stays one span).
 pub fn expired(
     histories: &BTreeMap<String, Vec<History>>,
     now_ms: i64,
     keep_ms: i64,
-) -> Vec<String> {
-    let cutoff = now_ms.saturating_sub(keep_ms);
-    let mut out = Vec::new();
+    max_bytes: Option<u64>,
+) -> Expired {
+    let mut out = Expired::default();
     for hs in histories.values() {
-        // The newest (last by start) is always kept.
-        let Some((_, older)) = hs.split_last() else {
-            continue;
-        };
-        for (i, h) in older.iter().enumerate() {
-            let next_ready = hs[i + 1..]
+        let mut gone = by_age(hs, now_ms, keep_ms);
+        out.past_retention += gone.iter().filter(|g| **g).count();
+        if let Some(max) = max_bytes {
+            let (by_size, unsettled) = by_size(hs, &gone, max);
+            out.unsettled |= unsettled;
+            out.past_size += by_size
                 .iter()
-                .filter(|n| n.usable())
-                .find_map(|n| n.ready_ms);
-            let expired = h.usable() && next_ready.is_some_and(|r| r < cutoff);
-            let abandoned = !h.usable() && h.start_ms < now_ms - ABANDONED_AFTER_MS;
-            if expired || abandoned {
-                out.extend(h.keys().cloned());
+                .zip(&gone)
+                .filter(|(s, a)| **s && !**a)
+                .count();
+            gone = by_size;
+        }
+        for (h, gone) in hs.iter().zip(gone) {
+            if gone {
+                out.keys.extend(h.keys().cloned());
             }
         }
+    }
+    out
+}
+
+/// Which of a database's histories (oldest first) the size bound deletes, beside those
+/// `gone` already: from the newest, the histories are kept while they fit in `max` (the
+/// newest restorable one and those begun after it always), and every older one goes. And
+/// whether they take more than `max` while one begun after the newest restorable one is
+/// not restorable yet (once it is, the one before can go).
+fn by_size(hs: &[History], gone: &[bool], max: u64) -> (Vec<bool>, bool) {
+    let mut out = gone.to_vec();
+    let mut total = 0u64;
+    let mut restorable_kept = false;
+    let mut in_the_making = false;
+    let mut full = false;
+    for (i, h) in hs.iter().enumerate().rev() {
+        if out[i] {
+            continue;
+        }
+        total = total.saturating_add(h.stored_bytes());
+        if !restorable_kept {
+            restorable_kept = h.usable();
+            in_the_making |= !h.usable();
+            continue;
+        }
+        full |= total > max;
+        out[i] = full;
+    }
+    (out, in_the_making && total > max)
+}
+
+/// Which of a database's histories (oldest first) the retention deletes.
+fn by_age(hs: &[History], now_ms: i64, keep_ms: i64) -> Vec<bool> {
+    let cutoff = now_ms.saturating_sub(keep_ms);
+    let mut out = vec![false; hs.len()];
+    // The newest (last by start) is always kept.
+    let Some((_, older)) = hs.split_last() else {
+        return out;
+    };
+    for (i, h) in older.iter().enumerate() {
+        let next_ready = hs[i + 1..]
+            .iter()
+            .filter(|n| n.usable())
+            .find_map(|n| n.ready_ms);
+        let expired = h.usable() && next_ready.is_some_and(|r| r < cutoff);
+        let abandoned = !h.usable() && h.start_ms < now_ms - ABANDONED_AFTER_MS;
+        out[i] = expired || abandoned;
     }
     out
 }
@@ -74,7 +143,7 @@ mod tests {
         // The only history of another database, long ended: kept (the newest).
         listing.extend(restorable("aux.db", now - 30 * DAY, now - 30 * DAY));
         listing.sort();
-        let mut gone = expired(&layout::parse(&listing), now, 7 * DAY);
+        let mut gone = expired(&layout::parse(&listing), now, 7 * DAY, None).keys;
         gone.sort();
         // The first goes (the second began 9 days ago); the second stays: it covers the
         // moments from 9 to 6 days ago, inside the retention.
@@ -98,9 +167,53 @@ mod tests {
         let mut listing: Vec<(String, u64)> = want.iter().map(|k| (k.clone(), 1)).collect();
         listing.extend(restorable("data.db", now - DAY / 2, now - DAY / 2));
         listing.sort();
-        let mut gone = expired(&layout::parse(&listing), now, 7 * DAY);
+        let mut gone = expired(&layout::parse(&listing), now, 7 * DAY, None).keys;
         gone.sort();
         want.sort();
         assert_eq!(gone, want);
+    }
+
+    #[test]
+    fn past_the_size_bound_the_oldest_histories_go_and_the_newest_restorable_stays() {
+        let now = 100 * DAY;
+        // Four restorable histories of 30 bytes each (base 10, segment 20), and one begun
+        // after them whose base is not stored yet: all inside the retention.
+        let sized = |start: i64| -> Vec<(String, u64)> {
+            let name = h(start);
+            vec![
+                (base_key("data.db", &name, 4096), 10),
+                (ready_key("data.db", &name, start), 0),
+                (segment_key("data.db", &name, (0, 0), start, start + 1), 20),
+            ]
+        };
+        let starts = [now - 4 * DAY, now - 3 * DAY, now - 2 * DAY, now - DAY];
+        let mut listing: Vec<(String, u64)> = starts.iter().flat_map(|s| sized(*s)).collect();
+        let making = h(now - 1000);
+        listing.push((segment_key("data.db", &making, (0, 0), now, now), 5));
+        listing.sort();
+        let histories = layout::parse(&listing);
+        let keys_of =
+            |i: usize| -> Vec<String> { sized(starts[i]).into_iter().map(|(k, _)| k).collect() };
+        let gone = |max| {
+            let mut g = expired(&histories, now, 7 * DAY, Some(max));
+            g.keys.sort();
+            (g.keys, g.past_size, g.past_retention)
+        };
+        // Over the bound until the one in the making is restorable: looked at again soon.
+        assert!(expired(&histories, now, 7 * DAY, Some(64)).unsettled);
+        assert!(!expired(&histories, now, 7 * DAY, Some(125)).unsettled);
+        // 65 bytes: the one in the making (5) and the two newest (60) fit; the two oldest go.
+        let mut want: Vec<String> = [keys_of(0), keys_of(1)].concat();
+        want.sort();
+        assert_eq!(gone(65), (want, 2, 0));
+        // 64: only the newest restorable one stays beside the one in the making.
+        let mut want: Vec<String> = [keys_of(0), keys_of(1), keys_of(2)].concat();
+        want.sort();
+        assert_eq!(gone(64), (want.clone(), 3, 0));
+        // Smaller than the newest restorable history: it stays all the same.
+        assert_eq!(gone(1), (want, 3, 0));
+        // Everything fits: nothing goes; without a bound neither.
+        assert_eq!(gone(125), (Vec::new(), 0, 0));
+        assert!(expired(&histories, now, 7 * DAY, None).keys.is_empty());
     }
 }

@@ -27,8 +27,9 @@
 //!   most every [`CHECKPOINT_EVERY`]) copies what is captured, so that a WAL under a writer
 //!   that never pauses can restart.
 //!
-//! The history ends, and a new one begins with a fresh base, after `--pitr-base-hours`
-//! (so that old history can be deleted: [`super::retention`]) and when continuity is lost:
+//! The history ends, and a new one begins with a fresh base, after `--pitr-base-hours` or
+//! once it takes half of `--pitr-max-size-mib` (so that old history can be deleted:
+//! [`super::retention`]) and when continuity is lost:
 //! a WAL restart the capture did not see through (a gap), the store changed, the shipper
 //! gave up, or more than [`MAX_UNSHIPPED`] bytes wait for a store that does not answer. A
 //! clean end (a stop: shutdown, a restore's swap, the setting off; a new base; another
@@ -107,6 +108,9 @@ pub struct Ctx {
     pub base_every: Duration,
     /// When the history's objects are packed into fewer.
     pub levels: compact::Levels,
+    /// `--pitr-max-size-mib`: a history that takes half of it ends, and a new one begins,
+    /// so that the one before can be deleted ([`super::retention`]).
+    pub max_bytes: Option<u64>,
 }
 
 /// A stream's state, as `GET /api/gateway/pitr` and the metrics show it.
@@ -278,6 +282,8 @@ struct Begun {
     /// one after it, which captured every commit made while the base was stored (the
     /// history can be restored from its time on).
     rounds: [(Round, i64); 2],
+    /// The base image's size.
+    base_bytes: u64,
 }
 
 fn begin(
@@ -299,7 +305,7 @@ fn begin(
     let first = capture.round(start)?;
     let name = layout::history(start);
     let base = layout::base_key(rel, &name, capture.page_size()?);
-    ship_base(&capture, &store, &base, ctx, stop, give_way)?;
+    let base_bytes = ship_base(&capture, &store, &base, ctx, stop, give_way)?;
     let ready = now_ms();
     let second = capture.round(ready)?;
     let mut s = lock(status);
@@ -316,6 +322,7 @@ fn begin(
         store,
         name,
         rounds: [(first, start), (second, ready)],
+        base_bytes,
     })
 }
 
@@ -346,6 +353,7 @@ fn history(
         store,
         name,
         rounds,
+        base_bytes,
     } = begin(path, rel, ctx, stop, status, give_way)?;
     let shipper = Shipper::start(ctx, store.clone(), status.clone());
     let mut out = Out {
@@ -355,6 +363,10 @@ fn history(
         shipper: &shipper,
         status,
         planner: Planner::new(rel, &name, ctx.levels),
+        size: Size {
+            base: base_bytes,
+            segments: 0,
+        },
     };
     let mut pending = Pending::default();
     let mut ended = Ok(End::Clean);
@@ -368,6 +380,12 @@ fn history(
     }
     // The first segments, then the marker that makes the history restorable from `ready`.
     out.hand(&mut pending)?;
+    // They hold the WAL as it was at the base (read from its start): with the base, what
+    // beginning a history costs.
+    out.size = Size {
+        base: out.size.base + out.size.segments,
+        segments: 0,
+    };
     shipper.send(Shipment::Marker(layout::ready_key(rel, &name, ready)))?;
     if matches!(ended, Ok(End::Clean)) {
         ended = run_rounds(
@@ -514,7 +532,7 @@ fn run_rounds(
         if pending.due() {
             out.hand(pending)?;
         }
-        if let Some(end) = history_over(out.shipper, ctx, started) {
+        if let Some(end) = history_over(out.shipper, ctx, started, out.size, rel) {
             return end.map(|()| End::Clean);
         }
     }
@@ -534,8 +552,14 @@ fn pace(capture: &Capture, quiet: &Quiet) -> Duration {
 }
 
 /// Whether the history must end: the shipper gave up or cannot keep up (`Err`), or another
-/// store, or time for a fresh base: `Ok`, a new history.
-fn history_over(shipper: &Shipper, ctx: &Ctx, started: Instant) -> Option<io::Result<()>> {
+/// store, or time for a fresh base, or the history is large: `Ok`, a new history.
+fn history_over(
+    shipper: &Shipper,
+    ctx: &Ctx,
+    started: Instant,
+    size: Size,
+    rel: &str,
+) -> Option<io::Result<()>> {
     if let Some(e) = shipper.failed() {
         return Some(Err(io::Error::other(e)));
     }
@@ -544,8 +568,37 @@ fn history_over(shipper: &Shipper, ctx: &Ctx, started: Instant) -> Option<io::Re
             "the store does not take the segments",
         )));
     }
+    if ctx.max_bytes.is_some_and(|max| size.past_half(max)) {
+        tracing::info!(
+            db = rel,
+            base = size.base,
+            segments = size.segments,
+            "point-in-time stream: the history takes half of --pitr-max-size-mib; a new one begins so that the older can go"
+        );
+        return Some(Ok(()));
+    }
     let over = !Arc::ptr_eq(&(ctx.store)(), &shipper.store) || started.elapsed() >= ctx.base_every;
     over.then_some(Ok(()))
+}
+
+/// What a history's objects take in the store (its segments as shipped: packing them
+/// keeps about their size).
+#[derive(Debug, Clone, Copy)]
+struct Size {
+    /// The base image and the first segments (the WAL as it was then): what beginning the
+    /// history cost.
+    base: u64,
+    /// The segments since.
+    segments: u64,
+}
+
+impl Size {
+    /// Whether the history takes half of `max`, and a new one is worth beginning: its
+    /// segments take at least as much as its beginning (a database larger than a quarter
+    /// of `max` then keeps histories of twice its size, past the bound).
+    fn past_half(self, max: u64) -> bool {
+        self.base + self.segments >= max / 2 && self.segments >= self.base
+    }
 }
 
 /// A WAL past SQLite's autocheckpoint size under a writer that never pauses: the capture
@@ -659,6 +712,8 @@ struct Out<'a> {
     status: &'a Shared,
     /// When the segments are packed into fewer objects.
     planner: Planner,
+    /// What the history takes so far.
+    size: Size,
 }
 
 impl Out<'_> {
@@ -674,6 +729,7 @@ impl Out<'_> {
         let bytes = Bytes::from(segment::seal(&bytes));
         let n = self.next;
         self.next += 1;
+        self.size.segments += bytes.len() as u64;
         lock(self.status).pending_since_ms = None;
         let piece = Piece {
             key: layout::segment_key(self.rel, self.history, (n, n), p.first_ms, p.last_ms),
@@ -702,7 +758,8 @@ impl Out<'_> {
     }
 }
 
-/// The base image, read through the capture's held pin and uploaded as it is read. With
+/// The base image, read through the capture's held pin and uploaded as it is read (its
+/// size answered). With
 /// `give_way`, a blocking checkpoint of the application that waits (for the pin, which the
 /// read must keep) ends the read ([`GaveWay`]; the upload leaves nothing), also while the
 /// upload cannot take more, and the history begins again after it.
@@ -713,8 +770,9 @@ fn ship_base(
     ctx: &Ctx,
     stop: &AtomicBool,
     give_way: bool,
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let (tx, body) = crate::storage::channel_body(2);
+    let mut size = 0u64;
     let put = ctx.rt.spawn({
         let (store, key, opts) = (store.clone(), key.to_string(), ctx.put.clone());
         async move { store.put(&key, body, opts).await }
@@ -738,6 +796,7 @@ fn ship_base(
             if n == 0 {
                 return Ok(());
             }
+            size += n as u64;
             // Handed over as soon as the upload takes it; meanwhile the stop and the
             // application's checkpoints are watched (a slow store must not hold them up).
             let mut chunk = Ok(Bytes::copy_from_slice(&buf[..n]));
@@ -762,7 +821,7 @@ fn ship_base(
     read?;
     stored
         .map_err(io::Error::other)?
-        .map(|_| ())
+        .map(|_| size)
         .map_err(io::Error::other)
 }
 
@@ -792,4 +851,20 @@ fn wal_stamp(db: &Path) -> Option<(u64, i128, u64)> {
         i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
         m.ino(),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Size;
+
+    #[test]
+    fn a_history_ends_for_its_size_at_half_the_bound_once_it_is_worth_its_beginning() {
+        let size = |base, segments| Size { base, segments };
+        // Half of 100 reached, the segments past the beginning: a new history.
+        assert!(size(10, 40).past_half(100));
+        assert!(!size(10, 39).past_half(100));
+        // A beginning larger than half the bound: only once the segments take as much.
+        assert!(!size(60, 50).past_half(100));
+        assert!(size(60, 60).past_half(100));
+    }
 }

@@ -167,7 +167,9 @@ pub async fn start_pitr(
         )
         .ok_or(StartError::Busy)?;
     let store = state.store();
-    let histories = crate::pitr::rebuild::histories(store.as_ref())
+    let histories = state
+        .pitr
+        .histories(store.as_ref())
         .await
         .map_err(StartError::Storage)?;
     // Checked now, for the answer; planned again once the application is stopped and the
@@ -329,7 +331,14 @@ async fn restore_data(
     let _ = tokio::task::spawn_blocking(move || pitr.suspend()).await;
     if let Some(until) = pitr_until {
         let work = staged.work.clone();
-        let rebuilt = rebuild_staged(store, state.budget.clone(), &work.join("new"), until).await;
+        let rebuilt = rebuild_staged(
+            &state.pitr,
+            store,
+            state.budget.clone(),
+            &work.join("new"),
+            until,
+        )
+        .await;
         match rebuilt {
             Ok(databases) => {
                 if let Some(p) = &mut status.point_in_time {
@@ -390,14 +399,16 @@ async fn restore_data(
 }
 
 /// Replaces the streamed databases in `staging` by their rebuilds to `until` (`None`: the
-/// latest), planned from what the store holds now.
+/// latest), planned from what the store holds now (of the databases `pitr` streams).
 async fn rebuild_staged(
+    pitr: &crate::pitr::Pitr,
     store: Arc<dyn BackupStore>,
     budget: Arc<crate::util::bufpool::Budget>,
     staging: &std::path::Path,
     until: Option<i64>,
 ) -> io::Result<Vec<PitrDatabase>> {
-    let histories = crate::pitr::rebuild::histories(store.as_ref())
+    let histories = pitr
+        .histories(store.as_ref())
         .await
         .map_err(io::Error::other)?;
     let plans = crate::pitr::rebuild::plan(&histories, until, crate::pitr::stream::now_ms())

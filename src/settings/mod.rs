@@ -115,7 +115,7 @@ pub struct RateLimitRule {
     pub max_requests: i64,
 }
 
-#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Backups {
     pub cron: String,
@@ -128,8 +128,23 @@ pub struct Backups {
     /// Like `s3.secret`, never answered (a webhook URL often holds its token).
     pub notify_url: String,
     /// The gateway's addition: the point-in-time stream of the data directory's databases
-    /// ([`crate::pitr`]; off by default: docs/pitr.md says why).
+    /// ([`crate::pitr`]; on by default, bounded by `--pitr-max-size-mib`: docs/pitr.md).
     pub pitr: bool,
+}
+
+impl Default for Backups {
+    /// Go's zero values, as PocketBase's, but the point-in-time stream on. A settings file
+    /// saved by a build where it was off by default holds `"pitr": false` and keeps it.
+    fn default() -> Self {
+        Self {
+            cron: String::new(),
+            cron_max_keep: 0,
+            s3: S3::default(),
+            verify_after_create: String::new(),
+            notify_url: String::new(),
+            pitr: true,
+        }
+    }
 }
 
 impl std::fmt::Debug for Backups {

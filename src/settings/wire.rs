@@ -47,9 +47,10 @@ pub fn render(settings: &Settings, app_name: &str) -> Value {
     out
 }
 
-/// The gateway's additions to `backups`, answered only when set (so that the answer stays
-/// PocketBase's where they are not used): `verifyAfterCreate`, `notifyUrlSet` for a
-/// notification URL, which is never answered itself, and `pitr` when it is on.
+/// The gateway's additions to `backups`: `pitr` (on by default, so always answered), and
+/// those answered only when set (so that the answer stays PocketBase's where they are not
+/// used): `verifyAfterCreate`, and `notifyUrlSet` for a notification URL, which is never
+/// answered itself.
 fn backups_additions(b: &Backups, out: &mut Value) {
     if !b.verify_after_create.is_empty() {
         out["verifyAfterCreate"] = json!(b.verify_after_create);
@@ -57,9 +58,7 @@ fn backups_additions(b: &Backups, out: &mut Value) {
     if b.notify_url().is_some() {
         out["notifyUrlSet"] = json!(true);
     }
-    if b.pitr {
-        out["pitr"] = json!(true);
-    }
+    out["pitr"] = json!(b.pitr);
 }
 
 /// `trustedProxy` as PocketBase answers it, plus `sources` when there are any (so that the

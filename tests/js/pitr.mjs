@@ -22,7 +22,7 @@ try {
   // The window, per database, with the stream's lag and what its history takes in the store.
   await visible("#pitr-form");
   const window = await waitText("#pitr-window", /data\.db: from/);
-  assert.match(window, /^Restorable: data\.db: from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z to .*, \d+ ms behind, \d+\.\d MiB stored/);
+  assert.match(window, /^Restorable: data\.db: from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}Z to .*, \d+ ms behind, \d+\.\d of 1024\.0 MiB stored\. Not streamed \(backups only\): auxiliary\.db\.$/);
   await shot("pitr-window");
 
   // A moment typed in the form: confirmed, restored, the other files' backup named.
