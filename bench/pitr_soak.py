@@ -208,6 +208,8 @@ class Truncater(threading.Thread):
 
 
 LIVE = []  # the deployments started and not stopped (stopped if the run fails)
+EXTRA_ENV = {}  # the gateway's environment beyond the defaults (`--max-size-mib`)
+SIZE_LINE = b"takes half of --pitr-max-size-mib"  # the log line of a history ended for its size
 
 
 class Deployment:
@@ -221,6 +223,7 @@ class Deployment:
         self.gw.extra_env.update({
             "GATEWAY_EXEC": f"exec {env.pb_bin} serve --http 127.0.0.1:{self.pb_port} --dir '{data}'",
             "GATEWAY_PITR": "true" if pitr else "false",
+            **EXTRA_ENV,
         })
         self.gw.with_metrics()
 
@@ -270,6 +273,27 @@ class Deployment:
     def create(self, key):
         status, out = run.request(self.gw.base, "POST", "/api/backups", {"name": key}, token=self.gw.token)
         run.expect(status, out, 204, f"create {key}")
+
+
+def size_ended(env):
+    """How many histories the gateway's log says ended for the size bound, so far."""
+    try:
+        with open(os.path.join(env.logs, "gateway.log"), "rb") as f:
+            return f.read().count(SIZE_LINE)
+    except FileNotFoundError:
+        return 0
+
+
+def held_now(env):
+    """The bytes of `data.db`'s history in the S3 server's directory now."""
+    root = os.path.join(env.work, "s3", run.GW_BUCKET, ".pitr", "v1", "data.db")
+    return sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(root) for f in fs)
+
+
+def window_earliest_ms(d):
+    """The first moment of `data.db` that can be restored (Unix ms)."""
+    e = d.pitr().get("earliest")
+    return run.pb_ms(e) if e else 0
 
 
 def history_bytes(env):
@@ -347,6 +371,8 @@ def soak(env, data, res, minutes, every, pause):
     client.resume()
     req0, used = d.requests(), []
     held0 = history_bytes(env)
+    held_most = 0
+    sized0 = size_ended(env)
     res["restores"], failures = [], []
     kinds = ["current", "older"]
     t_end = time.time() + minutes * 60
@@ -370,12 +396,16 @@ def soak(env, data, res, minutes, every, pause):
             restarted, restarts = True, 1
             run.log("the gateway was stopped and started again")
             continue
-        kind = kinds[n % 2] if len(timeline.stretches) > 1 else "current"
+        held_most = max(held_most, held_now(env))
+        # An older stretch still in the window (the size bound deletes the oldest history).
+        earliest = window_earliest_ms(d)
+        older = [s for s in timeline.stretches[:-1] if s["to_ms"] - 500 > earliest + 2000]
+        kind = kinds[n % 2] if older else "current"
         with lock:
             client.hold()
             timeline.end(client)
-            s = timeline.stretches[-1] if kind == "current" else rng.choice(timeline.stretches[:-1])
-            lo, hi = s["from_ms"] + 2000, s["to_ms"] - 500
+            s = timeline.stretches[-1] if kind == "current" else rng.choice(older)
+            lo, hi = max(s["from_ms"], earliest) + 2000, s["to_ms"] - 500
             moment = rng.randint(lo, hi) if hi > lo else s["to_ms"]
             d.settled()
             secs, st = d.restore({"time": run.pb_time(moment)})
@@ -430,7 +460,12 @@ def soak(env, data, res, minutes, every, pause):
     # Each restore begins a history, and so may each start of a gateway with the stream on
     # (the latency phase's, the soak's, the restart's: the stream begins again from a fresh
     # base when it cannot prove continuity); any more is a gap.
-    res["histories"] = {"data.db": len(histories), "explained": 2 + restarts + len(res["restores"])}
+    # And so does a history that took half of the size bound (logged).
+    res["histories"] = {"data.db": len(histories),
+                        "explained": 2 + restarts + len(res["restores"]) + size_ended(env) - sized0,
+                        "ended_for_size": size_ended(env) - sized0}
+    res["held_most_mib"] = held_most / 2**20
+    res["max_size_mib"] = EXTRA_ENV.get("GATEWAY_PITR_MAX_SIZE_MIB")
     if res["histories"]["data.db"] > res["histories"]["explained"]:
         failures.append({"gap": res["histories"]})
     res["failures"] = failures
@@ -482,7 +517,10 @@ def report(res):
         f"{res['creates_soak']['p99_ms']:.2f} / {res['creates_soak']['worst_ms']:.2f} |",
         f"| TRUNCATE p50 / worst (ms), gave up busy (met another checkpoint) | {t['p50_ms']:.1f} / "
         f"{t['worst_ms']:.1f}, {t['busy']} of {t['n']} ({t['met_another']}) |",
-        f"| histories of data.db (at most, explained by the restores and the gateway's starts) | {h['data.db']} ({h['explained']}) |",
+        f"| histories of data.db (at most, explained by the restores, the gateway's starts and the size bound) | "
+        f"{h['data.db']} ({h['explained']}; {h.get('ended_for_size', 0)} ended for size) |",
+        f"| data.db's history held in the store at most (bound per database) | {res.get('held_most_mib', 0):.1f} MiB "
+        f"({res.get('max_size_mib') or 'default'} MiB) |",
         f"| gateway CPU (share of a core) | {res['gateway_cpu_share'] * 100:.1f}% |",
         f"| gateway peak RSS | {res['gateway_peak_rss_mib']:.0f} MiB |",
         *[f"| history of {db}: segments an hour; a base (a week at this pace, 8 bases) | "
@@ -504,7 +542,11 @@ def main():
     ap.add_argument("--profile", choices=["release", "debug"], default="release")
     ap.add_argument("--work", default=os.path.join(REPO, "target", "bench-pitr-soak"))
     ap.add_argument("--out", default=None, help="report (default target/bench-pitr-soak/report.md)")
+    ap.add_argument("--max-size-mib", type=int, default=None,
+                    help="the gateway's --pitr-max-size-mib (default: the gateway's)")
     args = ap.parse_args()
+    if args.max_size_mib is not None:
+        EXTRA_ENV["GATEWAY_PITR_MAX_SIZE_MIB"] = str(args.max_size_mib)
     build = ["cargo", "build", "--locked", "--bin", "backup-gateway", "--example", "s3-server"]
     subprocess.run(build + (["--release"] if args.profile == "release" else []), cwd=REPO, check=True)
     env = run.Env(argparse.Namespace(

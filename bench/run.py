@@ -597,6 +597,12 @@ def scrape(metrics_url):
     return out
 
 
+def pb_ms(text):
+    """PocketBase's time (`2026-12-06 23:00:00.000Z`) as a Unix time in ms."""
+    t = datetime.datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+    return int(t.timestamp() * 1000)
+
+
 def pb_time(ms):
     """A Unix time in ms as PocketBase writes times (`2026-12-06 23:00:00.000Z`)."""
     t = datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.timezone.utc)

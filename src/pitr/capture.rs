@@ -67,7 +67,14 @@ pub struct Round {
     pub new_generation: bool,
     /// Commits may be missing before this round's: the generation needs a base image.
     pub gap: bool,
+    /// The time its commits are stamped with (Unix ms): read from the clock once the WAL
+    /// was read, so that no commit is stamped earlier than it was made (a restore to a
+    /// moment takes the commits stamped at or before it).
+    pub at_ms: i64,
 }
+
+/// Where a round reads the time from (Unix ms; the tests give their own).
+pub type Clock<'a> = &'a dyn Fn() -> i64;
 
 /// The capture of one database's WAL.
 pub struct Capture {
@@ -168,13 +175,13 @@ impl Capture {
     }
 
     /// One handoff: a read begun on the free pin, every commit now in the WAL read (and
-    /// their pages, into the segment), then the old pin ended. `now_ms` is the time the
-    /// commits are stamped with.
+    /// their pages, into the segment), then the old pin ended. The commits are stamped
+    /// with `clock`'s time after the read ([`Round::at_ms`]).
     ///
     /// # Errors
     /// SQLite's and reading the WAL; the old pin is then still held, and the next round
     /// tries again.
-    pub fn round(&mut self, now_ms: i64) -> io::Result<Round> {
+    pub fn round(&mut self, clock: Clock<'_>) -> io::Result<Round> {
         if let Some(aside) = self.aside {
             // Back on a pin, which keeps what commits from now on. What committed while
             // aside must all be in the WAL: the wal-index, read under the pin, says how
@@ -189,7 +196,7 @@ impl Capture {
             // Without the wal-index nothing proves the aside lost nothing: a gap.
             let expect = expect.unwrap_or(Expect::UNKNOWN);
             // On an error the pin is held: the next round hands it off as usual.
-            return self.read(now_ms, Some(expect));
+            return self.read(clock, Some(expect));
         }
         let free = 1 - self.held;
         // A capture's first read scans the WAL before the new pin begins (the held pin keeps
@@ -201,7 +208,7 @@ impl Capture {
         if !first {
             begin_read(&self.pins[free])?;
         }
-        let read = self.read(now_ms, None);
+        let read = self.read(clock, None);
         if first && read.is_ok() {
             begin_read(&self.pins[free])?;
         }
@@ -218,14 +225,14 @@ impl Capture {
 
     /// Reads the commits since the last read. `expect`: the first read back from aside,
     /// which must find every commit made since the step aside.
-    fn read(&mut self, now_ms: i64, expect: Option<Expect>) -> io::Result<Round> {
+    fn read(&mut self, clock: Clock<'_>, expect: Option<Expect>) -> io::Result<Round> {
         // No WAL (or an empty one) under a held pin: everything committed is in the
         // database file, which the pin's snapshot holds, and the next WAL continues it.
         let empty = |this: &mut Self| {
             if this.resume.is_none() {
                 this.from_empty = true;
             }
-            let mut round = nothing();
+            let mut round = nothing(clock());
             round.gap = expect.is_some_and(|e| e.commits() != 0);
             Ok(round)
         };
@@ -240,6 +247,8 @@ impl Capture {
             Err(wal::WalError::Empty) => return empty(self),
             Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
         };
+        // Every commit found was made by now (not by a time read before the scan).
+        let at_ms = clock();
         let header = scanned.resume.header;
         let new_generation = scanned.restarted || self.resume.is_none();
         let gap = match (self.resume, expect) {
@@ -275,7 +284,7 @@ impl Capture {
                 mib = bytes >> 20,
                 "a transaction too large to hold (a VACUUM?): a new history from a fresh base"
             );
-            let mut round = nothing();
+            let mut round = nothing(at_ms);
             round.new_generation = new_generation;
             round.gap = if first { gap } else { true };
             return Ok(round);
@@ -283,7 +292,7 @@ impl Capture {
         let segment = if scanned.commits.is_empty() {
             None
         } else {
-            let timed: Vec<_> = scanned.commits.iter().map(|c| (now_ms, c)).collect();
+            let timed: Vec<_> = scanned.commits.iter().map(|c| (at_ms, c)).collect();
             let seg_header = SegmentHeader {
                 page_size: header.page_size,
                 salt: header.salt,
@@ -299,6 +308,7 @@ impl Capture {
             commits: scanned.commits.len(),
             new_generation,
             gap,
+            at_ms,
         })
     }
 }
@@ -311,7 +321,7 @@ impl Capture {
     ///
     /// # Errors
     /// Reading the locks, and the round's.
-    pub fn make_way(&mut self, now_ms: i64) -> io::Result<Option<Round>> {
+    pub fn make_way(&mut self, clock: Clock<'_>) -> io::Result<Option<Round>> {
         let locks = self.pins[self.held].wal_locks(&self.db)?;
         if let Some(Aside { state, .. }) = self.aside {
             // Aside only while the same checkpoint waits to copy: once it has copied the
@@ -324,7 +334,7 @@ impl Capture {
             {
                 Ok(None)
             } else {
-                self.round(now_ms).map(Some)
+                self.round(clock).map(Some)
             };
         }
         if !checkpoint_waits(&locks) {
@@ -346,7 +356,7 @@ impl Capture {
         // A round (the handoff moves the pin to the newest mark, or to slot 0 once all is
         // copied), then, while the checkpoint still waits to copy, no pin, if nothing
         // committed from before that round to after it.
-        let round = self.round(now_ms)?;
+        let round = self.round(clock)?;
         let after = self.pins[self.held].wal_locks(&self.db)?;
         if checkpoint_waits(&after) && !copied(&after) && after.index == locks.index {
             end_read(&self.pins[self.held])?;
@@ -500,12 +510,13 @@ impl Expect {
     }
 }
 
-fn nothing() -> Round {
+fn nothing(at_ms: i64) -> Round {
     Round {
         segment: None,
         commits: 0,
         new_generation: false,
         gap: false,
+        at_ms,
     }
 }
 
@@ -544,11 +555,11 @@ mod tests {
         loop {
             let finished = done.load(Ordering::SeqCst);
             clock += 1;
-            if let Some(round) = capture.make_way(clock).unwrap() {
+            if let Some(round) = capture.make_way(&|| clock).unwrap() {
                 rounds.push(round);
             }
             if !capture.aside() {
-                rounds.push(capture.round(clock).unwrap());
+                rounds.push(capture.round(&|| clock).unwrap());
             }
             if finished && !capture.aside() {
                 return rounds;
@@ -586,6 +597,42 @@ mod tests {
         .unwrap()
     }
 
+    /// A commit made after the round's clock was read, while the round runs, is not
+    /// stamped with that time: the clock is read once the WAL is read, so such a commit is
+    /// left to the next round, and every commit's stamp is at or after its making (CI saw a
+    /// restore to a moment hold a commit made 1 ms after it when the time was read first).
+    #[test]
+    fn a_round_stamps_its_commits_with_a_time_read_after_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("data.db");
+        let app = app_connection(&db);
+        app.execute_batch("CREATE TABLE t (i INTEGER PRIMARY KEY, made INTEGER)")
+            .unwrap();
+        let mut capture = Capture::open(&db).unwrap();
+        capture.round(&|| 0).unwrap();
+        // The clock reads time t, then the application commits a row made at t + 1.
+        let t = std::cell::Cell::new(0i64);
+        let clock = || {
+            t.set(t.get() + 10);
+            app.execute("INSERT INTO t (made) VALUES (?1)", [t.get() + 1])
+                .unwrap();
+            t.get()
+        };
+        let rounds: Vec<Round> = (0..5).map(|_| capture.round(&clock).unwrap()).collect();
+        // Each round holds the row committed while the one before read its clock, never
+        // the one committed while its own did.
+        assert_eq!(rounds[0].commits, 0, "round 0");
+        for (k, round) in rounds.iter().enumerate().skip(1) {
+            assert_eq!(round.commits, 1, "round {k}");
+            let made = 10 * k as i64 + 1;
+            assert!(
+                round.at_ms >= made,
+                "made at {made}, stamped {}",
+                round.at_ms
+            );
+        }
+    }
+
     #[test]
     fn a_capture_begun_on_a_written_wal_reports_a_gap_and_reads_a_base_that_it_continues() {
         let dir = tempfile::tempdir().unwrap();
@@ -599,7 +646,7 @@ mod tests {
                 .unwrap();
         }
         let mut capture = Capture::open(&db).unwrap();
-        let first = capture.round(1).unwrap();
+        let first = capture.round(&|| 1).unwrap();
         assert!(first.gap && first.new_generation, "{first:?}");
         assert_eq!(
             first.commits, 11,
@@ -617,7 +664,7 @@ mod tests {
             app.execute("INSERT INTO t (i, v) VALUES (?1, 'y')", [i])
                 .unwrap();
         }
-        let later = capture.round(2).unwrap();
+        let later = capture.round(&|| 2).unwrap();
         assert!(!later.gap);
         let page_size = capture.page_size().unwrap();
         // The base already holds the first round's commits: applied again, they change
@@ -645,7 +692,7 @@ mod tests {
         assert!(wal > MAX_ROUND_BYTES, "{wal}");
         // The first read: nothing taken, the base holds it.
         let mut capture = Capture::open(&db).unwrap();
-        let first = capture.round(1).unwrap();
+        let first = capture.round(&|| 1).unwrap();
         assert!(first.segment.is_none() && first.new_generation, "{first:?}");
         let base = capture
             .read_base(|_, r| {
@@ -656,7 +703,7 @@ mod tests {
             .unwrap();
         app.execute("INSERT INTO t (i, v) VALUES (10001, x'00')", [])
             .unwrap();
-        let later = capture.round(2).unwrap();
+        let later = capture.round(&|| 2).unwrap();
         assert!(!later.gap && later.commits == 1, "{later:?}");
         let page_size = capture.page_size().unwrap();
         let (rows, sum) = rebuilt(dir.path(), base, page_size, vec![first, later]);
@@ -664,7 +711,7 @@ mod tests {
         // Later: a gap, nothing held.
         app.execute("UPDATE t SET v = randomblob(4000)", [])
             .unwrap();
-        let big = capture.round(3).unwrap();
+        let big = capture.round(&|| 3).unwrap();
         assert!(big.gap && big.segment.is_none(), "{big:?}");
     }
 

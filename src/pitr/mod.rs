@@ -51,9 +51,10 @@ const SCAN_EVERY: Duration = Duration::from_secs(2);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// How deep the search goes.
 const MAX_DEPTH: usize = 8;
-/// `--pitr-max-size-mib`'s default: at most 1 GiB of history per database. A database
-/// written at 40 commits a second keeps about an hour and a half in it, one written once a
-/// second the whole retention (docs/pitr.md).
+/// `--pitr-max-size-mib`'s default: at most 1 GiB of history per database. A PocketBase
+/// creating 40 records a second keeps 40 to 80 minutes in it, one creating a record a
+/// second 1.5 to 3 days, one every 5 s or fewer the whole retention (about 4 KB a create:
+/// docs/pitr.md).
 pub const DEFAULT_MAX_MIB: u64 = 1024;
 /// `--pitr-exclude`'s default: PocketBase's request logs, a quarter of the history of a
 /// busy PocketBase and of little use at a moment (docs/pitr.md).

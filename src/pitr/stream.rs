@@ -278,10 +278,10 @@ struct Begun {
     capture: Capture,
     store: Arc<dyn BackupStore>,
     name: String,
-    /// The rounds run so far, with their times: the first, read before the base, and the
-    /// one after it, which captured every commit made while the base was stored (the
-    /// history can be restored from its time on).
-    rounds: [(Round, i64); 2],
+    /// The rounds run so far: the first, read before the base, and the one after it, which
+    /// captured every commit made while the base was stored (the history can be restored
+    /// from its time on).
+    rounds: [Round; 2],
     /// The base image's size.
     base_bytes: u64,
 }
@@ -302,12 +302,11 @@ fn begin(
     let mut capture = Capture::open(path)?;
     let store = (ctx.store)();
     let start = now_ms();
-    let first = capture.round(start)?;
+    let first = capture.round(&now_ms)?;
     let name = layout::history(start);
     let base = layout::base_key(rel, &name, capture.page_size()?);
     let base_bytes = ship_base(&capture, &store, &base, ctx, stop, give_way)?;
-    let ready = now_ms();
-    let second = capture.round(ready)?;
+    let second = capture.round(&now_ms)?;
     let mut s = lock(status);
     s.history = Some(name.clone());
     s.streaming = true;
@@ -321,7 +320,7 @@ fn begin(
         capture,
         store,
         name,
-        rounds: [(first, start), (second, ready)],
+        rounds: [first, second],
         base_bytes,
     })
 }
@@ -370,11 +369,12 @@ fn history(
     };
     let mut pending = Pending::default();
     let mut ended = Ok(End::Clean);
-    let [(mut first, start), (second, ready)] = rounds;
+    let [mut first, second] = rounds;
+    let ready = second.at_ms;
     // The first round's gap is what the base is for (the WAL was read from its start).
     first.gap = false;
-    for (round, at) in [(first, start), (second, ready)] {
-        if !take(round, at, &mut pending, &mut out)? {
+    for round in [first, second] {
+        if !take(round, &mut pending, &mut out)? {
             ended = Ok(End::Gap);
         }
     }
@@ -407,13 +407,10 @@ fn history(
             "point-in-time stream: commits may be missing (a gap); a new history begins");
     }
     let last = match ended {
-        Ok(End::Clean) => {
-            let now = now_ms();
-            capture
-                .round(now)
-                .and_then(|r| take(r, now, &mut pending, &mut out))
-                .map(|whole| whole.then_some(now))
-        }
+        Ok(End::Clean) => capture.round(&now_ms).and_then(|r| {
+            let at = r.at_ms;
+            take(r, &mut pending, &mut out).map(|whole| whole.then_some(at))
+        }),
         _ => Ok(None),
     };
     let handed = out.hand(&mut pending).and_then(|()| out.end());
@@ -427,14 +424,14 @@ fn history(
 
 /// Takes a round's commits into `pending` (handing over those of the previous WAL
 /// generation first); false when the round found a gap.
-fn take(round: Round, at: i64, pending: &mut Pending, out: &mut Out<'_>) -> io::Result<bool> {
+fn take(round: Round, pending: &mut Pending, out: &mut Out<'_>) -> io::Result<bool> {
     if round.gap {
         return Ok(false);
     }
     if round.new_generation {
         out.hand(pending)?;
     }
-    if pending.push(round.segment, at, round.commits) {
+    if pending.push(round.segment, round.at_ms, round.commits) {
         lock(out.status).pending_since_ms = Some(pending.first_ms);
     }
     Ok(true)
@@ -470,12 +467,11 @@ fn run_rounds(
             return Ok(End::Clean);
         }
         // The application's blocking checkpoints never wait on the pins (capture.rs).
-        let now = now_ms();
-        match capture.make_way(now) {
+        match capture.make_way(&now_ms) {
             Ok(Some(round)) => {
                 failures = 0;
                 last_round = Instant::now();
-                if !take(round, now, pending, out)? {
+                if !take(round, pending, out)? {
                     return Ok(End::Gap);
                 }
             }
@@ -508,12 +504,11 @@ fn run_rounds(
         if stamp != last_wal || last_round.elapsed() >= idle_round {
             last_wal = stamp;
             last_round = Instant::now();
-            let now = now_ms();
-            match capture.round(now) {
+            match capture.round(&now_ms) {
                 Ok(round) => {
                     failures = 0;
                     let nothing = round.commits == 0 && !round.new_generation;
-                    if !take(round, now, pending, out)? {
+                    if !take(round, pending, out)? {
                         return Ok(End::Gap);
                     }
                     if quiet.after_round(capture, nothing && wal_stamp(path) == stamp) {
