@@ -93,9 +93,10 @@ pub struct Capture {
     from_empty: bool,
     /// No pin is held: the capture stepped aside for a blocking checkpoint.
     aside: Option<Aside>,
-    /// When the locks last looked like a blocking checkpoint that waits, and the wal-index
-    /// then ([`Capture::make_way`] steps aside only once it is confirmed).
-    suspect: Option<(std::time::Instant, [u8; sqlite::WAL_INDEX_HEADER])>,
+    /// When the locks began to look like a blocking checkpoint that waits, the wal-index
+    /// then, and at how many looks since ([`Capture::make_way`] steps aside only once it is
+    /// confirmed).
+    suspect: Option<(std::time::Instant, [u8; sqlite::WAL_INDEX_HEADER], u32)>,
 }
 
 /// How long the locks must look like a blocking checkpoint that waits, at every look and
@@ -107,6 +108,10 @@ pub struct Capture {
 /// checkpoint's busy handler tries again 1, 3 and 8 ms after it began: confirmed within
 /// 1 ms of being seen, it goes through at its second or third try.
 const CONFIRM_AFTER: std::time::Duration = std::time::Duration::from_millis(1);
+/// ... and at this many looks at least: a gateway short of CPU, whose looks come further
+/// apart, watches the locks for longer before it takes them for a blocking checkpoint
+/// (each look is a chance to see the PASSIVE one end).
+const CONFIRM_LOOKS: u32 = 4;
 
 impl Capture {
     /// Opens the pins on the database at `db` (in WAL mode) and takes the first.
@@ -342,13 +347,14 @@ impl Capture {
             return Ok(None);
         }
         match self.suspect {
-            Some((since, index)) if index == locks.index => {
-                if since.elapsed() < CONFIRM_AFTER {
+            Some((since, index, looks)) if index == locks.index => {
+                if since.elapsed() < CONFIRM_AFTER || looks < CONFIRM_LOOKS {
+                    self.suspect = Some((since, index, looks + 1));
                     return Ok(None);
                 }
             }
             _ => {
-                self.suspect = Some((std::time::Instant::now(), locks.index));
+                self.suspect = Some((std::time::Instant::now(), locks.index, 1));
                 return Ok(None);
             }
         }

@@ -376,10 +376,15 @@ impl Pitr {
         }
         let store = (self.ctx.store)();
         let keep = i64::try_from(self.keep.retention.as_millis()).unwrap_or(i64::MAX);
+        let writing: BTreeMap<String, String> = statuses
+            .into_iter()
+            .filter_map(|(db, s)| s.history.map(|h| (db, h)))
+            .collect();
         let done: crate::storage::Result<retention::Expired> = self.ctx.rt.block_on(async {
             // Excluded databases' old histories are pruned as well (by the same rules).
             let histories = rebuild::histories(store.as_ref()).await?;
-            let gone = retention::expired(&histories, stream::now_ms(), keep, self.keep.max_bytes);
+            let now = stream::now_ms();
+            let gone = retention::expired(&histories, now, keep, self.keep.max_bytes, &writing);
             store.delete_objects(&gone.keys).await?;
             Ok(gone)
         });

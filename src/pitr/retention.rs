@@ -24,8 +24,8 @@ pub struct Expired {
     /// Histories inside the retention, deleted for the size bound.
     pub past_size: usize,
     /// A database's histories still take more than the size bound, with an older one kept
-    /// only because the newest is not restorable yet (its base is being stored): worth
-    /// looking again soon.
+    /// only because the newest is not restorable yet (its `ready` marker is not stored yet):
+    /// worth looking again soon.
     pub unsettled: bool,
 }
 
@@ -34,19 +34,24 @@ pub struct Expired {
 /// before the cutoff (every moment it covers is older than the retention; an idle
 /// database's history covers the time up to the next one, commits or not), or once it
 /// and the histories after it take more than `max_bytes` (every older one then goes too:
-/// the window stays one span).
+/// the window stays one span). `writing`: the history each stream writes now, by
+/// database (one not restorable in the listing yet is one in the making).
 pub fn expired(
     histories: &BTreeMap<String, Vec<History>>,
     now_ms: i64,
     keep_ms: i64,
     max_bytes: Option<u64>,
+    writing: &BTreeMap<String, String>,
 ) -> Expired {
     let mut out = Expired::default();
-    for hs in histories.values() {
+    for (db, hs) in histories {
         let mut gone = by_age(hs, now_ms, keep_ms);
         out.past_retention += gone.iter().filter(|g| **g).count();
         if let Some(max) = max_bytes {
-            let (by_size, unsettled) = by_size(hs, &gone, max);
+            let making = writing
+                .get(db)
+                .is_some_and(|w| !hs.iter().any(|h| &h.name == w && h.usable()));
+            let (by_size, unsettled) = by_size(hs, &gone, max, making);
             out.unsettled |= unsettled;
             out.past_size += by_size
                 .iter()
@@ -68,12 +73,13 @@ pub fn expired(
 /// `gone` already: from the newest, the histories are kept while they fit in `max` (the
 /// newest restorable one and those begun after it always), and every older one goes. And
 /// whether they take more than `max` while one begun after the newest restorable one is
-/// not restorable yet (once it is, the one before can go).
-fn by_size(hs: &[History], gone: &[bool], max: u64) -> (Vec<bool>, bool) {
+/// not restorable yet (`making`: the stream writes one not in the listing, or not
+/// restorable there): once it is, the one before can go.
+fn by_size(hs: &[History], gone: &[bool], max: u64, making: bool) -> (Vec<bool>, bool) {
     let mut out = gone.to_vec();
     let mut total = 0u64;
     let mut restorable_kept = false;
-    let mut in_the_making = false;
+    let mut in_the_making = making;
     let mut full = false;
     for (i, h) in hs.iter().enumerate().rev() {
         if out[i] {
@@ -143,7 +149,14 @@ mod tests {
         // The only history of another database, long ended: kept (the newest).
         listing.extend(restorable("aux.db", now - 30 * DAY, now - 30 * DAY));
         listing.sort();
-        let mut gone = expired(&layout::parse(&listing), now, 7 * DAY, None).keys;
+        let mut gone = expired(
+            &layout::parse(&listing),
+            now,
+            7 * DAY,
+            None,
+            &BTreeMap::new(),
+        )
+        .keys;
         gone.sort();
         // The first goes (the second began 9 days ago); the second stays: it covers the
         // moments from 9 to 6 days ago, inside the retention.
@@ -167,7 +180,14 @@ mod tests {
         let mut listing: Vec<(String, u64)> = want.iter().map(|k| (k.clone(), 1)).collect();
         listing.extend(restorable("data.db", now - DAY / 2, now - DAY / 2));
         listing.sort();
-        let mut gone = expired(&layout::parse(&listing), now, 7 * DAY, None).keys;
+        let mut gone = expired(
+            &layout::parse(&listing),
+            now,
+            7 * DAY,
+            None,
+            &BTreeMap::new(),
+        )
+        .keys;
         gone.sort();
         want.sort();
         assert_eq!(gone, want);
@@ -195,13 +215,25 @@ mod tests {
         let keys_of =
             |i: usize| -> Vec<String> { sized(starts[i]).into_iter().map(|(k, _)| k).collect() };
         let gone = |max| {
-            let mut g = expired(&histories, now, 7 * DAY, Some(max));
+            let mut g = expired(&histories, now, 7 * DAY, Some(max), &BTreeMap::new());
             g.keys.sort();
             (g.keys, g.past_size, g.past_retention)
         };
         // Over the bound until the one in the making is restorable: looked at again soon.
-        assert!(expired(&histories, now, 7 * DAY, Some(64)).unsettled);
-        assert!(!expired(&histories, now, 7 * DAY, Some(125)).unsettled);
+        let none = BTreeMap::new();
+        assert!(expired(&histories, now, 7 * DAY, Some(64), &none).unsettled);
+        assert!(!expired(&histories, now, 7 * DAY, Some(125), &none).unsettled);
+        // A stream writing a history the listing does not hold yet: the same.
+        let only_restorable: BTreeMap<_, _> = histories
+            .iter()
+            .map(|(db, hs)| (db.clone(), hs[..4].to_vec()))
+            .collect();
+        let newer = BTreeMap::from([("data.db".to_string(), h(now))]);
+        assert!(!expired(&only_restorable, now, 7 * DAY, Some(64), &none).unsettled);
+        assert!(expired(&only_restorable, now, 7 * DAY, Some(64), &newer).unsettled);
+        // Writing the newest restorable one: settled.
+        let newest = BTreeMap::from([("data.db".to_string(), h(starts[3]))]);
+        assert!(!expired(&only_restorable, now, 7 * DAY, Some(64), &newest).unsettled);
         // 65 bytes: the one in the making (5) and the two newest (60) fit; the two oldest go.
         let mut want: Vec<String> = [keys_of(0), keys_of(1)].concat();
         want.sort();
@@ -214,6 +246,10 @@ mod tests {
         assert_eq!(gone(1), (want, 3, 0));
         // Everything fits: nothing goes; without a bound neither.
         assert_eq!(gone(125), (Vec::new(), 0, 0));
-        assert!(expired(&histories, now, 7 * DAY, None).keys.is_empty());
+        assert!(
+            expired(&histories, now, 7 * DAY, None, &none)
+                .keys
+                .is_empty()
+        );
     }
 }
