@@ -644,6 +644,16 @@ fn data_paths(given: &[String]) -> Vec<String> {
 mod tests {
     use super::*;
 
+    /// The configuration of `backup-gateway serve` with `extra` arguments.
+    fn serve_config(extra: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["backup-gateway", "serve"];
+        argv.extend_from_slice(extra);
+        let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not serve")
+        };
+        args.into_config()
+    }
+
     #[test]
     fn prefix_is_normalized() {
         assert_eq!(normalize_prefix(""), "");
@@ -684,14 +694,7 @@ mod tests {
 
     #[test]
     fn settings_flags_pin_their_values_and_bad_ones_are_refused_at_startup() {
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["backup-gateway", "serve"];
-            argv.extend_from_slice(extra);
-            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
-                panic!("not serve")
-            };
-            args.into_config()
-        };
+        let parse = serve_config;
         let none = parse(&[]).unwrap().pins;
         assert!(none.cron.is_none() && none.superuser_ips.is_none() && none.s3.is_none());
         let c = parse(&[
@@ -743,14 +746,7 @@ mod tests {
 
     #[test]
     fn exclude_globs_repeat_and_an_invalid_one_is_refused_at_startup() {
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["backup-gateway", "serve"];
-            argv.extend_from_slice(extra);
-            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
-                panic!("not serve")
-            };
-            args.into_config()
-        };
+        let parse = serve_config;
         let config = parse(&["--exclude", "logs/*.log", "--exclude", "**/*.tmp"]).unwrap();
         assert_eq!(config.exclude, ["logs/*.log", "**/*.tmp"]);
         let err = parse(&["--exclude", "a/[b"]).unwrap_err();
@@ -763,14 +759,7 @@ mod tests {
 
     #[test]
     fn the_stream_is_bounded_and_leaves_auxiliary_db_out_unless_told_otherwise() {
-        let parse = |extra: &[&str]| {
-            let mut argv = vec!["backup-gateway", "serve"];
-            argv.extend_from_slice(extra);
-            let Command::Serve(args) = Cli::try_parse_from(argv).unwrap().command else {
-                panic!("not serve")
-            };
-            args.into_config().unwrap()
-        };
+        let parse = |extra: &[&str]| serve_config(extra).unwrap();
         let c = parse(&[]);
         assert_eq!(c.pitr_max_bytes, Some(1 << 30));
         assert_eq!(c.pitr_exclude, ["auxiliary.db"]);

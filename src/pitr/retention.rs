@@ -128,6 +128,15 @@ mod tests {
         format!("{start:013}-abcdef")
     }
 
+    /// The keys [`expired`] deletes from `listing` at `now` for a 7-day retention and no
+    /// size bound, sorted.
+    fn by_age_only(listing: &[(String, u64)], now: i64) -> Vec<String> {
+        let histories = layout::parse(listing);
+        let mut gone = expired(&histories, now, 7 * DAY, None, &BTreeMap::new()).keys;
+        gone.sort();
+        gone
+    }
+
     /// A restorable history begun at `start`, with one segment from `start` to `last`.
     fn restorable(db: &str, start: i64, last: i64) -> Vec<(String, u64)> {
         let name = h(start);
@@ -149,15 +158,7 @@ mod tests {
         // The only history of another database, long ended: kept (the newest).
         listing.extend(restorable("aux.db", now - 30 * DAY, now - 30 * DAY));
         listing.sort();
-        let mut gone = expired(
-            &layout::parse(&listing),
-            now,
-            7 * DAY,
-            None,
-            &BTreeMap::new(),
-        )
-        .keys;
-        gone.sort();
+        let gone = by_age_only(&listing, now);
         // The first goes (the second began 9 days ago); the second stays: it covers the
         // moments from 9 to 6 days ago, inside the retention.
         let mut want: Vec<String> = restorable("data.db", now - 20 * DAY, now - 20 * DAY)
@@ -180,15 +181,7 @@ mod tests {
         let mut listing: Vec<(String, u64)> = want.iter().map(|k| (k.clone(), 1)).collect();
         listing.extend(restorable("data.db", now - DAY / 2, now - DAY / 2));
         listing.sort();
-        let mut gone = expired(
-            &layout::parse(&listing),
-            now,
-            7 * DAY,
-            None,
-            &BTreeMap::new(),
-        )
-        .keys;
-        gone.sort();
+        let gone = by_age_only(&listing, now);
         want.sort();
         assert_eq!(gone, want);
     }
