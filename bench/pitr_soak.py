@@ -483,7 +483,7 @@ def report(res):
         f"# Point-in-time soak beside the real PocketBase ({res['profile']} build, {res['cores']} cores)",
         "",
         f"{res['minutes']:g} minutes; a restore every {res['every']:g} s; one client creating a record "
-        f"every {res['pause'] * 1000:.0f} ms. Rerun: `python3 bench/pitr_soak.py`.",
+        f"every {res['pause'] * 1000:.0f} ms. Rerun: `python3 bench/pitr_soak.py{' --max-size-mib ' + str(res['max_size_mib']) if res.get('max_size_mib') else ''}`.",
         "",
         "| PocketBase record create | stream off | stream on | ratio |",
         "| --- | --- | --- | --- |",
@@ -526,7 +526,8 @@ def report(res):
         *[f"| history of {db}: segments an hour; a base (a week at this pace, 8 bases) | "
           f"{h['segments_mib_per_hour']:.0f} MiB; {h['base_mib']:.1f} MiB "
           f"({(h['segments_mib_per_hour'] * 24 * 7 + 8 * h['base_mib']) / 1024:.1f} GiB) |"
-          for db, h in sorted(res.get("history", {}).items())],
+          # With a small size bound the history is deleted as it grows: no volume to tell.
+          for db, h in sorted(res.get("history", {}).items()) if not res.get("max_size_mib")],
         f"| store requests per minute | {', '.join(f'{k} {v:.0f}' for k, v in sorted(res['requests_per_min'].items()) if v)} |",
         f"| wrong restores and unexplained histories (target 0) | {len(res['failures'])} |",
     ]
