@@ -358,13 +358,14 @@ impl Pitr {
         {
             let mut pruned = self.pruned.lock().unwrap_or_else(|e| e.into_inner());
             // With a size bound: the streams shipped an eighth of it, or began a history
-            // (one that ended for size can go once the next is restorable). Their counts
-            // begin again when they do (a restore).
+            // (one that ended for size can go once the next is restorable), or the last
+            // look was unsettled. Their counts begin again when they do (a restore).
             let grown = |(since, before): (u64, u64)| {
                 self.keep.max_bytes.is_some_and(|max| {
                     shipped < since
                         || shipped - since >= max / PRUNE_AFTER_SHARE
                         || started != before
+                        || self.unsettled.load(Ordering::SeqCst)
                 })
             };
             if pruned.is_some_and(|(t, since, before)| {
@@ -383,8 +384,13 @@ impl Pitr {
         let done: crate::storage::Result<retention::Expired> = self.ctx.rt.block_on(async {
             // Excluded databases' old histories are pruned as well (by the same rules).
             let histories = rebuild::histories(store.as_ref()).await?;
-            let now = stream::now_ms();
-            let gone = retention::expired(&histories, now, keep, self.keep.max_bytes, &writing);
+            let gone = retention::expired(
+                &histories,
+                stream::now_ms(),
+                keep,
+                self.keep.max_bytes,
+                &writing,
+            );
             store.delete_objects(&gone.keys).await?;
             Ok(gone)
         });

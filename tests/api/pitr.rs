@@ -32,6 +32,15 @@ fn pb_time(ms: i64) -> String {
     backup_gateway::util::time_fmt::format_ms(ms)
 }
 
+/// The entry of `data.db` in an answer of `GET /api/gateway/pitr` (null when none).
+fn data_db(state: &Value) -> Value {
+    state["databases"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
 async fn pitr_state(app: &TestApp) -> Value {
     app.get_json("/api/gateway/pitr").await
 }
@@ -42,11 +51,7 @@ async fn stream_of(app: &TestApp) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let s = pitr_state(app).await;
-        let found = s["databases"]
-            .as_array()
-            .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let found = data_db(&s);
         if found["stream"]["streaming"] == true && found["earliest"].is_string() {
             return found;
         }
@@ -453,11 +458,7 @@ async fn process_stream(gw: &GatewayProcess, ready: impl Fn(&Value) -> bool) -> 
     let mut last = Value::Null;
     for _ in 0..600 {
         let state = gw.get_json("/api/gateway/pitr").await;
-        last = state["databases"]
-            .as_array()
-            .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        last = data_db(&state);
         if last["stream"]["streaming"] == true && ready(&last) {
             return last;
         }
@@ -873,11 +874,7 @@ async fn the_history_stays_within_its_size_bound_and_excluded_databases_come_fro
     let state = loop {
         most = most.max(held().await);
         let s = pitr_state(&app).await;
-        let data = s["databases"]
-            .as_array()
-            .and_then(|d| d.iter().find(|d| d["name"] == "data.db"))
-            .cloned()
-            .unwrap_or(Value::Null);
+        let data = data_db(&s);
         let started = data["stream"]["historiesStarted"].as_u64().unwrap_or(0);
         let kept = data["histories"].as_array().map_or(0, Vec::len) as u64;
         if started >= 8 && kept < started {
